@@ -1,0 +1,255 @@
+//! The primitive ops a block graph is made of, and how a node names its inputs.
+
+use serde::{Deserialize, Deserializer, Serialize, de::Error as _};
+
+/// One node of a block graph: an op and the ids of the nodes it reads.
+///
+/// `inputs` defaults to the previous node, so a plain chain needs no ids at all.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Node {
+    #[serde(flatten)]
+    pub op: Op,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<usize>,
+}
+
+impl Node {
+    pub fn new(op: Op) -> Self {
+        Self { op, inputs: Vec::new() }
+    }
+
+    pub fn with_inputs(op: Op, inputs: Vec<usize>) -> Self {
+        Self { op, inputs }
+    }
+
+    /// The node ids this node reads, given its own id (the previous node when unset).
+    pub fn input_ids(&self, own_id: usize) -> Vec<usize> {
+        if self.inputs.is_empty() { vec![own_id - 1] } else { self.inputs.clone() }
+    }
+}
+
+// `serde(flatten)` would silently accept misspelt keys; a node is read as a map instead,
+// `inputs` taken out, and the rest parsed strictly as an `Op`.
+impl<'de> Deserialize<'de> for Node {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let mut map = serde_json::Map::<String, serde_json::Value>::deserialize(deserializer)?;
+        let inputs = match map.remove("inputs") {
+            None => Vec::new(),
+            Some(value) => Vec::<usize>::deserialize(value)
+                .map_err(|e| D::Error::custom(format!("`inputs` must be a list of node ids: {e}")))?,
+        };
+        let op = Op::deserialize(serde_json::Value::Object(map)).map_err(D::Error::custom)?;
+        Ok(Self { op, inputs })
+    }
+}
+
+/// A kernel, pool or stride size: one number for every spatial axis, or one per axis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Kernel {
+    Square(usize),
+    Rect([usize; 2]),
+}
+
+impl Kernel {
+    /// The size along spatial axis `axis` (0 = length/height, 1 = width).
+    pub fn along(self, axis: usize) -> usize {
+        match self {
+            Kernel::Square(k) => k,
+            Kernel::Rect(k) => k[axis.min(1)],
+        }
+    }
+}
+
+/// How a convolution pads its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Padding {
+    /// No padding.
+    Valid,
+    /// `dilation * (kernel - 1) / 2` on both sides: the output keeps the input's size for
+    /// odd kernels at stride 1.
+    #[default]
+    Same,
+    /// This many zeros on both sides of every spatial axis.
+    Explicit(usize),
+}
+
+impl Padding {
+    /// Padding on each side of one spatial axis.
+    pub fn amount(self, kernel: usize, dilation: usize) -> usize {
+        match self {
+            Padding::Valid => 0,
+            Padding::Same => dilation * (kernel.saturating_sub(1)) / 2,
+            Padding::Explicit(p) => p,
+        }
+    }
+}
+
+fn one() -> usize {
+    1
+}
+fn yes() -> bool {
+    true
+}
+fn default_max_len() -> usize {
+    512
+}
+
+/// A primitive op the host implements natively. Shapes are channels-first, batch excluded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Op {
+    /// `[features] -> [units]`.
+    Dense {
+        units: usize,
+        #[serde(default = "yes")]
+        bias: bool,
+    },
+    /// `[C, L] -> [filters, L']`.
+    Conv1d {
+        filters: usize,
+        kernel: usize,
+        #[serde(default = "one")]
+        stride: usize,
+        #[serde(default)]
+        padding: Padding,
+        #[serde(default = "one")]
+        dilation: usize,
+        #[serde(default = "one")]
+        groups: usize,
+    },
+    /// `[C, H, W] -> [filters, H', W']`.
+    Conv2d {
+        filters: usize,
+        kernel: Kernel,
+        #[serde(default = "one")]
+        stride: usize,
+        #[serde(default)]
+        padding: Padding,
+        #[serde(default = "one")]
+        dilation: usize,
+        #[serde(default = "one")]
+        groups: usize,
+    },
+    /// Depthwise conv (one filter per channel) then a pointwise 1x1 conv to `filters`;
+    /// rank 2 or 3.
+    SeparableConv {
+        filters: usize,
+        kernel: usize,
+        #[serde(default = "one")]
+        stride: usize,
+        #[serde(default)]
+        padding: Padding,
+        #[serde(default = "one")]
+        dilation: usize,
+    },
+    /// Normalises each channel over the batch (and spatial axes).
+    BatchNorm,
+    /// Normalises each position over its channels.
+    LayerNorm,
+    Dropout {
+        rate: f64,
+    },
+    Relu,
+    Gelu,
+    Swish,
+    Tanh,
+    Sigmoid,
+    /// Rank 2 or 3; `stride` defaults to `size`.
+    MaxPool {
+        size: usize,
+        stride: Option<usize>,
+    },
+    AvgPool {
+        size: usize,
+        stride: Option<usize>,
+    },
+    /// `[C, ...] -> [C]`.
+    GlobalAvgPool,
+    GlobalMaxPool,
+    /// `[...] -> [product]`.
+    Flatten,
+    Reshape {
+        shape: Vec<usize>,
+    },
+    /// Element-wise sum of two or more inputs of one shape.
+    Add,
+    /// Element-wise product of two or more inputs of one shape.
+    Multiply,
+    /// Stacks inputs along the channel axis; other axes must agree.
+    Concat,
+    /// Over `[C, L]` as a sequence of L steps of C features: `[H, L]`, or `[H]` (last
+    /// step) without `return_sequences`; H doubles when bidirectional.
+    Lstm {
+        hidden: usize,
+        #[serde(default)]
+        bidirectional: bool,
+        #[serde(default)]
+        return_sequences: bool,
+    },
+    Gru {
+        hidden: usize,
+        #[serde(default)]
+        bidirectional: bool,
+        #[serde(default)]
+        return_sequences: bool,
+    },
+    /// Multi-head self-attention over `[D, L]` (L steps of D features); D % heads == 0.
+    SelfAttention {
+        heads: usize,
+        #[serde(default)]
+        dropout: f64,
+    },
+    /// `[L]` token ids -> `[dim, L]`.
+    Embedding {
+        vocab: usize,
+        dim: usize,
+    },
+    /// Adds sinusoidal position codes to `[D, L]`, L at most `max_len`.
+    PositionalEncoding {
+        #[serde(default = "default_max_len")]
+        max_len: usize,
+    },
+    Identity,
+}
+
+impl Op {
+    /// The op's name as written in architecture files.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Dense { .. } => "dense",
+            Op::Conv1d { .. } => "conv1d",
+            Op::Conv2d { .. } => "conv2d",
+            Op::SeparableConv { .. } => "separable_conv",
+            Op::BatchNorm => "batch_norm",
+            Op::LayerNorm => "layer_norm",
+            Op::Dropout { .. } => "dropout",
+            Op::Relu => "relu",
+            Op::Gelu => "gelu",
+            Op::Swish => "swish",
+            Op::Tanh => "tanh",
+            Op::Sigmoid => "sigmoid",
+            Op::MaxPool { .. } => "max_pool",
+            Op::AvgPool { .. } => "avg_pool",
+            Op::GlobalAvgPool => "global_avg_pool",
+            Op::GlobalMaxPool => "global_max_pool",
+            Op::Flatten => "flatten",
+            Op::Reshape { .. } => "reshape",
+            Op::Add => "add",
+            Op::Multiply => "multiply",
+            Op::Concat => "concat",
+            Op::Lstm { .. } => "lstm",
+            Op::Gru { .. } => "gru",
+            Op::SelfAttention { .. } => "self_attention",
+            Op::Embedding { .. } => "embedding",
+            Op::PositionalEncoding { .. } => "positional_encoding",
+            Op::Identity => "identity",
+        }
+    }
+
+    /// Whether the op combines several inputs.
+    pub fn is_merge(&self) -> bool {
+        matches!(self, Op::Add | Op::Multiply | Op::Concat)
+    }
+}

@@ -1,0 +1,8 @@
+//! msh: neural architecture search with sandboxed WebAssembly plugins and native burn
+//! trainers. This crate is the host: block-graph IR, model builder, data, training.
+
+pub mod arch_file;
+pub mod data;
+pub mod graph;
+pub mod model;
+pub mod train;

@@ -1,0 +1,155 @@
+//! Block graphs to burn modules: the model builder, the input adapter and the task head.
+//!
+//! Parameter paths are stable: `blocks.<block>.nodes.<node>.<Kind>.<param>` (node ids as in
+//! the graph, 1-based) and `head.weight`, so weights can be matched between architectures.
+
+mod node;
+
+use burn::module::{Module, ModuleVisitor, ParamId};
+use burn::nn::{Linear, LinearConfig};
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::graph::{Architecture, BlockGraph, GraphError, Shape, infer_architecture, infer_block};
+use node::{NodeModule, Value};
+
+/// What a model predicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Task {
+    Classification { classes: usize },
+    Regression,
+}
+
+impl Task {
+    /// Width of the task head.
+    pub fn outputs(self) -> usize {
+        match self {
+            Task::Classification { classes } => classes,
+            Task::Regression => 1,
+        }
+    }
+}
+
+/// Everything needed to rebuild a model's structure (its weights live in a checkpoint).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelSpec {
+    pub architecture: Architecture,
+    /// Shape of one sample as the first block sees it (the data set's shape).
+    pub input_shape: Shape,
+    pub task: Task,
+}
+
+/// One block: its graph (plain data) and the modules of its nodes, in node order.
+#[derive(Module, Debug)]
+pub struct BlockModule {
+    pub nodes: Vec<NodeModule>,
+    #[module(skip)]
+    graph: BlockGraph,
+    #[module(skip)]
+    shapes: Vec<Shape>,
+}
+
+/// A network built from an architecture: blocks in order, then flatten and a dense head.
+#[derive(Module, Debug)]
+pub struct Model {
+    pub blocks: Vec<BlockModule>,
+    pub head: Linear,
+    #[module(skip)]
+    spec: ModelSpec,
+}
+
+impl Model {
+    /// Validates the architecture against the input shape and builds the module on `device`.
+    pub fn new(spec: &ModelSpec, device: &Device) -> Result<Self, GraphError> {
+        infer_architecture(&spec.architecture, &spec.input_shape)?;
+        let mut current = spec.input_shape.clone();
+        let mut blocks = Vec::with_capacity(spec.architecture.blocks.len());
+        for (index, graph) in spec.architecture.blocks.iter().enumerate() {
+            let shapes = infer_block(graph, index, &current)?;
+            let nodes = graph
+                .nodes
+                .iter()
+                .enumerate()
+                .map(|(i, n)| NodeModule::new(&n.op, &shapes[n.input_ids(i + 1)[0]], device))
+                .collect();
+            current = shapes.last().cloned().unwrap_or_default();
+            blocks.push(BlockModule { nodes, graph: graph.clone(), shapes });
+        }
+        let features = current.iter().product();
+        let head = LinearConfig::new(features, spec.task.outputs()).init(device);
+        Ok(Self { blocks, head, spec: spec.clone() })
+    }
+
+    /// The device the model's parameters live on.
+    pub fn device(&self) -> Device {
+        self.head.weight.val().device()
+    }
+
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    /// `[batch, features...]` flat samples to `[batch, outputs]` logits or predictions.
+    pub fn forward(&self, input: Tensor<2>) -> Tensor<2> {
+        let batch = input.dims()[0];
+        let mut x = Value::from_flat(input, &self.spec.input_shape);
+        for block in &self.blocks {
+            x = block.forward(x);
+        }
+        let x = x.flatten(batch);
+        self.head.forward(x)
+    }
+
+    /// Every parameter's stable path and shape, in module order.
+    pub fn parameter_paths(&self) -> Vec<(String, Vec<usize>)> {
+        struct Paths(Vec<(String, Vec<usize>)>);
+        impl ModuleVisitor for Paths {
+            fn visit_float_with_path<const D: usize>(&mut self, path: &[String], _id: ParamId, tensor: &Tensor<D>) {
+                self.0.push((path.join("."), tensor.dims().to_vec()));
+            }
+        }
+        let mut paths = Paths(Vec::new());
+        self.visit(&mut paths);
+        paths.0
+    }
+}
+
+impl BlockModule {
+    fn forward(&self, input: Value) -> Value {
+        let mut values: Vec<Option<Value>> = Vec::with_capacity(self.nodes.len() + 1);
+        values.push(Some(input));
+        let last_use = last_uses(&self.graph);
+        for (i, (node, module)) in self.graph.nodes.iter().zip(&self.nodes).enumerate() {
+            let id = i + 1;
+            let ids = node.input_ids(id);
+            // Move a value out at its last use, clone it before: fewer live tensors.
+            let args: Vec<Value> = ids
+                .iter()
+                .map(|&src| {
+                    if last_use[src] == id { values[src].take() } else { values[src].clone() }
+                        .expect("graph validated: inputs are computed before use")
+                })
+                .collect();
+            values.push(Some(module.forward(&node.op, args, &self.shapes[id])));
+        }
+        values.pop().flatten().expect("graph validated: a block has at least one node")
+    }
+}
+
+/// For every node id, the id of the last node that reads it.
+fn last_uses(graph: &BlockGraph) -> Vec<usize> {
+    let mut last = vec![0; graph.nodes.len() + 1];
+    for (i, node) in graph.nodes.iter().enumerate() {
+        for src in node.input_ids(i + 1) {
+            last[src] = i + 1;
+        }
+    }
+    last[graph.nodes.len()] = usize::MAX;
+    last
+}
+
+/// Number of parameters a spec builds, without keeping the model.
+pub fn parameter_count(spec: &ModelSpec) -> Result<usize, GraphError> {
+    Ok(Model::new(spec, &Device::flex())?.num_params())
+}

@@ -1,0 +1,305 @@
+//! One graph node as a burn module, and the rank-tagged tensors that flow between nodes.
+
+use burn::module::Module;
+use burn::nn::attention::{MhaInput, MultiHeadAttention, MultiHeadAttentionConfig};
+use burn::nn::conv::{Conv1d, Conv1dConfig, Conv2d, Conv2dConfig};
+use burn::nn::gru::{BiGru, BiGruConfig, Gru, GruConfig};
+use burn::nn::lstm::{BiLstm, BiLstmConfig, Lstm, LstmConfig};
+use burn::nn::{
+    BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Embedding, EmbeddingConfig, Identity, LayerNorm,
+    LayerNormConfig, Linear, LinearConfig, PaddingConfig1d, PaddingConfig2d, PositionalEncoding,
+    PositionalEncodingConfig,
+};
+use burn::prelude::*;
+use burn::tensor::activation;
+use burn::tensor::module::{avg_pool1d, avg_pool2d, max_pool1d, max_pool2d};
+use burn::tensor::ops::{AvgPoolOptions, MaxPoolOptions};
+
+use crate::graph::{Op, Shape};
+
+/// A batch of values of one of the ranks the IR allows (batch axis included).
+#[derive(Clone, Debug)]
+pub enum Value {
+    R2(Tensor<2>),
+    R3(Tensor<3>),
+    R4(Tensor<4>),
+}
+
+macro_rules! each_rank {
+    ($value:expr, $t:ident => $body:expr) => {
+        match $value {
+            Value::R2($t) => Value::R2($body),
+            Value::R3($t) => Value::R3($body),
+            Value::R4($t) => Value::R4($body),
+        }
+    };
+}
+
+impl Value {
+    /// Reshapes `[batch, n]` flat samples to `[batch, shape...]`.
+    pub fn from_flat(flat: Tensor<2>, shape: &[usize]) -> Self {
+        let b = flat.dims()[0];
+        match *shape {
+            [_] => Value::R2(flat),
+            [c, l] => Value::R3(flat.reshape([b, c, l])),
+            [c, h, w] => Value::R4(flat.reshape([b, c, h, w])),
+            _ => unreachable!("shapes are validated to rank 1..=3"),
+        }
+    }
+
+    pub fn flatten(self, batch: usize) -> Tensor<2> {
+        match self {
+            Value::R2(t) => t,
+            Value::R3(t) => t.reshape([batch as i64, -1]),
+            Value::R4(t) => t.reshape([batch as i64, -1]),
+        }
+    }
+
+    fn batch(&self) -> usize {
+        match self {
+            Value::R2(t) => t.dims()[0],
+            Value::R3(t) => t.dims()[0],
+            Value::R4(t) => t.dims()[0],
+        }
+    }
+
+    fn r3(self) -> Tensor<3> {
+        match self {
+            Value::R3(t) => t,
+            other => unreachable!("shape inference guarantees rank 2 samples, got {other:?}"),
+        }
+    }
+
+    fn r4(self) -> Tensor<4> {
+        match self {
+            Value::R4(t) => t,
+            other => unreachable!("shape inference guarantees rank 3 samples, got {other:?}"),
+        }
+    }
+}
+
+/// Depthwise then pointwise convolution over `[B, C, L]`.
+#[derive(Module, Debug)]
+pub struct Separable1d {
+    pub depthwise: Conv1d,
+    pub pointwise: Conv1d,
+}
+
+/// Depthwise then pointwise convolution over `[B, C, H, W]`.
+#[derive(Module, Debug)]
+pub struct Separable2d {
+    pub depthwise: Conv2d,
+    pub pointwise: Conv2d,
+}
+
+/// The trainable (or stateful) part of one node; ops without state are `Stateless`.
+#[derive(Module, Debug)]
+pub enum NodeModule {
+    Dense(Linear),
+    Conv1d(Conv1d),
+    Conv2d(Conv2d),
+    Separable1d(Separable1d),
+    Separable2d(Separable2d),
+    BatchNorm(BatchNorm),
+    LayerNorm(LayerNorm),
+    Dropout(Dropout),
+    Lstm(Lstm),
+    BiLstm(BiLstm),
+    Gru(Gru),
+    BiGru(BiGru),
+    Attention(MultiHeadAttention),
+    Embedding(Embedding),
+    PositionalEncoding(PositionalEncoding),
+    Stateless(Identity),
+}
+
+impl NodeModule {
+    /// Builds the module for `op` reading a (validated) input of shape `input`.
+    pub fn new(op: &Op, input: &Shape, device: &Device) -> Self {
+        let channels = input[0];
+        match *op {
+            Op::Dense { units, bias } => Self::Dense(LinearConfig::new(channels, units).with_bias(bias).init(device)),
+            Op::Conv1d { filters, kernel, stride, padding, dilation, groups } => Self::Conv1d(
+                Conv1dConfig::new(channels, filters, kernel)
+                    .with_stride(stride)
+                    .with_dilation(dilation)
+                    .with_groups(groups)
+                    .with_padding(PaddingConfig1d::Explicit(padding.amount(kernel, dilation), padding.amount(kernel, dilation)))
+                    .init(device),
+            ),
+            Op::Conv2d { filters, kernel, stride, padding, dilation, groups } => {
+                let (kh, kw) = (kernel.along(0), kernel.along(1));
+                let (ph, pw) = (padding.amount(kh, dilation), padding.amount(kw, dilation));
+                Self::Conv2d(
+                    Conv2dConfig::new([channels, filters], [kh, kw])
+                        .with_stride([stride, stride])
+                        .with_dilation([dilation, dilation])
+                        .with_groups(groups)
+                        .with_padding(PaddingConfig2d::Explicit(ph, ph, pw, pw))
+                        .init(device),
+                )
+            }
+            Op::SeparableConv { filters, kernel, stride, padding, dilation } => {
+                let pad = padding.amount(kernel, dilation);
+                if input.len() == 2 {
+                    Self::Separable1d(Separable1d {
+                        depthwise: Conv1dConfig::new(channels, channels, kernel)
+                            .with_stride(stride)
+                            .with_dilation(dilation)
+                            .with_groups(channels)
+                            .with_padding(PaddingConfig1d::Explicit(pad, pad))
+                            .init(device),
+                        pointwise: Conv1dConfig::new(channels, filters, 1).init(device),
+                    })
+                } else {
+                    Self::Separable2d(Separable2d {
+                        depthwise: Conv2dConfig::new([channels, channels], [kernel, kernel])
+                            .with_stride([stride, stride])
+                            .with_dilation([dilation, dilation])
+                            .with_groups(channels)
+                            .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+                            .init(device),
+                        pointwise: Conv2dConfig::new([channels, filters], [1, 1]).init(device),
+                    })
+                }
+            }
+            Op::BatchNorm => Self::BatchNorm(BatchNormConfig::new(channels).init(device)),
+            Op::LayerNorm => Self::LayerNorm(LayerNormConfig::new(channels).init(device)),
+            Op::Dropout { rate } => Self::Dropout(DropoutConfig::new(rate).init()),
+            Op::Lstm { hidden, bidirectional: false, .. } => Self::Lstm(LstmConfig::new(channels, hidden, true).init(device)),
+            Op::Lstm { hidden, bidirectional: true, .. } => Self::BiLstm(BiLstmConfig::new(channels, hidden, true).init(device)),
+            Op::Gru { hidden, bidirectional: false, .. } => Self::Gru(GruConfig::new(channels, hidden, true).init(device)),
+            Op::Gru { hidden, bidirectional: true, .. } => Self::BiGru(BiGruConfig::new(channels, hidden, true).init(device)),
+            Op::SelfAttention { heads, dropout } => {
+                Self::Attention(MultiHeadAttentionConfig::new(channels, heads).with_dropout(dropout).init(device))
+            }
+            Op::Embedding { vocab, dim } => Self::Embedding(EmbeddingConfig::new(vocab, dim).init(device)),
+            Op::PositionalEncoding { max_len } => Self::PositionalEncoding(
+                PositionalEncodingConfig::new(channels).with_max_sequence_size(max_len).init(device),
+            ),
+            _ => Self::Stateless(Identity::new()),
+        }
+    }
+
+    /// Applies the node to its (validated) inputs; `out` is the node's inferred sample shape.
+    pub fn forward(&self, op: &Op, mut inputs: Vec<Value>, out: &Shape) -> Value {
+        if op.is_merge() {
+            return merge(op, inputs);
+        }
+        let x = inputs.pop().expect("validated: one input");
+        let batch = x.batch();
+        match (self, op) {
+            (Self::Dense(m), _) => each_rank!(x, t => m.forward(t)),
+            (Self::Conv1d(m), _) => Value::R3(m.forward(x.r3())),
+            (Self::Conv2d(m), _) => Value::R4(m.forward(x.r4())),
+            (Self::Separable1d(m), _) => Value::R3(m.pointwise.forward(m.depthwise.forward(x.r3()))),
+            (Self::Separable2d(m), _) => Value::R4(m.pointwise.forward(m.depthwise.forward(x.r4()))),
+            (Self::BatchNorm(m), _) => each_rank!(x, t => m.forward(t)),
+            (Self::LayerNorm(m), _) => match x {
+                Value::R2(t) => Value::R2(m.forward(t)),
+                Value::R3(t) => Value::R3(m.forward(t.swap_dims(1, 2)).swap_dims(1, 2)),
+                Value::R4(t) => Value::R4(m.forward(t.permute([0, 2, 3, 1])).permute([0, 3, 1, 2])),
+            },
+            (Self::Dropout(m), _) => each_rank!(x, t => m.forward(t)),
+            (Self::Lstm(m), Op::Lstm { return_sequences, .. }) => {
+                let (seq, state) = m.forward(x.r3().swap_dims(1, 2), None);
+                if *return_sequences { Value::R3(seq.swap_dims(1, 2)) } else { Value::R2(state.hidden) }
+            }
+            (Self::BiLstm(m), Op::Lstm { return_sequences, .. }) => {
+                let (seq, state) = m.forward(x.r3().swap_dims(1, 2), None);
+                if *return_sequences { Value::R3(seq.swap_dims(1, 2)) } else { Value::R2(final_states(state.hidden, batch)) }
+            }
+            (Self::Gru(m), Op::Gru { return_sequences, .. }) => {
+                let seq = m.forward(x.r3().swap_dims(1, 2), None);
+                if *return_sequences { Value::R3(seq.swap_dims(1, 2)) } else { Value::R2(last_step(seq, batch)) }
+            }
+            (Self::BiGru(m), Op::Gru { return_sequences, .. }) => {
+                let (seq, state) = m.forward(x.r3().swap_dims(1, 2), None);
+                if *return_sequences { Value::R3(seq.swap_dims(1, 2)) } else { Value::R2(final_states(state, batch)) }
+            }
+            (Self::Attention(m), _) => {
+                let context = m.forward(MhaInput::self_attn(x.r3().swap_dims(1, 2))).context;
+                Value::R3(context.swap_dims(1, 2))
+            }
+            (Self::Embedding(m), _) => match x {
+                Value::R2(ids) => Value::R3(m.forward(ids.int()).swap_dims(1, 2)),
+                other => unreachable!("validated: embedding reads rank 1 samples, got {other:?}"),
+            },
+            (Self::PositionalEncoding(m), _) => Value::R3(m.forward(x.r3().swap_dims(1, 2)).swap_dims(1, 2)),
+            (Self::Stateless(_), op) => stateless(op, x, out, batch),
+            (module, op) => unreachable!("module {module:?} built for another op than {}", op.name()),
+        }
+    }
+}
+
+/// `[directions, B, H]` final states to `[B, directions * H]`.
+fn final_states(states: Tensor<3>, batch: usize) -> Tensor<2> {
+    states.swap_dims(0, 1).reshape([batch as i64, -1])
+}
+
+/// `[B, L, H]` to the last step `[B, H]`.
+fn last_step(seq: Tensor<3>, batch: usize) -> Tensor<2> {
+    let [_, len, hidden] = seq.dims();
+    seq.narrow(1, len - 1, 1).reshape([batch, hidden])
+}
+
+fn merge(op: &Op, inputs: Vec<Value>) -> Value {
+    if matches!(op, Op::Concat) {
+        return match &inputs[0] {
+            Value::R2(_) => Value::R2(Tensor::cat(inputs.into_iter().map(|v| match v { Value::R2(t) => t, _ => unreachable!() }).collect(), 1)),
+            Value::R3(_) => Value::R3(Tensor::cat(inputs.into_iter().map(Value::r3).collect(), 1)),
+            Value::R4(_) => Value::R4(Tensor::cat(inputs.into_iter().map(Value::r4).collect(), 1)),
+        };
+    }
+    let product = matches!(op, Op::Multiply);
+    let mut iter = inputs.into_iter();
+    let first = iter.next().expect("validated: at least two inputs");
+    iter.fold(first, |acc, v| match (acc, v) {
+        (Value::R2(a), Value::R2(b)) => Value::R2(if product { a * b } else { a + b }),
+        (Value::R3(a), Value::R3(b)) => Value::R3(if product { a * b } else { a + b }),
+        (Value::R4(a), Value::R4(b)) => Value::R4(if product { a * b } else { a + b }),
+        _ => unreachable!("validated: merged inputs share one shape"),
+    })
+}
+
+fn stateless(op: &Op, x: Value, out: &Shape, batch: usize) -> Value {
+    match op {
+        Op::Relu => each_rank!(x, t => activation::relu(t)),
+        Op::Gelu => each_rank!(x, t => activation::gelu(t)),
+        Op::Swish => each_rank!(x, t => activation::silu(t)),
+        Op::Tanh => each_rank!(x, t => activation::tanh(t)),
+        Op::Sigmoid => each_rank!(x, t => activation::sigmoid(t)),
+        Op::Identity => x,
+        Op::MaxPool { size, stride } => {
+            let s = stride.unwrap_or(*size);
+            match x {
+                Value::R3(t) => Value::R3(max_pool1d(t, MaxPoolOptions::new([*size]).with_stride([s]))),
+                Value::R4(t) => Value::R4(max_pool2d(t, MaxPoolOptions::new([*size, *size]).with_stride([s, s]))),
+                other => unreachable!("validated: pooling reads rank 2 or 3, got {other:?}"),
+            }
+        }
+        Op::AvgPool { size, stride } => {
+            let s = stride.unwrap_or(*size);
+            match x {
+                Value::R3(t) => Value::R3(avg_pool1d(t, AvgPoolOptions::new([*size]).with_stride([s]))),
+                Value::R4(t) => Value::R4(avg_pool2d(t, AvgPoolOptions::new([*size, *size]).with_stride([s, s]))),
+                other => unreachable!("validated: pooling reads rank 2 or 3, got {other:?}"),
+            }
+        }
+        Op::GlobalAvgPool | Op::GlobalMaxPool => {
+            let flat = match x {
+                Value::R3(t) => t,
+                Value::R4(t) => {
+                    let [b, c, h, w] = t.dims();
+                    t.reshape([b, c, h * w])
+                }
+                other => unreachable!("validated: global pooling reads rank 2 or 3, got {other:?}"),
+            };
+            let pooled = if matches!(op, Op::GlobalAvgPool) { flat.mean_dim(2) } else { flat.max_dim(2) };
+            Value::R2(pooled.reshape([batch, out[0]]))
+        }
+        Op::Flatten => Value::R2(x.flatten(batch)),
+        Op::Reshape { .. } => Value::from_flat(x.flatten(batch), out),
+        _ => unreachable!("{} has a module of its own", op.name()),
+    }
+}

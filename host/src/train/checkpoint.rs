@@ -1,0 +1,107 @@
+//! Checkpoints: a model's spec, normalisation and metrics (JSON) beside its weights
+//! (burnpack), each written atomically (temporary file, then rename).
+
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::prelude::Device;
+use burn::store::ModuleRecord;
+use serde::{Deserialize, Serialize};
+
+use crate::data::Normalization;
+use crate::model::{Model, ModelSpec};
+
+use super::Metrics;
+
+/// Bumped when `CheckpointMeta` changes incompatibly.
+pub const CHECKPOINT_VERSION: u32 = 1;
+const META_FILE: &str = "model.json";
+const WEIGHTS_FILE: &str = "weights.bpk";
+
+/// Everything about a trained model but its weights.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    pub version: u32,
+    pub spec: ModelSpec,
+    pub normalization: Normalization,
+    #[serde(default)]
+    pub class_names: Vec<String>,
+    pub parameters: usize,
+    /// Metrics by split name (`valid`, `test`).
+    #[serde(default)]
+    pub metrics: std::collections::BTreeMap<String, Metrics>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("cannot write checkpoint {}: {source}", path.display())]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("cannot read checkpoint {}: {reason}", path.display())]
+    Read { path: PathBuf, reason: String },
+}
+
+/// A checkpoint directory.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    pub dir: PathBuf,
+}
+
+impl Checkpoint {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    /// Writes the meta data and the model's weights.
+    pub fn save(&self, model: &Model, meta: &CheckpointMeta) -> Result<(), CheckpointError> {
+        let write_err = |path: &Path, source| CheckpointError::Write { path: path.to_path_buf(), source };
+        std::fs::create_dir_all(&self.dir).map_err(|e| write_err(&self.dir, e))?;
+        let weights = self.dir.join(WEIGHTS_FILE);
+        let tmp = temp_path(&weights);
+        model
+            .clone()
+            .into_record()
+            .save(&tmp)
+            .map_err(|e| write_err(&weights, std::io::Error::other(e.to_string())))?;
+        std::fs::rename(&tmp, &weights).map_err(|e| write_err(&weights, e))?;
+        let json = serde_json::to_vec_pretty(meta).expect("checkpoint meta serialises");
+        write_atomic(&self.dir.join(META_FILE), &json).map_err(|e| write_err(&self.dir.join(META_FILE), e))
+    }
+
+    pub fn meta(&self) -> Result<CheckpointMeta, CheckpointError> {
+        let path = self.dir.join(META_FILE);
+        let read_err = |reason: String| CheckpointError::Read { path: path.clone(), reason };
+        let bytes = std::fs::read(&path).map_err(|e| read_err(e.to_string()))?;
+        let meta: CheckpointMeta = serde_json::from_slice(&bytes).map_err(|e| read_err(e.to_string()))?;
+        if meta.version != CHECKPOINT_VERSION {
+            return Err(read_err(format!("format version {} is not {CHECKPOINT_VERSION}", meta.version)));
+        }
+        Ok(meta)
+    }
+
+    /// Rebuilds the model on `device` and loads its weights.
+    pub fn load(&self, device: &Device) -> Result<(Model, CheckpointMeta), CheckpointError> {
+        let meta = self.meta()?;
+        let weights = self.dir.join(WEIGHTS_FILE);
+        let read_err = |reason: String| CheckpointError::Read { path: weights.clone(), reason };
+        let model = Model::new(&meta.spec, device).map_err(|e| read_err(format!("its architecture is invalid: {e}")))?;
+        let record = ModuleRecord::load(&weights).map_err(|e| read_err(e.to_string()))?;
+        let model = model.try_load_record(record).map_err(|e| read_err(e.to_string()))?;
+        Ok((model.valid(), meta))
+    }
+}
+
+fn temp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".tmp-{}", std::process::id()));
+    path.with_file_name(name)
+}
+
+/// Writes `bytes` to a temporary file beside `path`, syncs it, then renames it over `path`.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = temp_path(path);
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
+}

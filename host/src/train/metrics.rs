@@ -1,0 +1,91 @@
+//! Evaluation: loss, accuracy or R² of a model on a data set, and raw predictions.
+
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::data::{Dataset, Normalization};
+use crate::model::{Model, Task};
+
+const EVAL_BATCH: usize = 512;
+
+/// How well a model does on one split. Regression metrics are in target units.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    pub samples: usize,
+    /// Mean cross-entropy, or mean squared error on standardised targets.
+    pub loss: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub r2: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rmse: Option<f64>,
+}
+
+impl Metrics {
+    /// `accuracy 0.953` or `r2 0.512`: the headline number of the task.
+    pub fn headline(&self) -> String {
+        match (self.accuracy, self.r2) {
+            (Some(a), _) => format!("accuracy {a:.4}"),
+            (_, Some(r2)) => format!("r2 {r2:.4}"),
+            _ => format!("loss {:.4}", self.loss),
+        }
+    }
+}
+
+/// Model outputs for flat, already normalised samples: `len * outputs` values, row-major.
+pub fn predict(model: &Model, features: &[f32], sample_len: usize) -> Vec<f32> {
+    let device = model.device();
+    let mut out = Vec::new();
+    for chunk in features.chunks(EVAL_BATCH * sample_len) {
+        let rows = chunk.len() / sample_len;
+        let x = Tensor::from_data(TensorData::new(chunk.to_vec(), [rows, sample_len]), &device);
+        let y = model.forward(x).into_data();
+        out.extend(y.try_into_vec_as::<f32>().expect("float outputs convert to f32"));
+    }
+    out
+}
+
+/// Evaluates a (validation-mode) model on `data`.
+pub fn evaluate(model: &Model, data: &Dataset, task: Task, norm: &Normalization) -> Metrics {
+    let outputs = predict(model, &data.features, data.sample_len());
+    let width = task.outputs();
+    let n = data.len();
+    match task {
+        Task::Classification { .. } => {
+            let (mut loss, mut correct) = (0.0f64, 0usize);
+            for (row, &target) in outputs.chunks(width).zip(&data.targets) {
+                let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                let log_sum = row.iter().map(|&v| ((v - max) as f64).exp()).sum::<f64>().ln() + max as f64;
+                loss += log_sum - row[target as usize] as f64;
+                let predicted = argmax(row);
+                correct += usize::from(predicted == target as usize);
+            }
+            let n = n.max(1) as f64;
+            Metrics { samples: data.len(), loss: loss / n, accuracy: Some(correct as f64 / n), r2: None, rmse: None }
+        }
+        Task::Regression => {
+            let (mut sq, mut sq_units) = (0.0f64, 0.0f64);
+            let truth: Vec<f64> = data.targets.iter().map(|&t| norm.unscale_target(t) as f64).collect();
+            for ((&p, &t), &truth) in outputs.iter().zip(&data.targets).zip(&truth) {
+                sq += ((p - t) as f64).powi(2);
+                sq_units += (norm.unscale_target(p) as f64 - truth).powi(2);
+            }
+            let mean = truth.iter().sum::<f64>() / n.max(1) as f64;
+            let total: f64 = truth.iter().map(|t| (t - mean).powi(2)).sum();
+            let n = n.max(1) as f64;
+            Metrics {
+                samples: data.len(),
+                loss: sq / n,
+                accuracy: None,
+                r2: Some(if total > 0.0 { 1.0 - sq_units / total } else { 0.0 }),
+                rmse: Some((sq_units / n).sqrt()),
+            }
+        }
+    }
+}
+
+/// Index of the largest value (NaN never wins).
+pub fn argmax(row: &[f32]) -> usize {
+    row.iter().enumerate().fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| if v > bv { (i, v) } else { (bi, bv) }).0
+}

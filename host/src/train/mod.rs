@@ -1,0 +1,300 @@
+//! Training: the autodiff loop, optimisers, losses, evaluation and checkpoints.
+
+mod backend;
+mod checkpoint;
+mod metrics;
+
+pub use backend::{Backend, NoGpu, Selected};
+pub use checkpoint::{CHECKPOINT_VERSION, Checkpoint, CheckpointError, CheckpointMeta};
+pub use metrics::{Metrics, evaluate, predict};
+
+use std::time::{Duration, Instant};
+
+use burn::grad_clipping::GradientClippingConfig;
+use burn::module::Module;
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{AdaGradConfig, AdamConfig, GradientsParams, ModuleOptimizer, RmsPropConfig, SgdConfig};
+use burn::prelude::*;
+use rand::SeedableRng;
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+
+use crate::data::{Dataset, Splits};
+use crate::graph::GraphError;
+use crate::model::{Model, ModelSpec, Task};
+
+/// Optimisers Model Search's trainers offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizerKind {
+    #[default]
+    Adam,
+    /// SGD with momentum 0.9.
+    Sgd,
+    Rmsprop,
+    Adagrad,
+}
+
+fn default_epochs() -> usize {
+    20
+}
+fn default_batch() -> usize {
+    64
+}
+fn default_lr() -> f64 {
+    1e-3
+}
+
+/// Hyper-parameters of one training run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    #[serde(default = "default_epochs")]
+    pub epochs: usize,
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    #[serde(default = "default_lr")]
+    pub learning_rate: f64,
+    #[serde(default)]
+    pub optimizer: OptimizerKind,
+    /// Exponential decay: the rate is multiplied by `lr_decay_rate` every `lr_decay_steps`.
+    #[serde(default)]
+    pub lr_decay_rate: Option<f64>,
+    #[serde(default)]
+    pub lr_decay_steps: Option<usize>,
+    /// Clip the gradient's global norm to this value.
+    #[serde(default)]
+    pub gradient_clip: Option<f32>,
+    /// L2 penalty (weight decay).
+    #[serde(default)]
+    pub l2: f32,
+    #[serde(default)]
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            epochs: default_epochs(),
+            batch_size: default_batch(),
+            learning_rate: default_lr(),
+            optimizer: OptimizerKind::Adam,
+            lr_decay_rate: None,
+            lr_decay_steps: None,
+            gradient_clip: None,
+            l2: 0.0,
+            seed: 0,
+        }
+    }
+}
+
+impl TrainConfig {
+    fn check(&self) -> Result<(), TrainError> {
+        let bad = |what: String| Err(TrainError::Config(what));
+        if self.epochs == 0 {
+            return bad("`epochs` must be at least 1".into());
+        }
+        if self.batch_size == 0 {
+            return bad("`batch_size` must be at least 1".into());
+        }
+        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
+            return bad(format!("`learning_rate` must be positive, got {}", self.learning_rate));
+        }
+        if let Some(rate) = self.lr_decay_rate
+            && !(rate > 0.0 && rate <= 1.0)
+        {
+            return bad(format!("`lr_decay_rate` must be in (0, 1], got {rate}"));
+        }
+        if self.lr_decay_steps == Some(0) {
+            return bad("`lr_decay_steps` must be at least 1".into());
+        }
+        if !(self.l2.is_finite() && self.l2 >= 0.0) {
+            return bad(format!("`l2` must be non-negative, got {}", self.l2));
+        }
+        Ok(())
+    }
+
+    fn optimizer(&self) -> ModuleOptimizer {
+        let decay = (self.l2 > 0.0).then(|| WeightDecayConfig::new(self.l2));
+        let clip = self.gradient_clip.map(GradientClippingConfig::Norm);
+        match self.optimizer {
+            OptimizerKind::Adam => AdamConfig::new().with_weight_decay(decay).with_grad_clipping(clip).init(),
+            OptimizerKind::Sgd => SgdConfig::new()
+                .with_momentum(Some(MomentumConfig::new().with_momentum(0.9).with_dampening(0.0)))
+                .with_weight_decay(decay)
+                .with_gradient_clipping(clip)
+                .init(),
+            OptimizerKind::Rmsprop => {
+                RmsPropConfig::new().with_momentum(0.0).with_weight_decay(decay).with_grad_clipping(clip).init()
+            }
+            OptimizerKind::Adagrad => AdaGradConfig::new().with_weight_decay(decay).with_grad_clipping(clip).init(),
+        }
+    }
+
+    /// Learning rate at optimisation step `step` (continuous exponential decay).
+    pub fn learning_rate_at(&self, step: usize) -> f64 {
+        match self.lr_decay_rate {
+            Some(rate) => self.learning_rate * rate.powf(step as f64 / self.lr_decay_steps.unwrap_or(1000) as f64),
+            None => self.learning_rate,
+        }
+    }
+}
+
+/// Why training could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("invalid training setting: {0}")]
+    Config(String),
+    #[error("invalid architecture: {0}")]
+    Graph(#[from] GraphError),
+    #[error("the architecture expects samples of shape {expected:?}, the data set has {found:?}")]
+    Shape { expected: Vec<usize>, found: Vec<usize> },
+}
+
+/// What happened during one epoch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EpochReport {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub valid: Metrics,
+    pub learning_rate: f64,
+    pub seconds: f64,
+}
+
+/// Progress as the loop runs, for bars and logs.
+#[derive(Debug, Clone)]
+pub enum TrainEvent<'a> {
+    Batch { epoch: usize, batch: usize, batches: usize, loss: f64 },
+    Epoch(&'a EpochReport),
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "status")]
+pub enum Outcome {
+    Completed,
+    /// The loss became NaN or infinite; the run stopped there.
+    Diverged { epoch: usize, step: usize, loss: f64 },
+}
+
+/// The result of a run: the model with the best validation loss, and its history.
+#[derive(Debug)]
+pub struct Trained {
+    pub model: Model,
+    pub outcome: Outcome,
+    pub epochs: Vec<EpochReport>,
+    pub best_epoch: usize,
+    pub parameters: usize,
+    pub train_time: Duration,
+}
+
+/// Trains `spec` on `splits.train`, selecting the epoch with the best validation loss.
+pub fn train(
+    spec: &ModelSpec,
+    splits: &Splits,
+    config: &TrainConfig,
+    device: &Device,
+    on_event: &mut dyn FnMut(TrainEvent<'_>),
+) -> Result<Trained, TrainError> {
+    config.check()?;
+    if spec.input_shape != splits.train.shape {
+        return Err(TrainError::Shape { expected: spec.input_shape.clone(), found: splits.train.shape.clone() });
+    }
+    let started = Instant::now();
+    let device = device.clone().autodiff();
+    device.seed(config.seed);
+    let mut model = Model::new(spec, &device)?;
+    let parameters = model.num_params();
+    let mut optimizer = config.optimizer();
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(config.seed ^ 0x9e37_79b9_7f4a_7c15);
+    let mut order: Vec<usize> = (0..splits.train.len()).collect();
+    let batches = order.len().div_ceil(config.batch_size);
+
+    let mut best: Option<(f64, usize, Model)> = None;
+    let mut epochs = Vec::with_capacity(config.epochs);
+    let mut outcome = Outcome::Completed;
+    let mut step = 0;
+    'epochs: for epoch in 1..=config.epochs {
+        let epoch_start = Instant::now();
+        order.shuffle(&mut rng);
+        let mut loss_sum = 0.0;
+        for (b, chunk) in order.chunks(config.batch_size).enumerate() {
+            let (x, y) = batch_tensors(&splits.train, chunk, spec.task, &device);
+            let loss = task_loss(model.forward(x), y, spec.task);
+            let value = loss.clone().into_scalar::<f32>() as f64;
+            if !value.is_finite() {
+                outcome = Outcome::Diverged { epoch, step, loss: value };
+                break 'epochs;
+            }
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            let lr = config.learning_rate_at(step);
+            model = optimizer.step(lr, model, grads);
+            step += 1;
+            loss_sum += value * chunk.len() as f64;
+            on_event(TrainEvent::Batch { epoch, batch: b + 1, batches, loss: value });
+        }
+        let snapshot = model.valid();
+        let valid_set = if splits.valid.is_empty() { &splits.train } else { &splits.valid };
+        let valid = evaluate(&snapshot, valid_set, spec.task, &splits.normalization);
+        if !valid.loss.is_finite() {
+            outcome = Outcome::Diverged { epoch, step, loss: valid.loss };
+            break;
+        }
+        let report = EpochReport {
+            epoch,
+            train_loss: loss_sum / splits.train.len() as f64,
+            valid,
+            learning_rate: config.learning_rate_at(step),
+            seconds: epoch_start.elapsed().as_secs_f64(),
+        };
+        on_event(TrainEvent::Epoch(&report));
+        if best.as_ref().is_none_or(|(loss, _, _)| report.valid.loss < *loss) {
+            best = Some((report.valid.loss, epoch, snapshot));
+        }
+        epochs.push(report);
+    }
+    let (best_epoch, model) = match best {
+        Some((_, epoch, model)) => (epoch, model),
+        None => (0, model.valid()),
+    };
+    Ok(Trained { model, outcome, epochs, best_epoch, parameters, train_time: started.elapsed() })
+}
+
+/// Builds `[batch, features]` inputs and the matching targets for the samples at `indices`.
+fn batch_tensors(data: &Dataset, indices: &[usize], task: Task, device: &Device) -> (Tensor<2>, Tensor<2>) {
+    let n = data.sample_len();
+    let mut features = Vec::with_capacity(indices.len() * n);
+    for &i in indices {
+        features.extend_from_slice(data.sample(i));
+    }
+    let x = Tensor::from_data(TensorData::new(features, [indices.len(), n]), device);
+    let y = target_tensor(indices.iter().map(|&i| data.targets[i]), indices.len(), task, device);
+    (x, y)
+}
+
+/// One-hot rows for classification, a column of targets for regression.
+fn target_tensor(targets: impl Iterator<Item = f32>, len: usize, task: Task, device: &Device) -> Tensor<2> {
+    match task {
+        Task::Classification { classes } => {
+            let mut one_hot = vec![0f32; len * classes];
+            for (row, t) in targets.enumerate() {
+                one_hot[row * classes + t as usize] = 1.0;
+            }
+            Tensor::from_data(TensorData::new(one_hot, [len, classes]), device)
+        }
+        Task::Regression => Tensor::from_data(TensorData::new(targets.collect::<Vec<_>>(), [len, 1]), device),
+    }
+}
+
+/// Cross-entropy on one-hot targets, or mean squared error.
+fn task_loss(output: Tensor<2>, target: Tensor<2>, task: Task) -> Tensor<1> {
+    match task {
+        Task::Classification { .. } => {
+            let log_probs = burn::tensor::activation::log_softmax(output, 1);
+            (log_probs * target).sum_dim(1).mean().neg()
+        }
+        Task::Regression => (output - target).powi_scalar(2).mean(),
+    }
+}

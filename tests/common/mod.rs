@@ -1,0 +1,42 @@
+//! Helpers shared by the end-to-end tests: the real `msh` binary and the bundled data.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+/// The repository root (bundled data and architectures live there).
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ has a parent").to_path_buf()
+}
+
+pub fn msh() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_msh"));
+    cmd.current_dir(root());
+    cmd
+}
+
+/// Runs `msh` with `args`; returns the output, whatever the exit status.
+pub fn run(args: &[&str]) -> Output {
+    msh().args(args).output().expect("msh runs")
+}
+
+/// Runs `msh train ... --json` and returns the parsed result; panics with stderr on failure.
+pub fn train_json(args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["train", "--json", "--quiet", "--backend", "cpu"];
+    all.extend_from_slice(args);
+    let out = run(&all);
+    assert!(out.status.success(), "msh {all:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("msh train --json prints JSON")
+}
+
+/// The stderr of a run that must fail.
+pub fn failure(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(!out.status.success(), "msh {args:?} should have failed");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn test_metric(result: &serde_json::Value, name: &str) -> f64 {
+    result["test"][name].as_f64().unwrap_or_else(|| panic!("no test {name} in {result:#}"))
+}

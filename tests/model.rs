@@ -1,0 +1,146 @@
+//! The model builder and checkpoints through the library: stable parameter paths, every
+//! primitive op in a trainable model, and save/load round trips.
+
+use std::collections::BTreeMap;
+
+use burn::module::Module;
+use burn::prelude::Device;
+use msh::data::{self, DataSpec, Dataset, Normalization, Source, Splits};
+use msh::graph::Architecture;
+use msh::model::{Model, ModelSpec, Task};
+use msh::train::{self, CHECKPOINT_VERSION, Checkpoint, CheckpointMeta, TrainConfig};
+
+fn arch(yaml: &str) -> Architecture {
+    msh::arch_file::parse(yaml).unwrap()
+}
+
+#[test]
+fn parameter_paths_name_block_node_and_parameter() {
+    let spec = ModelSpec {
+        architecture: arch("blocks:\n- name: a\n  nodes:\n  - {op: conv1d, filters: 4, kernel: 3}\n  - {op: relu}\n  - {op: batch_norm}\n"),
+        input_shape: vec![2, 10],
+        task: Task::Classification { classes: 3 },
+    };
+    let model = Model::new(&spec, &Device::flex()).unwrap();
+    let paths: BTreeMap<String, Vec<usize>> = model.parameter_paths().into_iter().collect();
+    assert_eq!(paths["blocks.0.nodes.0.Conv1d.weight"], vec![4, 2, 3]);
+    assert_eq!(paths["blocks.0.nodes.2.BatchNorm.gamma"], vec![4]);
+    assert_eq!(paths["head.weight"], vec![40, 3]);
+    assert_eq!(model.num_params(), 4 * 2 * 3 + 4 + 4 + 4 + 40 * 3 + 3);
+}
+
+/// Random samples of `shape` with labels 0..classes, already "normalised".
+fn synthetic(shape: &[usize], samples: usize, classes: usize, integer_features: bool) -> Splits {
+    let len: usize = shape.iter().product();
+    let features = (0..samples * len)
+        .map(|i| if integer_features { (i * 7 % 10) as f32 } else { ((i * 7919) % 1000) as f32 / 500.0 - 1.0 })
+        .collect();
+    let data = Dataset { features, targets: (0..samples).map(|i| (i % classes) as f32).collect(), shape: shape.to_vec() };
+    Splits {
+        train: data.clone(),
+        valid: data.select(&[0, 1, 2, 3]),
+        test: data.select(&[4, 5, 6, 7]),
+        task: Task::Classification { classes },
+        normalization: Normalization::identity(),
+        class_names: vec![],
+    }
+}
+
+fn train_briefly(yaml: &str, splits: &Splits) -> train::Trained {
+    let spec = ModelSpec { architecture: arch(yaml), input_shape: splits.train.shape.clone(), task: splits.task };
+    let config = TrainConfig { epochs: 2, batch_size: 8, ..TrainConfig::default() };
+    let trained = train::train(&spec, splits, &config, &Device::flex(), &mut |_| {}).unwrap();
+    assert_eq!(trained.outcome, train::Outcome::Completed);
+    assert_eq!(trained.epochs.len(), 2);
+    trained
+}
+
+/// One model using every primitive op (but embedding) trains without error.
+#[test]
+fn every_op_builds_and_trains() {
+    let yaml = r#"
+blocks:
+  - name: seq
+    nodes:
+      - {op: conv1d, filters: 8, kernel: 3, dilation: 2}              # 1  [8, 12]
+      - {op: separable_conv, filters: 8, kernel: 3}                   # 2
+      - {op: batch_norm}                                              # 3
+      - {op: layer_norm}                                              # 4
+      - {op: swish}                                                   # 5
+      - {op: positional_encoding, max_len: 64}                        # 6
+      - {op: self_attention, heads: 2, dropout: 0.1}                  # 7
+      - {op: add, inputs: [6, 7]}                                     # 8
+      - {op: multiply, inputs: [8, 5]}                                # 9
+      - {op: lstm, hidden: 4, bidirectional: true, return_sequences: true}  # 10 [8, 12]
+      - {op: gru, hidden: 4, return_sequences: true, inputs: [9]}     # 11 [4, 12]
+      - {op: concat, inputs: [10, 11]}                                # 12 [12, 12]
+      - {op: avg_pool, size: 2}                                       # 13 [12, 6]
+      - {op: max_pool, size: 2, stride: 1}                            # 14 [12, 5]
+      - {op: gelu}                                                    # 15
+      - {op: reshape, shape: [4, 3, 5]}                               # 16
+      - {op: conv2d, filters: 4, kernel: [3, 1], padding: valid}      # 17 [4, 1, 5]
+      - {op: batch_norm}                                              # 18
+      - {op: tanh}                                                    # 19
+      - {op: separable_conv, filters: 2, kernel: 1}                   # 20 [2, 1, 5]
+      - {op: max_pool, size: 1}                                       # 21
+      - {op: avg_pool, size: 1}                                       # 22
+      - {op: layer_norm}                                              # 23
+      - {op: global_max_pool}                                         # 24 [2]
+  - name: rest
+    nodes:
+      - {op: identity}
+      - {op: dropout, rate: 0.2}
+      - {op: dense, units: 6, bias: false}
+      - {op: batch_norm}
+      - {op: sigmoid}
+      - {op: reshape, shape: [2, 3]}
+      - {op: gru, hidden: 3, bidirectional: true}                     # [6]
+      - {op: reshape, shape: [3, 2]}
+      - {op: lstm, hidden: 3}                                         # [3]
+      - {op: relu}
+"#;
+    train_briefly(yaml, &synthetic(&[4, 12], 32, 3, false));
+}
+
+#[test]
+fn embedding_of_token_ids_trains() {
+    let yaml = "blocks:\n- name: e\n  nodes:\n  - {op: embedding, vocab: 10, dim: 4}\n  - {op: global_avg_pool}\n";
+    let trained = train_briefly(yaml, &synthetic(&[5], 32, 2, true));
+    assert_eq!(trained.parameters, 10 * 4 + 4 * 2 + 2);
+}
+
+#[test]
+fn checkpoint_round_trip_gives_identical_logits() {
+    let spec = DataSpec { shape: Some(vec![1, 8, 8]), ..DataSpec::new(Source::Csv("../data/digits/digits.csv".into())) };
+    let splits = data::load(&spec, 7).unwrap();
+    let model_spec = ModelSpec {
+        architecture: arch("blocks:\n- name: f\n  nodes:\n  - {op: conv2d, filters: 8, kernel: 3}\n  - {op: batch_norm}\n  - {op: relu}\n  - {op: global_avg_pool}\n"),
+        input_shape: splits.train.shape.clone(),
+        task: splits.task,
+    };
+    let config = TrainConfig { epochs: 1, ..TrainConfig::default() };
+    let trained = train::train(&model_spec, &splits, &config, &Device::flex(), &mut |_| {}).unwrap();
+    let before = train::predict(&trained.model, &splits.test.features, splits.test.sample_len());
+
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = Checkpoint::new(dir.path().join("ckpt"));
+    let meta = CheckpointMeta {
+        version: CHECKPOINT_VERSION,
+        spec: model_spec.clone(),
+        normalization: splits.normalization.clone(),
+        class_names: vec![],
+        parameters: trained.parameters,
+        metrics: BTreeMap::new(),
+    };
+    checkpoint.save(&trained.model, &meta).unwrap();
+    let (loaded, loaded_meta) = checkpoint.load(&Device::flex()).unwrap();
+    let after = train::predict(&loaded, &splits.test.features, splits.test.sample_len());
+    assert_eq!(before, after, "logits differ after reload");
+    assert_eq!(loaded_meta.spec, model_spec);
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("ckpt")).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(leftovers.len(), 2, "only model.json and weights.bpk remain: {leftovers:?}");
+
+    std::fs::write(dir.path().join("ckpt/weights.bpk"), b"garbage").unwrap();
+    let err = checkpoint.load(&Device::flex()).unwrap_err().to_string();
+    assert!(err.contains("weights.bpk"), "{err}");
+}
