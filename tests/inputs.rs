@@ -30,7 +30,7 @@ fn missing_csv_file() {
 
 #[test]
 fn ragged_row_names_file_and_line() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::TempDir::new();
     let csv = write(dir.path(), "ragged.csv", "label,a,b\n0,1,2\n1,3\n");
     let err = train_csv(&csv, &[]);
     assert!(err.contains(&format!("{csv}:3: row has 2 fields, expected 3")), "{err}");
@@ -38,7 +38,7 @@ fn ragged_row_names_file_and_line() {
 
 #[test]
 fn non_numeric_cell_names_line_and_column() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::TempDir::new();
     let csv = write(dir.path(), "words.csv", "label,a,b\n0,1,2\n1,3,seven\n");
     let err = train_csv(&csv, &[]);
     assert!(err.contains(&format!("{csv}:3: column `b`: `seven` is not a number")), "{err}");
@@ -46,7 +46,7 @@ fn non_numeric_cell_names_line_and_column() {
 
 #[test]
 fn label_that_is_not_a_class_index() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::TempDir::new();
     let csv = write(dir.path(), "neg.csv", "label,a\n0,1\n-1,2\n");
     let err = train_csv(&csv, &[]);
     assert!(err.contains(&format!("{csv}:3: label `-1` in column `label` is not a class index")), "{err}");
@@ -54,7 +54,7 @@ fn label_that_is_not_a_class_index() {
 
 #[test]
 fn test_label_out_of_the_training_range() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::TempDir::new();
     let train = write(dir.path(), "train.csv", "label,a\n0,1\n1,2\n0,3\n1,4\n0,5\n1,6\n");
     let test = format!("csv:{}", write(dir.path(), "test.csv", "label,a\n0,1\n7,2\n"));
     let err = train_csv(&train, &["--test-data", &test]);
@@ -76,7 +76,7 @@ fn reshape_that_does_not_fit() {
 
 #[test]
 fn misspelt_architecture_key_has_line_and_column() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::TempDir::new();
     let arch = write(dir.path(), "arch.yaml", "blocks:\n  - name: b\n    nodes:\n      - {op: dense, unit: 8}\n");
     let err = failure(&["train", "--data", "csv:data/iris/iris.csv", "--arch", &arch]);
     assert!(err.contains(&format!("{arch}:4:")), "{err}");
@@ -85,7 +85,7 @@ fn misspelt_architecture_key_has_line_and_column() {
 
 #[test]
 fn architecture_that_does_not_fit_names_block_and_node() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::TempDir::new();
     let arch = write(dir.path(), "arch.yaml", "blocks:\n  - name: stem\n    nodes:\n      - {op: conv1d, filters: 8, kernel: 3}\n");
     let err = failure(&["train", "--data", "csv:data/iris/iris.csv", "--arch", &arch]);
     assert!(err.contains("block `stem` (#0), node 1 (conv1d): expects rank 2 [channels, length], got rank 1 shape [4]"), "{err}");
@@ -107,7 +107,7 @@ fn write_cifar(dir: &Path, records: usize) {
 
 #[test]
 fn cifar10_binary_trains_and_truncation_is_reported() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::TempDir::new();
     write_cifar(dir.path(), 20);
     let data = format!("cifar10:{}", dir.path().display());
     let r = train_json(&["--data", &data, "--arch", "workflows/archs/cifar_cnn.yaml", "--epochs", "3", "--batch-size", "20"]);
@@ -128,7 +128,7 @@ fn cifar10_binary_trains_and_truncation_is_reported() {
 
 #[test]
 fn image_folders_train_and_a_broken_image_is_named() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::TempDir::new();
     for (class, value) in [("dark", 30u8), ("light", 220u8)] {
         let class_dir = dir.path().join(class);
         std::fs::create_dir(&class_dir).unwrap();

@@ -1,9 +1,10 @@
 //! The model builder and checkpoints through the library: stable parameter paths, every
 //! primitive op in a trainable model, and save/load round trips.
 
+mod common;
+
 use std::collections::BTreeMap;
 
-use burn::module::Module;
 use burn::prelude::Device;
 use msh::data::{self, DataSpec, Dataset, Normalization, Source, Splits};
 use msh::graph::Architecture;
@@ -25,8 +26,9 @@ fn parameter_paths_name_block_node_and_parameter() {
     let paths: BTreeMap<String, Vec<usize>> = model.parameter_paths().into_iter().collect();
     assert_eq!(paths["blocks.0.nodes.0.Conv1d.weight"], vec![4, 2, 3]);
     assert_eq!(paths["blocks.0.nodes.2.BatchNorm.gamma"], vec![4]);
+    assert_eq!(paths["blocks.0.nodes.2.BatchNorm.running_var"], vec![4]);
     assert_eq!(paths["head.weight"], vec![40, 3]);
-    assert_eq!(model.num_params(), 4 * 2 * 3 + 4 + 4 + 4 + 40 * 3 + 3);
+    assert_eq!(model.parameter_count(), 4 * 2 * 3 + 4 + 4 + 4 + 40 * 3 + 3);
 }
 
 /// Random samples of `shape` with labels 0..classes, already "normalised".
@@ -122,7 +124,7 @@ fn checkpoint_round_trip_gives_identical_logits() {
     let trained = train::train(&model_spec, &splits, &config, &Device::flex(), &mut |_| {}).unwrap();
     let before = train::predict(&trained.model, &splits.test.features, splits.test.sample_len());
 
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::TempDir::new();
     let checkpoint = Checkpoint::new(dir.path().join("ckpt"));
     let meta = CheckpointMeta {
         version: CHECKPOINT_VERSION,

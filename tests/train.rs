@@ -34,7 +34,7 @@ const MNIST1D: [&str; 6] = ["--data", "csv:data/mnist1d/train.csv", "--test-data
 #[test]
 fn cnn_1d_on_mnist1d_reaches_90_percent() {
     let mut args = MNIST1D.to_vec();
-    args.extend(["--arch", "workflows/archs/mnist1d_cnn.yaml", "--epochs", "40", "--lr", "0.002", "--lr-decay-rate", "0.5", "--lr-decay-steps", "800", "--seed", "4"]);
+    args.extend(["--arch", "workflows/archs/mnist1d_cnn.yaml", "--epochs", "25", "--lr", "0.002", "--lr-decay-rate", "0.5", "--lr-decay-steps", "800", "--seed", "4"]);
     let r = train_json(&args);
     let acc = test_metric(&r, "accuracy");
     assert!(acc >= 0.90, "mnist1d cnn test accuracy {acc}");
@@ -43,7 +43,7 @@ fn cnn_1d_on_mnist1d_reaches_90_percent() {
 #[test]
 fn lstm_on_mnist1d_beats_the_published_mlp() {
     let mut args = MNIST1D.to_vec();
-    args.extend(["--arch", "workflows/archs/mnist1d_lstm.yaml", "--epochs", "25", "--lr", "0.005", "--clip", "5", "--seed", "5"]);
+    args.extend(["--arch", "workflows/archs/mnist1d_lstm.yaml", "--epochs", "12", "--lr", "0.003", "--clip", "5", "--seed", "5"]);
     let r = train_json(&args);
     let acc = test_metric(&r, "accuracy");
     assert!(acc > 0.68, "mnist1d lstm test accuracy {acc}");

@@ -43,7 +43,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
         println!("backend {}, batch {}, {} samples per epoch, median of {}", backend.description, args.batch_size, args.samples, args.repeats);
     }
     for (name, text, shape) in [("mnist1d_cnn", MNIST1D_CNN, vec![1, 40]), ("cifar_cnn", CIFAR_CNN, vec![3, 32, 32])] {
-        let architecture = msh::arch_file::parse(text).map_err(anyhow::Error::msg).with_context(|| format!("bundled {name}"))?;
+        let architecture = msh::arch_file::parse(text).with_context(|| format!("bundled {name}"))?;
         let spec = ModelSpec { architecture, input_shape: shape.clone(), task: Task::Classification { classes: 10 } };
         let splits = random_splits(&shape, args.samples);
         let config = TrainConfig { epochs: 1 + args.repeats, batch_size: args.batch_size, ..TrainConfig::default() };

@@ -267,9 +267,9 @@ mod tests {
             (vec![Node::new(Op::Relu), Node::with_inputs(Op::Relu, vec![2])], "node 2 (relu): reads itself"),
             (vec![conv(8, 3), Node::with_inputs(Op::Add, vec![0, 1])], "node 2 (add): inputs must have one shape, got [4, 10] and [8, 10]"),
             (vec![Node::new(Op::Dense { units: 3, bias: true })], "node 1 (dense): expects rank 1 [features]"),
-            (vec![conv(8, 30)], "node 1 (conv1d): window of 30"),
+            (vec![Node::new(Op::Conv1d { filters: 8, kernel: 30, stride: 1, padding: Padding::Valid, dilation: 1, groups: 1 })], "node 1 (conv1d): window of 30"),
             (vec![Node::new(Op::MaxPool { size: 20, stride: None })], "node 1 (max_pool): window of 20"),
-            (vec![Node::new(Op::Dense { units: 0, bias: true })], "`units` must be at least 1"),
+            (vec![Node::new(Op::Flatten), Node::new(Op::Dense { units: 0, bias: true })], "node 2 (dense): `units` must be at least 1"),
         ];
         for (nodes, expected) in cases {
             let err = infer_block(&block(nodes), 2, &[4, 10]).map(|_| ()).unwrap_err().to_string();

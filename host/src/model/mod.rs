@@ -5,7 +5,7 @@
 
 mod node;
 
-use burn::module::{Module, ModuleVisitor, ParamId};
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -101,17 +101,38 @@ impl Model {
         self.head.forward(x)
     }
 
-    /// Every parameter's stable path and shape, in module order.
+    /// Trainable values: every parameter but batch-norm running statistics.
+    pub fn parameter_count(&self) -> usize {
+        self.parameter_paths()
+            .iter()
+            .filter(|(path, _)| !path.contains(".running_"))
+            .map(|(_, shape)| shape.iter().product::<usize>())
+            .sum()
+    }
+
+    /// Every parameter's stable path and shape, in module order (batch-norm running
+    /// statistics included: weight sharing copies them too).
     pub fn parameter_paths(&self) -> Vec<(String, Vec<usize>)> {
-        struct Paths(Vec<(String, Vec<usize>)>);
+        // burn announces every field (parameters included) with enter/exit_module.
+        #[derive(Default)]
+        struct Paths {
+            stack: Vec<String>,
+            found: Vec<(String, Vec<usize>)>,
+        }
         impl ModuleVisitor for Paths {
-            fn visit_float_with_path<const D: usize>(&mut self, path: &[String], _id: ParamId, tensor: &Tensor<D>) {
-                self.0.push((path.join("."), tensor.dims().to_vec()));
+            fn enter_module(&mut self, name: &str, _container: &str) {
+                self.stack.push(name.to_string());
+            }
+            fn exit_module(&mut self, _name: &str, _container: &str) {
+                self.stack.pop();
+            }
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                self.found.push((self.stack.join("."), param.val().dims().to_vec()));
             }
         }
-        let mut paths = Paths(Vec::new());
+        let mut paths = Paths::default();
         self.visit(&mut paths);
-        paths.0
+        paths.found
     }
 }
 
@@ -147,9 +168,4 @@ fn last_uses(graph: &BlockGraph) -> Vec<usize> {
     }
     last[graph.nodes.len()] = usize::MAX;
     last
-}
-
-/// Number of parameters a spec builds, without keeping the model.
-pub fn parameter_count(spec: &ModelSpec) -> Result<usize, GraphError> {
-    Ok(Model::new(spec, &Device::flex())?.num_params())
 }

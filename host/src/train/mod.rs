@@ -206,7 +206,7 @@ pub fn train(
     let device = device.clone().autodiff();
     device.seed(config.seed);
     let mut model = Model::new(spec, &device)?;
-    let parameters = model.num_params();
+    let parameters = model.parameter_count();
     let mut optimizer = config.optimizer();
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(config.seed ^ 0x9e37_79b9_7f4a_7c15);
     let mut order: Vec<usize> = (0..splits.train.len()).collect();
