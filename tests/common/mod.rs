@@ -37,8 +37,11 @@ pub fn failure(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// A test-split metric of a `train_json` result (printed, for the CI log).
 pub fn test_metric(result: &serde_json::Value, name: &str) -> f64 {
-    result["test"][name].as_f64().unwrap_or_else(|| panic!("no test {name} in {result:#}"))
+    let value = result["test"][name].as_f64().unwrap_or_else(|| panic!("no test {name} in {result:#}"));
+    eprintln!("test {name} {value:.4} ({} parameters, {:.1}s)", result["parameters"], result["train_seconds"].as_f64().unwrap_or(0.0));
+    value
 }
 
 /// A fresh directory under the system temp dir, removed on drop.
