@@ -81,7 +81,7 @@ blocks:
       - {op: gelu}                                                    # 15
       - {op: reshape, shape: [4, 3, 5]}                               # 16
       - {op: conv2d, filters: 4, kernel: [3, 1], padding: valid}      # 17 [4, 1, 5]
-      - {op: batch_norm}                                              # 18
+      - {op: conv2d, filters: 4, kernel: [1, 3]}                      # 18 [4, 1, 5]
       - {op: tanh}                                                    # 19
       - {op: separable_conv, filters: 2, kernel: 1}                   # 20 [2, 1, 5]
       - {op: max_pool, size: 1}                                       # 21

@@ -55,6 +55,15 @@ impl Value {
         }
     }
 
+    /// The sample shape (batch axis dropped).
+    pub fn sample_shape(&self) -> Vec<usize> {
+        match self {
+            Value::R2(t) => t.dims()[1..].to_vec(),
+            Value::R3(t) => t.dims()[1..].to_vec(),
+            Value::R4(t) => t.dims()[1..].to_vec(),
+        }
+    }
+
     fn batch(&self) -> usize {
         match self {
             Value::R2(t) => t.dims()[0],
@@ -135,7 +144,7 @@ impl NodeModule {
                         .with_stride([stride, stride])
                         .with_dilation([dilation, dilation])
                         .with_groups(groups)
-                        .with_padding(PaddingConfig2d::Explicit(ph, ph, pw, pw))
+                        .with_padding(PaddingConfig2d::Explicit(ph, pw, ph, pw))
                         .init(device),
                 )
             }

@@ -1,0 +1,40 @@
+//! Write msh plugins in plain Rust: implement `Guest`, call the export macro.
+//!
+//! Enable the `block-pack` or the `searcher` feature (one per plugin crate) and build for
+//! `wasm32-wasip2`. The WIT contract is `wit/plugin.wit`; its types are re-exported here
+//! with helpers: graph builders, typed parameter access, a seeded RNG and history queries.
+
+#[cfg(all(feature = "block-pack", feature = "searcher"))]
+compile_error!("a plugin is a block pack or a searcher: enable one of the two features");
+
+#[cfg(feature = "block-pack")]
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        world: "block-pack",
+        path: "wit",
+        pub_export_macro: true,
+        export_macro_name: "export_block_pack",
+        default_bindings_module: "msh_plugin_sdk::bindings",
+    });
+}
+
+#[cfg(feature = "searcher")]
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        world: "searcher",
+        path: "wit",
+        pub_export_macro: true,
+        export_macro_name: "export_searcher",
+        default_bindings_module: "msh_plugin_sdk::bindings",
+    });
+}
+
+#[cfg(any(feature = "block-pack", feature = "searcher"))]
+mod helpers;
+#[cfg(any(feature = "block-pack", feature = "searcher"))]
+pub use helpers::*;
+
+/// The WIT package version this SDK builds plugins against.
+pub const WIT_VERSION: &str = "0.1.0";

@@ -1,0 +1,73 @@
+//! Regularized evolution (Real et al. 2019): tournament selection among the most recent
+//! `population_size` completed trials (the oldest age out), then one mutation.
+//!
+//! Settings: `population_size` (20), `sample_size` (5). Until the population is full,
+//! proposals are random.
+
+use msh_plugin_sdk::*;
+
+struct RegularizedEvolution;
+
+fn random_block(space: &SearchSpace, rng: &mut Rng) -> BlockRef {
+    BlockRef { name: space.blocks[rng.below(space.blocks.len())].clone(), params: Vec::new() }
+}
+
+impl Guest for RegularizedEvolution {
+    fn propose(context: Context, space: SearchSpace, history: Vec<Trial>, count: u32) -> Result<Vec<Proposal>, String> {
+        if space.blocks.is_empty() {
+            return Err("the search space allows no blocks".into());
+        }
+        let population_size: usize = config(&context, "population_size").unwrap_or(20).max(2);
+        let sample_size: usize = config(&context, "sample_size").unwrap_or(5).clamp(1, population_size);
+        let (min_depth, max_depth) = (space.min_depth.max(1) as usize, space.max_depth.max(space.min_depth).max(1) as usize);
+        let mut rng = Rng::for_call(&context, history.len());
+
+        // Aging: the population is the newest completed trials, by id.
+        let mut done: Vec<&Trial> = history
+            .iter()
+            .filter(|t| matches!(t.status, TrialStatus::Completed) && t.objective.is_some_and(f64::is_finite))
+            .collect();
+        done.sort_by_key(|t| t.id);
+        let population = &done[done.len().saturating_sub(population_size)..];
+
+        let proposals = (0..count)
+            .map(|_| {
+                if population.len() < population_size {
+                    let depth = rng.range(min_depth as i64, max_depth as i64) as usize;
+                    let architecture = (0..depth).map(|_| random_block(&space, &mut rng)).collect();
+                    return Proposal { architecture, hparams: sample_hparams(&space, &mut rng), parent: None, teacher: None };
+                }
+                let parent = (0..sample_size)
+                    .map(|_| population[rng.below(population.len())])
+                    .min_by(|a, b| a.objective.unwrap_or(f64::INFINITY).total_cmp(&b.objective.unwrap_or(f64::INFINITY)))
+                    .expect("sample_size >= 1");
+                let mut architecture = parent.architecture.clone();
+                let mut hparams = parent.hparams.clone();
+                match rng.below(4) {
+                    0 if architecture.len() < max_depth => architecture.insert(rng.below(architecture.len() + 1), random_block(&space, &mut rng)),
+                    1 if architecture.len() > min_depth => {
+                        architecture.remove(rng.below(architecture.len()));
+                    }
+                    2 if !space.hparams.is_empty() => {
+                        let range = &space.hparams[rng.below(space.hparams.len())];
+                        let value = sample_hparam(range, &mut rng);
+                        match hparams.iter_mut().find(|(n, _)| *n == range.name) {
+                            Some(slot) => slot.1 = value,
+                            None => hparams.push((range.name.clone(), value)),
+                        }
+                    }
+                    _ => {
+                        let at = rng.below(architecture.len().max(1));
+                        if at < architecture.len() {
+                            architecture[at] = random_block(&space, &mut rng);
+                        }
+                    }
+                }
+                Proposal { architecture, hparams, parent: Some(parent.id), teacher: None }
+            })
+            .collect();
+        Ok(proposals)
+    }
+}
+
+export_searcher!(RegularizedEvolution);
