@@ -36,3 +36,21 @@ fn every_rust_file_has_a_module_doc_and_no_ignored_test() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// Released WIT versions are frozen: plugins built against them must keep loading. A
+/// change to the contract goes into a new version (a new package version in the file,
+/// with the old one kept beside it), never into a released one.
+const FROZEN_WIT: [(&str, &str, &str); 1] =
+    [("0.1.0", "plugin-sdk/wit/plugin.wit", "bae5674a94f916c43bf08809865611743bd069a3dc02ae10dadc2f617c67712e")];
+
+#[test]
+fn released_wit_versions_are_unchanged() {
+    use sha2::{Digest, Sha256};
+    for (version, path, expected) in FROZEN_WIT {
+        let file = common::root().join(path);
+        let text = std::fs::read_to_string(&file).expect("the released WIT file exists");
+        assert!(text.contains(&format!("package msh:plugin@{version};")), "{path} no longer declares {version}");
+        let actual: String = Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(actual, expected, "{path} (msh:plugin@{version}) changed after release; add a new version instead");
+    }
+}

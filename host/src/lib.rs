@@ -1,8 +1,11 @@
 //! msh: neural architecture search with sandboxed WebAssembly plugins and native burn
-//! trainers. This crate is the host: block-graph IR, model builder, data, training.
+//! trainers. This crate is the host: block-graph IR, model builder, data, training and
+//! the plugin sandbox.
 
 pub mod arch_file;
+pub mod atomic_file;
 pub mod data;
 pub mod graph;
 pub mod model;
+pub mod plugin;
 pub mod train;

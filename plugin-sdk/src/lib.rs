@@ -31,6 +31,11 @@ pub mod bindings {
     });
 }
 
+#[cfg(feature = "block-pack")]
+pub use bindings::export_block_pack;
+#[cfg(feature = "searcher")]
+pub use bindings::export_searcher;
+
 #[cfg(any(feature = "block-pack", feature = "searcher"))]
 mod helpers;
 #[cfg(any(feature = "block-pack", feature = "searcher"))]

@@ -17,6 +17,12 @@ const CIFAR_CNN: &str = include_str!("../../../workflows/archs/cifar_cnn.yaml");
 pub enum BenchCommand {
     /// Training samples per second for the reference models.
     Train(BenchTrainArgs),
+    /// Plugin overhead: compile, instantiate, propose and build latencies.
+    Plugins {
+        /// Calls per measurement; the median is reported.
+        #[arg(long, default_value_t = 50)]
+        repeats: usize,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -37,7 +43,10 @@ pub struct BenchTrainArgs {
 }
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
-    let BenchCommand::Train(args) = cmd;
+    let args = match cmd {
+        BenchCommand::Train(args) => args,
+        BenchCommand::Plugins { repeats } => return plugins(repeats.max(1)),
+    };
     let backend = args.backend.select()?;
     if !args.json {
         println!("backend {}, batch {}, {} samples per epoch, median of {}", backend.description, args.batch_size, args.samples, args.repeats);
@@ -97,4 +106,58 @@ fn random_splits(shape: &[usize], samples: usize) -> Splits {
         normalization: Normalization::identity(),
         class_names: Vec::new(),
     }
+}
+
+/// Median wall time of `f` over `repeats` calls, in milliseconds.
+fn median_ms<T>(repeats: usize, mut f: impl FnMut() -> anyhow::Result<T>) -> anyhow::Result<f64> {
+    let mut times = Vec::with_capacity(repeats);
+    for _ in 0..repeats {
+        let start = Instant::now();
+        f()?;
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+fn plugins(repeats: usize) -> anyhow::Result<std::process::ExitCode> {
+    use msh::plugin::{Limits, PluginHost, types};
+
+    let start = Instant::now();
+    let host = PluginHost::new(Limits::default());
+    let pack = host.embedded("core-blocks")?;
+    println!("compile core-blocks (once per engine)      {:>9.3} ms", start.elapsed().as_secs_f64() * 1e3);
+    let load = median_ms(repeats, || Ok(host.embedded("core-blocks")?))?;
+    println!("load from cache (hash + version handshake)  {load:>9.3} ms");
+
+    let blocks = pack.blocks()?;
+    let names: Vec<String> = blocks.iter().map(|b| b.name.clone()).collect();
+    let space = super::blocks::sample_space(names.clone());
+    let history = super::blocks::sample_history(&names, 1000);
+    let context = types::Context { seed: 1, budget: 2000, config: vec![] };
+    let mut per_trial = 0.0;
+    let empty = median_ms(repeats, || Ok(host.embedded("random-search")?.propose(&context, &space, &[], 1)?))?;
+    println!("propose, empty history (instantiate + call) {empty:>9.3} ms");
+    for name in ["random-search", "beam-search", "regularized-evolution"] {
+        let searcher = host.embedded(name)?;
+        let ms = median_ms(repeats, || Ok(searcher.propose(&context, &space, &history, 1)?))?;
+        per_trial = f64::max(per_trial, ms);
+        println!("propose, 1,000-trial history: {name:<22} {ms:>9.3} ms (fresh instance per call)");
+    }
+    let mut build_total = 0.0;
+    let mut slowest = (String::new(), 0.0);
+    for info in &blocks {
+        let shape = super::blocks::sample_shape(info.input_ranks[0]);
+        let ms = median_ms(repeats, || Ok(pack.build(&info.name, &shape, &[])?))?;
+        build_total += ms;
+        if ms > slowest.1 {
+            slowest = (info.name.clone(), ms);
+        }
+    }
+    let build_mean = build_total / blocks.len() as f64;
+    println!("build, mean over {} core blocks             {build_mean:>9.3} ms (slowest: {} {:.3} ms)", blocks.len(), slowest.0, slowest.1);
+    // A trial of depth d costs one propose and d builds.
+    let trial = per_trial + 3.0 * build_mean;
+    println!("plugin overhead per trial (propose + 3 builds) {trial:>6.3} ms (target < 1 ms: {:.2}x of it)", trial);
+    Ok(std::process::ExitCode::SUCCESS)
 }

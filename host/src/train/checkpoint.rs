@@ -8,6 +8,7 @@ use burn::prelude::Device;
 use burn::store::ModuleRecord;
 use serde::{Deserialize, Serialize};
 
+use crate::atomic_file::{temp_path, write_atomic};
 use crate::data::Normalization;
 use crate::model::{Model, ModelSpec};
 
@@ -88,20 +89,4 @@ impl Checkpoint {
         let model = model.try_load_record(record).map_err(|e| read_err(e.to_string()))?;
         Ok((model.valid(), meta))
     }
-}
-
-fn temp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".tmp-{}", std::process::id()));
-    path.with_file_name(name)
-}
-
-/// Writes `bytes` to a temporary file beside `path`, syncs it, then renames it over `path`.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = temp_path(path);
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
 }

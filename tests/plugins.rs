@@ -1,0 +1,226 @@
+//! The plugin sandbox with real wasm components: hostile plugins are contained, the
+//! built-in pack's blocks build and train, and searchers stay inside the search space.
+
+mod common;
+
+use burn::prelude::Device;
+use msh::data::{Dataset, Normalization, Splits};
+use msh::graph::Architecture;
+use msh::model::{ModelSpec, Task};
+use msh::plugin::{Limits, PluginHost, World, types};
+use msh::train::{self, TrainConfig};
+
+const HOSTILE: &str = env!("MSH_HOSTILE_PLUGIN");
+
+fn hostile_host() -> PluginHost {
+    PluginHost::new(Limits { fuel: 200_000_000, memory_bytes: 64 << 20, max_items: 4096 })
+}
+
+fn build_error(host: &PluginHost, block: &str) -> String {
+    let plugin = host.load_file(HOSTILE.as_ref()).unwrap();
+    let err = plugin.build(block, &[8], &[]).expect_err(block).to_string();
+    // Whatever happened, a well-behaved call on the same plugin still works.
+    let graph = plugin.build("good", &[8], &[]).expect("good still builds");
+    assert_eq!(graph.nodes.len(), 2);
+    err
+}
+
+#[test]
+fn hostile_plugins_are_contained_and_named() {
+    let host = hostile_host();
+    let expect = |block: &str, parts: &[&str]| {
+        let err = build_error(&host, block);
+        assert!(err.starts_with(&format!("plugin `hostile` (msh:plugin@0.1.0), build({block}, [8]): ")), "{err}");
+        for part in parts {
+            assert!(err.contains(part), "{block}: expected {part:?} in {err:?}");
+        }
+    };
+    expect("loop", &["exceeded its CPU budget of 200000000 fuel"]);
+    expect("alloc", &["memory limit of 64 MiB"]);
+    expect("panic", &["trapped"]);
+    expect("cycle", &["invalid graph", "node 1 (relu): reads node 2, which is not computed before it"]);
+    expect("mismatch", &["invalid graph", "node 2 (add): inputs must have one shape, got [8] and [3]"]);
+    expect("unknown_op", &["invalid graph", "node 1 (conv9d)", "unknown variant `conv9d`"]);
+    expect("huge", &["returned 100000 nodes, more than the limit of 4096"]);
+    expect("bad_rank", &["node 1 (conv1d): expects rank 2"]);
+}
+
+#[test]
+fn plugins_get_no_files_sockets_environment_or_clock() {
+    let err = build_error(&hostile_host(), "io");
+    for part in ["file=Err", "dir=Err", "socket=Err", "env=0", "clock=Ok(0)"] {
+        assert!(err.contains(part), "expected {part:?} in {err}");
+    }
+}
+
+#[test]
+fn incompatible_contract_versions_and_non_components_are_refused() {
+    let host = hostile_host();
+    let bytes = std::fs::read(HOSTILE).unwrap();
+    let (old, new) = (b"msh:plugin/types@0.1.0".as_slice(), b"msh:plugin/types@0.9.0".as_slice());
+    let mut patched = bytes.clone();
+    let mut count = 0;
+    for i in 0..patched.len().saturating_sub(old.len()) {
+        if &patched[i..i + old.len()] == old {
+            patched[i..i + old.len()].copy_from_slice(new);
+            count += 1;
+        }
+    }
+    assert!(count > 0, "the component names its contract version");
+    let err = host.load_bytes("future", &patched).unwrap_err().to_string();
+    assert!(err.contains("plugin `future` (msh:plugin@0.9.0), load: built against msh:plugin@0.9.0; this msh supports 0.1.0"), "{err}");
+
+    let err = host.load_bytes("junk", b"\0asm junk").unwrap_err().to_string();
+    assert!(err.contains("plugin `junk` (msh:plugin@?), load: not a WebAssembly component"), "{err}");
+}
+
+fn synthetic(shape: &[usize]) -> Splits {
+    let len: usize = shape.iter().product();
+    let samples = 8;
+    let data = Dataset {
+        features: (0..samples * len).map(|i| ((i * 7919) % 200) as f32 / 100.0 - 1.0).collect(),
+        targets: (0..samples).map(|i| (i % 2) as f32).collect(),
+        shape: shape.to_vec(),
+    };
+    Splits {
+        train: data.clone(),
+        valid: data.select(&[0, 1]),
+        test: data.select(&[2, 3]),
+        task: Task::Classification { classes: 2 },
+        normalization: Normalization::identity(),
+        class_names: vec![],
+    }
+}
+
+#[test]
+fn every_core_block_builds_on_its_ranks_and_trains_a_step() {
+    let host = PluginHost::new(Limits::default());
+    let pack = host.embedded("core-blocks").unwrap();
+    assert_eq!(pack.world, World::BlockPack);
+    let blocks = pack.blocks().unwrap();
+    assert!(blocks.len() >= 30, "{} blocks", blocks.len());
+    let config = TrainConfig { epochs: 1, batch_size: 8, ..TrainConfig::default() };
+    for info in &blocks {
+        for &rank in &info.input_ranks {
+            let shape: Vec<usize> = match rank {
+                1 => vec![24],
+                2 => vec![8, 12],
+                _ => vec![8, 8, 8],
+            };
+            let graph = pack.build(&info.name, &shape, &[]).unwrap_or_else(|e| panic!("{e}"));
+            let spec = ModelSpec { architecture: Architecture { blocks: vec![graph] }, input_shape: shape.clone(), task: Task::Classification { classes: 2 } };
+            let trained = train::train(&spec, &synthetic(&shape), &config, &Device::flex(), &mut |_| {})
+                .unwrap_or_else(|e| panic!("{} on {shape:?}: {e}", info.name));
+            assert_eq!(trained.outcome, train::Outcome::Completed, "{} on {shape:?}", info.name);
+        }
+    }
+}
+
+#[test]
+fn core_block_parameters_are_range_checked() {
+    let host = PluginHost::new(Limits::default());
+    let pack = host.embedded("core-blocks").unwrap();
+    let params = [types::Param { name: "kernel".into(), value: types::Value::Int(99) }];
+    let err = pack.build("conv", &[4, 16], &params).unwrap_err().to_string();
+    assert!(err.contains("refused: block `conv`: parameter `kernel` = 99 is outside 1..=7"), "{err}");
+    let err = pack.build("lstm", &[16], &[]).unwrap_err().to_string();
+    assert!(err.contains("block `lstm` takes input ranks [2], got shape [16]"), "{err}");
+}
+
+#[test]
+fn searchers_propose_inside_the_space_deterministically() {
+    let host = PluginHost::new(Limits::default());
+    let blocks: Vec<String> = ["conv", "resnet", "dense", "max_pool"].map(String::from).to_vec();
+    let space = types::SearchSpace {
+        blocks: blocks.clone(),
+        min_depth: 2,
+        max_depth: 4,
+        hparams: vec![types::HparamRange { name: "learning_rate".into(), low: 1e-4, high: 1e-2, log: true, choices: vec![] }],
+    };
+    let context = types::Context { seed: 7, budget: 100, config: vec![("population_size".into(), "5".into())] };
+    for name in ["random-search", "beam-search", "regularized-evolution"] {
+        let searcher = host.embedded(name).unwrap();
+        for history_len in [0u64, 3, 40] {
+            let history: Vec<types::Trial> = (0..history_len)
+                .map(|id| types::Trial {
+                    id,
+                    architecture: (0..2 + (id % 3) as usize).map(|d| types::BlockRef { name: blocks[(id as usize + d) % 4].clone(), params: vec![] }).collect(),
+                    hparams: vec![("learning_rate".into(), 1e-3)],
+                    status: if id % 5 == 4 { types::TrialStatus::Failed } else { types::TrialStatus::Completed },
+                    objective: (id % 5 != 4).then(|| ((id * 37) % 11) as f64),
+                    accuracy: None,
+                    parameters: 100,
+                    parent: None,
+                    inherited: 0,
+                })
+                .collect();
+            let first = searcher.propose(&context, &space, &history, 8).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(first.len(), 8, "{name}");
+            for p in &first {
+                let lr = p.hparams.iter().find(|(n, _)| n == "learning_rate").map(|(_, v)| *v).expect("learning rate set");
+                assert!((1e-4..=1e-2).contains(&lr), "{name}: learning rate {lr}");
+            }
+            let again = searcher.propose(&context, &space, &history, 8).unwrap();
+            assert_eq!(format!("{first:?}"), format!("{again:?}"), "{name} is deterministic");
+        }
+    }
+}
+
+#[test]
+fn blocks_and_plugin_commands() {
+    let out = common::run(&["blocks", "list"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("core-blocks (") && text.contains("transformer_encoder") && text.contains("small_resnet"), "{text}");
+
+    let out = common::run(&["blocks", "show", "resnet"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("kernel") && text.contains("for input [16, 32]: ") && text.contains("\"op\":\"add\""), "{text}");
+
+    let out = common::run(&["plugin", "check", env!("MSH_PLUGIN_CORE_BLOCKS")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("all checks passed"));
+
+    let out = common::run(&["plugin", "check", HOSTILE]);
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("ok   good on [64]") && text.contains("FAIL plugin `hostile`"), "{text}");
+}
+
+#[test]
+fn pack_store_installs_verifies_and_removes() {
+    let home = common::TempDir::new();
+    let run = |args: &[&str]| {
+        let out = common::msh().args(args).env("MSH_HOME", home.path()).output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    };
+    let wasm = env!("MSH_PLUGIN_CORE_BLOCKS");
+    let (ok, text) = run(&["pack", "install", wasm]);
+    assert!(ok, "{text}");
+    let sha = text.split("@sha256:").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    assert_eq!(sha.len(), 64);
+
+    let (ok, text) = run(&["pack", "list"]);
+    assert!(ok && text.contains("core_blocks") && text.contains("block-pack"), "{text}");
+    let (ok, text) = run(&["blocks", "list", "--pack", &format!("core_blocks@sha256:{}", &sha[..10])]);
+    assert!(ok && text.contains("resnet"), "{text}");
+    let (ok, text) = run(&["pack", "verify"]);
+    assert!(ok && text.contains("ok      core_blocks"), "{text}");
+
+    // A pack altered after installation is caught before use.
+    let stored = home.path().join("packs").join(format!("{sha}.wasm"));
+    let mut bytes = std::fs::read(&stored).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&stored, bytes).unwrap();
+    let (ok, text) = run(&["pack", "verify"]);
+    assert!(!ok && text.contains("pack `core_blocks` is corrupt"), "{text}");
+    let (ok, text) = run(&["blocks", "list", "--pack", "core_blocks"]);
+    assert!(!ok && text.contains("is corrupt"), "{text}");
+
+    let (ok, text) = run(&["pack", "remove", "core_blocks"]);
+    assert!(ok, "{text}");
+    let (ok, text) = run(&["pack", "remove", "core_blocks"]);
+    assert!(!ok && text.contains("no installed pack matches `core_blocks`"), "{text}");
+}

@@ -1,0 +1,66 @@
+//! The plugin SDK's README tutorial, built for wasm32-wasip2 and run as a searcher, so the
+//! tutorial cannot rot.
+
+mod common;
+
+use std::process::Command;
+
+use msh::plugin::{Limits, PluginHost, World, types};
+
+/// The code block that follows `<!-- tutorial:NAME -->` in the README.
+fn snippet(readme: &str, name: &str) -> String {
+    let marker = format!("<!-- tutorial:{name} -->");
+    let after = &readme[readme.find(&marker).unwrap_or_else(|| panic!("README has no {marker}")) + marker.len()..];
+    let start = after.find("```").expect("a code block follows") ;
+    let body = &after[start..];
+    let body = &body[body.find('\n').expect("fence line") + 1..];
+    body[..body.find("```").expect("closing fence")].to_string()
+}
+
+#[test]
+fn readme_tutorial_searcher_builds_and_proposes() {
+    let root = common::root();
+    let readme = std::fs::read_to_string(root.join("plugin-sdk/README.md")).unwrap();
+    let dir = common::TempDir::new();
+    let manifest = snippet(&readme, "Cargo.toml").replace("PATH/TO/msh/plugin-sdk", &root.join("plugin-sdk").display().to_string())
+        + "\n[workspace]\n";
+    std::fs::write(dir.path().join("Cargo.toml"), manifest).unwrap();
+    std::fs::create_dir(dir.path().join("src")).unwrap();
+    std::fs::write(dir.path().join("src/lib.rs"), snippet(&readme, "lib.rs")).unwrap();
+
+    let target = env!("MSH_PLUGINS_TARGET_DIR");
+    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir", target])
+        .current_dir(dir.path())
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .output()
+        .expect("cargo runs");
+    assert!(out.status.success(), "the tutorial does not build:\n{}", String::from_utf8_lossy(&out.stderr));
+
+    let wasm = std::path::Path::new(target).join("wasm32-wasip2/release/greedy.wasm");
+    let host = PluginHost::new(Limits::default());
+    let greedy = host.load_file(&wasm).unwrap();
+    assert_eq!(greedy.world, World::Searcher);
+    let space = types::SearchSpace { blocks: vec!["conv".into(), "dense".into()], min_depth: 2, max_depth: 4, hparams: vec![] };
+    let context = types::Context { seed: 3, budget: 10, config: vec![] };
+    let first = greedy.propose(&context, &space, &[], 2).unwrap();
+    assert_eq!(first.len(), 2);
+    assert_eq!(first[0].architecture.len(), 2);
+    let history = vec![types::Trial {
+        id: 5,
+        architecture: first[0].architecture.clone(),
+        hparams: vec![],
+        status: types::TrialStatus::Completed,
+        objective: Some(0.3),
+        accuracy: Some(0.9),
+        parameters: 10,
+        parent: None,
+        inherited: 0,
+    }];
+    let next = greedy.propose(&context, &space, &history, 1).unwrap();
+    assert_eq!(next[0].parent, Some(5));
+
+    let check = common::run(&["plugin", "check", wasm.to_str().unwrap()]);
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+}
