@@ -173,6 +173,19 @@ pub fn sample_hparams(space: &SearchSpace, rng: &mut Rng) -> Vec<(String, f64)> 
     space.hparams.iter().map(|h| (h.name.clone(), sample_hparam(h, rng))).collect()
 }
 
+/// A block of the space, with default parameters.
+pub fn random_block(space: &SearchSpace, rng: &mut Rng) -> BlockRef {
+    BlockRef { name: space.blocks[rng.below(space.blocks.len())].clone(), params: Vec::new() }
+}
+
+/// Sets hyper-parameter `name` in `hparams`, adding it when absent.
+pub fn set_hparam(hparams: &mut Vec<(String, f64)>, name: &str, value: f64) {
+    match hparams.iter_mut().find(|(n, _)| n == name) {
+        Some(slot) => slot.1 = value,
+        None => hparams.push((name.to_string(), value)),
+    }
+}
+
 /// Completed trials with an objective, best (lowest) first, at most `k`.
 pub fn top_k(history: &[Trial], k: usize) -> Vec<&Trial> {
     let mut done: Vec<&Trial> = history

@@ -9,10 +9,6 @@ use msh_plugin_sdk::*;
 
 struct BeamSearch;
 
-fn random_block(space: &SearchSpace, rng: &mut Rng) -> BlockRef {
-    BlockRef { name: space.blocks[rng.below(space.blocks.len())].clone(), params: Vec::new() }
-}
-
 impl Guest for BeamSearch {
     fn propose(context: Context, space: SearchSpace, history: Vec<Trial>, count: u32) -> Result<Vec<Proposal>, String> {
         if space.blocks.is_empty() {
@@ -52,11 +48,7 @@ impl Guest for BeamSearch {
                 for range in &space.hparams {
                     let missing = !hparams.iter().any(|(n, _)| *n == range.name);
                     if missing || rng.chance(hparam_p / space.hparams.len().max(1) as f64) {
-                        let value = sample_hparam(range, &mut rng);
-                        match hparams.iter_mut().find(|(n, _)| *n == range.name) {
-                            Some(slot) => slot.1 = value,
-                            None => hparams.push((range.name.clone(), value)),
-                        }
+                        set_hparam(&mut hparams, &range.name, sample_hparam(range, &mut rng));
                     }
                 }
                 Proposal { architecture, hparams, parent: Some(parent.id), teacher: None }

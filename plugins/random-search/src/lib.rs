@@ -14,9 +14,7 @@ impl Guest for RandomSearch {
         let proposals = (0..count)
             .map(|_| {
                 let depth = rng.range(space.min_depth.max(1) as i64, space.max_depth.max(space.min_depth).max(1) as i64);
-                let architecture = (0..depth)
-                    .map(|_| BlockRef { name: space.blocks[rng.below(space.blocks.len())].clone(), params: Vec::new() })
-                    .collect();
+                let architecture = (0..depth).map(|_| random_block(&space, &mut rng)).collect();
                 Proposal { architecture, hparams: sample_hparams(&space, &mut rng), parent: None, teacher: None }
             })
             .collect();

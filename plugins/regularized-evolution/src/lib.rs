@@ -8,10 +8,6 @@ use msh_plugin_sdk::*;
 
 struct RegularizedEvolution;
 
-fn random_block(space: &SearchSpace, rng: &mut Rng) -> BlockRef {
-    BlockRef { name: space.blocks[rng.below(space.blocks.len())].clone(), params: Vec::new() }
-}
-
 impl Guest for RegularizedEvolution {
     fn propose(context: Context, space: SearchSpace, history: Vec<Trial>, count: u32) -> Result<Vec<Proposal>, String> {
         if space.blocks.is_empty() {
@@ -50,11 +46,7 @@ impl Guest for RegularizedEvolution {
                     }
                     2 if !space.hparams.is_empty() => {
                         let range = &space.hparams[rng.below(space.hparams.len())];
-                        let value = sample_hparam(range, &mut rng);
-                        match hparams.iter_mut().find(|(n, _)| *n == range.name) {
-                            Some(slot) => slot.1 = value,
-                            None => hparams.push((range.name.clone(), value)),
-                        }
+                        set_hparam(&mut hparams, &range.name, sample_hparam(range, &mut rng));
                     }
                     _ => {
                         let at = rng.below(architecture.len().max(1));
