@@ -10,7 +10,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::graph::{Architecture, BlockGraph, GraphError, Shape, infer_architecture, infer_block};
+use crate::graph::{Architecture, BlockGraph, GraphError, Shape, infer_block};
 use node::{NodeModule, Value};
 
 /// What a model predicts.
@@ -62,7 +62,6 @@ pub struct Model {
 impl Model {
     /// Validates the architecture against the input shape and builds the module on `device`.
     pub fn new(spec: &ModelSpec, device: &Device) -> Result<Self, GraphError> {
-        infer_architecture(&spec.architecture, &spec.input_shape)?;
         let mut current = spec.input_shape.clone();
         let mut blocks = Vec::with_capacity(spec.architecture.blocks.len());
         for (index, graph) in spec.architecture.blocks.iter().enumerate() {
