@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use burn::prelude::Device;
-use msh::data::{self, DataSpec, Dataset, Normalization, Source, Splits};
+use msh::data::{self, DataSpec, Source, Splits};
 use msh::graph::Architecture;
 use msh::model::{Model, ModelSpec, Task};
 use msh::train::{self, CHECKPOINT_VERSION, Checkpoint, CheckpointMeta, TrainConfig};
@@ -29,23 +29,6 @@ fn parameter_paths_name_block_node_and_parameter() {
     assert_eq!(paths["blocks.0.nodes.2.BatchNorm.running_var"], vec![4]);
     assert_eq!(paths["head.weight"], vec![40, 3]);
     assert_eq!(model.parameter_count(), 4 * 2 * 3 + 4 + 4 + 4 + 40 * 3 + 3);
-}
-
-/// Random samples of `shape` with labels 0..classes, already "normalised".
-fn synthetic(shape: &[usize], samples: usize, classes: usize, integer_features: bool) -> Splits {
-    let len: usize = shape.iter().product();
-    let features = (0..samples * len)
-        .map(|i| if integer_features { (i * 7 % 10) as f32 } else { ((i * 7919) % 1000) as f32 / 500.0 - 1.0 })
-        .collect();
-    let data = Dataset { features, targets: (0..samples).map(|i| (i % classes) as f32).collect(), shape: shape.to_vec() };
-    Splits {
-        train: data.clone(),
-        valid: data.select(&[0, 1, 2, 3]),
-        test: data.select(&[4, 5, 6, 7]),
-        task: Task::Classification { classes },
-        normalization: Normalization::identity(),
-        class_names: vec![],
-    }
 }
 
 fn train_briefly(yaml: &str, splits: &Splits) -> train::Trained {
@@ -101,13 +84,13 @@ blocks:
       - {op: lstm, hidden: 3}                                         # [3]
       - {op: relu}
 "#;
-    train_briefly(yaml, &synthetic(&[4, 12], 32, 3, false));
+    train_briefly(yaml, &common::synthetic(&[4, 12], 32, 3, false));
 }
 
 #[test]
 fn embedding_of_token_ids_trains() {
     let yaml = "blocks:\n- name: e\n  nodes:\n  - {op: embedding, vocab: 10, dim: 4}\n  - {op: global_avg_pool}\n";
-    let trained = train_briefly(yaml, &synthetic(&[5], 32, 2, true));
+    let trained = train_briefly(yaml, &common::synthetic(&[5], 32, 2, true));
     assert_eq!(trained.parameters, 10 * 4 + 4 * 2 + 2);
 }
 

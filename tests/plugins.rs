@@ -4,7 +4,6 @@
 mod common;
 
 use burn::prelude::Device;
-use msh::data::{Dataset, Normalization, Splits};
 use msh::graph::Architecture;
 use msh::model::{ModelSpec, Task};
 use msh::plugin::{Limits, PluginHost, World, types};
@@ -74,24 +73,6 @@ fn incompatible_contract_versions_and_non_components_are_refused() {
     assert!(err.contains("plugin `junk` (msh:plugin@?), load: not a WebAssembly component"), "{err}");
 }
 
-fn synthetic(shape: &[usize]) -> Splits {
-    let len: usize = shape.iter().product();
-    let samples = 8;
-    let data = Dataset {
-        features: (0..samples * len).map(|i| ((i * 7919) % 200) as f32 / 100.0 - 1.0).collect(),
-        targets: (0..samples).map(|i| (i % 2) as f32).collect(),
-        shape: shape.to_vec(),
-    };
-    Splits {
-        train: data.clone(),
-        valid: data.select(&[0, 1]),
-        test: data.select(&[2, 3]),
-        task: Task::Classification { classes: 2 },
-        normalization: Normalization::identity(),
-        class_names: vec![],
-    }
-}
-
 #[test]
 fn every_core_block_builds_on_its_ranks_and_trains_a_step() {
     let host = PluginHost::new(Limits::default());
@@ -109,7 +90,7 @@ fn every_core_block_builds_on_its_ranks_and_trains_a_step() {
             };
             let graph = pack.build(&info.name, &shape, &[]).unwrap_or_else(|e| panic!("{e}"));
             let spec = ModelSpec { architecture: Architecture { blocks: vec![graph] }, input_shape: shape.clone(), task: Task::Classification { classes: 2 } };
-            let trained = train::train(&spec, &synthetic(&shape), &config, &Device::flex(), &mut |_| {})
+            let trained = train::train(&spec, &common::synthetic(&shape, 8, 2, false), &config, &Device::flex(), &mut |_| {})
                 .unwrap_or_else(|e| panic!("{} on {shape:?}: {e}", info.name));
             assert_eq!(trained.outcome, train::Outcome::Completed, "{} on {shape:?}", info.name);
         }

@@ -186,12 +186,28 @@ pub fn set_hparam(hparams: &mut Vec<(String, f64)>, name: &str, value: f64) {
     }
 }
 
-/// Completed trials with an objective, best (lowest) first, at most `k`.
-pub fn top_k(history: &[Trial], k: usize) -> Vec<&Trial> {
-    let mut done: Vec<&Trial> = history
+/// `depth` blocks of the space, chosen at random.
+pub fn random_architecture(space: &SearchSpace, depth: usize, rng: &mut Rng) -> Vec<BlockRef> {
+    (0..depth).map(|_| random_block(space, rng)).collect()
+}
+
+/// The space's depth bounds as the host enforces them: at least 1, max never below min.
+pub fn depth_bounds(space: &SearchSpace) -> (usize, usize) {
+    let min = space.min_depth.max(1) as usize;
+    (min, (space.max_depth as usize).max(min))
+}
+
+/// Completed trials with a finite objective, in history order.
+pub fn scored(history: &[Trial]) -> Vec<&Trial> {
+    history
         .iter()
         .filter(|t| matches!(t.status, TrialStatus::Completed) && t.objective.is_some_and(f64::is_finite))
-        .collect();
+        .collect()
+}
+
+/// Completed trials with an objective, best (lowest) first, at most `k`.
+pub fn top_k(history: &[Trial], k: usize) -> Vec<&Trial> {
+    let mut done = scored(history);
     done.sort_by(|a, b| a.objective.unwrap_or(f64::INFINITY).total_cmp(&b.objective.unwrap_or(f64::INFINITY)));
     done.truncate(k);
     done

@@ -5,6 +5,9 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
+use msh::data::{Dataset, Normalization, Splits};
+use msh::model::Task;
+
 /// The repository root (bundled data and architectures live there).
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ has a parent").to_path_buf()
@@ -67,3 +70,22 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Deterministic samples of `shape` (at least 8) with labels cycling through 0..classes,
+/// already "normalised"; integer features serve as token ids.
+pub fn synthetic(shape: &[usize], samples: usize, classes: usize, integer_features: bool) -> Splits {
+    let len: usize = shape.iter().product();
+    let features = (0..samples * len)
+        .map(|i| if integer_features { (i * 7 % 10) as f32 } else { ((i * 7919) % 1000) as f32 / 500.0 - 1.0 })
+        .collect();
+    let data = Dataset { features, targets: (0..samples).map(|i| (i % classes) as f32).collect(), shape: shape.to_vec() };
+    Splits {
+        train: data.clone(),
+        valid: data.select(&[0, 1, 2, 3]),
+        test: data.select(&[4, 5, 6, 7]),
+        task: Task::Classification { classes },
+        normalization: Normalization::identity(),
+        class_names: vec![],
+    }
+}
+

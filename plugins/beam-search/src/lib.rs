@@ -18,7 +18,7 @@ impl Guest for BeamSearch {
         let grow_p: f64 = config(&context, "increase_complexity_probability").unwrap_or(0.9);
         let per_level: usize = config(&context, "increase_complexity_minimum_trials").unwrap_or(5).max(1);
         let hparam_p: f64 = config(&context, "hparam_mutation_probability").unwrap_or(0.5);
-        let (min_depth, max_depth) = (space.min_depth.max(1) as usize, space.max_depth.max(space.min_depth).max(1) as usize);
+        let (min_depth, max_depth) = depth_bounds(&space);
 
         let mut rng = Rng::for_call(&context, history.len());
         let beam = top_k(&history, beam_size);
@@ -27,7 +27,7 @@ impl Guest for BeamSearch {
             .map(|_| {
                 let Some(parent) = rng.choose(&beam).copied() else {
                     // Nothing completed yet: a random architecture of minimum depth.
-                    let architecture = (0..min_depth).map(|_| random_block(&space, &mut rng)).collect();
+                    let architecture = random_architecture(&space, min_depth, &mut rng);
                     return Proposal { architecture, hparams: sample_hparams(&space, &mut rng), parent: None, teacher: None };
                 };
                 let mut architecture = parent.architecture.clone();

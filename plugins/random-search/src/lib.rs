@@ -11,10 +11,11 @@ impl Guest for RandomSearch {
             return Err("the search space allows no blocks".into());
         }
         let mut rng = Rng::for_call(&context, history.len());
+        let (min_depth, max_depth) = depth_bounds(&space);
         let proposals = (0..count)
             .map(|_| {
-                let depth = rng.range(space.min_depth.max(1) as i64, space.max_depth.max(space.min_depth).max(1) as i64);
-                let architecture = (0..depth).map(|_| random_block(&space, &mut rng)).collect();
+                let depth = rng.range(min_depth as i64, max_depth as i64) as usize;
+                let architecture = random_architecture(&space, depth, &mut rng);
                 Proposal { architecture, hparams: sample_hparams(&space, &mut rng), parent: None, teacher: None }
             })
             .collect();

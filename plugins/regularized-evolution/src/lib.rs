@@ -15,14 +15,11 @@ impl Guest for RegularizedEvolution {
         }
         let population_size: usize = config(&context, "population_size").unwrap_or(20).max(2);
         let sample_size: usize = config(&context, "sample_size").unwrap_or(5).clamp(1, population_size);
-        let (min_depth, max_depth) = (space.min_depth.max(1) as usize, space.max_depth.max(space.min_depth).max(1) as usize);
+        let (min_depth, max_depth) = depth_bounds(&space);
         let mut rng = Rng::for_call(&context, history.len());
 
         // Aging: the population is the newest completed trials, by id.
-        let mut done: Vec<&Trial> = history
-            .iter()
-            .filter(|t| matches!(t.status, TrialStatus::Completed) && t.objective.is_some_and(f64::is_finite))
-            .collect();
+        let mut done = scored(&history);
         done.sort_by_key(|t| t.id);
         let population = &done[done.len().saturating_sub(population_size)..];
 
@@ -30,7 +27,7 @@ impl Guest for RegularizedEvolution {
             .map(|_| {
                 if population.len() < population_size {
                     let depth = rng.range(min_depth as i64, max_depth as i64) as usize;
-                    let architecture = (0..depth).map(|_| random_block(&space, &mut rng)).collect();
+                    let architecture = random_architecture(&space, depth, &mut rng);
                     return Proposal { architecture, hparams: sample_hparams(&space, &mut rng), parent: None, teacher: None };
                 }
                 let parent = (0..sample_size)
