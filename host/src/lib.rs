@@ -5,7 +5,10 @@
 pub mod arch_file;
 pub mod atomic_file;
 pub mod data;
+pub mod engine;
 pub mod graph;
 pub mod model;
 pub mod plugin;
+pub mod store;
 pub mod train;
+pub mod workflow;

@@ -2,8 +2,10 @@
 
 mod bench;
 mod blocks;
+mod inspect;
 mod pack;
 mod progress;
+mod run;
 mod train;
 
 use std::process::ExitCode;
@@ -19,6 +21,18 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run (or resume) a workflow: search, then the stages after it.
+    Run(run::RunArgs),
+    /// Check a workflow file without running it.
+    Validate(run::ValidateArgs),
+    /// A run's stages, trial counts, best trial and ETA.
+    Status(inspect::StatusArgs),
+    /// Every trial of a run.
+    Trials(inspect::TrialsArgs),
+    /// A run's best trial; `--export DIR` writes it out.
+    Best(inspect::BestArgs),
+    /// Predict with a run's best model or a saved model directory.
+    Predict(inspect::PredictArgs),
     /// Train one architecture and report validation and test metrics.
     Train(train::TrainArgs),
     /// Blocks offered by block packs.
@@ -37,6 +51,12 @@ enum Command {
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Validate(args) => run::validate(args),
+        Command::Status(args) => inspect::status(args),
+        Command::Trials(args) => inspect::trials(args),
+        Command::Best(args) => inspect::best(args),
+        Command::Predict(args) => inspect::predict(args),
         Command::Train(args) => train::run(args),
         Command::Blocks(cmd) => blocks::run_blocks(cmd),
         Command::Pack(cmd) => pack::run(cmd),

@@ -32,7 +32,7 @@ pub enum DataError {
 
 /// Where samples come from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "format", content = "path")]
+#[serde(try_from = "String", into = "String")]
 pub enum Source {
     /// A CSV file of numeric columns, one of them the label.
     Csv(PathBuf),
@@ -59,6 +59,19 @@ impl FromStr for Source {
                 "unknown data format `{other}` in `{text}`: expected csv, cifar10 or images"
             ))),
         }
+    }
+}
+
+impl TryFrom<String> for Source {
+    type Error = DataError;
+    fn try_from(text: String) -> Result<Self, DataError> {
+        text.parse()
+    }
+}
+
+impl From<Source> for String {
+    fn from(source: Source) -> String {
+        source.to_string()
     }
 }
 
@@ -339,6 +352,16 @@ fn load_source(source: &Source, spec: &DataSpec, is_test: bool) -> Result<Loaded
             Ok(Loaded { data, class_names })
         }
     }
+}
+
+/// Reads every sample of `source` as it is (no split, no normalisation), with the CSV
+/// and image settings of `spec`.
+pub fn read(source: &Source, spec: &DataSpec) -> Result<Dataset, DataError> {
+    let data = load_source(source, spec, true)?.data;
+    if data.is_empty() {
+        return Err(DataError::File { path: source_path(source).to_path_buf(), reason: "holds no samples".into() });
+    }
+    Ok(data)
 }
 
 /// Loads, splits (seeded) and normalises a data set.

@@ -48,7 +48,11 @@ pub fn predict(model: &Model, features: &[f32], sample_len: usize) -> Vec<f32> {
 
 /// Evaluates a (validation-mode) model on `data`.
 pub fn evaluate(model: &Model, data: &Dataset, task: Task, norm: &Normalization) -> Metrics {
-    let outputs = predict(model, &data.features, data.sample_len());
+    metrics_of(&predict(model, &data.features, data.sample_len()), data, task, norm)
+}
+
+/// Metrics of model outputs (logits, or standardised regression values) against `data`.
+pub fn metrics_of(outputs: &[f32], data: &Dataset, task: Task, norm: &Normalization) -> Metrics {
     let width = task.outputs();
     let n = data.len();
     match task {

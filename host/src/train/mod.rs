@@ -6,8 +6,9 @@ mod metrics;
 
 pub use backend::{Backend, NoGpu, Selected};
 pub use checkpoint::{CHECKPOINT_VERSION, Checkpoint, CheckpointError, CheckpointMeta};
-pub use metrics::{Metrics, evaluate, predict};
+pub use metrics::{Metrics, argmax, evaluate, metrics_of, predict};
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use burn::grad_clipping::GradientClippingConfig;
@@ -177,6 +178,8 @@ pub enum Outcome {
     Completed,
     /// The loss became NaN or infinite; the run stopped there.
     Diverged { epoch: usize, step: usize, loss: f64 },
+    /// The caller asked to stop (`train_until`); the result is incomplete.
+    Interrupted { epoch: usize },
 }
 
 /// The result of a run: the model with the best validation loss, and its history.
@@ -197,6 +200,18 @@ pub fn train(
     config: &TrainConfig,
     device: &Device,
     on_event: &mut dyn FnMut(TrainEvent<'_>),
+) -> Result<Trained, TrainError> {
+    train_until(spec, splits, config, device, on_event, &AtomicBool::new(false))
+}
+
+/// `train`, stopping after the current batch once `stop` is set.
+pub fn train_until(
+    spec: &ModelSpec,
+    splits: &Splits,
+    config: &TrainConfig,
+    device: &Device,
+    on_event: &mut dyn FnMut(TrainEvent<'_>),
+    stop: &AtomicBool,
 ) -> Result<Trained, TrainError> {
     config.check()?;
     if spec.input_shape != splits.train.shape {
@@ -221,6 +236,10 @@ pub fn train(
         order.shuffle(&mut rng);
         let mut loss_sum = 0.0;
         for (b, chunk) in order.chunks(config.batch_size).enumerate() {
+            if stop.load(Ordering::Relaxed) {
+                outcome = Outcome::Interrupted { epoch };
+                break 'epochs;
+            }
             let (x, y) = batch_tensors(&splits.train, chunk, spec.task, &device);
             let loss = task_loss(model.forward(x), y, spec.task);
             let value = loss.clone().into_scalar::<f32>() as f64;

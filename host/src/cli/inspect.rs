@@ -1,0 +1,227 @@
+//! `msh status`, `msh trials`, `msh best` and `msh predict`: reading a run's store.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use msh::data::{self, DataSpec, LabelColumn, Source};
+use msh::engine::{best_trial, export_trial};
+use msh::model::Task;
+use msh::store::{StageState, Store, TrialRecord, TrialStatus};
+use msh::train::{self, Backend, Checkpoint};
+use serde_json::json;
+
+fn open(run: &Path) -> anyhow::Result<Store> {
+    if !Store::exists(run) {
+        bail!("{} is not a run directory (no store/data.mdb); start one with `msh run WORKFLOW --run-dir {}`", run.display(), run.display());
+    }
+    Ok(Store::open(run)?)
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    run: PathBuf,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let store = open(&args.run)?;
+    let meta = store.run_meta()?.with_context(|| format!("{}: the store has no run record", args.run.display()))?;
+    let workflow: Option<msh::workflow::Workflow> = serde_yaml_ng::from_str(&meta.workflow_text).ok();
+    let stages = store.stages()?;
+    let trials = store.trials()?;
+    let count = |s: TrialStatus| trials.iter().filter(|t| t.status == s).count();
+    let counts = [TrialStatus::Completed, TrialStatus::Failed, TrialStatus::Diverged, TrialStatus::Running, TrialStatus::Pending]
+        .map(|s| (s.name(), count(s)));
+    let best = best_trial(&store, None)?;
+    // ETA: trials left in running search stages, at the mean trial time, spread over the trainers.
+    let finished: Vec<&TrialRecord> = trials.iter().filter(|t| t.status.is_finished()).collect();
+    let mean = finished.iter().map(|t| t.train_seconds).sum::<f64>() / finished.len().max(1) as f64;
+    let trainers = workflow.as_ref().map_or(1, |w| w.trainers.count.max(1));
+    let left: u64 = stages
+        .iter()
+        .filter(|s| s.kind == "search" && s.state != StageState::Done)
+        .filter_map(|s| {
+            let wf = workflow.as_ref()?;
+            let budget = wf.budget_of(wf.stages.get(&s.name)?).trials? as u64;
+            Some(budget.saturating_sub(s.finished_trials))
+        })
+        .sum();
+    let eta = (left > 0 && !finished.is_empty()).then(|| left as f64 * mean / trainers as f64);
+
+    if args.json {
+        let value = json!({
+            "workflow": meta.workflow_name,
+            "stages": stages.iter().map(|s| json!({
+                "name": s.name, "kind": s.kind, "state": s.state, "finished_trials": s.finished_trials,
+                "running": s.running, "pending": s.pending.len(), "message": s.message,
+            })).collect::<Vec<_>>(),
+            "trials": counts.iter().map(|(n, c)| (n.to_string(), json!(c))).collect::<serde_json::Map<_, _>>(),
+            "best": best,
+            "eta_seconds": eta,
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("run        {} ({}), workflow {}", meta.workflow_name, args.run.display(), meta.workflow_path.display());
+    for s in &stages {
+        let state = serde_json::to_value(s.state)?.as_str().unwrap_or("?").to_string();
+        let trials = if s.kind == "search" {
+            format!("{} finished, {} running, {} queued", s.finished_trials, s.running, s.pending.len())
+        } else {
+            String::new()
+        };
+        println!("stage      {:<12} {:<8} {:<8} {trials}  {}", s.name, s.kind, state, s.message.as_deref().unwrap_or(""));
+    }
+    println!("trials     {}", counts.iter().map(|(n, c)| format!("{n} {c}")).collect::<Vec<_>>().join(", "));
+    if let Some(best) = &best {
+        println!("best       {}", describe(best));
+    }
+    if let Some(eta) = eta {
+        println!("eta        about {:.0} min ({left} trials left at {mean:.0}s each on {trainers} trainer(s))", (eta / 60.0).ceil());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn describe(t: &TrialRecord) -> String {
+    let valid = t.valid.as_ref().map(|m| format!("valid {}", m.headline())).unwrap_or_default();
+    let test = t.test.as_ref().map(|m| format!(", test {}", m.headline())).unwrap_or_default();
+    format!("trial {} of `{}`: {valid}{test}; {} params; {}", t.id, t.stage, t.parameters, t.arch_key())
+}
+
+#[derive(Debug, Args)]
+pub struct TrialsArgs {
+    run: PathBuf,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn trials(args: TrialsArgs) -> anyhow::Result<ExitCode> {
+    let store = open(&args.run)?;
+    let trials = store.trials()?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&trials)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:>5} {:<10} {:<9} {:>9} {:>9} {:>9} {:>7} {:>6}  architecture", "id", "stage", "status", "valid", "test", "params", "secs", "parent");
+    let headline = |m: &Option<train::Metrics>| {
+        m.as_ref().map(|m| format!("{:.4}", m.accuracy.or(m.r2).unwrap_or(m.loss))).unwrap_or_else(|| "-".into())
+    };
+    for t in &trials {
+        println!(
+            "{:>5} {:<10} {:<9} {:>9} {:>9} {:>9} {:>7.1} {:>6}  {}{}",
+            t.id,
+            t.stage,
+            t.status.name(),
+            headline(&t.valid),
+            headline(&t.test),
+            t.parameters,
+            t.train_seconds,
+            t.parent.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+            t.arch_key(),
+            t.error.as_ref().map(|e| format!("  ({e})")).unwrap_or_default()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+pub struct BestArgs {
+    run: PathBuf,
+    /// Write the model (model.json, weights.bpk, architecture.yaml, trial.json) here.
+    #[arg(long)]
+    export: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn best(args: BestArgs) -> anyhow::Result<ExitCode> {
+    let store = open(&args.run)?;
+    let Some(best) = best_trial(&store, None)? else {
+        bail!("{}: no completed trial yet", args.run.display());
+    };
+    if let Some(dest) = &args.export {
+        export_trial(&args.run, &best, dest)?;
+        eprintln!("exported trial {} to {}", best.id, dest.display());
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&best)?);
+    } else {
+        println!("{}", describe(&best));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// A run directory (its best trial) or an exported/saved model directory.
+    model: PathBuf,
+    /// Samples: csv:PATH, cifar10:DIR or images:DIR (labels, when present, give metrics).
+    #[arg(long)]
+    data: Source,
+    /// CSV label column, by name or 0-based index [default: label, target, else 0].
+    #[arg(long)]
+    label: Option<LabelColumn>,
+    /// The CSV has no header row.
+    #[arg(long)]
+    no_header: bool,
+    /// Write one prediction per sample (CSV) here.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = Backend::Auto)]
+    backend: Backend,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn predict(args: PredictArgs) -> anyhow::Result<ExitCode> {
+    let dir = if Store::exists(&args.model) {
+        let store = open(&args.model)?;
+        let best = best_trial(&store, None)?.with_context(|| format!("{}: no completed trial yet", args.model.display()))?;
+        let checkpoint = best.checkpoint.with_context(|| format!("trial {} has no model (table trainer)", best.id))?;
+        args.model.join(checkpoint)
+    } else {
+        args.model.clone()
+    };
+    let device = args.backend.select()?;
+    let (model, meta) = Checkpoint::new(&dir).load(&device.device)?;
+    let spec = DataSpec { label: args.label.clone(), header: !args.no_header, ..DataSpec::new(args.data.clone()) };
+    let mut samples = data::read(&args.data, &spec).with_context(|| format!("cannot load data {}", args.data))?;
+    let expected: usize = meta.spec.input_shape.iter().product();
+    if samples.sample_len() != expected {
+        bail!("{}: samples have {} values, the model expects {:?} ({expected})", args.data, samples.sample_len(), meta.spec.input_shape);
+    }
+    samples.shape = meta.spec.input_shape.clone();
+    let task = meta.spec.task;
+    meta.normalization.apply(&mut samples, task);
+    let outputs = train::predict(&model, &samples.features, samples.sample_len());
+    let metrics = train::metrics_of(&outputs, &samples, task, &meta.normalization);
+    let predictions: Vec<String> = match task {
+        Task::Classification { classes } => outputs
+            .chunks(classes)
+            .map(|row| {
+                let class = train::argmax(row);
+                meta.class_names.get(class).cloned().unwrap_or_else(|| class.to_string())
+            })
+            .collect(),
+        Task::Regression => outputs.iter().map(|&v| meta.normalization.unscale_target(v).to_string()).collect(),
+    };
+    if let Some(path) = &args.output {
+        let mut text = String::from("prediction\n");
+        for p in &predictions {
+            text.push_str(p);
+            text.push('\n');
+        }
+        msh::atomic_file::write_atomic(path, text.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&json!({ "model": dir, "samples": samples.len(), "metrics": metrics }))?);
+    } else {
+        println!("model      {}", dir.display());
+        println!("samples    {}", samples.len());
+        println!("metrics    {}  loss {:.4}", metrics.headline(), metrics.loss);
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,301 @@
+//! The workflow engine: runs a workflow's stages in dependency order (independent ones
+//! at once) on a tokio runtime, with the store as the only shared state. A run directory
+//! holds the store, a copy of the workflow and one checkpoint per trial; running it again
+//! resumes where it stopped.
+
+mod history;
+mod search;
+mod stages;
+mod trainer;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+pub use stages::{ExportError, best_trial, export_trial};
+pub use trainer::TableError;
+
+use crate::data::{self, DataError, Splits};
+use crate::plugin::{PackStore, PluginHost};
+use crate::store::{self, Owner, RunMeta, StageRecord, StageState, Store, StoreError, TrialRecord, TrialStatus};
+use crate::train::{Backend, Selected};
+use crate::workflow::{self, Resolved, StageKind, Workflow, WorkflowError};
+
+/// Settings of `msh run` that are not part of the workflow.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub run_dir: PathBuf,
+    /// Overrides `trainers.count`.
+    pub trainers: Option<usize>,
+    /// Overrides `trainers.backend`.
+    pub backend: Option<Backend>,
+}
+
+/// What the engine reports as it goes, for progress bars and logs.
+#[derive(Debug, Clone)]
+pub enum EngineEvent {
+    StageStarted { stage: String, kind: StageKind, trials: Option<u64>, done: u64 },
+    StageFinished { stage: String, state: StageState, message: String },
+    TrialStarted { stage: String, trainer: usize, trial: u64, arch: String },
+    TrialEpoch { trainer: usize, trial: u64, epoch: usize, epochs: usize },
+    TrialFinished { stage: String, trainer: usize, trial: Box<TrialRecord> },
+    Note(String),
+}
+
+pub type Reporter = Arc<dyn Fn(EngineEvent) + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Workflow(#[from] WorkflowError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot load the data of {workflow}: {source}")]
+    Data { workflow: String, source: DataError },
+    #[error(transparent)]
+    Table(#[from] TableError),
+    #[error(transparent)]
+    Backend(#[from] crate::train::NoGpu),
+    #[error(
+        "run directory {} was started from a different workflow (its copy is {}); \
+         pass --run-dir for a new run, or restore that workflow to resume",
+        dir.display(), dir.join("workflow.yaml").display()
+    )]
+    DifferentWorkflow { dir: PathBuf },
+    #[error("{0}")]
+    Stage(String),
+    #[error("cannot write {}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunEnd {
+    /// Every stage is done.
+    Done,
+    /// Stopped by Ctrl-C; running again resumes.
+    Interrupted,
+    /// These stages failed (their dependants did not run).
+    Failed(Vec<String>),
+}
+
+/// Everything the stages of one run share.
+pub(crate) struct Run {
+    pub workflow: Workflow,
+    pub resolved: Resolved,
+    pub store: Store,
+    pub dir: PathBuf,
+    pub trainers: usize,
+    pub backend: Backend,
+    pub owner: Owner,
+    pub stop: AtomicBool,
+    pub report: Reporter,
+    device: OnceLock<Result<Selected, String>>,
+    splits: Mutex<Option<Arc<Splits>>>,
+}
+
+impl Run {
+    /// The data, loaded on first use and shared by every trainer.
+    pub fn splits(&self) -> Result<Arc<Splits>, EngineError> {
+        let mut slot = self.splits.lock().expect("no panics while loading data");
+        if let Some(splits) = slot.as_ref() {
+            return Ok(splits.clone());
+        }
+        let splits = Arc::new(
+            data::load(&self.resolved.data, self.workflow.seed)
+                .map_err(|source| EngineError::Data { workflow: self.workflow.name.clone(), source })?,
+        );
+        *slot = Some(splits.clone());
+        Ok(splits)
+    }
+
+    pub fn device(&self) -> Result<Selected, EngineError> {
+        let selected = self.device.get_or_init(|| self.backend.select().map_err(|e| e.to_string()));
+        selected.clone().map_err(EngineError::Stage)
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    pub fn note(&self, text: String) {
+        (self.report)(EngineEvent::Note(text));
+    }
+}
+
+/// Whether the process that claimed a trial is still at it.
+fn owner_alive(owner: &Owner, me: &Owner) -> bool {
+    if owner.pid == me.pid {
+        return owner.session == me.session;
+    }
+    Path::new(&format!("/proc/{}", owner.pid)).exists()
+}
+
+/// Opens or creates the run directory; refuses to resume a different workflow.
+fn open_run_dir(dir: &Path, source: &workflow::Source, wf: &Workflow) -> Result<Store, EngineError> {
+    let store = Store::open(dir)?;
+    let copy = dir.join("workflow.yaml");
+    store.write(|t| -> Result<(), EngineError> {
+        match t.run_meta()? {
+            Some(meta) if meta.workflow_text != source.text => Err(EngineError::DifferentWorkflow { dir: dir.to_path_buf() }),
+            Some(_) => Ok(()),
+            None => {
+                crate::atomic_file::write_atomic(&copy, source.text.as_bytes())
+                    .map_err(|e| EngineError::Io { path: copy.clone(), source: e })?;
+                t.put_run_meta(&RunMeta {
+                    workflow_name: wf.name.clone(),
+                    workflow_path: source.path.clone(),
+                    workflow_text: source.text.clone(),
+                    created: store::now(),
+                    msh_version: env!("CARGO_PKG_VERSION").into(),
+                })?;
+                t.log(None, None, format!("run of `{}` created", wf.name))?;
+                Ok(())
+            }
+        }
+    })?;
+    Ok(store)
+}
+
+/// Requeues trials whose process is gone and recounts every search stage.
+fn recover(store: &Store, wf: &Workflow, me: &Owner) -> Result<usize, StoreError> {
+    store.write(|t| {
+        let mut requeued = 0;
+        let mut counts: BTreeMap<String, (Vec<u64>, u64, u64)> = BTreeMap::new();
+        for mut trial in t.trials()? {
+            if trial.status == TrialStatus::Running && !trial.owner.is_some_and(|o| owner_alive(&o, me)) {
+                trial.status = TrialStatus::Pending;
+                trial.owner = None;
+                t.put_trial(&trial)?;
+                t.log(Some(&trial.stage), Some(trial.id), "requeued: its trainer stopped before it finished")?;
+                requeued += 1;
+            }
+            let entry = counts.entry(trial.stage.clone()).or_default();
+            match trial.status {
+                TrialStatus::Pending => entry.0.push(trial.id),
+                TrialStatus::Running => entry.1 += 1,
+                _ => entry.2 += 1,
+            }
+        }
+        for (name, stage) in &wf.stages {
+            let mut record = t.stage(name)?.unwrap_or_else(|| StageRecord::new(name, &stage.kind.to_string()));
+            let (pending, running, finished) = counts.remove(name).unwrap_or_default();
+            record.pending = pending;
+            record.running = running;
+            record.finished_trials = finished;
+            t.put_stage(&record)?;
+        }
+        Ok(requeued)
+    })
+}
+
+/// A random number for this process's owner tag.
+fn session_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    h.finish()
+}
+
+/// Runs (or resumes) the workflow at `path`.
+pub fn run_workflow(path: &Path, options: &RunOptions, report: Reporter) -> Result<RunEnd, EngineError> {
+    let (source, wf) = workflow::load(path)?;
+    let host = PluginHost::new(wf.limits);
+    let resolved = workflow::resolve(&source, &wf, &host, &PackStore::default_location())?;
+    let store = open_run_dir(&options.run_dir, &source, &wf)?;
+    let owner = Owner { pid: std::process::id(), session: session_id() };
+    let requeued = recover(&store, &wf, &owner)?;
+    let run = Arc::new(Run {
+        trainers: options.trainers.unwrap_or(wf.trainers.count).max(1),
+        backend: options.backend.unwrap_or(wf.trainers.backend),
+        workflow: wf,
+        resolved,
+        store,
+        dir: options.run_dir.clone(),
+        owner,
+        stop: AtomicBool::new(false),
+        report,
+        device: OnceLock::new(),
+        splits: Mutex::new(None),
+    });
+    if requeued > 0 {
+        run.note(format!("resuming: {requeued} interrupted trial(s) requeued"));
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| EngineError::Stage(format!("cannot start the runtime: {e}")))?;
+    runtime.block_on(run_stages(run))
+}
+
+/// Starts each stage when what it needs is done; stops starting them on Ctrl-C.
+async fn run_stages(run: Arc<Run>) -> Result<RunEnd, EngineError> {
+    let watcher = {
+        let run = run.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                run.stop.store(true, Ordering::Relaxed);
+                run.note("stopping: running trials go back to the queue (Ctrl-C again quits at once)".into());
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(130);
+                }
+            }
+        })
+    };
+    let mut done: BTreeSet<String> = BTreeSet::new();
+    let mut failed: Vec<String> = Vec::new();
+    for record in run.store.stages()? {
+        if record.state == StageState::Done {
+            done.insert(record.name.clone());
+        }
+    }
+    let mut started: BTreeSet<String> = done.clone();
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        if !run.stopping() {
+            for name in &run.resolved.order {
+                let stage = &run.workflow.stages[name];
+                if started.contains(name) || !stage.needs.iter().all(|n| done.contains(n)) {
+                    continue;
+                }
+                started.insert(name.clone());
+                let (run, name) = (run.clone(), name.clone());
+                tasks.spawn_blocking(move || {
+                    let result = stages::run_stage(&run, &name);
+                    (name, result)
+                });
+            }
+        }
+        let Some(joined) = tasks.join_next().await else { break };
+        let (name, result) = joined.map_err(|e| EngineError::Stage(format!("a stage panicked: {e}")))?;
+        match result {
+            Ok(true) => {
+                done.insert(name);
+            }
+            Ok(false) => {} // interrupted
+            Err(e) => {
+                let message = e.to_string();
+                run.store.write(|t| -> Result<(), StoreError> {
+                    let mut record = t.stage(&name)?.unwrap_or_else(|| StageRecord::new(&name, "?"));
+                    record.state = StageState::Failed;
+                    record.finished = Some(store::now());
+                    record.message = Some(message.clone());
+                    t.put_stage(&record)?;
+                    t.log(Some(&name), None, format!("failed: {message}"))
+                })?;
+                (run.report)(EngineEvent::StageFinished { stage: name.clone(), state: StageState::Failed, message });
+                failed.push(name);
+            }
+        }
+    }
+    watcher.abort();
+    if run.stopping() {
+        return Ok(RunEnd::Interrupted);
+    }
+    if !failed.is_empty() {
+        return Ok(RunEnd::Failed(failed));
+    }
+    Ok(RunEnd::Done)
+}

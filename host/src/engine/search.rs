@@ -1,0 +1,251 @@
+//! The search stage: N trainers work asynchronously; whenever one is free it claims the
+//! next trial (a requeued one, else a new proposal from the searcher given every trial so
+//! far), trains it and records the result. Claiming is one store transaction, so several
+//! processes can share a stage without exceeding its budget.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use super::history::History;
+use super::trainer::{Evaluated, Table, Trainer};
+use super::{EngineError, EngineEvent, Run};
+use crate::plugin::{Plugin, types};
+use crate::store::{self, BlockRef, ParamValue, StageState, StoreError, TrialRecord, TrialStatus};
+use crate::workflow::{Budget, TrainerKind, validate_config};
+
+/// One search stage being worked on by this process.
+struct Search<'a> {
+    run: &'a Run,
+    name: &'a str,
+    searcher: Plugin,
+    context: types::Context,
+    budget: Budget,
+    history: Mutex<History>,
+    trainer: Trainer,
+    started: Instant,
+    /// Set when a trainer hits an error that ends the stage.
+    abort: AtomicBool,
+}
+
+/// Seeds differ per stage so two search stages do not propose the same trials.
+fn stage_seed(seed: u64, stage: &str) -> u64 {
+    stage.bytes().fold(seed ^ 0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+}
+
+/// Runs the stage until its budget is spent (`Ok(true)`) or Ctrl-C (`Ok(false)`).
+pub fn run_search(run: &Arc<Run>, name: &str) -> Result<bool, EngineError> {
+    let wf = &run.workflow;
+    let stage = &wf.stages[name];
+    let spec = wf.searcher_of(stage);
+    let budget = wf.budget_of(stage);
+    let trainer = match (wf.trainers.kind, &run.resolved.table) {
+        (TrainerKind::Table, Some(path)) => Trainer::Table(Table::load(path)?),
+        _ => Trainer::Burn,
+    };
+    let search = Search {
+        run,
+        name,
+        searcher: run.resolved.searchers[name].clone(),
+        context: types::Context {
+            seed: stage_seed(wf.seed, name),
+            budget: budget.trials.unwrap_or(0),
+            config: validate_config(spec).map_err(EngineError::Stage)?,
+        },
+        budget,
+        history: Mutex::new(History::new(name, spec.history)),
+        trainer,
+        started: Instant::now(),
+        abort: AtomicBool::new(false),
+    };
+    let done = run.store.write(|t| -> Result<u64, StoreError> {
+        let mut record = t.stage(name)?.expect("recovery writes every stage");
+        record.state = StageState::Running;
+        record.started.get_or_insert_with(store::now);
+        t.put_stage(&record)?;
+        t.log(Some(name), None, "started")?;
+        Ok(record.finished_trials)
+    })?;
+    (run.report)(EngineEvent::StageStarted {
+        stage: name.into(),
+        kind: stage.kind,
+        trials: budget.trials.map(u64::from),
+        done,
+    });
+
+    let results: Vec<Result<(), EngineError>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..run.trainers).map(|i| scope.spawn({
+            let search = &search;
+            move || search.work(i)
+        })).collect();
+        workers.into_iter().map(|w| w.join().unwrap_or_else(|_| Err(EngineError::Stage("a trainer panicked".into())))).collect()
+    });
+    let session = search.started.elapsed().as_secs_f64();
+    let finished = run.store.write(|t| -> Result<Option<TrialRecord>, StoreError> {
+        let mut record = t.stage(name)?.expect("recovery writes every stage");
+        record.spent_seconds += session;
+        t.put_stage(&record)?;
+        Ok(None)
+    });
+    finished?;
+    results.into_iter().collect::<Result<Vec<()>, EngineError>>()?;
+    if run.stopping() {
+        return Ok(false);
+    }
+    let message = run.store.write(|t| -> Result<String, StoreError> {
+        let mut record = t.stage(name)?.expect("recovery writes every stage");
+        record.state = StageState::Done;
+        record.finished = Some(store::now());
+        let message = format!("{} trials finished", record.finished_trials);
+        record.message = Some(message.clone());
+        t.put_stage(&record)?;
+        t.log(Some(name), None, format!("done: {message}"))?;
+        Ok(message)
+    })?;
+    (run.report)(EngineEvent::StageFinished { stage: name.into(), state: StageState::Done, message });
+    Ok(true)
+}
+
+impl Search<'_> {
+    /// One trainer's loop.
+    fn work(&self, trainer: usize) -> Result<(), EngineError> {
+        while let Some(trial) = self.claim().inspect_err(|_| self.abort.store(true, Ordering::Relaxed))? {
+            (self.run.report)(EngineEvent::TrialStarted {
+                stage: self.name.into(),
+                trainer,
+                trial: trial.id,
+                arch: trial.arch_key(),
+            });
+            match self.trainer.evaluate(self.run, trainer, trial.clone()) {
+                Ok(Evaluated::Finished(done)) => {
+                    let done = self.finish(done)?;
+                    (self.run.report)(EngineEvent::TrialFinished { stage: self.name.into(), trainer, trial: Box::new(done) });
+                }
+                Ok(Evaluated::Interrupted) => self.requeue(trial)?,
+                Err(e) => {
+                    self.abort.store(true, Ordering::Relaxed);
+                    self.requeue(trial)?;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn out_of_time(&self, spent_before: f64) -> bool {
+        self.budget.wall_time.is_some_and(|w| spent_before + self.started.elapsed().as_secs_f64() >= w.as_secs_f64())
+    }
+
+    /// The next trial for a free trainer, marked running; `None` when the stage is spent.
+    fn claim(&self) -> Result<Option<TrialRecord>, EngineError> {
+        if self.run.stopping() || self.abort.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let mut history = self.history.lock().expect("no panics while proposing");
+        let run = self.run;
+        run.store.write(|t| -> Result<Option<TrialRecord>, EngineError> {
+            let mut stage = t.stage(self.name)?.expect("recovery writes every stage");
+            if self.out_of_time(stage.spent_seconds) {
+                return Ok(None);
+            }
+            let mut trial = if !stage.pending.is_empty() {
+                t.trial(stage.pending.remove(0))?
+            } else {
+                let limit = self.budget.trials.map_or(u64::MAX, u64::from);
+                if stage.finished_trials + stage.running >= limit {
+                    return Ok(None);
+                }
+                history.refresh(t)?;
+                let past = history.view();
+                let proposal = self
+                    .searcher
+                    .propose(&self.context, &run.resolved.space, &past, 1)
+                    .map_err(|e| EngineError::Stage(format!("search stage `{}`: {e}", self.name)))?;
+                let Some(proposal) = proposal.into_iter().next() else {
+                    run.note(format!("search stage `{}`: the searcher has nothing more to propose", self.name));
+                    return Ok(None);
+                };
+                let id = t.next_trial_id()?;
+                t.log(Some(self.name), Some(id), "proposed")?;
+                new_trial(id, self.name, proposal)
+            };
+            trial.status = TrialStatus::Running;
+            trial.owner = Some(run.owner);
+            trial.attempts += 1;
+            trial.started = Some(store::now());
+            stage.running += 1;
+            t.put_trial(&trial)?;
+            t.put_stage(&stage)?;
+            Ok(Some(trial))
+        })
+    }
+
+    /// Records a finished trial.
+    fn finish(&self, mut trial: TrialRecord) -> Result<TrialRecord, EngineError> {
+        trial.owner = None;
+        trial.finished = Some(store::now());
+        self.run.store.write(|t| -> Result<(), StoreError> {
+            let mut stage = t.stage(self.name)?.expect("recovery writes every stage");
+            stage.running = stage.running.saturating_sub(1);
+            stage.finished_trials += 1;
+            t.put_trial(&trial)?;
+            t.put_stage(&stage)?;
+            let what = match (&trial.error, &trial.valid) {
+                (Some(error), _) => format!("{}: {error}", trial.status.name()),
+                (None, Some(valid)) => format!("{}: {}", trial.status.name(), valid.headline()),
+                (None, None) => trial.status.name().to_string(),
+            };
+            t.log(Some(self.name), Some(trial.id), what)
+        })?;
+        Ok(trial)
+    }
+
+    /// Puts an interrupted trial back at the head of the queue.
+    fn requeue(&self, mut trial: TrialRecord) -> Result<(), EngineError> {
+        trial.status = TrialStatus::Pending;
+        trial.owner = None;
+        self.run.store.write(|t| -> Result<(), StoreError> {
+            let mut stage = t.stage(self.name)?.expect("recovery writes every stage");
+            stage.running = stage.running.saturating_sub(1);
+            stage.pending.insert(0, trial.id);
+            t.put_trial(&trial)?;
+            t.put_stage(&stage)?;
+            t.log(Some(self.name), Some(trial.id), "interrupted: back in the queue")
+        })?;
+        Ok(())
+    }
+}
+
+fn new_trial(id: u64, stage: &str, proposal: types::Proposal) -> TrialRecord {
+    TrialRecord {
+        id,
+        stage: stage.into(),
+        architecture: proposal
+            .architecture
+            .into_iter()
+            .map(|b| BlockRef {
+                name: b.name,
+                params: b.params.into_iter().map(|p| (p.name, ParamValue::from_plugin(&p.value))).collect(),
+            })
+            .collect(),
+        hparams: proposal.hparams,
+        parent: proposal.parent,
+        teacher: proposal.teacher,
+        status: TrialStatus::Pending,
+        owner: None,
+        attempts: 0,
+        objective: None,
+        valid: None,
+        test: None,
+        parameters: 0,
+        inherited: 0,
+        epochs: 0,
+        best_epoch: 0,
+        created: store::now(),
+        started: None,
+        finished: None,
+        train_seconds: 0.0,
+        checkpoint: None,
+        error: None,
+    }
+}

@@ -1,0 +1,264 @@
+//! The stages after a search: retrain the best architecture longer, ensemble the best
+//! trials, export the best model. Also `best_trial` and `export_trial`, which `msh best`
+//! shares.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::search::run_search;
+use super::trainer::checkpoint_dir;
+use super::{EngineError, EngineEvent, Run};
+use crate::data::Splits;
+use crate::model::Task;
+use crate::store::{self, StageRecord, StageState, Store, StoreError, TrialRecord, TrialStatus};
+use crate::train::{self, Checkpoint, CheckpointMeta, Metrics, Outcome};
+use crate::workflow::{StageKind, upstream_search};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Checkpoint(#[from] train::CheckpointError),
+    #[error("cannot write {}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+/// The completed trial with the lowest objective, among `stage`'s trials (every search
+/// trial when `None`).
+pub fn best_trial(store: &Store, stage: Option<&str>) -> Result<Option<TrialRecord>, StoreError> {
+    let stages = store.stages()?;
+    let is_search = |name: &str| stages.iter().any(|s| s.name == name && s.kind == "search");
+    Ok(store
+        .trials()?
+        .into_iter()
+        .filter(|t| t.status == TrialStatus::Completed && t.objective.is_some_and(f64::is_finite))
+        .filter(|t| stage.map_or_else(|| is_search(&t.stage), |s| t.stage == s))
+        .min_by(|a, b| a.objective.unwrap_or(f64::INFINITY).total_cmp(&b.objective.unwrap_or(f64::INFINITY))))
+}
+
+/// Writes a trial to `dest`: its checkpoint (model.json, weights.bpk), its architecture
+/// as a file `msh train --arch` reads, and `trial.json` with its record and metrics.
+pub fn export_trial(run_dir: &Path, trial: &TrialRecord, dest: &Path) -> Result<(), ExportError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ExportError::Io { path, source }
+    };
+    std::fs::create_dir_all(dest).map_err(io(dest))?;
+    if let Some(relative) = &trial.checkpoint {
+        let from = Checkpoint::new(run_dir.join(relative));
+        let meta = from.meta()?;
+        for file in ["model.json", "weights.bpk"] {
+            std::fs::copy(from.dir.join(file), dest.join(file)).map_err(io(&dest.join(file)))?;
+        }
+        let yaml = serde_yaml_ng::to_string(&meta.spec.architecture).expect("architectures serialise");
+        crate::atomic_file::write_atomic(&dest.join("architecture.yaml"), yaml.as_bytes()).map_err(io(&dest.join("architecture.yaml")))?;
+    }
+    let record = serde_json::to_vec_pretty(trial).expect("trial records serialise");
+    crate::atomic_file::write_atomic(&dest.join("trial.json"), &record).map_err(io(&dest.join("trial.json")))
+}
+
+/// Runs one stage; `Ok(false)` when interrupted.
+pub fn run_stage(run: &Arc<Run>, name: &str) -> Result<bool, EngineError> {
+    let stage = &run.workflow.stages[name];
+    if stage.kind == StageKind::Search {
+        return run_search(run, name);
+    }
+    let source = upstream_search(&run.workflow, name).expect("validation ensures an upstream search stage");
+    run.store.write(|t| -> Result<(), StoreError> {
+        let mut record = t.stage(name)?.unwrap_or_else(|| StageRecord::new(name, &stage.kind.to_string()));
+        record.state = StageState::Running;
+        record.started = Some(store::now());
+        t.put_stage(&record)
+    })?;
+    (run.report)(EngineEvent::StageStarted { stage: name.into(), kind: stage.kind, trials: None, done: 0 });
+    let outcome = match stage.kind {
+        StageKind::Retrain => retrain(run, name, &source)?,
+        StageKind::Ensemble => Some(ensemble(run, name, &source, stage.top_k.unwrap_or(3))?),
+        StageKind::Export => Some(export(run, name, stage.dir.as_deref())?),
+        StageKind::Search | StageKind::Distill => unreachable!("search runs above; validation refuses distill"),
+    };
+    let Some(message) = outcome else { return Ok(false) };
+    run.store.write(|t| -> Result<(), StoreError> {
+        let mut record = t.stage(name)?.unwrap_or_else(|| StageRecord::new(name, &stage.kind.to_string()));
+        record.state = StageState::Done;
+        record.finished = Some(store::now());
+        record.message = Some(message.clone());
+        t.put_stage(&record)?;
+        t.log(Some(name), None, format!("done: {message}"))
+    })?;
+    (run.report)(EngineEvent::StageFinished { stage: name.into(), state: StageState::Done, message });
+    Ok(true)
+}
+
+fn best_of(run: &Run, stage: &str) -> Result<TrialRecord, EngineError> {
+    best_trial(&run.store, Some(stage))?
+        .ok_or_else(|| EngineError::Stage(format!("search stage `{stage}` has no completed trial to use")))
+}
+
+/// The retrained model of a retrain stage, if any.
+fn retrained(run: &Run, stage: &str) -> Result<Option<TrialRecord>, StoreError> {
+    Ok(run.store.trials()?.into_iter().rev().find(|t| t.stage == stage && t.status == TrialStatus::Completed))
+}
+
+/// Trains the best architecture of `source` on train + validation for longer; the model
+/// is recorded as a trial of this stage with the best trial as its parent.
+fn retrain(run: &Run, name: &str, source: &str) -> Result<Option<String>, EngineError> {
+    let best = best_of(run, source)?;
+    let checkpoint = best.checkpoint.as_ref().ok_or_else(|| EngineError::Stage(format!("trial {} has no checkpoint", best.id)))?;
+    let meta = Checkpoint::new(run.dir.join(checkpoint)).meta().map_err(|e| EngineError::Stage(e.to_string()))?;
+    let splits = run.splits()?;
+    let merged = Splits {
+        train: splits.train.clone().concat(&splits.valid),
+        valid: splits.valid.select(&[]),
+        ..(*splits).clone()
+    };
+    let mut config = run.workflow.trial_config(&best.hparams, run.workflow.seed ^ best.id);
+    let epochs = run.workflow.stages[name].epochs.unwrap_or(config.epochs * 2);
+    config.epochs = epochs;
+    let device = run.device()?;
+    let id = run.store.write(|t| t.next_trial_id())?;
+    (run.report)(EngineEvent::TrialStarted { stage: name.into(), trainer: 0, trial: id, arch: best.arch_key() });
+    let mut on_event = |event: train::TrainEvent<'_>| {
+        if let train::TrainEvent::Epoch(r) = event {
+            (run.report)(EngineEvent::TrialEpoch { trainer: 0, trial: id, epoch: r.epoch, epochs });
+        }
+    };
+    let trained = train::train_until(&meta.spec, &merged, &config, &device.device, &mut on_event, &run.stop)
+        .map_err(|e| EngineError::Stage(format!("retraining trial {}: {e}", best.id)))?;
+    let mut trial = TrialRecord {
+        id,
+        stage: name.into(),
+        parent: Some(best.id),
+        status: TrialStatus::Completed,
+        attempts: 1,
+        created: store::now(),
+        started: Some(store::now() - trained.train_time.as_secs_f64()),
+        finished: Some(store::now()),
+        train_seconds: trained.train_time.as_secs_f64(),
+        parameters: trained.parameters as u64,
+        epochs: trained.epochs.len() as u32,
+        best_epoch: trained.best_epoch as u32,
+        owner: None,
+        error: None,
+        checkpoint: None,
+        valid: None,
+        test: None,
+        objective: None,
+        ..best.clone()
+    };
+    match trained.outcome {
+        Outcome::Interrupted { .. } => return Ok(None),
+        Outcome::Diverged { epoch, loss, .. } => {
+            trial.status = TrialStatus::Diverged;
+            trial.error = Some(format!("loss became {loss} at epoch {epoch}"));
+        }
+        Outcome::Completed => {
+            let test = train::evaluate(&trained.model, &splits.test, splits.task, &splits.normalization);
+            let relative = checkpoint_dir(id);
+            let meta = CheckpointMeta { metrics: BTreeMap::from([("test".to_string(), test.clone())]), parameters: trained.parameters, ..meta };
+            Checkpoint::new(run.dir.join(&relative)).save(&trained.model, &meta).map_err(|e| EngineError::Stage(e.to_string()))?;
+            trial.objective = trained.epochs.last().map(|e| e.train_loss);
+            trial.test = Some(test);
+            trial.checkpoint = Some(relative);
+        }
+    }
+    run.store.write(|t| t.put_trial(&trial))?;
+    (run.report)(EngineEvent::TrialFinished { stage: name.into(), trainer: 0, trial: Box::new(trial.clone()) });
+    match (&trial.test, &best.test) {
+        (Some(after), Some(before)) => Ok(Some(format!(
+            "trial {} retrained for {epochs} epochs as trial {id}: test {} (was {})",
+            best.id,
+            after.headline(),
+            before.headline()
+        ))),
+        _ => Err(EngineError::Stage(format!("retraining trial {} {}", best.id, trial.error.unwrap_or_default()))),
+    }
+}
+
+/// Averages the predicted probabilities (or regression values) of the `top_k` best trials
+/// and reports the ensemble's validation and test metrics next to its best member's.
+fn ensemble(run: &Run, name: &str, source: &str, top_k: usize) -> Result<String, EngineError> {
+    let mut members: Vec<TrialRecord> = run
+        .store
+        .trials()?
+        .into_iter()
+        .filter(|t| t.stage == source && t.status == TrialStatus::Completed && t.checkpoint.is_some())
+        .collect();
+    members.sort_by(|a, b| a.objective.unwrap_or(f64::INFINITY).total_cmp(&b.objective.unwrap_or(f64::INFINITY)));
+    members.truncate(top_k);
+    if members.is_empty() {
+        return Err(EngineError::Stage(format!("search stage `{source}` has no completed trial to ensemble")));
+    }
+    let splits = run.splits()?;
+    let device = run.device()?;
+    let mut sums = [vec![0f64; 0], vec![0f64; 0]];
+    for member in &members {
+        let dir = run.dir.join(member.checkpoint.as_ref().expect("filtered on checkpoints"));
+        let (model, _) = Checkpoint::new(dir).load(&device.device).map_err(|e| EngineError::Stage(e.to_string()))?;
+        for (sum, data) in sums.iter_mut().zip([&splits.valid, &splits.test]) {
+            let outputs = train::predict(&model, &data.features, data.sample_len());
+            let values = as_probabilities(outputs, splits.task);
+            if sum.is_empty() {
+                sum.resize(values.len(), 0.0);
+            }
+            for (s, v) in sum.iter_mut().zip(values) {
+                *s += v;
+            }
+        }
+    }
+    let n = members.len() as f64;
+    let [valid, test] = [(&sums[0], &splits.valid), (&sums[1], &splits.test)].map(|(sum, data)| {
+        let mean: Vec<f32> = sum.iter().map(|s| (s / n) as f32).collect();
+        let outputs = match splits.task {
+            // The log of mean probabilities acts as logits for the metrics.
+            Task::Classification { .. } => mean.iter().map(|p| p.max(1e-12).ln()).collect(),
+            Task::Regression => mean,
+        };
+        train::metrics_of(&outputs, data, splits.task, &splits.normalization)
+    });
+    let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
+    let summary = json!({ "members": ids, "combiner": "average", "valid": valid, "test": test });
+    let path = run.dir.join("ensembles").join(format!("{name}.json"));
+    std::fs::create_dir_all(path.parent().expect("has a parent")).map_err(|source| EngineError::Io { path: path.clone(), source })?;
+    crate::atomic_file::write_atomic(&path, &serde_json::to_vec_pretty(&summary).expect("json"))
+        .map_err(|source| EngineError::Io { path: path.clone(), source })?;
+    let best_member = members[0].test.as_ref().map(Metrics::headline).unwrap_or_default();
+    Ok(format!("average of trials {ids:?}: valid {}, test {} (best member: test {best_member})", valid.headline(), test.headline()))
+}
+
+fn as_probabilities(outputs: Vec<f32>, task: Task) -> Vec<f64> {
+    match task {
+        Task::Classification { classes } => outputs
+            .chunks(classes)
+            .flat_map(|row| {
+                let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                let exps: Vec<f64> = row.iter().map(|&v| ((v - max) as f64).exp()).collect();
+                let total: f64 = exps.iter().sum();
+                exps.into_iter().map(move |e| e / total)
+            })
+            .collect(),
+        Task::Regression => outputs.into_iter().map(f64::from).collect(),
+    }
+}
+
+/// Exports the model its needs produced: a retrained one, else the search's best trial.
+fn export(run: &Run, name: &str, dir: Option<&Path>) -> Result<String, EngineError> {
+    let stage = &run.workflow.stages[name];
+    let mut chosen = None;
+    for need in &stage.needs {
+        if run.workflow.stages[need].kind == StageKind::Retrain {
+            chosen = retrained(run, need)?;
+        }
+    }
+    let trial = match chosen {
+        Some(t) => t,
+        None => best_of(run, &upstream_search(&run.workflow, name).expect("validated"))?,
+    };
+    let dest = run.dir.join(dir.unwrap_or(Path::new("export")));
+    export_trial(&run.dir, &trial, &dest).map_err(|e| EngineError::Stage(e.to_string()))?;
+    Ok(format!("trial {} exported to {}", trial.id, dest.display()))
+}

@@ -1,0 +1,213 @@
+//! Trainers: turn a claimed trial into a finished one. `burn` expands the blocks with
+//! their packs, trains and checkpoints; `table` looks the architecture up in a metrics
+//! table. The search stage does not know which one it drives.
+
+use std::collections::{BTreeMap, HashMap};
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+
+use super::{EngineError, EngineEvent, Run};
+use crate::graph::{Architecture, infer_block};
+use crate::model::ModelSpec;
+use crate::plugin::types;
+use crate::store::{TrialRecord, TrialStatus};
+use crate::train::{self, Checkpoint, CheckpointMeta, Metrics, Outcome, TrainEvent};
+
+/// A metrics table that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    #[error("cannot read table {}: {reason}", path.display())]
+    Read { path: PathBuf, reason: String },
+    #[error("{}:{line}: {reason}", path.display())]
+    Row { path: PathBuf, line: u64, reason: String },
+}
+
+/// Metrics by architecture key (block names joined by `,`).
+#[derive(Debug)]
+pub struct Table {
+    path: PathBuf,
+    rows: HashMap<String, BTreeMap<String, f64>>,
+}
+
+impl Table {
+    pub fn load(path: &Path) -> Result<Self, TableError> {
+        let read = |reason: String| TableError::Read { path: path.to_path_buf(), reason };
+        let mut reader = csv::Reader::from_path(path).map_err(|e| read(e.to_string()))?;
+        let headers = reader.headers().map_err(|e| read(e.to_string()))?.clone();
+        let arch = headers.iter().position(|h| h == "arch").ok_or_else(|| read("no `arch` column".into()))?;
+        if !headers.iter().any(|h| h == "loss" || h == "accuracy") {
+            return Err(read("needs a `loss` or an `accuracy` column to rank architectures".into()));
+        }
+        let mut rows = HashMap::new();
+        for record in reader.records() {
+            let record = record.map_err(|e| read(e.to_string()))?;
+            let line = record.position().map_or(0, |p| p.line());
+            let mut metrics = BTreeMap::new();
+            for (i, (name, cell)) in headers.iter().zip(record.iter()).enumerate() {
+                if i == arch || cell.trim().is_empty() {
+                    continue;
+                }
+                let value = cell.trim().parse::<f64>().map_err(|_| TableError::Row {
+                    path: path.to_path_buf(),
+                    line,
+                    reason: format!("`{name}` is `{cell}`, not a number"),
+                })?;
+                metrics.insert(name.to_string(), value);
+            }
+            let key: Vec<&str> = record[arch].split(',').map(str::trim).collect();
+            rows.insert(key.join(","), metrics);
+        }
+        Ok(Self { path: path.to_path_buf(), rows })
+    }
+
+    /// Fills in the trial from its row, or fails it when the table lacks its architecture.
+    fn evaluate(&self, trial: &mut TrialRecord) {
+        let key = trial.arch_key();
+        let Some(row) = self.rows.get(&key) else {
+            trial.status = TrialStatus::Failed;
+            trial.error = Some(format!("architecture `{key}` is not in table {}", self.path.display()));
+            return;
+        };
+        let accuracy = row.get("accuracy").copied();
+        let loss = row.get("loss").copied().or(accuracy.map(|a| 1.0 - a)).unwrap_or(f64::INFINITY);
+        let metrics = Metrics { samples: 0, loss, accuracy, r2: row.get("r2").copied(), rmse: row.get("rmse").copied() };
+        trial.status = TrialStatus::Completed;
+        trial.objective = Some(loss);
+        trial.test = row.get("test_accuracy").map(|&a| Metrics { accuracy: Some(a), ..metrics.clone() });
+        trial.valid = Some(metrics);
+        trial.parameters = row.get("params").map_or(0, |&p| p as u64);
+        trial.train_seconds = row.get("train_seconds").copied().unwrap_or(0.0);
+    }
+}
+
+/// Who evaluates the trials of a run.
+#[derive(Debug)]
+pub enum Trainer {
+    Burn,
+    Table(Table),
+}
+
+/// A trial's fate once its trainer returns.
+#[derive(Debug)]
+pub enum Evaluated {
+    Finished(TrialRecord),
+    /// Stopped by Ctrl-C: the trial goes back to the queue.
+    Interrupted,
+}
+
+/// Expands a trial's block references into block graphs, block by block, each built for
+/// the previous block's output shape.
+pub fn expand(run: &Run, trial: &TrialRecord, input_shape: &[usize]) -> Result<Architecture, String> {
+    let mut shape = input_shape.to_vec();
+    let mut blocks = Vec::with_capacity(trial.architecture.len());
+    for (i, block) in trial.architecture.iter().enumerate() {
+        let pack = run.resolved.block_pack.get(&block.name).map(|&p| &run.resolved.packs[p]).ok_or_else(|| {
+            format!("block `{}` (#{i}) is offered by no pack of the workflow", block.name)
+        })?;
+        let params: Vec<types::Param> =
+            block.params.iter().map(|(n, v)| types::Param { name: n.clone(), value: v.to_plugin() }).collect();
+        let graph = pack.build(&block.name, &shape, &params).map_err(|e| e.to_string())?;
+        shape = infer_block(&graph, i, &shape).map_err(|e| e.to_string())?.pop().unwrap_or(shape);
+        blocks.push(graph);
+    }
+    Ok(Architecture { blocks })
+}
+
+impl Trainer {
+    pub fn evaluate(&self, run: &Run, trainer: usize, mut trial: TrialRecord) -> Result<Evaluated, EngineError> {
+        match self {
+            Trainer::Table(table) => table.evaluate(&mut trial),
+            Trainer::Burn => {
+                if !train_trial(run, trainer, &mut trial)? {
+                    return Ok(Evaluated::Interrupted);
+                }
+            }
+        }
+        Ok(Evaluated::Finished(trial))
+    }
+}
+
+/// Where a trial's checkpoint lives, relative to the run directory.
+pub fn checkpoint_dir(id: u64) -> PathBuf {
+    PathBuf::from("trials").join(id.to_string())
+}
+
+/// Builds, trains, evaluates and checkpoints one trial; `false` when interrupted.
+fn train_trial(run: &Run, trainer: usize, trial: &mut TrialRecord) -> Result<bool, EngineError> {
+    let splits = run.splits()?;
+    let device = run.device()?;
+    let fail = |trial: &mut TrialRecord, status: TrialStatus, reason: String| {
+        trial.status = status;
+        trial.error = Some(reason);
+    };
+    let architecture = match expand(run, trial, &splits.train.shape) {
+        Ok(a) => a,
+        Err(reason) => {
+            fail(trial, TrialStatus::Failed, reason);
+            return Ok(true);
+        }
+    };
+    let spec = ModelSpec { architecture, input_shape: splits.train.shape.clone(), task: splits.task };
+    let seed = run.workflow.seed ^ trial.id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let config = run.workflow.trial_config(&trial.hparams, seed);
+    let epochs = config.epochs;
+    let id = trial.id;
+    let mut on_event = |event: TrainEvent<'_>| {
+        if let TrainEvent::Epoch(report) = event {
+            (run.report)(EngineEvent::TrialEpoch { trainer, trial: id, epoch: report.epoch, epochs });
+        }
+    };
+    // A panic inside burn fails this trial, not the run.
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        train::train_until(&spec, &splits, &config, &device.device, &mut on_event, &run.stop)
+    }));
+    let trained = match result {
+        Ok(Ok(trained)) => trained,
+        Ok(Err(e)) => {
+            fail(trial, TrialStatus::Failed, e.to_string());
+            return Ok(true);
+        }
+        Err(panic) => {
+            let message = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
+            fail(trial, TrialStatus::Failed, format!("training panicked: {}", message.unwrap_or_else(|| "no message".into())));
+            return Ok(true);
+        }
+    };
+    trial.parameters = trained.parameters as u64;
+    trial.epochs = trained.epochs.len() as u32;
+    trial.best_epoch = trained.best_epoch as u32;
+    trial.train_seconds = trained.train_time.as_secs_f64();
+    match trained.outcome {
+        Outcome::Interrupted { .. } => return Ok(false),
+        Outcome::Diverged { epoch, step, loss } => {
+            fail(trial, TrialStatus::Diverged, format!("loss became {loss} at epoch {epoch}, step {step}"));
+            return Ok(true);
+        }
+        Outcome::Completed => {}
+    }
+    let valid = trained.epochs.iter().find(|e| e.epoch == trained.best_epoch).map(|e| e.valid.clone());
+    let test = train::evaluate(&trained.model, &splits.test, splits.task, &splits.normalization);
+    let mut metrics = BTreeMap::from([("test".to_string(), test.clone())]);
+    if let Some(v) = &valid {
+        metrics.insert("valid".into(), v.clone());
+    }
+    let meta = CheckpointMeta {
+        version: train::CHECKPOINT_VERSION,
+        spec,
+        normalization: splits.normalization.clone(),
+        class_names: splits.class_names.clone(),
+        parameters: trained.parameters,
+        metrics,
+    };
+    let relative = checkpoint_dir(trial.id);
+    if let Err(e) = Checkpoint::new(run.dir.join(&relative)).save(&trained.model, &meta) {
+        fail(trial, TrialStatus::Failed, e.to_string());
+        return Ok(true);
+    }
+    trial.status = TrialStatus::Completed;
+    trial.objective = valid.as_ref().map(|v| v.loss);
+    trial.valid = valid;
+    trial.test = Some(test);
+    trial.checkpoint = Some(relative);
+    Ok(true)
+}

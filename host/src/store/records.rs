@@ -1,0 +1,219 @@
+//! The records the store keeps, as MessagePack maps (field names included, so that a
+//! field added later reads as its default in older records).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::plugin::types;
+use crate::train::Metrics;
+
+/// About the run as a whole, written once when the run directory is created.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunMeta {
+    pub workflow_name: String,
+    pub workflow_path: PathBuf,
+    /// The workflow's text when the run started: a resumed run must use the same.
+    pub workflow_text: String,
+    pub created: f64,
+    pub msh_version: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StageState {
+    Pending,
+    Running,
+    Done,
+    Failed,
+}
+
+/// A stage's progress. For search stages, trial counts are kept here so that claiming
+/// the next trial does not scan every trial.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageRecord {
+    pub name: String,
+    pub kind: String,
+    pub state: StageState,
+    pub started: Option<f64>,
+    pub finished: Option<f64>,
+    /// Seconds spent in earlier sessions (wall-time budgets span resumes).
+    #[serde(default)]
+    pub spent_seconds: f64,
+    /// Trials waiting to run (requeued after an interruption), oldest first.
+    #[serde(default)]
+    pub pending: Vec<u64>,
+    #[serde(default)]
+    pub running: u64,
+    /// Completed, failed and diverged trials.
+    #[serde(default)]
+    pub finished_trials: u64,
+    /// What the stage produced, or why it failed.
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+impl StageRecord {
+    pub fn new(name: &str, kind: &str) -> Self {
+        Self {
+            name: name.into(),
+            kind: kind.into(),
+            state: StageState::Pending,
+            started: None,
+            finished: None,
+            spent_seconds: 0.0,
+            pending: Vec::new(),
+            running: 0,
+            finished_trials: 0,
+            message: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrialStatus {
+    Pending,
+    Running,
+    Completed,
+    Failed,
+    Diverged,
+}
+
+impl TrialStatus {
+    pub fn is_finished(self) -> bool {
+        matches!(self, TrialStatus::Completed | TrialStatus::Failed | TrialStatus::Diverged)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TrialStatus::Pending => "pending",
+            TrialStatus::Running => "running",
+            TrialStatus::Completed => "completed",
+            TrialStatus::Failed => "failed",
+            TrialStatus::Diverged => "diverged",
+        }
+    }
+}
+
+/// The process working on a trial; a trial whose owner is gone is requeued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    pub pid: u32,
+    /// Random per process start, so that a reused pid is not mistaken for the owner.
+    pub session: u64,
+}
+
+/// A block parameter value (mirrors the plugin contract's `value`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParamValue {
+    Int(i64),
+    Float(f64),
+    Flag(bool),
+    Text(String),
+    Ints(Vec<i64>),
+}
+
+/// A block of an architecture, by name, with its parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BlockRef {
+    pub name: String,
+    #[serde(default)]
+    pub params: Vec<(String, ParamValue)>,
+}
+
+/// One trial: what was proposed, and what came of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrialRecord {
+    pub id: u64,
+    pub stage: String,
+    pub architecture: Vec<BlockRef>,
+    pub hparams: Vec<(String, f64)>,
+    pub parent: Option<u64>,
+    pub teacher: Option<u64>,
+    pub status: TrialStatus,
+    pub owner: Option<Owner>,
+    /// How many times training started (more than one after an interruption).
+    pub attempts: u32,
+    /// Lower is better: validation loss, or the table's.
+    pub objective: Option<f64>,
+    pub valid: Option<Metrics>,
+    pub test: Option<Metrics>,
+    pub parameters: u64,
+    pub inherited: u64,
+    pub epochs: u32,
+    pub best_epoch: u32,
+    pub created: f64,
+    pub started: Option<f64>,
+    pub finished: Option<f64>,
+    pub train_seconds: f64,
+    /// Relative to the run directory.
+    pub checkpoint: Option<PathBuf>,
+    /// Why the trial failed or diverged.
+    pub error: Option<String>,
+}
+
+impl TrialRecord {
+    /// Block names joined by `,`: the key of metrics tables.
+    pub fn arch_key(&self) -> String {
+        self.architecture.iter().map(|b| b.name.as_str()).collect::<Vec<_>>().join(",")
+    }
+
+    /// The trial as searchers see it.
+    pub fn to_plugin(&self) -> types::Trial {
+        types::Trial {
+            id: self.id,
+            architecture: self
+                .architecture
+                .iter()
+                .map(|b| types::BlockRef {
+                    name: b.name.clone(),
+                    params: b.params.iter().map(|(n, v)| types::Param { name: n.clone(), value: v.to_plugin() }).collect(),
+                })
+                .collect(),
+            hparams: self.hparams.clone(),
+            status: match self.status {
+                TrialStatus::Completed => types::TrialStatus::Completed,
+                TrialStatus::Diverged => types::TrialStatus::Diverged,
+                _ => types::TrialStatus::Failed,
+            },
+            objective: self.objective,
+            accuracy: self.valid.as_ref().and_then(|m| m.accuracy),
+            parameters: self.parameters,
+            parent: self.parent,
+            inherited: self.inherited,
+        }
+    }
+}
+
+impl ParamValue {
+    pub fn to_plugin(&self) -> types::Value {
+        match self {
+            ParamValue::Int(v) => types::Value::Int(*v),
+            ParamValue::Float(v) => types::Value::Float(*v),
+            ParamValue::Flag(v) => types::Value::Flag(*v),
+            ParamValue::Text(v) => types::Value::Text(v.clone()),
+            ParamValue::Ints(v) => types::Value::Ints(v.clone()),
+        }
+    }
+
+    pub fn from_plugin(value: &types::Value) -> Self {
+        match value {
+            types::Value::Int(v) => ParamValue::Int(*v),
+            types::Value::Float(v) => ParamValue::Float(*v),
+            types::Value::Flag(v) => ParamValue::Flag(*v),
+            types::Value::Text(v) => ParamValue::Text(v.clone()),
+            types::Value::Ints(v) => ParamValue::Ints(v.clone()),
+        }
+    }
+}
+
+/// A line of the run's event log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub time: f64,
+    pub stage: Option<String>,
+    pub trial: Option<u64>,
+    pub message: String,
+}

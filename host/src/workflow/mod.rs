@@ -1,0 +1,393 @@
+//! Workflow files (schema v1): the data, the search space, the searcher, training
+//! defaults, trainers, budget, plugin limits and the DAG of stages. `load` parses and
+//! validates; every error carries `FILE:LINE:COLUMN`.
+
+mod dag;
+mod locate;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::data::{DataSpec, TaskKind};
+use crate::plugin::Limits;
+use crate::train::{Backend, OptimizerKind, TrainConfig};
+
+pub use dag::topological_order;
+pub use locate::{Step, locate};
+pub use validate::{Resolved, config_pairs as validate_config, resolve, upstream_search};
+
+/// The schema version this msh reads.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Hyper-parameters the trainers understand, as searchers name them.
+pub const HPARAMS: [&str; 7] =
+    ["learning_rate", "batch_size", "epochs", "optimizer", "l2", "gradient_clip", "lr_decay_rate"];
+/// `optimizer` is searched as an index into this list.
+pub const OPTIMIZERS: [OptimizerKind; 4] =
+    [OptimizerKind::Adam, OptimizerKind::Sgd, OptimizerKind::Rmsprop, OptimizerKind::Adagrad];
+
+/// A parsed workflow file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Workflow {
+    #[serde(default = "schema_version")]
+    pub version: u32,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Paths inside are relative to the workflow file.
+    pub data: DataSpec,
+    /// Overrides `data.task`.
+    #[serde(default)]
+    pub task: Option<TaskKind>,
+    /// Seeds the data split, the searcher and every trial's initialisation.
+    #[serde(default)]
+    pub seed: u64,
+    pub space: SpaceSpec,
+    pub searcher: SearcherSpec,
+    /// Defaults for every trial; searched hyper-parameters override them.
+    #[serde(default)]
+    pub training: TrainConfig,
+    #[serde(default)]
+    pub trainers: TrainersSpec,
+    pub budget: Budget,
+    #[serde(default)]
+    pub limits: Limits,
+    pub stages: BTreeMap<String, Stage>,
+}
+
+fn schema_version() -> u32 {
+    SCHEMA_VERSION
+}
+
+/// What the search may build.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpaceSpec {
+    /// Block packs: a built-in name, a `.wasm` path, or an installed `NAME[@sha256:PREFIX]`.
+    #[serde(default = "default_packs")]
+    pub packs: Vec<String>,
+    /// Allowed blocks; empty means every block of the packs.
+    #[serde(default)]
+    pub blocks: Vec<String>,
+    #[serde(default = "one")]
+    pub min_depth: u32,
+    #[serde(default = "five")]
+    pub max_depth: u32,
+    #[serde(default)]
+    pub hparams: BTreeMap<String, HparamSpec>,
+}
+
+fn default_packs() -> Vec<String> {
+    vec!["core-blocks".into()]
+}
+fn one() -> u32 {
+    1
+}
+fn five() -> u32 {
+    5
+}
+
+/// A searched hyper-parameter: a range, or a list of choices.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HparamSpec {
+    #[serde(default)]
+    pub low: Option<f64>,
+    #[serde(default)]
+    pub high: Option<f64>,
+    #[serde(default)]
+    pub log: bool,
+    /// Numbers, or optimizer names for `optimizer`.
+    #[serde(default)]
+    pub choices: Vec<Choice>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Choice {
+    Number(f64),
+    Word(String),
+}
+
+/// The search algorithm and its settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearcherSpec {
+    /// A built-in searcher, a `.wasm` path, or an installed `NAME[@sha256:PREFIX]`.
+    pub plugin: String,
+    /// Passed to the plugin as text key/values.
+    #[serde(default)]
+    pub config: BTreeMap<String, serde_yaml_ng::Value>,
+    /// Hand the searcher at most this many past trials (the best half and the most
+    /// recent half); unbounded by default.
+    #[serde(default)]
+    pub history: Option<usize>,
+}
+
+/// Who evaluates trials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrainerKind {
+    /// Build and train each model with burn.
+    #[default]
+    Burn,
+    /// Look metrics up in a CSV keyed by architecture (NAS-Bench style).
+    Table,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainersSpec {
+    /// Trainers working at once.
+    #[serde(default = "one_usize")]
+    pub count: usize,
+    #[serde(default)]
+    pub kind: TrainerKind,
+    /// The metrics table of a `table` trainer.
+    #[serde(default)]
+    pub table: Option<PathBuf>,
+    #[serde(default)]
+    pub backend: Backend,
+}
+
+fn one_usize() -> usize {
+    1
+}
+
+impl Default for TrainersSpec {
+    fn default() -> Self {
+        Self { count: 1, kind: TrainerKind::Burn, table: None, backend: Backend::Auto }
+    }
+}
+
+/// When a search stops: after `trials` finished trials or `wall_time`, whichever first.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budget {
+    #[serde(default)]
+    pub trials: Option<u32>,
+    #[serde(default, deserialize_with = "duration", serialize_with = "duration_text")]
+    pub wall_time: Option<Duration>,
+}
+
+/// Reads `90`, `90s`, `15m` or `2h`.
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Text {
+        Seconds(u64),
+        Words(String),
+    }
+    let parsed = match Option::<Text>::deserialize(d)? {
+        None => return Ok(None),
+        Some(Text::Seconds(s)) => Some(s),
+        Some(Text::Words(w)) => parse_duration(&w),
+    };
+    parsed
+        .map(|s| Some(Duration::from_secs(s)))
+        .ok_or_else(|| serde::de::Error::custom("a wall time is a number of seconds or like `90s`, `15m`, `2h`"))
+}
+
+fn parse_duration(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: u64 = number.parse().ok()?;
+    Some(n * match unit.trim() {
+        "" | "s" => 1,
+        "m" | "min" => 60,
+        "h" => 3600,
+        _ => return None,
+    })
+}
+
+fn duration_text<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_str(&format!("{}s", d.as_secs())),
+        None => s.serialize_none(),
+    }
+}
+
+/// What a stage does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StageKind {
+    /// Ask the searcher, train, record; until the budget is spent.
+    Search,
+    /// Combine the best trials of a search into one model.
+    Ensemble,
+    /// Train a student from the best model.
+    Distill,
+    /// Train the best architecture on train + validation for longer.
+    Retrain,
+    /// Write the best model to a directory.
+    Export,
+}
+
+impl fmt::Display for StageKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StageKind::Search => "search",
+            StageKind::Ensemble => "ensemble",
+            StageKind::Distill => "distill",
+            StageKind::Retrain => "retrain",
+            StageKind::Export => "export",
+        })
+    }
+}
+
+/// One node of the DAG. Fields other than `kind` and `needs` apply to some kinds only.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stage {
+    pub kind: StageKind,
+    /// Stages that must finish first.
+    #[serde(default)]
+    pub needs: Vec<String>,
+    /// search: overrides the workflow's searcher.
+    #[serde(default)]
+    pub searcher: Option<SearcherSpec>,
+    /// search: overrides the workflow's budget.
+    #[serde(default)]
+    pub budget: Option<Budget>,
+    /// ensemble: how many of the best trials to combine.
+    #[serde(default)]
+    pub top_k: Option<usize>,
+    /// retrain, distill: epochs to train.
+    #[serde(default)]
+    pub epochs: Option<usize>,
+    /// export: the directory, relative to the run directory.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+}
+
+/// A workflow that cannot be used, and where.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkflowError {
+    #[error("cannot read workflow {}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{}:{}: {message}", path.display(), match location {
+        Some((line, column)) => format!("{line}:{column}"),
+        None => "1:1".to_string(),
+    })]
+    Invalid { path: PathBuf, location: Option<(usize, usize)>, message: String },
+}
+
+/// A workflow file's text and where it came from, for locating errors.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub path: PathBuf,
+    pub text: String,
+}
+
+impl Source {
+    pub fn read(path: &Path) -> Result<Self, WorkflowError> {
+        let text = std::fs::read_to_string(path).map_err(|source| WorkflowError::Io { path: path.to_path_buf(), source })?;
+        Ok(Self { path: path.to_path_buf(), text })
+    }
+
+    /// An error at `path` in the file (refined to the word `value` when given).
+    pub fn error_at(&self, path: &[Step<'_>], value: Option<&str>, message: impl Into<String>) -> WorkflowError {
+        WorkflowError::Invalid { path: self.path.clone(), location: locate(&self.text, path, value), message: message.into() }
+    }
+
+    /// The directory relative paths in the workflow are resolved against.
+    pub fn base_dir(&self) -> PathBuf {
+        self.path.parent().map(Path::to_path_buf).unwrap_or_default()
+    }
+
+    /// Parses the YAML; type errors and unknown keys come with a location and a hint.
+    pub fn parse(&self) -> Result<Workflow, WorkflowError> {
+        serde_yaml_ng::from_str::<Workflow>(&self.text).map_err(|e| {
+            let mut location = e.location().map(|l| (l.line(), l.column()));
+            let mut message = e.to_string();
+            if let (Some(_), Some(i)) = (location, message.rfind(" at line ")) {
+                message.truncate(i);
+            }
+            if let Some((unknown, expected)) = unknown_name(&message) {
+                if let Some(hint) = validate::did_you_mean(&unknown, expected.iter().map(String::as_str)) {
+                    message.push_str(&format!("; {hint}"));
+                }
+                // Flattened or buffered maps report the end of the map; point at the key.
+                if let Some((line, _)) = location {
+                    let lines: Vec<&str> = self.text.lines().take(line).collect();
+                    location = lines.iter().enumerate().rev().find_map(|(i, l)| {
+                        l.find(&format!("{unknown}:")).map(|c| (i + 1, c + 1))
+                    }).or(location);
+                }
+            }
+            WorkflowError::Invalid { path: self.path.clone(), location, message }
+        })
+    }
+}
+
+/// The name and the expected names of serde's "unknown field/variant" messages.
+fn unknown_name(message: &str) -> Option<(String, Vec<String>)> {
+    let rest = message.split_once("unknown field `").or_else(|| message.split_once("unknown variant `"))?.1;
+    let (name, rest) = rest.split_once('`')?;
+    let expected = rest.split('`').skip(1).step_by(2).map(str::to_string).collect();
+    Some((name.to_string(), expected))
+}
+
+/// Reads, parses and validates a workflow file.
+pub fn load(path: &Path) -> Result<(Source, Workflow), WorkflowError> {
+    let source = Source::read(path)?;
+    let workflow = source.parse()?;
+    Ok((source, workflow))
+}
+
+impl Workflow {
+    /// The stage's searcher: its own, else the workflow's.
+    pub fn searcher_of<'a>(&'a self, stage: &'a Stage) -> &'a SearcherSpec {
+        stage.searcher.as_ref().unwrap_or(&self.searcher)
+    }
+
+    pub fn budget_of(&self, stage: &Stage) -> Budget {
+        stage.budget.unwrap_or(self.budget)
+    }
+
+    /// Training settings for one trial: the defaults, then the searched values.
+    pub fn trial_config(&self, hparams: &[(String, f64)], seed: u64) -> TrainConfig {
+        let mut config = self.training.clone();
+        config.seed = seed;
+        for (name, value) in hparams {
+            let v = *value;
+            match name.as_str() {
+                "learning_rate" => config.learning_rate = v,
+                "batch_size" => config.batch_size = (v.round() as usize).max(1),
+                "epochs" => config.epochs = (v.round() as usize).max(1),
+                "optimizer" => config.optimizer = OPTIMIZERS[(v.round().max(0.0) as usize).min(OPTIMIZERS.len() - 1)],
+                "l2" => config.l2 = v as f32,
+                "gradient_clip" => config.gradient_clip = Some(v as f32),
+                "lr_decay_rate" => config.lr_decay_rate = Some(v),
+                _ => {}
+            }
+        }
+        config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90"), Some(90));
+        assert_eq!(parse_duration("15m"), Some(900));
+        assert_eq!(parse_duration("2h"), Some(7200));
+        assert_eq!(parse_duration("2 weeks"), None);
+    }
+
+    #[test]
+    fn unknown_names_are_split() {
+        let (name, expected) = unknown_name("stages.a: unknown field `neds`, expected one of `kind`, `needs`").unwrap();
+        assert_eq!(name, "neds");
+        assert_eq!(expected, ["kind", "needs"]);
+    }
+}

@@ -1,0 +1,358 @@
+//! Checks a parsed workflow against the world: data on disk, packs and their blocks,
+//! the searcher plugin, hyper-parameter ranges and the stage DAG. The result is a
+//! `Resolved` workflow the engine can run without further checks.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use super::dag::{DagError, topological_order};
+use super::{Choice, HparamSpec, OPTIMIZERS, SearcherSpec, Source, StageKind, Step, TrainerKind, Workflow, WorkflowError};
+use crate::data::{DataSpec, Source as DataSource};
+use crate::plugin::{EMBEDDED, PackStore, Plugin, PluginHost, World, types};
+
+/// A validated workflow with its plugins loaded and its paths made absolute-or-cwd-relative.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub data: DataSpec,
+    pub packs: Vec<Plugin>,
+    /// Which pack (index into `packs`) defines each allowed block.
+    pub block_pack: BTreeMap<String, usize>,
+    pub space: types::SearchSpace,
+    /// The searcher of each search stage.
+    pub searchers: BTreeMap<String, Plugin>,
+    pub table: Option<PathBuf>,
+    /// Stage names in dependency order.
+    pub order: Vec<String>,
+}
+
+/// `did you mean `x`?` for the candidate closest to `name`, when one is close.
+pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::jaro_winkler(name, c), c))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| format!("did you mean `{c}`?"))
+}
+
+fn with_hint(message: String, hint: Option<String>) -> String {
+    match hint {
+        Some(h) => format!("{message}; {h}"),
+        None => message,
+    }
+}
+
+/// A built-in name, a `.wasm` file (relative to the workflow) or an installed pack.
+fn load_plugin(host: &PluginHost, store: &PackStore, base: &Path, reference: &str) -> Result<Plugin, String> {
+    if EMBEDDED.iter().any(|(n, _)| *n == reference) {
+        return host.embedded(reference).map_err(|e| e.to_string());
+    }
+    let path = base.join(reference);
+    if reference.ends_with(".wasm") || path.is_file() {
+        if !path.is_file() {
+            return Err(format!("plugin file {} does not exist", path.display()));
+        }
+        return host.load_file(&path).map_err(|e| e.to_string());
+    }
+    store.load(host, reference).map_err(|e| {
+        let known: Vec<String> = EMBEDDED
+            .iter()
+            .map(|(n, _)| n.to_string())
+            .chain(store.list().unwrap_or_default().into_iter().map(|p| p.name))
+            .collect();
+        with_hint(
+            format!("unknown plugin `{reference}`: not built in, not a .wasm file, not installed ({e})"),
+            did_you_mean(reference, known.iter().map(String::as_str)),
+        )
+    })
+}
+
+fn resolve_source(base: &Path, source: &DataSource) -> DataSource {
+    match source {
+        DataSource::Csv(p) => DataSource::Csv(base.join(p)),
+        DataSource::Cifar10(p) => DataSource::Cifar10(base.join(p)),
+        DataSource::Images(p) => DataSource::Images(base.join(p)),
+    }
+}
+
+/// Why the data is not where the workflow says, with what to do about it.
+fn missing_data(source: &DataSource) -> Option<String> {
+    match source {
+        DataSource::Csv(p) if !p.is_file() => Some(format!("data file {} does not exist", p.display())),
+        DataSource::Cifar10(dir) if !dir.join("data_batch_1.bin").is_file() => Some(format!(
+            "CIFAR-10 is not at {}: download the binary version (cifar-10-binary.tar.gz) from \
+             https://www.cs.toronto.edu/~kriz/cifar.html and extract it so that {} exists",
+            dir.display(),
+            dir.join("data_batch_1.bin").display()
+        )),
+        DataSource::Images(dir) if !dir.is_dir() => Some(format!("image folder {} does not exist", dir.display())),
+        _ => None,
+    }
+}
+
+/// Validates everything `parse` could not: the result runs as is.
+pub fn resolve(source: &Source, wf: &Workflow, host: &PluginHost, store: &PackStore) -> Result<Resolved, WorkflowError> {
+    use Step::{Item, Key};
+    let base = source.base_dir();
+    let err = |path: &[Step<'_>], value: Option<&str>, message: String| source.error_at(path, value, message);
+
+    if wf.version != super::SCHEMA_VERSION {
+        return Err(err(&[Key("version")], None, format!("schema version {} is not supported; this msh reads version 1", wf.version)));
+    }
+
+    // Data.
+    let mut data = wf.data.clone();
+    data.source = resolve_source(&base, &data.source);
+    data.test = data.test.as_ref().map(|t| resolve_source(&base, t));
+    if let Some(task) = wf.task {
+        data.task = task;
+    }
+    if let Some(message) = missing_data(&data.source) {
+        return Err(err(&[Key("data"), Key("source")], None, message));
+    }
+    if let Some(message) = data.test.as_ref().and_then(missing_data) {
+        return Err(err(&[Key("data"), Key("test")], None, message));
+    }
+
+    // Trainers.
+    let trainers = &wf.trainers;
+    if trainers.count == 0 {
+        return Err(err(&[Key("trainers"), Key("count")], None, "`count` must be at least 1".into()));
+    }
+    let table = match (trainers.kind, &trainers.table) {
+        (TrainerKind::Table, None) => {
+            return Err(err(&[Key("trainers"), Key("kind")], None, "a `table` trainer needs `table: FILE.csv`".into()));
+        }
+        (TrainerKind::Table, Some(path)) => {
+            let path = base.join(path);
+            if !path.is_file() {
+                return Err(err(&[Key("trainers"), Key("table")], None, format!("table {} does not exist", path.display())));
+            }
+            Some(path)
+        }
+        (TrainerKind::Burn, Some(_)) => {
+            return Err(err(&[Key("trainers"), Key("table")], None, "`table` applies to `kind: table` trainers only".into()));
+        }
+        (TrainerKind::Burn, None) => None,
+    };
+
+    // Packs and blocks.
+    let mut packs = Vec::new();
+    let mut offered: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, reference) in wf.space.packs.iter().enumerate() {
+        let pack = load_plugin(host, store, &base, reference).map_err(|m| err(&[Key("space"), Key("packs"), Item(i)], None, m))?;
+        if pack.world != World::BlockPack {
+            return Err(err(&[Key("space"), Key("packs"), Item(i)], None, format!("`{reference}` is a {}, not a block pack", pack.world)));
+        }
+        let infos = pack.blocks().map_err(|e| err(&[Key("space"), Key("packs"), Item(i)], None, e.to_string()))?;
+        for info in infos {
+            offered.entry(info.name).or_insert(packs.len());
+        }
+        packs.push(pack);
+    }
+    let allowed: Vec<String> = if wf.space.blocks.is_empty() { offered.keys().cloned().collect() } else { wf.space.blocks.clone() };
+    if allowed.is_empty() {
+        return Err(err(&[Key("space")], None, "the search space has no blocks: list `blocks` or `packs` that offer some".into()));
+    }
+    let mut block_pack = BTreeMap::new();
+    for (i, block) in wf.space.blocks.iter().enumerate() {
+        match offered.get(block) {
+            Some(&pack) => {
+                block_pack.insert(block.clone(), pack);
+            }
+            // A table trainer never builds blocks: names only need to match the table.
+            None if trainers.kind == TrainerKind::Table => {}
+            None => {
+                let message = format!("unknown block `{block}`: no pack of `space.packs` ({}) offers it", wf.space.packs.join(", "));
+                return Err(err(
+                    &[Key("space"), Key("blocks"), Item(i)],
+                    None,
+                    with_hint(message, did_you_mean(block, offered.keys().map(String::as_str))),
+                ));
+            }
+        }
+    }
+    if wf.space.blocks.is_empty() {
+        block_pack = offered.clone();
+    }
+    if wf.space.min_depth == 0 || wf.space.min_depth > wf.space.max_depth {
+        return Err(err(
+            &[Key("space"), Key("min_depth")],
+            None,
+            format!("depth bounds must satisfy 1 <= min_depth <= max_depth, got {}..{}", wf.space.min_depth, wf.space.max_depth),
+        ));
+    }
+    let mut hparams = Vec::new();
+    for (name, spec) in &wf.space.hparams {
+        let at = [Key("space"), Key("hparams"), Key(name.as_str())];
+        if !super::HPARAMS.contains(&name.as_str()) {
+            let message = format!("unknown hyper-parameter `{name}` (known: {})", super::HPARAMS.join(", "));
+            return Err(err(&at, None, with_hint(message, did_you_mean(name, super::HPARAMS))));
+        }
+        hparams.push(hparam_range(name, spec).map_err(|m| err(&at, None, m))?);
+    }
+    let space = types::SearchSpace { blocks: allowed, min_depth: wf.space.min_depth, max_depth: wf.space.max_depth, hparams };
+
+    // Budget.
+    let check_budget = |budget: &super::Budget, at: &[Step<'_>]| -> Result<(), WorkflowError> {
+        match (budget.trials, budget.wall_time) {
+            (None, None) => Err(err(at, None, "a budget needs `trials`, `wall_time` or both".into())),
+            (Some(0), _) => Err(err(at, None, "`trials` must be at least 1".into())),
+            _ => Ok(()),
+        }
+    };
+    check_budget(&wf.budget, &[Key("budget")])?;
+
+    // Stages.
+    if wf.stages.is_empty() {
+        return Err(err(&[Key("stages")], None, "a workflow needs at least one stage (e.g. `search: {kind: search}`)".into()));
+    }
+    let order = topological_order(&wf.stages).map_err(|e| match e {
+        DagError::Missing { stage, index, need } => {
+            let message = format!("stage `{stage}` needs `{need}`, which is not a stage");
+            err(
+                &[Key("stages"), Key(&stage), Key("needs"), Item(index)],
+                None,
+                with_hint(message, did_you_mean(&need, wf.stages.keys().map(String::as_str))),
+            )
+        }
+        DagError::Cycle(cycle) => {
+            err(&[Key("stages"), Key(&cycle[0]), Key("needs")], None, format!("stages depend on each other in a cycle: {}", cycle.join(" -> ")))
+        }
+    })?;
+    let mut searchers = BTreeMap::new();
+    let mut loaded: BTreeMap<String, Plugin> = BTreeMap::new();
+    for (name, stage) in &wf.stages {
+        let at = |field: &'static str| [Key("stages"), Key(name.as_str()), Key(field)];
+        let misplaced = [
+            ("searcher", stage.searcher.is_some(), &[StageKind::Search][..]),
+            ("budget", stage.budget.is_some(), &[StageKind::Search]),
+            ("top_k", stage.top_k.is_some(), &[StageKind::Ensemble]),
+            ("epochs", stage.epochs.is_some(), &[StageKind::Retrain, StageKind::Distill]),
+            ("dir", stage.dir.is_some(), &[StageKind::Export]),
+        ];
+        for (field, set, kinds) in misplaced {
+            if set && !kinds.contains(&stage.kind) {
+                let kinds: Vec<String> = kinds.iter().map(|k| k.to_string()).collect();
+                return Err(err(&at(field), None, format!("`{field}` applies to {} stages, not to {} stages", kinds.join(" and "), stage.kind)));
+            }
+        }
+        match stage.kind {
+            StageKind::Search => {
+                let spec = wf.searcher_of(stage);
+                let path: Vec<Step<'_>> = if stage.searcher.is_some() {
+                    vec![Key("stages"), Key(name.as_str()), Key("searcher"), Key("plugin")]
+                } else {
+                    vec![Key("searcher"), Key("plugin")]
+                };
+                let plugin = match loaded.get(&spec.plugin) {
+                    Some(p) => p.clone(),
+                    None => {
+                        let p = load_plugin(host, store, &base, &spec.plugin).map_err(|m| err(&path, None, m))?;
+                        if p.world != World::Searcher {
+                            return Err(err(&path, None, format!("`{}` is a {}, not a searcher", spec.plugin, p.world)));
+                        }
+                        loaded.insert(spec.plugin.clone(), p.clone());
+                        p
+                    }
+                };
+                config_pairs(spec).map_err(|m| err(&path[..path.len() - 1], None, m))?;
+                if let Some(budget) = &stage.budget {
+                    check_budget(budget, &at("budget"))?;
+                }
+                searchers.insert(name.clone(), plugin);
+            }
+            StageKind::Distill => {
+                return Err(err(&at("kind"), None, "`distill` stages are not available in this msh yet".into()));
+            }
+            StageKind::Ensemble | StageKind::Retrain | StageKind::Export => {
+                if upstream_search(wf, name).is_none() {
+                    return Err(err(&at("kind"), None, format!("a {} stage needs a search stage before it in `needs`", stage.kind)));
+                }
+                if stage.top_k == Some(0) || stage.epochs == Some(0) {
+                    let field = if stage.top_k == Some(0) { "top_k" } else { "epochs" };
+                    return Err(err(&at(field), None, format!("`{field}` must be at least 1")));
+                }
+                if stage.kind == StageKind::Retrain && trainers.kind == TrainerKind::Table {
+                    return Err(err(&at("kind"), None, "a retrain stage needs `kind: burn` trainers".into()));
+                }
+            }
+        }
+    }
+    Ok(Resolved { data, packs, block_pack, space, searchers, table, order })
+}
+
+/// The nearest search stage among `stage`'s needs (breadth first).
+pub fn upstream_search(wf: &Workflow, stage: &str) -> Option<String> {
+    let mut queue: Vec<&str> = wf.stages.get(stage)?.needs.iter().map(String::as_str).collect();
+    let mut seen = BTreeSet::new();
+    while !queue.is_empty() {
+        let mut next = Vec::new();
+        for name in queue {
+            if !seen.insert(name) {
+                continue;
+            }
+            let s = wf.stages.get(name)?;
+            if s.kind == StageKind::Search {
+                return Some(name.to_string());
+            }
+            next.extend(s.needs.iter().map(String::as_str));
+        }
+        queue = next;
+    }
+    None
+}
+
+/// A searcher's config as the text key/values plugins receive; scalars only.
+pub fn config_pairs(spec: &SearcherSpec) -> Result<Vec<(String, String)>, String> {
+    use serde_yaml_ng::Value;
+    spec.config
+        .iter()
+        .map(|(k, v)| {
+            let text = match v {
+                Value::Bool(b) => b.to_string(),
+                Value::Number(n) => n.to_string(),
+                Value::String(s) => s.clone(),
+                _ => return Err(format!("searcher setting `{k}` must be a number, a word or true/false")),
+            };
+            Ok((k.clone(), text))
+        })
+        .collect()
+}
+
+fn hparam_range(name: &str, spec: &HparamSpec) -> Result<types::HparamRange, String> {
+    let mut range = types::HparamRange { name: name.into(), low: 0.0, high: 0.0, log: spec.log, choices: Vec::new() };
+    if !spec.choices.is_empty() {
+        if spec.low.is_some() || spec.high.is_some() {
+            return Err(format!("`{name}` has both `choices` and a range; give one"));
+        }
+        for choice in &spec.choices {
+            range.choices.push(match (choice, name) {
+                (Choice::Number(n), _) => *n,
+                (Choice::Word(w), "optimizer") => {
+                    let names: Vec<String> =
+                        OPTIMIZERS.iter().map(|o| serde_json::to_value(o).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()).collect();
+                    names.iter().position(|n| n == w).ok_or_else(|| {
+                        with_hint(format!("unknown optimizer `{w}` (known: {})", names.join(", ")), did_you_mean(w, names.iter().map(String::as_str)))
+                    })? as f64
+                }
+                (Choice::Word(w), _) => return Err(format!("choice `{w}` of `{name}` is not a number")),
+            });
+        }
+        range.low = range.choices.iter().copied().fold(f64::INFINITY, f64::min);
+        range.high = range.choices.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        return Ok(range);
+    }
+    let (Some(low), Some(high)) = (spec.low, spec.high) else {
+        return Err(format!("`{name}` needs `low` and `high`, or `choices`"));
+    };
+    if !(low.is_finite() && high.is_finite() && low <= high) {
+        return Err(format!("`{name}` needs low <= high, got {low}..{high}"));
+    }
+    if spec.log && low <= 0.0 {
+        return Err(format!("`{name}` is searched on a log scale, so `low` must be positive, got {low}"));
+    }
+    range.low = low;
+    range.high = high;
+    Ok(range)
+}
