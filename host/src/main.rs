@@ -8,7 +8,8 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("MSH_LOG").unwrap_or_else(|_| "warn".into()))
+        // Probing for a GPU where there is none makes wgpu's HAL log errors; they are not ours.
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("MSH_LOG").unwrap_or_else(|_| "warn,wgpu_hal=off".into()))
         .with_writer(std::io::stderr)
         .init();
     // `msh blocks list | head` closes stdout early: end quietly, as other tools do.

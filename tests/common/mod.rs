@@ -89,3 +89,25 @@ pub fn synthetic(shape: &[usize], samples: usize, classes: usize, integer_featur
     }
 }
 
+
+/// Runs `msh` with `args`, expecting success, and parses its stdout as JSON.
+pub fn json(args: &[&str]) -> serde_json::Value {
+    let out = run(args);
+    assert!(out.status.success(), "msh {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("msh {args:?} printed no JSON ({e}):\n{}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// A small MNIST-1D search workflow; `extra` is appended (e.g. more stages).
+pub fn mnist1d_workflow(budget: u32, epochs: u32, trainers: u32, extra: &str) -> String {
+    let data = root().join("data/mnist1d");
+    format!(
+        "name: test\nseed: 3\ndata:\n  source: csv:{train}\n  test: csv:{test}\n  shape: [1, 40]\n\
+         space:\n  blocks: [fixed_conv, resnet, max_pool, dilated_conv]\n  min_depth: 1\n  max_depth: 3\n\
+         searcher:\n  plugin: beam-search\n  config: {{beam_size: 2, increase_complexity_minimum_trials: 2}}\n\
+         training: {{epochs: {epochs}, batch_size: 128, learning_rate: 0.003}}\n\
+         trainers: {{count: {trainers}, backend: cpu}}\nbudget: {{trials: {budget}}}\n\
+         stages:\n  search: {{kind: search}}\n{extra}",
+        train = data.join("train.csv").display(),
+        test = data.join("test.csv").display(),
+    )
+}

@@ -73,22 +73,28 @@ pub fn run_search(run: &Arc<Run>, name: &str) -> Result<bool, EngineError> {
         done,
     });
 
-    let results: Vec<Result<(), EngineError>> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..run.trainers).map(|i| scope.spawn({
-            let search = &search;
-            move || search.work(i)
-        })).collect();
-        workers.into_iter().map(|w| w.join().unwrap_or_else(|_| Err(EngineError::Stage("a trainer panicked".into())))).collect()
-    });
-    let session = search.started.elapsed().as_secs_f64();
-    let finished = run.store.write(|t| -> Result<Option<TrialRecord>, StoreError> {
-        let mut record = t.stage(name)?.expect("recovery writes every stage");
-        record.spent_seconds += session;
-        t.put_stage(&record)?;
-        Ok(None)
-    });
-    finished?;
-    results.into_iter().collect::<Result<Vec<()>, EngineError>>()?;
+    loop {
+        let results: Vec<Result<(), EngineError>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..run.trainers).map(|i| scope.spawn({
+                let search = &search;
+                move || search.work(i)
+            })).collect();
+            workers.into_iter().map(|w| w.join().unwrap_or_else(|_| Err(EngineError::Stage("a trainer panicked".into())))).collect()
+        });
+        let failed = results.into_iter().find_map(Result::err);
+        if failed.is_some() || run.stopping() || !search.wait_for_others()? {
+            let session = search.started.elapsed().as_secs_f64();
+            run.store.write(|t| -> Result<(), StoreError> {
+                let mut record = t.stage(name)?.expect("recovery writes every stage");
+                record.spent_seconds += session;
+                t.put_stage(&record)
+            })?;
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            break;
+        }
+    }
     if run.stopping() {
         return Ok(false);
     }
@@ -107,6 +113,35 @@ pub fn run_search(run: &Arc<Run>, name: &str) -> Result<bool, EngineError> {
 }
 
 impl Search<'_> {
+    /// Waits while other processes still train trials of this stage. `Ok(true)` when some
+    /// of theirs were requeued because their process is gone: this one takes them over.
+    fn wait_for_others(&self) -> Result<bool, EngineError> {
+        loop {
+            if self.run.stopping() {
+                return Ok(false);
+            }
+            let running: Vec<TrialRecord> = self
+                .run
+                .store
+                .trials()?
+                .into_iter()
+                .filter(|t| t.stage == self.name && t.status == TrialStatus::Running)
+                .collect();
+            if running.is_empty() {
+                return Ok(false);
+            }
+            let orphans: Vec<TrialRecord> =
+                running.into_iter().filter(|t| !t.owner.is_some_and(|o| super::owner_alive(&o, &self.run.owner))).collect();
+            if !orphans.is_empty() {
+                for trial in orphans {
+                    self.requeue(trial)?;
+                }
+                return Ok(true);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+    }
+
     /// One trainer's loop.
     fn work(&self, trainer: usize) -> Result<(), EngineError> {
         while let Some(trial) = self.claim().inspect_err(|_| self.abort.store(true, Ordering::Relaxed))? {

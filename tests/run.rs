@@ -1,0 +1,218 @@
+//! `msh run` end to end: a real search on MNIST-1D with two trainers, the store's
+//! contents, status/trials/best/predict, and resuming after SIGKILL and Ctrl-C.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::{TempDir, json, mnist1d_workflow, msh, run};
+use serde_json::Value;
+
+fn trials(run_dir: &str) -> Vec<Value> {
+    json(&["trials", run_dir, "--json"]).as_array().expect("a list of trials").clone()
+}
+
+#[test]
+fn search_with_two_trainers_records_lineage_and_exports_a_model_that_predicts_as_recorded() {
+    let dir = TempDir::new();
+    let workflow = dir.path().join("w.yaml");
+    let extra = "  ensemble: {kind: ensemble, needs: [search], top_k: 3}\n  export: {kind: export, needs: [search], dir: best}\n";
+    std::fs::write(&workflow, mnist1d_workflow(8, 3, 2, extra)).unwrap();
+    let run_dir = dir.path().join("run");
+    let run_dir_text = run_dir.to_str().unwrap();
+    let out = run(&["run", workflow.to_str().unwrap(), "--run-dir", run_dir_text]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "msh run failed:\n{stderr}");
+    // Both trainers worked.
+    assert!(stderr.contains("on trainer 0") && stderr.contains("on trainer 1"), "{stderr}");
+
+    let all = trials(run_dir_text);
+    assert_eq!(all.len(), 8, "the budget is 8 trials");
+    let ids: Vec<u64> = all.iter().map(|t| t["id"].as_u64().unwrap()).collect();
+    for t in &all {
+        assert_eq!(t["status"], "completed", "{t:#}");
+        assert!(t["valid"]["accuracy"].as_f64().unwrap() > 0.1, "{t:#}");
+        assert!(t["checkpoint"].is_string(), "{t:#}");
+        if let Some(parent) = t["parent"].as_u64() {
+            assert!(ids.contains(&parent) && parent < t["id"].as_u64().unwrap(), "lineage points at an earlier trial: {t:#}");
+        }
+    }
+    let children = all.iter().filter(|t| t["parent"].is_u64()).count();
+    assert!(children >= 4, "beam search mutates recorded trials ({children} children)");
+
+    let status = json(&["status", run_dir_text, "--json"]);
+    assert_eq!(status["trials"]["completed"], 8, "{status:#}");
+    let states: BTreeMap<String, String> = status["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap().to_string(), s["state"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(states.values().filter(|s| *s == "done").count(), 3, "{states:?}");
+    let ensemble = std::fs::read_to_string(run_dir.join("ensembles/ensemble.json")).unwrap();
+    assert!(ensemble.contains("\"members\""), "{ensemble}");
+
+    // The best trial has the lowest validation loss.
+    let best_objective = all.iter().map(|t| t["objective"].as_f64().unwrap()).fold(f64::INFINITY, f64::min);
+    let export = dir.path().join("exported");
+    let best = json(&["best", run_dir_text, "--export", export.to_str().unwrap(), "--json"]);
+    assert_eq!(best["objective"].as_f64().unwrap(), best_objective);
+    assert_eq!(status["best"]["id"], best["id"]);
+    // The export stage wrote the same trial.
+    let staged: Value = serde_json::from_slice(&std::fs::read(run_dir.join("best/trial.json")).unwrap()).unwrap();
+    assert_eq!(staged["id"], best["id"]);
+
+    // The exported model reloads and predicts the test set with the recorded accuracy.
+    let test_csv = common::root().join("data/mnist1d/test.csv");
+    let data = format!("csv:{}", test_csv.display());
+    let predicted = json(&["predict", export.to_str().unwrap(), "--data", &data, "--json", "--backend", "cpu"]);
+    let recorded = best["test"]["accuracy"].as_f64().unwrap();
+    assert_eq!(predicted["metrics"]["accuracy"].as_f64().unwrap(), recorded, "{predicted:#}");
+    assert_eq!(predicted["samples"], 1000);
+    // The run directory predicts with its best model too.
+    let from_run = json(&["predict", run_dir_text, "--data", &data, "--json", "--backend", "cpu"]);
+    assert_eq!(from_run["metrics"]["accuracy"].as_f64().unwrap(), recorded);
+    // And `msh train` reads the exported architecture.
+    let arch = export.join("architecture.yaml");
+    let trained = common::train_json(&[
+        "--data",
+        &format!("csv:{}", common::root().join("data/mnist1d/train.csv").display()),
+        "--shape",
+        "1,40",
+        "--arch",
+        arch.to_str().unwrap(),
+        "--epochs",
+        "1",
+    ]);
+    assert_eq!(trained["parameters"], best["parameters"]);
+}
+
+/// Waits until at least `n` trials are completed; panics after `limit`.
+fn wait_for_completed(run_dir: &str, n: usize, limit: Duration) {
+    let start = Instant::now();
+    loop {
+        if msh().args(["trials", run_dir, "--json"]).output().is_ok_and(|o| {
+            o.status.success()
+                && serde_json::from_slice::<Vec<Value>>(&o.stdout)
+                    .is_ok_and(|t| t.iter().filter(|t| t["status"] == "completed").count() >= n)
+        }) {
+            return;
+        }
+        assert!(start.elapsed() < limit, "no {n} completed trials after {limit:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn completed_by_id(run_dir: &str) -> BTreeMap<u64, Value> {
+    trials(run_dir).into_iter().filter(|t| t["status"] == "completed").map(|t| (t["id"].as_u64().unwrap(), t)).collect()
+}
+
+/// Checks that a resumed run finished the budget without losing or retraining a
+/// trial completed before the interruption.
+fn assert_resumed(run_dir: &str, before: &BTreeMap<u64, Value>, budget: usize) {
+    let after = trials(run_dir);
+    assert_eq!(after.len(), budget, "exactly the budget of trials: {after:#?}");
+    assert!(after.iter().all(|t| t["status"] == "completed"), "{after:#?}");
+    for (id, trial) in before {
+        let now = after.iter().find(|t| t["id"].as_u64() == Some(*id)).expect("completed trial kept");
+        assert_eq!(now, trial, "trial {id} changed after the restart");
+        assert_eq!(now["attempts"], 1, "trial {id} was trained once");
+    }
+}
+
+#[test]
+fn a_killed_run_resumes_without_losing_or_retraining_completed_trials() {
+    let dir = TempDir::new();
+    let workflow = dir.path().join("w.yaml");
+    std::fs::write(&workflow, mnist1d_workflow(8, 6, 1, "")).unwrap();
+    let run_dir = dir.path().join("run");
+    let run_dir_text = run_dir.to_str().unwrap();
+    let mut child = msh()
+        .args(["run", workflow.to_str().unwrap(), "--run-dir", run_dir_text])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_completed(run_dir_text, 2, Duration::from_secs(300));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let before = completed_by_id(run_dir_text);
+    let orphans = trials(run_dir_text).iter().filter(|t| t["status"] == "running").count();
+    assert!(before.len() >= 2 && before.len() < 8, "killed mid-search: {} completed", before.len());
+
+    let out = run(&["run", workflow.to_str().unwrap(), "--run-dir", run_dir_text]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    if orphans > 0 {
+        assert!(stderr.contains(&format!("{orphans} interrupted trial(s) requeued")), "the running trial is requeued:\n{stderr}");
+    }
+    assert_resumed(run_dir_text, &before, 8);
+}
+
+#[test]
+fn ctrl_c_stops_cleanly_and_the_next_run_resumes() {
+    let dir = TempDir::new();
+    let workflow = dir.path().join("w.yaml");
+    std::fs::write(&workflow, mnist1d_workflow(5, 6, 1, "")).unwrap();
+    let run_dir = dir.path().join("run");
+    let run_dir_text = run_dir.to_str().unwrap();
+    let child = msh()
+        .args(["run", workflow.to_str().unwrap(), "--run-dir", run_dir_text])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_completed(run_dir_text, 1, Duration::from_secs(300));
+    let sent = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(sent.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted; run the same command again to resume"), "{stderr}");
+    let before = completed_by_id(run_dir_text);
+    assert!(trials(run_dir_text).iter().all(|t| t["status"] != "running"), "nothing is left running");
+
+    let out = run(&["run", workflow.to_str().unwrap(), "--run-dir", run_dir_text]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_resumed(run_dir_text, &before, 5);
+}
+
+#[test]
+fn a_run_directory_refuses_a_different_workflow() {
+    let dir = TempDir::new();
+    let workflow = dir.path().join("w.yaml");
+    std::fs::write(&workflow, mnist1d_workflow(1, 1, 1, "")).unwrap();
+    let run_dir = dir.path().join("run");
+    let args = ["run", workflow.to_str().unwrap(), "--run-dir", run_dir.to_str().unwrap()];
+    assert!(run(&args).status.success());
+    std::fs::write(&workflow, mnist1d_workflow(2, 1, 1, "")).unwrap();
+    let err = common::failure(&args);
+    assert!(err.contains("was started from a different workflow"), "{err}");
+}
+
+#[test]
+fn two_processes_share_one_run_within_its_budget() {
+    let dir = TempDir::new();
+    let workflow = dir.path().join("w.yaml");
+    std::fs::write(&workflow, mnist1d_workflow(6, 4, 1, "")).unwrap();
+    let run_dir = dir.path().join("run");
+    let spawn = || {
+        msh()
+            .args(["run", workflow.to_str().unwrap(), "--run-dir", run_dir.to_str().unwrap()])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (first, second) = (spawn(), spawn());
+    let outputs = [first.wait_with_output().unwrap(), second.wait_with_output().unwrap()];
+    let mut trained = Vec::new();
+    for out in &outputs {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        trained.push(stderr.matches(" completed: ").count());
+    }
+    let all = trials(run_dir.to_str().unwrap());
+    assert_eq!(all.len(), 6, "{all:#?}");
+    assert!(all.iter().all(|t| t["status"] == "completed" && t["attempts"] == 1), "{all:#?}");
+    assert_eq!(trained.iter().sum::<usize>(), 6, "each trial trained by one process: {trained:?}");
+    assert!(trained.iter().all(|&n| n >= 1), "both processes trained: {trained:?}");
+}

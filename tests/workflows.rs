@@ -1,0 +1,124 @@
+//! Workflow files: the bundled ones validate, and each kind of mistake is reported with
+//! `FILE:LINE:COLUMN` and, where one is close, a suggestion.
+
+mod common;
+
+use common::{TempDir, failure, run};
+
+/// A valid workflow; tests replace one line at a time. Line numbers matter below.
+fn base() -> String {
+    let iris = common::root().join("data/iris/iris.csv");
+    format!(
+        "name: iris\n\
+         data:\n  source: csv:{}\n\
+         space:\n  packs: [core-blocks]\n  blocks: [dense, dense_bn]\n  max_depth: 3\n\
+         searcher:\n  plugin: random-search\n\
+         budget:\n  trials: 4\n\
+         stages:\n  search:\n    kind: search\n  export:\n    kind: export\n    needs: [search]\n",
+        iris.display()
+    )
+}
+
+/// The stderr of `msh validate` on `text`, with the file path replaced by `w.yaml`.
+fn invalid(text: &str) -> String {
+    let dir = TempDir::new();
+    let path = dir.path().join("w.yaml");
+    std::fs::write(&path, text).unwrap();
+    failure(&["validate", path.to_str().unwrap()]).replace(path.to_str().unwrap(), "w.yaml")
+}
+
+fn replace(from: &str, to: &str) -> String {
+    let text = base();
+    assert!(text.contains(from), "base workflow has `{from}`");
+    text.replacen(from, to, 1)
+}
+
+#[test]
+fn the_base_and_bundled_workflows_validate() {
+    let dir = TempDir::new();
+    let path = dir.path().join("w.yaml");
+    std::fs::write(&path, base()).unwrap();
+    let out = run(&["validate", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for name in ["quickstart", "digits", "iris"] {
+        let file = format!("workflows/{name}.yaml");
+        let out = run(&["validate", &file]);
+        assert!(out.status.success(), "{file}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+#[test]
+fn unknown_key_suggests_the_right_one() {
+    let err = invalid(&replace("    needs: [search]", "    neds: [search]"));
+    assert!(err.contains("w.yaml:17:5: "), "{err}");
+    assert!(err.contains("unknown field `neds`") && err.contains("did you mean `needs`?"), "{err}");
+}
+
+#[test]
+fn wrong_type_is_located() {
+    let err = invalid(&replace("  trials: 4", "  trials: four"));
+    assert!(err.contains("w.yaml:11:"), "{err}");
+    assert!(err.contains("invalid type"), "{err}");
+}
+
+#[test]
+fn unknown_block_is_located_with_a_suggestion() {
+    let err = invalid(&replace("[dense, dense_bn]", "[dense, dens_bn]"));
+    assert!(err.contains("w.yaml:6:19: unknown block `dens_bn`"), "{err}");
+    assert!(err.contains("did you mean `dense_bn`?"), "{err}");
+}
+
+#[test]
+fn unknown_pack_is_located() {
+    let err = invalid(&replace("[core-blocks]", "[core-block]"));
+    assert!(err.contains("w.yaml:5:11: unknown plugin `core-block`"), "{err}");
+    assert!(err.contains("did you mean `core-blocks`?"), "{err}");
+}
+
+#[test]
+fn needs_of_a_missing_stage_is_located() {
+    let err = invalid(&replace("needs: [search]", "needs: [serch]"));
+    assert!(err.contains("w.yaml:17:13: stage `export` needs `serch`, which is not a stage"), "{err}");
+    assert!(err.contains("did you mean `search`?"), "{err}");
+}
+
+#[test]
+fn a_cycle_is_reported_with_its_stages() {
+    let text = replace("    kind: search\n", "    kind: search\n    needs: [export]\n");
+    let err = invalid(&text);
+    assert!(err.contains("w.yaml:") && err.contains("stages depend on each other in a cycle: export -> search -> export"), "{err}");
+    let line: usize = err.split("w.yaml:").nth(1).unwrap().split(':').next().unwrap().parse().unwrap();
+    assert!(line == 15 || line == 18, "points at a `needs` of the cycle: {err}");
+}
+
+#[test]
+fn missing_data_and_cifar_say_where_to_get_it() {
+    let err = invalid(&replace("csv:", "csv:/nonexistent/"));
+    assert!(err.contains("w.yaml:3:3: data file /nonexistent/"), "{err}");
+    let text = base();
+    let line = text.lines().nth(2).unwrap().to_string();
+    let err = invalid(&text.replace(&line, "  source: cifar10:/nonexistent/cifar"));
+    assert!(err.contains("w.yaml:3:3: CIFAR-10 is not at /nonexistent/cifar"), "{err}");
+    assert!(err.contains("https://www.cs.toronto.edu/~kriz/cifar.html"), "{err}");
+}
+
+#[test]
+fn misplaced_settings_hparams_and_budgets_are_refused() {
+    let err = invalid(&replace("    kind: export\n", "    kind: export\n    top_k: 3\n"));
+    assert!(err.contains("w.yaml:17:5: `top_k` applies to ensemble stages, not to export stages"), "{err}");
+    let err = invalid(&replace("  max_depth: 3\n", "  max_depth: 3\n  hparams:\n    learning_rat: {low: 0.001, high: 0.1}\n"));
+    assert!(err.contains("w.yaml:9:5: unknown hyper-parameter `learning_rat`"), "{err}");
+    assert!(err.contains("did you mean `learning_rate`?"), "{err}");
+    let err = invalid(&replace("  trials: 4\n", "  trials: 0\n"));
+    assert!(err.contains("w.yaml:10:1: `trials` must be at least 1"), "{err}");
+    let err = invalid(&replace("random-search", "core-blocks"));
+    assert!(err.contains("w.yaml:9:3: `core-blocks` is a block-pack, not a searcher"), "{err}");
+}
+
+#[test]
+fn malformed_yaml_is_located() {
+    let err = invalid(&replace("  blocks: [dense, dense_bn]", "  blocks: [dense, dense_bn"));
+    assert!(err.contains("w.yaml:"), "{err}");
+    let err = invalid(&replace("stages:\n", "stages: [\n"));
+    assert!(err.contains("w.yaml:"), "{err}");
+}
