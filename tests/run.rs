@@ -216,3 +216,81 @@ fn two_processes_share_one_run_within_its_budget() {
     assert_eq!(trained.iter().sum::<usize>(), 6, "each trial trained by one process: {trained:?}");
     assert!(trained.iter().all(|&n| n >= 1), "both processes trained: {trained:?}");
 }
+
+#[test]
+fn hostile_blocks_fail_their_trials_and_the_search_goes_on() {
+    let dir = TempDir::new();
+    let workflow = dir.path().join("w.yaml");
+    let hostile = env!("MSH_HOSTILE_PLUGIN");
+    let text = mnist1d_workflow(8, 1, 1, "")
+        .replace("  blocks: [fixed_conv, resnet, max_pool, dilated_conv]", &format!("  packs: [core-blocks, {hostile}]\n  blocks: [fixed_conv, loop, panic, alloc]"))
+        .replace("  min_depth: 1\n  max_depth: 3", "  min_depth: 1\n  max_depth: 1")
+        .replace("plugin: beam-search", "plugin: random-search")
+        .replace("budget: {trials: 8}", "budget: {trials: 8}\nlimits: {fuel: 100000000, memory_bytes: 67108864}");
+    std::fs::write(&workflow, text).unwrap();
+    let run_dir = dir.path().join("run");
+    let out = run(&["run", workflow.to_str().unwrap(), "--run-dir", run_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let all = trials(run_dir.to_str().unwrap());
+    assert_eq!(all.len(), 8);
+    for t in &all {
+        let block = t["architecture"][0]["name"].as_str().unwrap();
+        let error = t["error"].as_str().unwrap_or("");
+        match block {
+            "fixed_conv" => assert_eq!(t["status"], "completed", "{t:#}"),
+            "loop" => assert!(error.contains("plugin `hostile`") && error.contains("exceeded its CPU budget of 100000000 fuel"), "{t:#}"),
+            "panic" => assert!(error.contains("plugin `hostile`") && error.contains("trapped"), "{t:#}"),
+            "alloc" => assert!(error.contains("exceeded its memory limit of 64 MiB"), "{t:#}"),
+            other => panic!("unexpected block {other}"),
+        }
+    }
+    let blocks: std::collections::BTreeSet<&str> = all.iter().map(|t| t["architecture"][0]["name"].as_str().unwrap()).collect();
+    assert!(blocks.len() >= 3, "random search tried several blocks: {blocks:?}");
+}
+
+#[test]
+fn the_table_trainer_looks_metrics_up_and_fails_missing_architectures() {
+    let dir = TempDir::new();
+    // Every architecture of depth 1-2 over a, b, c but `c,c`.
+    let mut table = String::from("arch,accuracy,params\n");
+    for (i, x) in ["a", "b", "c"].iter().enumerate() {
+        table.push_str(&format!("{x},0.{},{}\n", 5 + i, 10 * (i + 1)));
+        for (j, y) in ["a", "b", "c"].iter().enumerate() {
+            if (x, y) != (&"c", &"c") {
+                table.push_str(&format!("\"{x},{y}\",0.{}{},{}\n", 6 + i, j, 100 * (i + j + 1)));
+            }
+        }
+    }
+    std::fs::write(dir.path().join("table.csv"), table).unwrap();
+    std::fs::write(dir.path().join("data.csv"), "label,x\n0,1\n1,2\n").unwrap();
+    let workflow = dir.path().join("w.yaml");
+    std::fs::write(
+        &workflow,
+        "name: table\ndata: {source: 'csv:data.csv'}\nspace: {packs: [], blocks: [a, b, c], min_depth: 1, max_depth: 2}\n\
+         searcher: {plugin: random-search}\ntrainers: {kind: table, table: table.csv}\nbudget: {trials: 40}\n\
+         stages: {search: {kind: search}}\n",
+    )
+    .unwrap();
+    let run_dir = dir.path().join("run");
+    let out = run(&["run", workflow.to_str().unwrap(), "--run-dir", run_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let all = trials(run_dir.to_str().unwrap());
+    assert_eq!(all.len(), 40);
+    let mut failed = 0;
+    for t in &all {
+        let arch: Vec<&str> = t["architecture"].as_array().unwrap().iter().map(|b| b["name"].as_str().unwrap()).collect();
+        if arch == ["c", "c"] {
+            failed += 1;
+            assert_eq!(t["status"], "failed");
+            assert!(t["error"].as_str().unwrap().contains("architecture `c,c` is not in table"), "{t:#}");
+        } else {
+            assert_eq!(t["status"], "completed", "{t:#}");
+            let accuracy = t["valid"]["accuracy"].as_f64().unwrap();
+            assert!((accuracy - (1.0 - t["objective"].as_f64().unwrap())).abs() < 1e-12);
+        }
+    }
+    assert!(failed > 0, "40 random draws from 12 architectures include `c,c`");
+    let top = all.iter().filter_map(|t| t["valid"]["accuracy"].as_f64()).fold(0.0, f64::max);
+    let best = json(&["best", run_dir.to_str().unwrap(), "--json"]);
+    assert_eq!(best["valid"]["accuracy"].as_f64(), Some(top), "{best:#}");
+}

@@ -1,4 +1,5 @@
-//! `msh bench train`: training throughput (samples/s) of reference CNNs on the CPU.
+//! `msh bench train` and `msh bench plugins`: training throughput (samples/s) of reference
+//! CNNs on the CPU, and plugin call latencies.
 
 use std::time::Instant;
 
@@ -23,6 +24,10 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 50)]
         repeats: usize,
     },
+    /// Engine + store cost per trial (table trainer) and memory over a long run.
+    Engine(super::bench_engine::BenchEngineArgs),
+    /// Trials per minute with one vs two trainers on MNIST-1D.
+    Trainers(super::bench_engine::BenchTrainersArgs),
 }
 
 #[derive(Debug, Args)]
@@ -46,6 +51,8 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
     let args = match cmd {
         BenchCommand::Train(args) => args,
         BenchCommand::Plugins { repeats } => return plugins(repeats.max(1)),
+        BenchCommand::Engine(args) => return super::bench_engine::engine(args),
+        BenchCommand::Trainers(args) => return super::bench_engine::trainers(args),
     };
     let backend = args.backend.select()?;
     if !args.json {

@@ -1,6 +1,7 @@
 //! Subcommands of the `msh` binary.
 
 mod bench;
+mod bench_engine;
 mod blocks;
 mod inspect;
 mod pack;

@@ -127,7 +127,7 @@ impl Display {
                 let verb = if state == StageState::Failed { "failed" } else { "done" };
                 self.line(format!("[{stage}] {verb}: {message}"));
             }
-            EngineEvent::TrialStarted { stage, trainer, trial, arch } => {
+            EngineEvent::TrialStarted { stage, trainer, trial, arch, .. } => {
                 if let Some(bars) = &self.bars {
                     let bar = self.trainers.entry(trainer).or_insert_with(|| {
                         let bar = bars.add(ProgressBar::new(0));

@@ -37,7 +37,8 @@ pub struct RunOptions {
 pub enum EngineEvent {
     StageStarted { stage: String, kind: StageKind, trials: Option<u64>, done: u64 },
     StageFinished { stage: String, state: StageState, message: String },
-    TrialStarted { stage: String, trainer: usize, trial: u64, arch: String },
+    /// `searcher_seconds`: how long the searcher took to propose it (0 when requeued).
+    TrialStarted { stage: String, trainer: usize, trial: u64, arch: String, searcher_seconds: f64 },
     TrialEpoch { trainer: usize, trial: u64, epoch: usize, epochs: usize },
     TrialFinished { stage: String, trainer: usize, trial: Box<TrialRecord> },
     Note(String),

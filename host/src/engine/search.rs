@@ -11,7 +11,7 @@ use super::history::History;
 use super::trainer::{Evaluated, Table, Trainer};
 use super::{EngineError, EngineEvent, Run};
 use crate::plugin::{Plugin, types};
-use crate::store::{self, BlockRef, ParamValue, StageState, StoreError, TrialRecord, TrialStatus};
+use crate::store::{self, BlockRef, ParamValue, StageRecord, StageState, StoreError, TrialRecord, TrialStatus, Txn};
 use crate::workflow::{Budget, TrainerKind, validate_config};
 
 /// One search stage being worked on by this process.
@@ -142,19 +142,29 @@ impl Search<'_> {
         }
     }
 
-    /// One trainer's loop.
+    /// One trainer's loop. A finished trial is recorded in the same transaction that
+    /// claims the next one: one commit (one fsync) per trial.
     fn work(&self, trainer: usize) -> Result<(), EngineError> {
-        while let Some(trial) = self.claim().inspect_err(|_| self.abort.store(true, Ordering::Relaxed))? {
+        let mut done: Option<TrialRecord> = None;
+        loop {
+            let recorded = done.take();
+            let claimed = self.claim(recorded.as_ref()).inspect_err(|_| self.abort.store(true, Ordering::Relaxed))?;
+            if let Some(trial) = recorded {
+                (self.run.report)(EngineEvent::TrialFinished { stage: self.name.into(), trainer, trial: Box::new(trial) });
+            }
+            let Some((trial, searcher_seconds)) = claimed else { return Ok(()) };
             (self.run.report)(EngineEvent::TrialStarted {
                 stage: self.name.into(),
                 trainer,
                 trial: trial.id,
                 arch: trial.arch_key(),
+                searcher_seconds,
             });
             match self.trainer.evaluate(self.run, trainer, trial.clone()) {
-                Ok(Evaluated::Finished(done)) => {
-                    let done = self.finish(done)?;
-                    (self.run.report)(EngineEvent::TrialFinished { stage: self.name.into(), trainer, trial: Box::new(done) });
+                Ok(Evaluated::Finished(mut finished)) => {
+                    finished.owner = None;
+                    finished.finished = Some(store::now());
+                    done = Some(finished);
                 }
                 Ok(Evaluated::Interrupted) => self.requeue(trial)?,
                 Err(e) => {
@@ -164,41 +174,59 @@ impl Search<'_> {
                 }
             }
         }
-        Ok(())
+    }
+
+    /// Records a finished trial inside the claiming transaction.
+    fn record_finished(&self, t: &mut Txn<'_>, stage: &mut StageRecord, trial: &TrialRecord) -> Result<(), StoreError> {
+        stage.running = stage.running.saturating_sub(1);
+        stage.finished_trials += 1;
+        t.put_trial(trial)?;
+        let what = match (&trial.error, &trial.valid) {
+            (Some(error), _) => format!("{}: {error}", trial.status.name()),
+            (None, Some(valid)) => format!("{}: {}", trial.status.name(), valid.headline()),
+            (None, None) => trial.status.name().to_string(),
+        };
+        t.log(Some(self.name), Some(trial.id), what)
     }
 
     fn out_of_time(&self, spent_before: f64) -> bool {
         self.budget.wall_time.is_some_and(|w| spent_before + self.started.elapsed().as_secs_f64() >= w.as_secs_f64())
     }
 
-    /// The next trial for a free trainer, marked running; `None` when the stage is spent.
-    fn claim(&self) -> Result<Option<TrialRecord>, EngineError> {
-        if self.run.stopping() || self.abort.load(Ordering::Relaxed) {
-            return Ok(None);
-        }
+    /// The next trial for a free trainer, marked running, and the seconds the searcher
+    /// took to propose it; `None` when the stage is spent.
+    fn claim(&self, finished: Option<&TrialRecord>) -> Result<Option<(TrialRecord, f64)>, EngineError> {
         let mut history = self.history.lock().expect("no panics while proposing");
         let run = self.run;
-        run.store.write(|t| -> Result<Option<TrialRecord>, EngineError> {
+        // A searcher failure still commits the finished trial: it is returned inside `Ok`.
+        let claimed = run.store.write(|t| -> Result<Result<Option<(TrialRecord, f64)>, String>, EngineError> {
             let mut stage = t.stage(self.name)?.expect("recovery writes every stage");
-            if self.out_of_time(stage.spent_seconds) {
-                return Ok(None);
+            if let Some(trial) = finished {
+                self.record_finished(t, &mut stage, trial)?;
+                t.put_stage(&stage)?;
+            }
+            let mut searcher_seconds = 0.0;
+            if self.run.stopping() || self.abort.load(Ordering::Relaxed) || self.out_of_time(stage.spent_seconds) {
+                return Ok(Ok(None));
             }
             let mut trial = if !stage.pending.is_empty() {
                 t.trial(stage.pending.remove(0))?
             } else {
                 let limit = self.budget.trials.map_or(u64::MAX, u64::from);
                 if stage.finished_trials + stage.running >= limit {
-                    return Ok(None);
+                    return Ok(Ok(None));
                 }
                 history.refresh(t)?;
                 let past = history.view();
-                let proposal = self
-                    .searcher
-                    .propose(&self.context, &run.resolved.space, &past, 1)
-                    .map_err(|e| EngineError::Stage(format!("search stage `{}`: {e}", self.name)))?;
+                let asked = Instant::now();
+                let proposal = match self.searcher.propose(&self.context, &run.resolved.space, &past, 1) {
+                    Ok(proposal) => proposal,
+                    Err(e) => return Ok(Err(format!("search stage `{}`: {e}", self.name))),
+                };
+                searcher_seconds = asked.elapsed().as_secs_f64();
                 let Some(proposal) = proposal.into_iter().next() else {
                     run.note(format!("search stage `{}`: the searcher has nothing more to propose", self.name));
-                    return Ok(None);
+                    return Ok(Ok(None));
                 };
                 let id = t.next_trial_id()?;
                 t.log(Some(self.name), Some(id), "proposed")?;
@@ -211,28 +239,9 @@ impl Search<'_> {
             stage.running += 1;
             t.put_trial(&trial)?;
             t.put_stage(&stage)?;
-            Ok(Some(trial))
-        })
-    }
-
-    /// Records a finished trial.
-    fn finish(&self, mut trial: TrialRecord) -> Result<TrialRecord, EngineError> {
-        trial.owner = None;
-        trial.finished = Some(store::now());
-        self.run.store.write(|t| -> Result<(), StoreError> {
-            let mut stage = t.stage(self.name)?.expect("recovery writes every stage");
-            stage.running = stage.running.saturating_sub(1);
-            stage.finished_trials += 1;
-            t.put_trial(&trial)?;
-            t.put_stage(&stage)?;
-            let what = match (&trial.error, &trial.valid) {
-                (Some(error), _) => format!("{}: {error}", trial.status.name()),
-                (None, Some(valid)) => format!("{}: {}", trial.status.name(), valid.headline()),
-                (None, None) => trial.status.name().to_string(),
-            };
-            t.log(Some(self.name), Some(trial.id), what)
+            Ok(Ok(Some((trial, searcher_seconds))))
         })?;
-        Ok(trial)
+        claimed.map_err(EngineError::Stage)
     }
 
     /// Puts an interrupted trial back at the head of the queue.

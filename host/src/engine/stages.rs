@@ -121,7 +121,7 @@ fn retrain(run: &Run, name: &str, source: &str) -> Result<Option<String>, Engine
     config.epochs = epochs;
     let device = run.device()?;
     let id = run.store.write(|t| t.next_trial_id())?;
-    (run.report)(EngineEvent::TrialStarted { stage: name.into(), trainer: 0, trial: id, arch: best.arch_key() });
+    (run.report)(EngineEvent::TrialStarted { stage: name.into(), trainer: 0, trial: id, arch: best.arch_key(), searcher_seconds: 0.0 });
     let mut on_event = |event: train::TrainEvent<'_>| {
         if let train::TrainEvent::Epoch(r) = event {
             (run.report)(EngineEvent::TrialEpoch { trainer: 0, trial: id, epoch: r.epoch, epochs });

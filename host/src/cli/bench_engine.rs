@@ -1,0 +1,168 @@
+//! `msh bench engine` and `msh bench trainers`: the engine's own cost per trial with the
+//! table trainer, memory over a long run, and trials per minute with one vs two trainers.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use msh::engine::{self, EngineEvent, RunEnd, RunOptions};
+
+#[derive(Debug, Args)]
+pub struct BenchEngineArgs {
+    /// Trials of the table run.
+    #[arg(long, default_value_t = 2000)]
+    trials: u32,
+    /// History handed to the searcher (the workflow's `searcher.history`).
+    #[arg(long, default_value_t = 100)]
+    history: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchTrainersArgs {
+    /// Trials per run.
+    #[arg(long, default_value_t = 8)]
+    trials: u32,
+    #[arg(long, default_value_t = 3)]
+    epochs: u32,
+    /// The MNIST-1D training CSV.
+    #[arg(long, default_value = "data/mnist1d/train.csv")]
+    data: PathBuf,
+}
+
+/// Resident and peak memory of this process, in MiB (Linux).
+fn memory_mib() -> (f64, f64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok()).unwrap_or(0.0) / 1024.0
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("msh-bench-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Wall time of a run and the part of it the searcher took.
+struct Timing {
+    seconds: f64,
+    searcher_seconds: f64,
+}
+
+/// Runs a workflow in this process; calls `on_trial(n)` after the n-th finished trial.
+fn run_in_process(workflow: &Path, run_dir: &Path, trainers: Option<usize>, on_trial: impl Fn(u64) + Send + Sync + 'static) -> anyhow::Result<Timing> {
+    let finished = AtomicU64::new(0);
+    let searcher_micros = Arc::new(AtomicU64::new(0));
+    let reporter = {
+        let searcher_micros = searcher_micros.clone();
+        Arc::new(move |event: EngineEvent| match event {
+            EngineEvent::TrialFinished { .. } => on_trial(finished.fetch_add(1, Ordering::Relaxed) + 1),
+            EngineEvent::TrialStarted { searcher_seconds, .. } => {
+                searcher_micros.fetch_add((searcher_seconds * 1e6) as u64, Ordering::Relaxed);
+            }
+            _ => {}
+        })
+    };
+    let options = RunOptions { run_dir: run_dir.to_path_buf(), trainers, backend: Some(msh::train::Backend::Cpu) };
+    let start = Instant::now();
+    let end = engine::run_workflow(workflow, &options, reporter)?;
+    if end != RunEnd::Done {
+        bail!("the benchmark run ended with {end:?}");
+    }
+    Ok(Timing { seconds: start.elapsed().as_secs_f64(), searcher_seconds: searcher_micros.load(Ordering::Relaxed) as f64 / 1e6 })
+}
+
+pub fn engine(args: BenchEngineArgs) -> anyhow::Result<std::process::ExitCode> {
+    let scratch = Scratch::new("engine")?;
+    // Eight blocks, depth 1-3: every architecture is in the table.
+    let blocks: Vec<String> = (0..8).map(|i| format!("b{i}")).collect();
+    let mut table = String::from("arch,accuracy,params\n");
+    let mut archs: Vec<Vec<&str>> = blocks.iter().map(|b| vec![b.as_str()]).collect();
+    for _ in 1..3 {
+        let longer: Vec<Vec<&str>> =
+            archs.iter().filter(|a| a.len() == archs.last().map_or(0, Vec::len)).flat_map(|a| blocks.iter().map(move |b| [a.clone(), vec![b.as_str()]].concat())).collect();
+        archs.extend(longer);
+    }
+    for (i, arch) in archs.iter().enumerate() {
+        let accuracy = 0.5 + 0.45 * ((i * 7919) % 1000) as f64 / 1000.0;
+        table.push_str(&format!("\"{}\",{accuracy:.4},{}\n", arch.join(","), 1000 * arch.len()));
+    }
+    std::fs::write(scratch.0.join("table.csv"), table)?;
+    let csv = scratch.0.join("data.csv");
+    std::fs::write(&csv, "label,x\n0,1\n1,2\n0,3\n1,4\n")?;
+    let workflow = scratch.0.join("table.yaml");
+    std::fs::write(
+        &workflow,
+        format!(
+            "name: bench\ndata: {{source: 'csv:data.csv'}}\nspace: {{packs: [], blocks: [{}], min_depth: 1, max_depth: 3}}\n\
+             searcher: {{plugin: random-search, history: {}}}\ntrainers: {{kind: table, table: table.csv}}\n\
+             budget: {{trials: {}}}\nstages: {{search: {{kind: search}}}}\n",
+            blocks.join(", "),
+            args.history,
+            args.trials
+        ),
+    )?;
+    let early = Arc::new(std::sync::Mutex::new((0.0, 0.0)));
+    let tenth = (args.trials as u64 / 10).max(1);
+    let timing = {
+        let early = early.clone();
+        run_in_process(&workflow, &scratch.0.join("run"), Some(1), move |n| {
+            if n == tenth {
+                *early.lock().expect("no panics") = memory_mib();
+            }
+        })?
+    };
+    let (rss_end, peak) = memory_mib();
+    let (rss_early, _) = *early.lock().expect("no panics");
+    let per_trial = |seconds: f64| seconds * 1e3 / args.trials as f64;
+    let (all_in, searcher) = (per_trial(timing.seconds), per_trial(timing.searcher_seconds));
+    println!("table trainer, random search, history {}, {} trials: {:.2} s", args.history, args.trials, timing.seconds);
+    println!("per trial, all in                      {all_in:>8.3} ms");
+    println!("  of which the searcher's propose      {searcher:>8.3} ms");
+    println!("  engine + store                       {:>8.3} ms (target: under 1 ms)", all_in - searcher);
+    println!("resident memory after {tenth} trials       {rss_early:>8.1} MiB");
+    println!("resident memory after {} trials      {rss_end:>8.1} MiB (ratio {:.2}; peak {peak:.1} MiB)", args.trials, rss_end / rss_early.max(1.0));
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+pub fn trainers(args: BenchTrainersArgs) -> anyhow::Result<std::process::ExitCode> {
+    let data = std::fs::canonicalize(&args.data).with_context(|| format!("cannot find {} (run from the repository root or pass --data)", args.data.display()))?;
+    let scratch = Scratch::new("trainers")?;
+    let workflow = scratch.0.join("w.yaml");
+    std::fs::write(
+        &workflow,
+        format!(
+            "name: bench\nseed: 1\ndata: {{source: 'csv:{}', shape: [1, 40]}}\n\
+             space: {{blocks: [fixed_conv, resnet, max_pool], min_depth: 2, max_depth: 2}}\n\
+             searcher: {{plugin: random-search}}\ntraining: {{epochs: {}, batch_size: 64}}\n\
+             budget: {{trials: {}}}\nstages: {{search: {{kind: search}}}}\n",
+            data.display(),
+            args.epochs,
+            args.trials
+        ),
+    )?;
+    let mut rates = Vec::new();
+    for trainers in [1, 2] {
+        let seconds = run_in_process(&workflow, &scratch.0.join(format!("run{trainers}")), Some(trainers), |_| {})?.seconds;
+        let per_minute = args.trials as f64 * 60.0 / seconds;
+        println!("{trainers} trainer(s): {} trials in {seconds:.1} s, {per_minute:.1} trials/min", args.trials);
+        rates.push(per_minute);
+    }
+    println!("2 vs 1 trainers: {:.2}x (target: at least 1.8x); peak memory {:.0} MiB", rates[1] / rates[0], memory_mib().1);
+    Ok(std::process::ExitCode::SUCCESS)
+}
