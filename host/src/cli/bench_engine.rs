@@ -22,8 +22,8 @@ pub struct BenchEngineArgs {
 
 #[derive(Debug, Args)]
 pub struct BenchTrainersArgs {
-    /// Trials per run.
-    #[arg(long, default_value_t = 8)]
+    /// Trials per run (all the same architecture, so both runs do equal work).
+    #[arg(long, default_value_t = 12)]
     trials: u32,
     #[arg(long, default_value_t = 3)]
     epochs: u32,
@@ -78,7 +78,7 @@ fn run_in_process(workflow: &Path, run_dir: &Path, trainers: Option<usize>, on_t
             _ => {}
         })
     };
-    let options = RunOptions { run_dir: run_dir.to_path_buf(), trainers, backend: Some(msh::train::Backend::Cpu) };
+    let options = RunOptions { run_dir: run_dir.to_path_buf(), trainers, backend: Some(msh::train::Backend::Cpu), worker_of: None };
     let start = Instant::now();
     let end = engine::run_workflow(workflow, &options, reporter)?;
     if end != RunEnd::Done {
@@ -148,7 +148,7 @@ pub fn trainers(args: BenchTrainersArgs) -> anyhow::Result<std::process::ExitCod
         &workflow,
         format!(
             "name: bench\nseed: 1\ndata: {{source: 'csv:{}', shape: [1, 40]}}\n\
-             space: {{blocks: [fixed_conv, resnet, max_pool], min_depth: 2, max_depth: 2}}\n\
+             space: {{blocks: [fixed_conv], min_depth: 2, max_depth: 2}}\n\
              searcher: {{plugin: random-search}}\ntraining: {{epochs: {}, batch_size: 64}}\n\
              budget: {{trials: {}}}\nstages: {{search: {{kind: search}}}}\n",
             data.display(),

@@ -28,6 +28,9 @@ pub struct RunArgs {
     /// Overrides `trainers.backend`.
     #[arg(long, value_enum)]
     backend: Option<Backend>,
+    /// Internal: be one trainer of a search stage for a parent `msh run`.
+    #[arg(long, hide = true)]
+    worker_of: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -60,7 +63,20 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             Path::new("runs").join(&wf.name)
         }
     };
-    let options = RunOptions { run_dir: run_dir.clone(), trainers: args.trainers, backend: args.backend };
+    let options = RunOptions { run_dir: run_dir.clone(), trainers: args.trainers, backend: args.backend, worker_of: args.worker_of.clone() };
+    if options.worker_of.is_some() {
+        // Events go to the parent as JSON lines.
+        let reporter = Arc::new(|event: EngineEvent| {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{}", serde_json::to_string(&event).expect("events serialise"));
+            let _ = out.flush();
+        });
+        return Ok(match engine::run_workflow(&args.workflow, &options, reporter)? {
+            RunEnd::Interrupted => ExitCode::from(130),
+            _ => ExitCode::SUCCESS,
+        });
+    }
     eprintln!("msh: running {} in {}", args.workflow.display(), run_dir.display());
     let display = Arc::new(Mutex::new(Display::new()));
     let reporter = {

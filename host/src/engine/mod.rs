@@ -30,10 +30,14 @@ pub struct RunOptions {
     pub trainers: Option<usize>,
     /// Overrides `trainers.backend`.
     pub backend: Option<Backend>,
+    /// Work as one extra trainer of this search stage for a parent `msh run` (which
+    /// reads the events this process prints) and run nothing else.
+    pub worker_of: Option<String>,
 }
 
-/// What the engine reports as it goes, for progress bars and logs.
-#[derive(Debug, Clone)]
+/// What the engine reports as it goes, for progress bars and logs. Worker processes send
+/// theirs to the parent as JSON lines.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum EngineEvent {
     StageStarted { stage: String, kind: StageKind, trials: Option<u64>, done: u64 },
     StageFinished { stage: String, state: StageState, message: String },
@@ -84,11 +88,14 @@ pub enum RunEnd {
 /// Everything the stages of one run share.
 pub(crate) struct Run {
     pub workflow: Workflow,
+    pub workflow_path: PathBuf,
     pub resolved: Resolved,
     pub store: Store,
     pub dir: PathBuf,
     pub trainers: usize,
     pub backend: Backend,
+    /// Set in worker processes: which search stage this process helps with.
+    pub worker_of: Option<String>,
     pub owner: Owner,
     pub stop: AtomicBool,
     pub report: Reporter,
@@ -211,6 +218,8 @@ pub fn run_workflow(path: &Path, options: &RunOptions, report: Reporter) -> Resu
         trainers: options.trainers.unwrap_or(wf.trainers.count).max(1),
         backend: options.backend.unwrap_or(wf.trainers.backend),
         workflow: wf,
+        workflow_path: path.to_path_buf(),
+        worker_of: options.worker_of.clone(),
         resolved,
         store,
         dir: options.run_dir.clone(),
@@ -228,6 +237,18 @@ pub fn run_workflow(path: &Path, options: &RunOptions, report: Reporter) -> Resu
         .enable_all()
         .build()
         .map_err(|e| EngineError::Stage(format!("cannot start the runtime: {e}")))?;
+    if let Some(stage) = &options.worker_of {
+        if run.workflow.stages.get(stage).is_none_or(|s| s.kind != StageKind::Search) {
+            return Err(EngineError::Stage(format!("`{stage}` is not a search stage of {}", path.display())));
+        }
+        // The parent closes our stdin to stop us (and so does its death).
+        let watched = run.clone();
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+            watched.stop.store(true, Ordering::Relaxed);
+        });
+        return Ok(if search::run_search(&run, stage)? { RunEnd::Done } else { RunEnd::Interrupted });
+    }
     runtime.block_on(run_stages(run))
 }
 

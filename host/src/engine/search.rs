@@ -73,15 +73,32 @@ pub fn run_search(run: &Arc<Run>, name: &str) -> Result<bool, EngineError> {
         done,
     });
 
+    // burn's autodiff serialises the threads of one process on a global lock, so extra
+    // trainers of burn searches are worker processes; each trains in its own process.
+    let mut helpers = if run.trainers > 1 && run.worker_of.is_none() && wf.trainers.kind == TrainerKind::Burn {
+        spawn_helpers(run, name, run.trainers - 1)?
+    } else {
+        Vec::new()
+    };
+    let local = if helpers.is_empty() { run.trainers } else { 1 };
     loop {
         let results: Vec<Result<(), EngineError>> = std::thread::scope(|scope| {
-            let workers: Vec<_> = (0..run.trainers).map(|i| scope.spawn({
+            let workers: Vec<_> = (0..local).map(|i| scope.spawn({
                 let search = &search;
                 move || search.work(i)
             })).collect();
             workers.into_iter().map(|w| w.join().unwrap_or_else(|_| Err(EngineError::Stage("a trainer panicked".into())))).collect()
         });
         let failed = results.into_iter().find_map(Result::err);
+        if failed.is_some() || run.stopping() {
+            // Closing their stdin stops the helpers; they requeue what they were training.
+            for helper in &mut helpers {
+                helper.stdin.take();
+            }
+        }
+        for helper in helpers.drain(..) {
+            helper.join(run);
+        }
         if failed.is_some() || run.stopping() || !search.wait_for_others()? {
             let session = search.started.elapsed().as_secs_f64();
             run.store.write(|t| -> Result<(), StoreError> {
@@ -110,6 +127,70 @@ pub fn run_search(run: &Arc<Run>, name: &str) -> Result<bool, EngineError> {
     })?;
     (run.report)(EngineEvent::StageFinished { stage: name.into(), state: StageState::Done, message });
     Ok(true)
+}
+
+/// A worker process training for this stage, and the thread relaying its events.
+struct Helper {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    relay: std::thread::JoinHandle<()>,
+}
+
+impl Helper {
+    fn join(mut self, run: &Run) {
+        let _ = self.relay.join();
+        match self.child.wait() {
+            Ok(status) if status.success() || status.code() == Some(130) => {}
+            Ok(status) => run.note(format!("a trainer process ended with {status}")),
+            Err(e) => run.note(format!("a trainer process could not be waited for: {e}")),
+        }
+    }
+}
+
+/// Starts `count` worker processes (`msh run --worker-of STAGE`) as trainers 1..=count.
+fn spawn_helpers(run: &Arc<Run>, stage: &str, count: usize) -> Result<Vec<Helper>, EngineError> {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let exe = std::env::current_exe().map_err(|e| EngineError::Stage(format!("cannot find the msh binary to start trainers: {e}")))?;
+    let backend = clap::ValueEnum::to_possible_value(&run.backend).map(|v| v.get_name().to_string()).unwrap_or_else(|| "auto".into());
+    let mut helpers = Vec::with_capacity(count);
+    for index in 1..=count {
+        let mut child = Command::new(&exe)
+            .arg("run")
+            .arg(&run.workflow_path)
+            .arg("--run-dir")
+            .arg(&run.dir)
+            .args(["--trainers", "1", "--backend", &backend, "--worker-of", stage])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| EngineError::Stage(format!("cannot start trainer process {}: {e}", exe.display())))?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let relay = std::thread::spawn({
+            let run = run.clone();
+            move || {
+                for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                    let Ok(event) = serde_json::from_str::<EngineEvent>(&line) else { continue };
+                    match event {
+                        EngineEvent::TrialStarted { stage, trial, arch, searcher_seconds, .. } => {
+                            (run.report)(EngineEvent::TrialStarted { stage, trainer: index, trial, arch, searcher_seconds })
+                        }
+                        EngineEvent::TrialEpoch { trial, epoch, epochs, .. } => {
+                            (run.report)(EngineEvent::TrialEpoch { trainer: index, trial, epoch, epochs })
+                        }
+                        EngineEvent::TrialFinished { stage, trial, .. } => {
+                            (run.report)(EngineEvent::TrialFinished { stage, trainer: index, trial })
+                        }
+                        EngineEvent::Note(text) => run.note(format!("trainer {index}: {text}")),
+                        EngineEvent::StageStarted { .. } | EngineEvent::StageFinished { .. } => {}
+                    }
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        helpers.push(Helper { child, stdin, relay });
+    }
+    Ok(helpers)
 }
 
 impl Search<'_> {
@@ -218,8 +299,12 @@ impl Search<'_> {
                 }
                 history.refresh(t)?;
                 let past = history.view();
+                // Each call gets its own seed: two trainers asking with the same history
+                // must not be handed the same proposal.
+                let id = t.next_trial_id()?;
+                let context = types::Context { seed: self.context.seed ^ id.wrapping_mul(0x9e37_79b9_7f4a_7c15), ..self.context.clone() };
                 let asked = Instant::now();
-                let proposal = match self.searcher.propose(&self.context, &run.resolved.space, &past, 1) {
+                let proposal = match self.searcher.propose(&context, &run.resolved.space, &past, 1) {
                     Ok(proposal) => proposal,
                     Err(e) => return Ok(Err(format!("search stage `{}`: {e}", self.name))),
                 };
@@ -228,7 +313,6 @@ impl Search<'_> {
                     run.note(format!("search stage `{}`: the searcher has nothing more to propose", self.name));
                     return Ok(Ok(None));
                 };
-                let id = t.next_trial_id()?;
                 t.log(Some(self.name), Some(id), "proposed")?;
                 new_trial(id, self.name, proposal)
             };
