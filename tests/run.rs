@@ -294,3 +294,34 @@ fn the_table_trainer_looks_metrics_up_and_fails_missing_architectures() {
     let best = json(&["best", run_dir.to_str().unwrap(), "--json"]);
     assert_eq!(best["valid"]["accuracy"].as_f64(), Some(top), "{best:#}");
 }
+
+#[test]
+fn diverging_trials_are_recorded_as_such_and_the_stage_still_finishes() {
+    let dir = TempDir::new();
+    let workflow = dir.path().join("w.yaml");
+    let iris = common::root().join("data/iris/iris.csv");
+    std::fs::write(
+        &workflow,
+        format!(
+            "name: diverge\ndata: {{source: 'csv:{}'}}\nspace: {{blocks: [dense, dense_bn], max_depth: 2}}\n\
+             searcher: {{plugin: random-search}}\ntraining: {{epochs: 3, learning_rate: 1.0e9, optimizer: sgd}}\n\
+             trainers: {{backend: cpu}}\nbudget: {{trials: 3}}\nstages: {{search: {{kind: search}}, export: {{kind: export, needs: [search]}}}}\n",
+            iris.display()
+        ),
+    )
+    .unwrap();
+    let run_dir = dir.path().join("run");
+    let out = run(&["run", workflow.to_str().unwrap(), "--run-dir", run_dir.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Every trial diverged: the search is done, the export has nothing to export.
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("search stage `search` has no completed trial to use"), "{stderr}");
+    let all = trials(run_dir.to_str().unwrap());
+    assert_eq!(all.len(), 3);
+    for t in &all {
+        assert_eq!(t["status"], "diverged", "{t:#}");
+        assert!(t["error"].as_str().unwrap().contains("loss became"), "{t:#}");
+    }
+    let status = json(&["status", run_dir.to_str().unwrap(), "--json"]);
+    assert_eq!(status["trials"]["diverged"], 3);
+}

@@ -22,6 +22,9 @@ fn open(run: &Path) -> anyhow::Result<Store> {
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     run: PathBuf,
+    /// Also show the last N lines of the run's event log (times since the run began).
+    #[arg(long, default_value_t = 0)]
+    events: usize,
     #[arg(long)]
     json: bool,
 }
@@ -81,6 +84,12 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(eta) = eta {
         println!("eta        about {:.0} min ({left} trials left at {mean:.0}s each on {trainers} trainer(s))", (eta / 60.0).ceil());
+    }
+    let events = store.events()?;
+    for event in &events[events.len().saturating_sub(args.events)..] {
+        let stage = event.stage.as_deref().map(|s| format!("[{s}] ")).unwrap_or_default();
+        let trial = event.trial.map(|t| format!("trial {t}: ")).unwrap_or_default();
+        println!("event      +{:.1}s {stage}{trial}{}", event.time - meta.created, event.message);
     }
     Ok(ExitCode::SUCCESS)
 }
