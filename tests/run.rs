@@ -325,3 +325,24 @@ fn diverging_trials_are_recorded_as_such_and_the_stage_still_finishes() {
     let status = json(&["status", run_dir.to_str().unwrap(), "--json"]);
     assert_eq!(status["trials"]["diverged"], 3);
 }
+
+#[test]
+fn snapshot_weight_sharing_records_what_children_inherit() {
+    let dir = TempDir::new();
+    let workflow = dir.path().join("w.yaml");
+    std::fs::write(&workflow, mnist1d_workflow(6, 2, 1, "") + "weight_sharing: {mode: snapshot}\n").unwrap();
+    let run_dir = dir.path().join("run");
+    let out = run(&["run", workflow.to_str().unwrap(), "--run-dir", run_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let all = trials(run_dir.to_str().unwrap());
+    let mut inheriting = 0;
+    for t in &all {
+        let inherited = t["inherited"].as_u64().unwrap();
+        match t["parent"].as_u64() {
+            None => assert_eq!(inherited, 0, "a root starts fresh: {t:#}"),
+            Some(_) => inheriting += usize::from(inherited > 0),
+        }
+        assert!(inherited <= t["parameters"].as_u64().unwrap(), "{t:#}");
+    }
+    assert!(inheriting >= 2, "children start from their parents: {all:#?}");
+}

@@ -127,7 +127,7 @@ fn retrain(run: &Run, name: &str, source: &str) -> Result<Option<String>, Engine
             (run.report)(EngineEvent::TrialEpoch { trainer: 0, trial: id, epoch: r.epoch, epochs });
         }
     };
-    let trained = train::train_until(&meta.spec, &merged, &config, &device.device, &mut on_event, &run.stop)
+    let trained = train::train_until(&meta.spec, &merged, &config, &device.device, &[], &mut on_event, &run.stop)
         .map_err(|e| EngineError::Stage(format!("retraining trial {}: {e}", best.id)))?;
     let mut trial = TrialRecord {
         id,

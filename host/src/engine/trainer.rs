@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 use super::{EngineError, EngineEvent, Run};
 use crate::graph::{Architecture, infer_block};
-use crate::model::ModelSpec;
+use crate::workflow::SharingMode;
+use crate::model::{Donor, ModelSpec};
 use crate::plugin::types;
 use crate::store::{TrialRecord, TrialStatus};
 use crate::train::{self, Checkpoint, CheckpointMeta, Metrics, Outcome, TrainEvent};
@@ -127,6 +128,39 @@ impl Trainer {
     }
 }
 
+/// The checkpoints a trial starts from, per the workflow's `weight_sharing`.
+fn donors(run: &Run, trial: &TrialRecord) -> Result<Vec<Donor>, EngineError> {
+    let sharing = run.workflow.weight_sharing;
+    let weights = |t: &TrialRecord| t.checkpoint.as_ref().map(|c| Checkpoint::new(run.dir.join(c)).weights());
+    Ok(match sharing.mode {
+        SharingMode::None => Vec::new(),
+        SharingMode::Snapshot => match trial.parent {
+            Some(parent) => weights(&run.store.trial(parent)?).map(|w| Donor { weights: w, weight: 1.0 }).into_iter().collect(),
+            None => Vec::new(),
+        },
+        SharingMode::Average | SharingMode::LossWeighted => {
+            let mut done: Vec<TrialRecord> = run
+                .store
+                .trials()?
+                .into_iter()
+                .filter(|t| t.stage == trial.stage && t.status == TrialStatus::Completed && t.checkpoint.is_some())
+                .collect();
+            done.sort_by(|a, b| b.finished.unwrap_or(0.0).total_cmp(&a.finished.unwrap_or(0.0)));
+            done.iter()
+                .take(sharing.donors)
+                .enumerate()
+                .filter_map(|(age, t)| {
+                    let mut weight = sharing.discount.powi(age as i32);
+                    if sharing.mode == SharingMode::LossWeighted {
+                        weight /= t.objective.filter(|o| *o > 0.0)?;
+                    }
+                    weights(t).map(|w| Donor { weights: w, weight })
+                })
+                .collect()
+        }
+    })
+}
+
 /// Where a trial's checkpoint lives, relative to the run directory.
 pub fn checkpoint_dir(id: u64) -> PathBuf {
     PathBuf::from("trials").join(id.to_string())
@@ -152,6 +186,7 @@ fn train_trial(run: &Run, trainer: usize, trial: &mut TrialRecord) -> Result<boo
     let config = run.workflow.trial_config(&trial.hparams, seed);
     let epochs = config.epochs;
     let id = trial.id;
+    let donors = donors(run, trial)?;
     let mut on_event = |event: TrainEvent<'_>| {
         if let TrainEvent::Epoch(report) = event {
             (run.report)(EngineEvent::TrialEpoch { trainer, trial: id, epoch: report.epoch, epochs });
@@ -159,7 +194,7 @@ fn train_trial(run: &Run, trainer: usize, trial: &mut TrialRecord) -> Result<boo
     };
     // A panic inside burn fails this trial, not the run.
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        train::train_until(&spec, &splits, &config, &device.device, &mut on_event, &run.stop)
+        train::train_until(&spec, &splits, &config, &device.device, &donors, &mut on_event, &run.stop)
     }));
     let trained = match result {
         Ok(Ok(trained)) => trained,
@@ -174,6 +209,7 @@ fn train_trial(run: &Run, trainer: usize, trial: &mut TrialRecord) -> Result<boo
         }
     };
     trial.parameters = trained.parameters as u64;
+    trial.inherited = trained.inherited as u64;
     trial.epochs = trained.epochs.len() as u32;
     trial.best_epoch = trained.best_epoch as u32;
     trial.train_seconds = trained.train_time.as_secs_f64();

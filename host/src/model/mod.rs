@@ -4,6 +4,7 @@
 //! the graph, 1-based) and `head.weight`, so weights can be matched between architectures.
 
 mod node;
+mod transfer;
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::nn::{Linear, LinearConfig};
@@ -12,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::graph::{Architecture, BlockGraph, GraphError, Shape, infer_block};
 use node::{NodeModule, Value};
+pub use transfer::{Donor, TransferError, inherit};
 
 /// What a model predicts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -52,6 +52,11 @@ impl Checkpoint {
         Self { dir: dir.into() }
     }
 
+    /// The weights file.
+    pub fn weights(&self) -> PathBuf {
+        self.dir.join(WEIGHTS_FILE)
+    }
+
     /// Writes the meta data and the model's weights.
     pub fn save(&self, model: &Model, meta: &CheckpointMeta) -> Result<(), CheckpointError> {
         let write_err = |path: &Path, source| CheckpointError::Write { path: path.to_path_buf(), source };

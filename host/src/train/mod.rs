@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::{Dataset, Splits};
 use crate::graph::GraphError;
-use crate::model::{Model, ModelSpec, Task};
+use crate::model::{Donor, Model, ModelSpec, Task, inherit};
 
 /// Optimisers Model Search's trainers offer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
@@ -152,6 +152,8 @@ pub enum TrainError {
     Graph(#[from] GraphError),
     #[error("the architecture expects samples of shape {expected:?}, the data set has {found:?}")]
     Shape { expected: Vec<usize>, found: Vec<usize> },
+    #[error(transparent)]
+    Transfer(#[from] crate::model::TransferError),
 }
 
 /// What happened during one epoch.
@@ -190,6 +192,8 @@ pub struct Trained {
     pub epochs: Vec<EpochReport>,
     pub best_epoch: usize,
     pub parameters: usize,
+    /// Values taken from donors' weights (weight sharing) rather than initialised.
+    pub inherited: usize,
     pub train_time: Duration,
 }
 
@@ -201,15 +205,17 @@ pub fn train(
     device: &Device,
     on_event: &mut dyn FnMut(TrainEvent<'_>),
 ) -> Result<Trained, TrainError> {
-    train_until(spec, splits, config, device, on_event, &AtomicBool::new(false))
+    train_until(spec, splits, config, device, &[], on_event, &AtomicBool::new(false))
 }
 
-/// `train`, stopping after the current batch once `stop` is set.
+/// `train`, starting from the donors' weights where paths and shapes match, and stopping
+/// after the current batch once `stop` is set.
 pub fn train_until(
     spec: &ModelSpec,
     splits: &Splits,
     config: &TrainConfig,
     device: &Device,
+    donors: &[Donor],
     on_event: &mut dyn FnMut(TrainEvent<'_>),
     stop: &AtomicBool,
 ) -> Result<Trained, TrainError> {
@@ -220,7 +226,7 @@ pub fn train_until(
     let started = Instant::now();
     let device = device.clone().autodiff();
     device.seed(config.seed);
-    let mut model = Model::new(spec, &device)?;
+    let (mut model, inherited) = inherit(Model::new(spec, &device)?, donors)?;
     let parameters = model.parameter_count();
     let mut optimizer = config.optimizer();
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(config.seed ^ 0x9e37_79b9_7f4a_7c15);
@@ -278,7 +284,7 @@ pub fn train_until(
         Some((_, epoch, model)) => (epoch, model),
         None => (0, model.valid()),
     };
-    Ok(Trained { model, outcome, epochs, best_epoch, parameters, train_time: started.elapsed() })
+    Ok(Trained { model, outcome, epochs, best_epoch, parameters, inherited, train_time: started.elapsed() })
 }
 
 /// Builds `[batch, features]` inputs and the matching targets for the samples at `indices`.

@@ -58,7 +58,51 @@ pub struct Workflow {
     pub budget: Budget,
     #[serde(default)]
     pub limits: Limits,
+    /// How trials start from earlier trials' weights.
+    #[serde(default)]
+    pub weight_sharing: WeightSharing,
     pub stages: BTreeMap<String, Stage>,
+}
+
+/// Where a new trial's initial weights come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SharingMode {
+    /// Fresh initialisation.
+    #[default]
+    None,
+    /// Copy from the parent every parameter whose path and shape match.
+    Snapshot,
+    /// Average over recent completed trials that have the parameter.
+    Average,
+    /// Like `average`, each donor weighted by 1 / its validation loss.
+    LossWeighted,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightSharing {
+    #[serde(default)]
+    pub mode: SharingMode,
+    /// Averages: the k-th most recent donor counts `discount^k`.
+    #[serde(default = "default_discount")]
+    pub discount: f64,
+    /// Averages: at most this many donors, the most recent.
+    #[serde(default = "default_donors")]
+    pub donors: usize,
+}
+
+fn default_discount() -> f64 {
+    0.9
+}
+fn default_donors() -> usize {
+    5
+}
+
+impl Default for WeightSharing {
+    fn default() -> Self {
+        Self { mode: SharingMode::None, discount: default_discount(), donors: default_donors() }
+    }
 }
 
 fn schema_version() -> u32 {

@@ -136,6 +136,19 @@ pub fn resolve(source: &Source, wf: &Workflow, host: &PluginHost, store: &PackSt
         (TrainerKind::Burn, None) => None,
     };
 
+    let sharing = &wf.weight_sharing;
+    if sharing.mode != super::SharingMode::None {
+        if trainers.kind == TrainerKind::Table {
+            return Err(err(&[Key("weight_sharing"), Key("mode")], None, "weight sharing needs `kind: burn` trainers".into()));
+        }
+        if !(sharing.discount > 0.0 && sharing.discount <= 1.0) {
+            return Err(err(&[Key("weight_sharing"), Key("discount")], None, format!("`discount` must be in (0, 1], got {}", sharing.discount)));
+        }
+        if sharing.donors == 0 {
+            return Err(err(&[Key("weight_sharing"), Key("donors")], None, "`donors` must be at least 1".into()));
+        }
+    }
+
     // Packs and blocks.
     let mut packs = Vec::new();
     let mut offered: BTreeMap<String, usize> = BTreeMap::new();
