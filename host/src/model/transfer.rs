@@ -47,7 +47,7 @@ fn f32_values(bytes: &[u8]) -> Vec<f32> {
 
 /// Loads into `model` every parameter the donors have at the same path and shape
 /// (averaged with the donors' weights where several have it). Returns the model and the
-/// number of values it inherited.
+/// number of trainable values it inherited.
 pub fn inherit(model: Model, donors: &[Donor]) -> Result<(Model, usize), TransferError> {
     if donors.is_empty() {
         return Ok((model, 0));
@@ -76,7 +76,11 @@ pub fn inherit(model: Model, donors: &[Donor]) -> Result<(Model, usize), Transfe
                     *m += w / total * *v as f64;
                 }
             }
-            inherited += mean.len();
+            // Counted like `Model::parameter_count`: batch-norm running statistics are
+            // copied but are not trainable parameters.
+            if !name.contains(".running_") {
+                inherited += mean.len();
+            }
             Bytes::from_elems(mean.into_iter().map(|v| v as f32).collect::<Vec<f32>>())
         };
         tensors.push(PackTensor::new(name, dtype, shape, id, bytes));
