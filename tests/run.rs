@@ -17,7 +17,7 @@ fn trials(run_dir: &str) -> Vec<Value> {
 fn search_with_two_trainers_records_lineage_and_exports_a_model_that_predicts_as_recorded() {
     let dir = TempDir::new();
     let workflow = dir.path().join("w.yaml");
-    let extra = "  ensemble: {kind: ensemble, needs: [search], top_k: 3}\n  export: {kind: export, needs: [search], dir: best}\n";
+    let extra = "  ensemble: {kind: ensemble, needs: [search], top_k: 3, method: weighted}\n  export: {kind: export, needs: [search], dir: best}\n";
     std::fs::write(&workflow, mnist1d_workflow(8, 3, 2, extra)).unwrap();
     let run_dir = dir.path().join("run");
     let run_dir_text = run_dir.to_str().unwrap();
@@ -27,7 +27,8 @@ fn search_with_two_trainers_records_lineage_and_exports_a_model_that_predicts_as
     // Both trainers worked.
     assert!(stderr.contains("on trainer 0") && stderr.contains("on trainer 1"), "{stderr}");
 
-    let all = trials(run_dir_text);
+    let everything = trials(run_dir_text);
+    let all: Vec<Value> = everything.iter().filter(|t| t["stage"] == "search").cloned().collect();
     assert_eq!(all.len(), 8, "the budget is 8 trials");
     let ids: Vec<u64> = all.iter().map(|t| t["id"].as_u64().unwrap()).collect();
     for t in &all {
@@ -42,7 +43,7 @@ fn search_with_two_trainers_records_lineage_and_exports_a_model_that_predicts_as
     assert!(children >= 4, "beam search mutates recorded trials ({children} children)");
 
     let status = json(&["status", run_dir_text, "--json"]);
-    assert_eq!(status["trials"]["completed"], 8, "{status:#}");
+    assert_eq!(status["trials"]["completed"], 9, "8 trials and the ensemble: {status:#}");
     let states: BTreeMap<String, String> = status["stages"]
         .as_array()
         .unwrap()
@@ -50,18 +51,23 @@ fn search_with_two_trainers_records_lineage_and_exports_a_model_that_predicts_as
         .map(|s| (s["name"].as_str().unwrap().to_string(), s["state"].as_str().unwrap().to_string()))
         .collect();
     assert_eq!(states.values().filter(|s| *s == "done").count(), 3, "{states:?}");
-    let ensemble = std::fs::read_to_string(run_dir.join("ensembles/ensemble.json")).unwrap();
-    assert!(ensemble.contains("\"members\""), "{ensemble}");
+    // The ensemble is recorded like a trial, with its members and their learned weights.
+    let ensemble = everything.iter().find(|t| t["stage"] == "ensemble").expect("an ensemble record");
+    let members = ensemble["members"].as_array().unwrap();
+    assert!(!members.is_empty() && members.len() <= 3, "{ensemble:#}");
+    assert!(members.iter().all(|m| ids.contains(&m[0].as_u64().unwrap())), "{ensemble:#}");
+    assert!(run_dir.join("ensembles/ensemble/ensemble.json").is_file());
 
-    // The best trial has the lowest validation loss.
-    let best_objective = all.iter().map(|t| t["objective"].as_f64().unwrap()).fold(f64::INFINITY, f64::min);
+    // The best model (trial or ensemble) has the lowest validation loss.
+    let best_objective = everything.iter().map(|t| t["objective"].as_f64().unwrap()).fold(f64::INFINITY, f64::min);
     let export = dir.path().join("exported");
     let best = json(&["best", run_dir_text, "--export", export.to_str().unwrap(), "--json"]);
     assert_eq!(best["objective"].as_f64().unwrap(), best_objective);
     assert_eq!(status["best"]["id"], best["id"]);
     // The export stage wrote the same trial.
     let staged: Value = serde_json::from_slice(&std::fs::read(run_dir.join("best/trial.json")).unwrap()).unwrap();
-    assert_eq!(staged["id"], best["id"]);
+    let best_search = all.iter().min_by(|a, b| a["objective"].as_f64().unwrap().total_cmp(&b["objective"].as_f64().unwrap())).unwrap();
+    assert_eq!(staged["id"], best_search["id"]);
 
     // The exported model reloads and predicts the test set with the recorded accuracy.
     let test_csv = common::root().join("data/mnist1d/test.csv");
@@ -73,8 +79,11 @@ fn search_with_two_trainers_records_lineage_and_exports_a_model_that_predicts_as
     // The run directory predicts with its best model too.
     let from_run = json(&["predict", run_dir_text, "--data", &data, "--json", "--backend", "cpu"]);
     assert_eq!(from_run["metrics"]["accuracy"].as_f64().unwrap(), recorded);
-    // And `msh train` reads the exported architecture.
-    let arch = export.join("architecture.yaml");
+    // The export stage's single model predicts as recorded too, and `msh train` reads its
+    // architecture.
+    let staged_prediction = json(&["predict", run_dir.join("best").to_str().unwrap(), "--data", &data, "--json", "--backend", "cpu"]);
+    assert_eq!(staged_prediction["metrics"]["accuracy"], staged["test"]["accuracy"]);
+    let arch = run_dir.join("best/architecture.yaml");
     let trained = common::train_json(&[
         "--data",
         &format!("csv:{}", common::root().join("data/mnist1d/train.csv").display()),
@@ -85,7 +94,7 @@ fn search_with_two_trainers_records_lineage_and_exports_a_model_that_predicts_as
         "--epochs",
         "1",
     ]);
-    assert_eq!(trained["parameters"], best["parameters"]);
+    assert_eq!(trained["parameters"], staged["parameters"]);
 }
 
 /// Waits until at least `n` trials are completed; panics after `limit`.
@@ -345,4 +354,45 @@ fn snapshot_weight_sharing_records_what_children_inherit() {
         assert!(inherited <= t["parameters"].as_u64().unwrap(), "{t:#}");
     }
     assert!(inheriting >= 2, "children start from their parents: {all:#?}");
+}
+
+#[test]
+fn ensembles_beat_their_best_member_and_export_and_predict_like_trials() {
+    let dir = TempDir::new();
+    let workflow = dir.path().join("w.yaml");
+    let methods = ["average", "weighted", "greedy", "non_adaptive", "adaptive"];
+    let stages: String = methods
+        .iter()
+        .map(|m| format!("  {m}: {{kind: ensemble, needs: [search], method: {m}, top_k: 4, width: 3, every: 2}}\n"))
+        .collect();
+    std::fs::write(&workflow, mnist1d_workflow(8, 3, 1, &stages)).unwrap();
+    let run_dir = dir.path().join("run");
+    let run_dir_text = run_dir.to_str().unwrap();
+    let out = run(&["run", workflow.to_str().unwrap(), "--run-dir", run_dir_text]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let all = trials(run_dir_text);
+    let by_id = |id: u64| all.iter().find(|t| t["id"].as_u64() == Some(id)).unwrap();
+    let data = format!("csv:{}", common::root().join("data/mnist1d/test.csv").display());
+    for method in methods {
+        let ensemble = all.iter().find(|t| t["stage"] == method).unwrap_or_else(|| panic!("no {method} ensemble"));
+        let members = ensemble["members"].as_array().unwrap();
+        let best_member = members.iter().map(|m| by_id(m[0].as_u64().unwrap())["objective"].as_f64().unwrap()).fold(f64::INFINITY, f64::min);
+        let loss = ensemble["objective"].as_f64().unwrap();
+        eprintln!(
+            "{method}: {} members, valid loss {loss:.4} (best member {best_member:.4}), test accuracy {}",
+            members.len(),
+            ensemble["test"]["accuracy"]
+        );
+        // Learned weights and greedy selection can always fall back to the best member alone.
+        if matches!(method, "weighted" | "greedy") {
+            assert!(loss <= best_member + 1e-4, "{method}: {loss} vs best member {best_member}");
+        }
+        // Exported like a trial; predicts the test split with the recorded accuracy.
+        let export = dir.path().join(format!("export-{method}"));
+        json(&["best", run_dir_text, "--stage", method, "--export", export.to_str().unwrap(), "--json"]);
+        assert!(export.join("ensemble.json").is_file() && export.join("members").is_dir());
+        let predicted = json(&["predict", export.to_str().unwrap(), "--data", &data, "--json", "--backend", "cpu"]);
+        let recorded = ensemble["test"]["accuracy"].as_f64().unwrap();
+        assert!((predicted["metrics"]["accuracy"].as_f64().unwrap() - recorded).abs() < 1e-9, "{method}: {predicted:#}");
+    }
 }

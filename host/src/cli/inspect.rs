@@ -9,7 +9,7 @@ use msh::data::{self, DataSpec, LabelColumn, Source};
 use msh::engine::{best_trial, export_trial};
 use msh::model::Task;
 use msh::store::{StageState, Store, TrialRecord, TrialStatus};
-use msh::train::{self, Backend, Checkpoint};
+use msh::train::{self, Backend, Predictor};
 use serde_json::json;
 
 fn open(run: &Path) -> anyhow::Result<Store> {
@@ -139,6 +139,9 @@ pub fn trials(args: TrialsArgs) -> anyhow::Result<ExitCode> {
 #[derive(Debug, Args)]
 pub struct BestArgs {
     run: PathBuf,
+    /// The best of this stage only (e.g. an ensemble or distill stage).
+    #[arg(long)]
+    stage: Option<String>,
     /// Write the model (model.json, weights.bpk, architecture.yaml, trial.json) here.
     #[arg(long)]
     export: Option<PathBuf>,
@@ -148,8 +151,11 @@ pub struct BestArgs {
 
 pub fn best(args: BestArgs) -> anyhow::Result<ExitCode> {
     let store = open(&args.run)?;
-    let Some(best) = best_trial(&store, None)? else {
-        bail!("{}: no completed trial yet", args.run.display());
+    let Some(best) = best_trial(&store, args.stage.as_deref())? else {
+        match &args.stage {
+            Some(stage) => bail!("{}: stage `{stage}` has no completed trial", args.run.display()),
+            None => bail!("{}: no completed trial yet", args.run.display()),
+        }
     };
     if let Some(dest) = &args.export {
         export_trial(&args.run, &best, dest)?;
@@ -165,7 +171,8 @@ pub fn best(args: BestArgs) -> anyhow::Result<ExitCode> {
 
 #[derive(Debug, Args)]
 pub struct PredictArgs {
-    /// A run directory (its best trial) or an exported/saved model directory.
+    /// A run directory (its best trial or ensemble), or an exported or saved model or
+    /// ensemble directory.
     model: PathBuf,
     /// Samples: csv:PATH, cifar10:DIR or images:DIR (labels, when present, give metrics).
     #[arg(long)]
@@ -190,12 +197,14 @@ pub fn predict(args: PredictArgs) -> anyhow::Result<ExitCode> {
         let store = open(&args.model)?;
         let best = best_trial(&store, None)?.with_context(|| format!("{}: no completed trial yet", args.model.display()))?;
         let checkpoint = best.checkpoint.with_context(|| format!("trial {} has no model (table trainer)", best.id))?;
+        // An ensemble's directory holds `ensemble.json`; a trial's, its checkpoint.
         args.model.join(checkpoint)
     } else {
         args.model.clone()
     };
     let device = args.backend.select()?;
-    let (model, meta) = Checkpoint::new(&dir).load(&device.device)?;
+    let predictor = Predictor::load(&dir, &device.device)?;
+    let meta = &predictor.meta;
     let spec = DataSpec { label: args.label.clone(), header: !args.no_header, ..DataSpec::new(args.data.clone()) };
     let mut samples = data::read(&args.data, &spec).with_context(|| format!("cannot load data {}", args.data))?;
     let expected: usize = meta.spec.input_shape.iter().product();
@@ -205,7 +214,7 @@ pub fn predict(args: PredictArgs) -> anyhow::Result<ExitCode> {
     samples.shape = meta.spec.input_shape.clone();
     let task = meta.spec.task;
     meta.normalization.apply(&mut samples, task);
-    let outputs = train::predict(&model, &samples.features, samples.sample_len());
+    let outputs = predictor.predict(&samples.features, samples.sample_len());
     let metrics = train::metrics_of(&outputs, &samples, task, &meta.normalization);
     let predictions: Vec<String> = match task {
         Task::Classification { classes } => outputs

@@ -3,6 +3,7 @@
 //! holds the store, a copy of the workflow and one checkpoint per trial; running it again
 //! resumes where it stopped.
 
+mod ensemble;
 mod history;
 mod search;
 mod stages;

@@ -375,5 +375,6 @@ fn new_trial(id: u64, stage: &str, proposal: types::Proposal) -> TrialRecord {
         train_seconds: 0.0,
         checkpoint: None,
         error: None,
+        members: Vec::new(),
     }
 }

@@ -6,15 +6,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde_json::json;
-
+use super::ensemble::run_ensemble;
 use super::search::run_search;
 use super::trainer::checkpoint_dir;
 use super::{EngineError, EngineEvent, Run};
 use crate::data::Splits;
-use crate::model::Task;
 use crate::store::{self, StageRecord, StageState, Store, StoreError, TrialRecord, TrialStatus};
-use crate::train::{self, Checkpoint, CheckpointMeta, Metrics, Outcome};
+use crate::train::{self, Checkpoint, CheckpointMeta, Outcome};
 use crate::workflow::{StageKind, upstream_search};
 
 #[derive(Debug, thiserror::Error)]
@@ -27,11 +25,12 @@ pub enum ExportError {
     Io { path: PathBuf, source: std::io::Error },
 }
 
-/// The completed trial with the lowest objective, among `stage`'s trials (every search
-/// trial when `None`).
+/// The completed trial with the lowest objective (validation loss), among `stage`'s
+/// trials, or when `None` among the trials and ensembles of every search and ensemble
+/// stage (retrained models have no validation split to compare).
 pub fn best_trial(store: &Store, stage: Option<&str>) -> Result<Option<TrialRecord>, StoreError> {
     let stages = store.stages()?;
-    let is_search = |name: &str| stages.iter().any(|s| s.name == name && s.kind == "search");
+    let is_search = |name: &str| stages.iter().any(|s| s.name == name && (s.kind == "search" || s.kind == "ensemble"));
     Ok(store
         .trials()?
         .into_iter()
@@ -40,15 +39,33 @@ pub fn best_trial(store: &Store, stage: Option<&str>) -> Result<Option<TrialReco
         .min_by(|a, b| a.objective.unwrap_or(f64::INFINITY).total_cmp(&b.objective.unwrap_or(f64::INFINITY))))
 }
 
-/// Writes a trial to `dest`: its checkpoint (model.json, weights.bpk), its architecture
-/// as a file `msh train --arch` reads, and `trial.json` with its record and metrics.
+/// Writes a trial to `dest`: its checkpoint (model.json, weights.bpk) and its architecture
+/// as a file `msh train --arch` reads, or for an ensemble `ensemble.json` and its members
+/// under `members/`; and `trial.json` with the record and metrics.
 pub fn export_trial(run_dir: &Path, trial: &TrialRecord, dest: &Path) -> Result<(), ExportError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| ExportError::Io { path, source }
     };
     std::fs::create_dir_all(dest).map_err(io(dest))?;
-    if let Some(relative) = &trial.checkpoint {
+    let ensemble = trial.checkpoint.as_ref().map(|c| run_dir.join(c).join(train::ENSEMBLE_FILE)).filter(|f| f.is_file());
+    if let Some(file) = ensemble {
+        // Members are copied beside the file, so the export stands alone.
+        let read = |e: String| ExportError::Io { path: file.clone(), source: std::io::Error::other(e) };
+        let text = std::fs::read(&file).map_err(|e| read(e.to_string()))?;
+        let mut ensemble: train::EnsembleFile = serde_json::from_slice(&text).map_err(|e| read(e.to_string()))?;
+        for member in &mut ensemble.members {
+            let from = Checkpoint::new(file.parent().expect("a file has a parent").join(&member.checkpoint));
+            let to = PathBuf::from("members").join(member.trial.to_string());
+            std::fs::create_dir_all(dest.join(&to)).map_err(io(&dest.join(&to)))?;
+            for name in ["model.json", "weights.bpk"] {
+                std::fs::copy(from.dir.join(name), dest.join(&to).join(name)).map_err(io(&dest.join(&to).join(name)))?;
+            }
+            member.checkpoint = to;
+        }
+        let json = serde_json::to_vec_pretty(&ensemble).expect("ensembles serialise");
+        crate::atomic_file::write_atomic(&dest.join(train::ENSEMBLE_FILE), &json).map_err(io(&dest.join(train::ENSEMBLE_FILE)))?;
+    } else if let Some(relative) = &trial.checkpoint {
         let from = Checkpoint::new(run_dir.join(relative));
         let meta = from.meta()?;
         for file in ["model.json", "weights.bpk"] {
@@ -77,7 +94,7 @@ pub fn run_stage(run: &Arc<Run>, name: &str) -> Result<bool, EngineError> {
     (run.report)(EngineEvent::StageStarted { stage: name.into(), kind: stage.kind, trials: None, done: 0 });
     let outcome = match stage.kind {
         StageKind::Retrain => retrain(run, name, &source)?,
-        StageKind::Ensemble => Some(ensemble(run, name, &source, stage.top_k.unwrap_or(3))?),
+        StageKind::Ensemble => Some(run_ensemble(run, name, &source)?),
         StageKind::Export => Some(export(run, name, stage.dir.as_deref())?),
         StageKind::Search | StageKind::Distill => unreachable!("search runs above; validation refuses distill"),
     };
@@ -99,8 +116,8 @@ fn best_of(run: &Run, stage: &str) -> Result<TrialRecord, EngineError> {
         .ok_or_else(|| EngineError::Stage(format!("search stage `{stage}` has no completed trial to use")))
 }
 
-/// The retrained model of a retrain stage, if any.
-fn retrained(run: &Run, stage: &str) -> Result<Option<TrialRecord>, StoreError> {
+/// The model a retrain or ensemble stage produced (its latest), if any.
+fn produced(run: &Run, stage: &str) -> Result<Option<TrialRecord>, StoreError> {
     Ok(run.store.trials()?.into_iter().rev().find(|t| t.stage == stage && t.status == TrialStatus::Completed))
 }
 
@@ -179,79 +196,14 @@ fn retrain(run: &Run, name: &str, source: &str) -> Result<Option<String>, Engine
     }
 }
 
-/// Averages the predicted probabilities (or regression values) of the `top_k` best trials
-/// and reports the ensemble's validation and test metrics next to its best member's.
-fn ensemble(run: &Run, name: &str, source: &str, top_k: usize) -> Result<String, EngineError> {
-    let mut members: Vec<TrialRecord> = run
-        .store
-        .trials()?
-        .into_iter()
-        .filter(|t| t.stage == source && t.status == TrialStatus::Completed && t.checkpoint.is_some())
-        .collect();
-    members.sort_by(|a, b| a.objective.unwrap_or(f64::INFINITY).total_cmp(&b.objective.unwrap_or(f64::INFINITY)));
-    members.truncate(top_k);
-    if members.is_empty() {
-        return Err(EngineError::Stage(format!("search stage `{source}` has no completed trial to ensemble")));
-    }
-    let splits = run.splits()?;
-    let device = run.device()?;
-    let mut sums = [vec![0f64; 0], vec![0f64; 0]];
-    for member in &members {
-        let dir = run.dir.join(member.checkpoint.as_ref().expect("filtered on checkpoints"));
-        let (model, _) = Checkpoint::new(dir).load(&device.device).map_err(|e| EngineError::Stage(e.to_string()))?;
-        for (sum, data) in sums.iter_mut().zip([&splits.valid, &splits.test]) {
-            let outputs = train::predict(&model, &data.features, data.sample_len());
-            let values = as_probabilities(outputs, splits.task);
-            if sum.is_empty() {
-                sum.resize(values.len(), 0.0);
-            }
-            for (s, v) in sum.iter_mut().zip(values) {
-                *s += v;
-            }
-        }
-    }
-    let n = members.len() as f64;
-    let [valid, test] = [(&sums[0], &splits.valid), (&sums[1], &splits.test)].map(|(sum, data)| {
-        let mean: Vec<f32> = sum.iter().map(|s| (s / n) as f32).collect();
-        let outputs = match splits.task {
-            // The log of mean probabilities acts as logits for the metrics.
-            Task::Classification { .. } => mean.iter().map(|p| p.max(1e-12).ln()).collect(),
-            Task::Regression => mean,
-        };
-        train::metrics_of(&outputs, data, splits.task, &splits.normalization)
-    });
-    let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
-    let summary = json!({ "members": ids, "combiner": "average", "valid": valid, "test": test });
-    let path = run.dir.join("ensembles").join(format!("{name}.json"));
-    std::fs::create_dir_all(path.parent().expect("has a parent")).map_err(|source| EngineError::Io { path: path.clone(), source })?;
-    crate::atomic_file::write_atomic(&path, &serde_json::to_vec_pretty(&summary).expect("json"))
-        .map_err(|source| EngineError::Io { path: path.clone(), source })?;
-    let best_member = members[0].test.as_ref().map(Metrics::headline).unwrap_or_default();
-    Ok(format!("average of trials {ids:?}: valid {}, test {} (best member: test {best_member})", valid.headline(), test.headline()))
-}
-
-fn as_probabilities(outputs: Vec<f32>, task: Task) -> Vec<f64> {
-    match task {
-        Task::Classification { classes } => outputs
-            .chunks(classes)
-            .flat_map(|row| {
-                let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-                let exps: Vec<f64> = row.iter().map(|&v| ((v - max) as f64).exp()).collect();
-                let total: f64 = exps.iter().sum();
-                exps.into_iter().map(move |e| e / total)
-            })
-            .collect(),
-        Task::Regression => outputs.into_iter().map(f64::from).collect(),
-    }
-}
-
-/// Exports the model its needs produced: a retrained one, else the search's best trial.
+/// Exports the model its needs produced: a retrained model or an ensemble, else the
+/// search's best trial.
 fn export(run: &Run, name: &str, dir: Option<&Path>) -> Result<String, EngineError> {
     let stage = &run.workflow.stages[name];
     let mut chosen = None;
     for need in &stage.needs {
-        if run.workflow.stages[need].kind == StageKind::Retrain {
-            chosen = retrained(run, need)?;
+        if matches!(run.workflow.stages[need].kind, StageKind::Retrain | StageKind::Ensemble) {
+            chosen = produced(run, need)?;
         }
     }
     let trial = match chosen {

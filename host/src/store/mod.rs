@@ -360,6 +360,7 @@ mod tests {
             train_seconds: 0.0,
             checkpoint: None,
             error: None,
+            members: Vec::new(),
         }
     }
 

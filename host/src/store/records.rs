@@ -152,6 +152,9 @@ pub struct TrialRecord {
     pub checkpoint: Option<PathBuf>,
     /// Why the trial failed or diverged.
     pub error: Option<String>,
+    /// For an ensemble: its members (trial ids) and their weights.
+    #[serde(default)]
+    pub members: Vec<(u64, f64)>,
 }
 
 impl TrialRecord {

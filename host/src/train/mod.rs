@@ -2,10 +2,12 @@
 
 mod backend;
 mod checkpoint;
+mod ensemble;
 mod metrics;
 
 pub use backend::{Backend, NoGpu, Selected};
 pub use checkpoint::{CHECKPOINT_VERSION, Checkpoint, CheckpointError, CheckpointMeta};
+pub use ensemble::{ENSEMBLE_FILE, EnsembleFile, Member, Predictor, combine, learn_weights, to_probabilities};
 pub use metrics::{Metrics, argmax, evaluate, metrics_of, predict};
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -73,7 +73,11 @@ mod tests {
             needs: needs.iter().map(|s| s.to_string()).collect(),
             searcher: None,
             budget: None,
+            method: None,
             top_k: None,
+            width: None,
+            pool: None,
+            every: None,
             epochs: None,
             dir: None,
         }

@@ -285,6 +285,23 @@ impl fmt::Display for StageKind {
     }
 }
 
+/// How an ensemble stage picks and weights its members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EnsembleMethod {
+    /// The `top_k` best trials, equal weights.
+    #[default]
+    Average,
+    /// The `top_k` best trials, weights learned on the validation split.
+    Weighted,
+    /// Greedy selection with replacement from the `top_k` best (Caruana et al. 2004).
+    Greedy,
+    /// The best of random groups of `width` from the `top_k` best of the first `pool` trials.
+    NonAdaptive,
+    /// In trial order, the best trial of every `every` joins when it helps.
+    Adaptive,
+}
+
 /// One node of the DAG. Fields other than `kind` and `needs` apply to some kinds only.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -299,9 +316,21 @@ pub struct Stage {
     /// search: overrides the workflow's budget.
     #[serde(default)]
     pub budget: Option<Budget>,
-    /// ensemble: how many of the best trials to combine.
+    /// ensemble: how members are chosen and weighted.
+    #[serde(default)]
+    pub method: Option<EnsembleMethod>,
+    /// ensemble: how many of the best trials are candidates.
     #[serde(default)]
     pub top_k: Option<usize>,
+    /// ensemble (non_adaptive): members per group.
+    #[serde(default)]
+    pub width: Option<usize>,
+    /// ensemble (non_adaptive): only the first `pool` trials are candidates.
+    #[serde(default)]
+    pub pool: Option<usize>,
+    /// ensemble (adaptive): the ensemble may grow by one member every `every` trials.
+    #[serde(default)]
+    pub every: Option<usize>,
     /// retrain, distill: epochs to train.
     #[serde(default)]
     pub epochs: Option<usize>,

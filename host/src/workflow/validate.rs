@@ -240,7 +240,11 @@ pub fn resolve(source: &Source, wf: &Workflow, host: &PluginHost, store: &PackSt
         let misplaced = [
             ("searcher", stage.searcher.is_some(), &[StageKind::Search][..]),
             ("budget", stage.budget.is_some(), &[StageKind::Search]),
+            ("method", stage.method.is_some(), &[StageKind::Ensemble]),
             ("top_k", stage.top_k.is_some(), &[StageKind::Ensemble]),
+            ("width", stage.width.is_some(), &[StageKind::Ensemble]),
+            ("pool", stage.pool.is_some(), &[StageKind::Ensemble]),
+            ("every", stage.every.is_some(), &[StageKind::Ensemble]),
             ("epochs", stage.epochs.is_some(), &[StageKind::Retrain, StageKind::Distill]),
             ("dir", stage.dir.is_some(), &[StageKind::Export]),
         ];
@@ -282,8 +286,10 @@ pub fn resolve(source: &Source, wf: &Workflow, host: &PluginHost, store: &PackSt
                 if upstream_search(wf, name).is_none() {
                     return Err(err(&at("kind"), None, format!("a {} stage needs a search stage before it in `needs`", stage.kind)));
                 }
-                if stage.top_k == Some(0) || stage.epochs == Some(0) {
-                    let field = if stage.top_k == Some(0) { "top_k" } else { "epochs" };
+                let zero = [("top_k", stage.top_k), ("epochs", stage.epochs), ("width", stage.width), ("pool", stage.pool), ("every", stage.every)]
+                    .into_iter()
+                    .find(|(_, v)| *v == Some(0));
+                if let Some((field, _)) = zero {
                     return Err(err(&at(field), None, format!("`{field}` must be at least 1")));
                 }
                 if stage.kind == StageKind::Retrain && trainers.kind == TrainerKind::Table {

@@ -1,0 +1,214 @@
+//! The ensemble stage: pick and weight members among a search's trials (average,
+//! weighted, greedy, non-adaptive, adaptive), evaluate the ensemble, and record it as a
+//! trial of the stage whose "checkpoint" is an `ensemble.json` over the members'.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use rand::SeedableRng;
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::seq::SliceRandom;
+
+use super::{EngineError, EngineEvent, Run};
+use crate::data::Splits;
+use crate::store::{self, StoreError, TrialRecord, TrialStatus};
+use crate::train::{self, Checkpoint, EnsembleFile, Member, Metrics};
+use crate::workflow::EnsembleMethod;
+
+/// A candidate's predicted probabilities on the validation and test splits.
+struct Candidate {
+    trial: TrialRecord,
+    valid: Vec<f64>,
+    test: Vec<f64>,
+}
+
+/// Where ensemble files of stage `name` live, relative to the run directory.
+pub fn ensemble_dir(name: &str) -> PathBuf {
+    PathBuf::from("ensembles").join(name)
+}
+
+fn metrics(members: &[(&Candidate, f64)], splits: &Splits, valid: bool) -> Metrics {
+    let views: Vec<&[f64]> = members.iter().map(|(c, _)| if valid { c.valid.as_slice() } else { c.test.as_slice() }).collect();
+    let weights: Vec<f64> = members.iter().map(|(_, w)| *w).collect();
+    let outputs = train::combine(&views, &weights, splits.task);
+    let data = if valid { &splits.valid } else { &splits.test };
+    train::metrics_of(&outputs, data, splits.task, &splits.normalization)
+}
+
+fn valid_loss(members: &[(&Candidate, f64)], splits: &Splits) -> f64 {
+    metrics(members, splits, true).loss
+}
+
+/// Chooses members and weights among `pool` (ordered by trial id).
+fn choose<'a>(method: EnsembleMethod, pool: &'a [Candidate], top_k: usize, width: usize, every: usize, seed: u64, splits: &Splits) -> Vec<(&'a Candidate, f64)> {
+    let mut best: Vec<&Candidate> = pool.iter().collect();
+    best.sort_by(|a, b| a.trial.objective.unwrap_or(f64::INFINITY).total_cmp(&b.trial.objective.unwrap_or(f64::INFINITY)));
+    best.truncate(top_k);
+    match method {
+        EnsembleMethod::Average => best.into_iter().map(|c| (c, 1.0)).collect(),
+        EnsembleMethod::Weighted => {
+            let views: Vec<&[f64]> = best.iter().map(|c| c.valid.as_slice()).collect();
+            let weights = train::learn_weights(&views, &splits.valid, splits.task);
+            best.into_iter().zip(weights).filter(|(_, w)| *w > 1e-6).collect()
+        }
+        EnsembleMethod::Greedy => {
+            // Forward selection with replacement; keep the best ensemble seen.
+            let mut counts: BTreeMap<usize, f64> = BTreeMap::new();
+            let mut best_seen = (f64::INFINITY, counts.clone());
+            for _ in 0..(2 * best.len()).max(1) {
+                let (pick, loss) = (0..best.len())
+                    .map(|i| {
+                        let mut trial = counts.clone();
+                        *trial.entry(i).or_default() += 1.0;
+                        let members: Vec<(&Candidate, f64)> = trial.iter().map(|(&j, &w)| (best[j], w)).collect();
+                        (i, valid_loss(&members, splits))
+                    })
+                    .min_by(|a, b| a.1.total_cmp(&b.1))
+                    .expect("at least one candidate");
+                *counts.entry(pick).or_default() += 1.0;
+                if loss < best_seen.0 {
+                    best_seen = (loss, counts.clone());
+                }
+            }
+            best_seen.1.into_iter().map(|(j, w)| (best[j], w)).collect()
+        }
+        EnsembleMethod::NonAdaptive => {
+            let width = width.min(best.len()).max(1);
+            let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+            let mut groups: Vec<Vec<&Candidate>> = vec![best[..width].to_vec()];
+            for _ in 0..64 {
+                let mut shuffled = best.clone();
+                shuffled.shuffle(&mut rng);
+                groups.push(shuffled[..width].to_vec());
+            }
+            let group = groups
+                .into_iter()
+                .map(|g| {
+                    let members: Vec<(&Candidate, f64)> = g.iter().map(|c| (*c, 1.0)).collect();
+                    (valid_loss(&members, splits), members)
+                })
+                .min_by(|a, b| a.0.total_cmp(&b.0))
+                .expect("at least one group");
+            group.1
+        }
+        EnsembleMethod::Adaptive => {
+            let mut members: Vec<(&Candidate, f64)> = Vec::new();
+            let mut loss = f64::INFINITY;
+            for window in pool.chunks(every.max(1)) {
+                let Some(champion) = window
+                    .iter()
+                    .filter(|c| !members.iter().any(|(m, _)| m.trial.id == c.trial.id))
+                    .min_by(|a, b| a.trial.objective.unwrap_or(f64::INFINITY).total_cmp(&b.trial.objective.unwrap_or(f64::INFINITY)))
+                else {
+                    continue;
+                };
+                let mut grown = members.clone();
+                grown.push((champion, 1.0));
+                let grown_loss = valid_loss(&grown, splits);
+                if grown_loss < loss {
+                    (members, loss) = (grown, grown_loss);
+                }
+            }
+            members
+        }
+    }
+}
+
+/// Runs an ensemble stage over the completed trials of search stage `source`.
+pub fn run_ensemble(run: &Run, name: &str, source: &str) -> Result<String, EngineError> {
+    let stage = &run.workflow.stages[name];
+    let method = stage.method.unwrap_or_default();
+    let top_k = stage.top_k.unwrap_or(if method == EnsembleMethod::Adaptive { usize::MAX } else { 5 });
+    let mut trials: Vec<TrialRecord> = run
+        .store
+        .trials()?
+        .into_iter()
+        .filter(|t| t.stage == source && t.status == TrialStatus::Completed && t.checkpoint.is_some())
+        .collect();
+    if let Some(pool) = stage.pool {
+        trials.truncate(pool);
+    }
+    if trials.is_empty() {
+        return Err(EngineError::Stage(format!("search stage `{source}` has no completed trial to ensemble")));
+    }
+    // Every method but `adaptive` looks only at the best `top_k`: predict only for them.
+    if method != EnsembleMethod::Adaptive {
+        let mut ranked = trials.clone();
+        ranked.sort_by(|a, b| a.objective.unwrap_or(f64::INFINITY).total_cmp(&b.objective.unwrap_or(f64::INFINITY)));
+        let keep: Vec<u64> = ranked.iter().take(top_k).map(|t| t.id).collect();
+        trials.retain(|t| keep.contains(&t.id));
+    }
+    let splits = run.splits()?;
+    let device = run.device()?;
+    let mut pool = Vec::with_capacity(trials.len());
+    for trial in trials {
+        let dir = run.dir.join(trial.checkpoint.as_ref().expect("filtered on checkpoints"));
+        let (model, _) = Checkpoint::new(dir).load(&device.device).map_err(|e| EngineError::Stage(e.to_string()))?;
+        let predict = |data: &crate::data::Dataset| train::to_probabilities(&train::predict(&model, &data.features, data.sample_len()), splits.task);
+        pool.push(Candidate { valid: predict(&splits.valid), test: predict(&splits.test), trial });
+    }
+    let members = choose(method, &pool, top_k, stage.width.unwrap_or(3), stage.every.unwrap_or(5), run.workflow.seed, &splits);
+    let (valid, test) = (metrics(&members, &splits, true), metrics(&members, &splits, false));
+
+    let relative = ensemble_dir(name);
+    let file = EnsembleFile {
+        members: members
+            .iter()
+            .map(|(c, w)| Member {
+                trial: c.trial.id,
+                checkpoint: Path::new("../..").join(c.trial.checkpoint.as_ref().expect("filtered on checkpoints")),
+                weight: *w,
+            })
+            .collect(),
+        method: serde_json::to_value(method).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+    };
+    let dir = run.dir.join(&relative);
+    std::fs::create_dir_all(&dir).map_err(|source| EngineError::Io { path: dir.clone(), source })?;
+    let path = dir.join(train::ENSEMBLE_FILE);
+    crate::atomic_file::write_atomic(&path, &serde_json::to_vec_pretty(&file).expect("json")).map_err(|source| EngineError::Io { path, source })?;
+
+    let best_member = members.iter().map(|(c, _)| c).min_by(|a, b| a.trial.objective.unwrap_or(f64::INFINITY).total_cmp(&b.trial.objective.unwrap_or(f64::INFINITY))).expect("members");
+    let now = store::now();
+    let record = TrialRecord {
+        stage: name.into(),
+        parent: Some(best_member.trial.id),
+        teacher: None,
+        status: TrialStatus::Completed,
+        owner: None,
+        attempts: 1,
+        objective: Some(valid.loss),
+        parameters: members.iter().map(|(c, _)| c.trial.parameters).sum(),
+        inherited: 0,
+        epochs: 0,
+        best_epoch: 0,
+        created: now,
+        started: Some(now),
+        finished: Some(now),
+        train_seconds: 0.0,
+        checkpoint: Some(relative),
+        error: None,
+        members: members.iter().map(|(c, w)| (c.trial.id, *w)).collect(),
+        valid: Some(valid.clone()),
+        test: Some(test.clone()),
+        ..best_member.trial.clone()
+    };
+    let record = run.store.write(|t| -> Result<TrialRecord, StoreError> {
+        let mut record = record;
+        record.id = t.next_trial_id()?;
+        t.put_trial(&record)?;
+        Ok(record)
+    })?;
+    (run.report)(EngineEvent::TrialFinished { stage: name.into(), trainer: 0, trial: Box::new(record.clone()) });
+    let ids: Vec<String> = members.iter().map(|(c, w)| format!("{}x{w:.2}", c.trial.id)).collect();
+    Ok(format!(
+        "{} of trials [{}] as trial {}: valid {}, test {} (best member, trial {}: valid {}, test {})",
+        file.method,
+        ids.join(", "),
+        record.id,
+        valid.headline(),
+        test.headline(),
+        best_member.trial.id,
+        best_member.trial.valid.as_ref().map(Metrics::headline).unwrap_or_default(),
+        best_member.trial.test.as_ref().map(Metrics::headline).unwrap_or_default(),
+    ))
+}
