@@ -396,3 +396,35 @@ fn ensembles_beat_their_best_member_and_export_and_predict_like_trials() {
         assert!((predicted["metrics"]["accuracy"].as_f64().unwrap() - recorded).abs() < 1e-9, "{method}: {predicted:#}");
     }
 }
+
+#[test]
+fn distillation_teaches_search_trials_and_the_distill_stage_reports_the_student_alone() {
+    let dir = TempDir::new();
+    let workflow = dir.path().join("w.yaml");
+    let stages = "  ensemble: {kind: ensemble, needs: [search], top_k: 3}\n  \
+                  distill: {kind: distill, needs: [ensemble], epochs: 3, max_parameters: 20000}\n";
+    let text = mnist1d_workflow(5, 2, 1, stages) + "distillation: {mode: adaptive, teacher: ensemble, ramp_trials: 2, top_k: 2}\n";
+    std::fs::write(&workflow, text).unwrap();
+    let run_dir = dir.path().join("run");
+    let run_dir_text = run_dir.to_str().unwrap();
+    let out = run(&["run", workflow.to_str().unwrap(), "--run-dir", run_dir_text]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let all = trials(run_dir_text);
+    let search: Vec<&Value> = all.iter().filter(|t| t["stage"] == "search").collect();
+    assert!(search[0]["teacher"].is_null(), "the first trial has no one to learn from");
+    for t in &search[1..] {
+        let teacher = t["teacher"].as_u64().unwrap_or_else(|| panic!("trial {} learned from a teacher: {t:#}", t["id"]));
+        assert!(teacher < t["id"].as_u64().unwrap());
+    }
+    let ensemble = all.iter().find(|t| t["stage"] == "ensemble").unwrap();
+    let student = all.iter().find(|t| t["stage"] == "distill").expect("a distilled student");
+    assert_eq!(student["teacher"], ensemble["id"]);
+    assert!(student["parameters"].as_u64().unwrap() <= 20000, "{student:#}");
+    assert!(search.iter().any(|t| t["id"] == student["parent"]), "the student's architecture is a search trial's");
+    // The stage reports the student with and without its teacher.
+    let status = json(&["status", run_dir_text, "--json"]);
+    let message = status["stages"].as_array().unwrap().iter().find(|s| s["name"] == "distill").unwrap()["message"].as_str().unwrap().to_string();
+    eprintln!("{message}");
+    assert!(message.contains("distilled") && message.contains("alone"), "{message}");
+}

@@ -3,6 +3,7 @@
 //! holds the store, a copy of the workflow and one checkpoint per trial; running it again
 //! resumes where it stopped.
 
+mod distill;
 mod ensemble;
 mod history;
 mod search;
@@ -102,6 +103,7 @@ pub(crate) struct Run {
     pub report: Reporter,
     device: OnceLock<Result<Selected, String>>,
     splits: Mutex<Option<Arc<Splits>>>,
+    teachers: distill::TeacherCache,
 }
 
 impl Run {
@@ -229,6 +231,7 @@ pub fn run_workflow(path: &Path, options: &RunOptions, report: Reporter) -> Resu
         report,
         device: OnceLock::new(),
         splits: Mutex::new(None),
+        teachers: Default::default(),
     });
     if requeued > 0 {
         run.note(format!("resuming: {requeued} interrupted trial(s) requeued"));

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::distill::run_distill;
 use super::ensemble::run_ensemble;
 use super::search::run_search;
 use super::trainer::checkpoint_dir;
@@ -26,11 +27,11 @@ pub enum ExportError {
 }
 
 /// The completed trial with the lowest objective (validation loss), among `stage`'s
-/// trials, or when `None` among the trials and ensembles of every search and ensemble
-/// stage (retrained models have no validation split to compare).
+/// trials, or when `None` among those of every search, ensemble and distill stage
+/// (retrained models have no validation split to compare).
 pub fn best_trial(store: &Store, stage: Option<&str>) -> Result<Option<TrialRecord>, StoreError> {
     let stages = store.stages()?;
-    let is_search = |name: &str| stages.iter().any(|s| s.name == name && (s.kind == "search" || s.kind == "ensemble"));
+    let is_search = |name: &str| stages.iter().any(|s| s.name == name && matches!(s.kind.as_str(), "search" | "ensemble" | "distill"));
     Ok(store
         .trials()?
         .into_iter()
@@ -96,7 +97,8 @@ pub fn run_stage(run: &Arc<Run>, name: &str) -> Result<bool, EngineError> {
         StageKind::Retrain => retrain(run, name, &source)?,
         StageKind::Ensemble => Some(run_ensemble(run, name, &source)?),
         StageKind::Export => Some(export(run, name, stage.dir.as_deref())?),
-        StageKind::Search | StageKind::Distill => unreachable!("search runs above; validation refuses distill"),
+        StageKind::Distill => run_distill(run, name, &source)?,
+        StageKind::Search => unreachable!("search stages run above"),
     };
     let Some(message) = outcome else { return Ok(false) };
     run.store.write(|t| -> Result<(), StoreError> {
@@ -116,7 +118,7 @@ fn best_of(run: &Run, stage: &str) -> Result<TrialRecord, EngineError> {
         .ok_or_else(|| EngineError::Stage(format!("search stage `{stage}` has no completed trial to use")))
 }
 
-/// The model a retrain or ensemble stage produced (its latest), if any.
+/// The model a retrain, ensemble or distill stage produced (its latest), if any.
 fn produced(run: &Run, stage: &str) -> Result<Option<TrialRecord>, StoreError> {
     Ok(run.store.trials()?.into_iter().rev().find(|t| t.stage == stage && t.status == TrialStatus::Completed))
 }
@@ -144,7 +146,7 @@ fn retrain(run: &Run, name: &str, source: &str) -> Result<Option<String>, Engine
             (run.report)(EngineEvent::TrialEpoch { trainer: 0, trial: id, epoch: r.epoch, epochs });
         }
     };
-    let trained = train::train_until(&meta.spec, &merged, &config, &device.device, &[], &mut on_event, &run.stop)
+    let trained = train::train_until(&meta.spec, &merged, &config, &device.device, &train::Guidance::default(), &mut on_event, &run.stop)
         .map_err(|e| EngineError::Stage(format!("retraining trial {}: {e}", best.id)))?;
     let mut trial = TrialRecord {
         id,
@@ -202,7 +204,7 @@ fn export(run: &Run, name: &str, dir: Option<&Path>) -> Result<String, EngineErr
     let stage = &run.workflow.stages[name];
     let mut chosen = None;
     for need in &stage.needs {
-        if matches!(run.workflow.stages[need].kind, StageKind::Retrain | StageKind::Ensemble) {
+        if matches!(run.workflow.stages[need].kind, StageKind::Retrain | StageKind::Ensemble | StageKind::Distill) {
             chosen = produced(run, need)?;
         }
     }

@@ -186,7 +186,9 @@ fn train_trial(run: &Run, trainer: usize, trial: &mut TrialRecord) -> Result<boo
     let config = run.workflow.trial_config(&trial.hparams, seed);
     let epochs = config.epochs;
     let id = trial.id;
-    let donors = donors(run, trial)?;
+    let distill = super::distill::search_guidance(run, &splits, trial)?;
+    trial.teacher = distill.as_ref().map(|(_, teacher)| *teacher).or(trial.teacher);
+    let guidance = train::Guidance { donors: donors(run, trial)?, distill: distill.map(|(d, _)| d) };
     let mut on_event = |event: TrainEvent<'_>| {
         if let TrainEvent::Epoch(report) = event {
             (run.report)(EngineEvent::TrialEpoch { trainer, trial: id, epoch: report.epoch, epochs });
@@ -194,7 +196,7 @@ fn train_trial(run: &Run, trainer: usize, trial: &mut TrialRecord) -> Result<boo
     };
     // A panic inside burn fails this trial, not the run.
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        train::train_until(&spec, &splits, &config, &device.device, &donors, &mut on_event, &run.stop)
+        train::train_until(&spec, &splits, &config, &device.device, &guidance, &mut on_event, &run.stop)
     }));
     let trained = match result {
         Ok(Ok(trained)) => trained,

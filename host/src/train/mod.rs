@@ -199,6 +199,38 @@ pub struct Trained {
     pub train_time: Duration,
 }
 
+/// The distillation term of the loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DistillLoss {
+    /// Mean squared error between student and teacher logits.
+    MseLogits,
+    /// Mean squared error between their softmax outputs.
+    MseSoftmax,
+    /// Cross-entropy against the teacher's softened outputs at a temperature (scaled by T²).
+    #[default]
+    CrossEntropy,
+}
+
+/// Learning from a teacher: loss = label loss + `lambda` · distillation term.
+#[derive(Debug, Clone)]
+pub struct Distill {
+    pub loss: DistillLoss,
+    pub lambda: f64,
+    pub temperature: f64,
+    /// The teacher's outputs for every training sample (row-major, one row per sample),
+    /// computed once before training.
+    pub teacher: std::sync::Arc<Vec<f32>>,
+}
+
+/// What a run starts from and learns from besides the labels.
+#[derive(Debug, Clone, Default)]
+pub struct Guidance {
+    /// Weight sharing: checkpoints to initialise matching parameters from.
+    pub donors: Vec<Donor>,
+    pub distill: Option<Distill>,
+}
+
 /// Trains `spec` on `splits.train`, selecting the epoch with the best validation loss.
 pub fn train(
     spec: &ModelSpec,
@@ -207,17 +239,17 @@ pub fn train(
     device: &Device,
     on_event: &mut dyn FnMut(TrainEvent<'_>),
 ) -> Result<Trained, TrainError> {
-    train_until(spec, splits, config, device, &[], on_event, &AtomicBool::new(false))
+    train_until(spec, splits, config, device, &Guidance::default(), on_event, &AtomicBool::new(false))
 }
 
-/// `train`, starting from the donors' weights where paths and shapes match, and stopping
-/// after the current batch once `stop` is set.
+/// `train` with guidance (weight sharing, distillation), stopping after the current batch
+/// once `stop` is set.
 pub fn train_until(
     spec: &ModelSpec,
     splits: &Splits,
     config: &TrainConfig,
     device: &Device,
-    donors: &[Donor],
+    guidance: &Guidance,
     on_event: &mut dyn FnMut(TrainEvent<'_>),
     stop: &AtomicBool,
 ) -> Result<Trained, TrainError> {
@@ -228,7 +260,17 @@ pub fn train_until(
     let started = Instant::now();
     let device = device.clone().autodiff();
     device.seed(config.seed);
-    let (mut model, inherited) = inherit(Model::new(spec, &device)?, donors)?;
+    let outputs = spec.task.outputs();
+    if let Some(distill) = &guidance.distill
+        && distill.teacher.len() != splits.train.len() * outputs
+    {
+        return Err(TrainError::Config(format!(
+            "the teacher gave {} outputs for {} training samples of {outputs}",
+            distill.teacher.len(),
+            splits.train.len()
+        )));
+    }
+    let (mut model, inherited) = inherit(Model::new(spec, &device)?, &guidance.donors)?;
     let parameters = model.parameter_count();
     let mut optimizer = config.optimizer();
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(config.seed ^ 0x9e37_79b9_7f4a_7c15);
@@ -249,7 +291,13 @@ pub fn train_until(
                 break 'epochs;
             }
             let (x, y) = batch_tensors(&splits.train, chunk, spec.task, &device);
-            let loss = task_loss(model.forward(x), y, spec.task);
+            let output = model.forward(x);
+            let mut loss = task_loss(output.clone(), y, spec.task);
+            if let Some(distill) = &guidance.distill {
+                let rows: Vec<f32> = chunk.iter().flat_map(|&i| distill.teacher[i * outputs..(i + 1) * outputs].iter().copied()).collect();
+                let teacher = Tensor::from_data(TensorData::new(rows, [chunk.len(), outputs]), &device);
+                loss = loss + distill_loss(output, teacher, distill, spec.task).mul_scalar(distill.lambda);
+            }
             let value = loss.clone().into_scalar::<f32>() as f64;
             if !value.is_finite() {
                 outcome = Outcome::Diverged { epoch, step, loss: value };
@@ -312,6 +360,20 @@ fn target_tensor(targets: impl Iterator<Item = f32>, len: usize, task: Task, dev
             Tensor::from_data(TensorData::new(one_hot, [len, classes]), device)
         }
         Task::Regression => Tensor::from_data(TensorData::new(targets.collect::<Vec<_>>(), [len, 1]), device),
+    }
+}
+
+/// The distillation term between student and teacher outputs (regression: always MSE).
+fn distill_loss(student: Tensor<2>, teacher: Tensor<2>, distill: &Distill, task: Task) -> Tensor<1> {
+    use burn::tensor::activation::{log_softmax, softmax};
+    match (task, distill.loss) {
+        (Task::Regression, _) | (_, DistillLoss::MseLogits) => (student - teacher).powi_scalar(2).mean(),
+        (_, DistillLoss::MseSoftmax) => (softmax(student, 1) - softmax(teacher, 1)).powi_scalar(2).mean(),
+        (_, DistillLoss::CrossEntropy) => {
+            let t = distill.temperature;
+            let soft = softmax(teacher.div_scalar(t), 1);
+            (soft * log_softmax(student.div_scalar(t), 1)).sum_dim(1).mean().neg().mul_scalar(t * t)
+        }
     }
 }
 

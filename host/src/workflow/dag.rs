@@ -79,6 +79,7 @@ mod tests {
             pool: None,
             every: None,
             epochs: None,
+            max_parameters: None,
             dir: None,
         }
     }

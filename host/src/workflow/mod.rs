@@ -15,7 +15,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::data::{DataSpec, TaskKind};
 use crate::plugin::Limits;
-use crate::train::{Backend, OptimizerKind, TrainConfig};
+use crate::train::{Backend, DistillLoss, OptimizerKind, TrainConfig};
 
 pub use dag::topological_order;
 pub use locate::{Step, locate};
@@ -61,7 +61,90 @@ pub struct Workflow {
     /// How trials start from earlier trials' weights.
     #[serde(default)]
     pub weight_sharing: WeightSharing,
+    /// How trials learn from the best models so far.
+    #[serde(default)]
+    pub distillation: Distillation,
     pub stages: BTreeMap<String, Stage>,
+}
+
+/// The distillation term trials are trained with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DistillMode {
+    /// Labels only.
+    #[default]
+    None,
+    MseLogits,
+    MseSoftmax,
+    /// Cross-entropy with the teacher's outputs softened at `temperature`.
+    CrossEntropy,
+    /// `cross_entropy` with lambda ramped from 0 over the first `ramp_trials` trials.
+    Adaptive,
+}
+
+impl DistillMode {
+    pub fn loss(self) -> Option<DistillLoss> {
+        match self {
+            DistillMode::None => None,
+            DistillMode::MseLogits => Some(DistillLoss::MseLogits),
+            DistillMode::MseSoftmax => Some(DistillLoss::MseSoftmax),
+            DistillMode::CrossEntropy | DistillMode::Adaptive => Some(DistillLoss::CrossEntropy),
+        }
+    }
+}
+
+/// Which model teaches a trial (unless its searcher names a teacher).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TeacherKind {
+    /// The best completed trial so far.
+    #[default]
+    Best,
+    /// The average of the `top_k` best completed trials so far.
+    Ensemble,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Distillation {
+    #[serde(default)]
+    pub mode: DistillMode,
+    #[serde(default)]
+    pub teacher: TeacherKind,
+    #[serde(default = "default_lambda")]
+    pub lambda: f64,
+    #[serde(default = "default_temperature")]
+    pub temperature: f64,
+    #[serde(default = "default_ramp")]
+    pub ramp_trials: usize,
+    #[serde(default = "default_teacher_k")]
+    pub top_k: usize,
+}
+
+fn default_lambda() -> f64 {
+    0.5
+}
+fn default_temperature() -> f64 {
+    2.0
+}
+fn default_ramp() -> usize {
+    10
+}
+fn default_teacher_k() -> usize {
+    3
+}
+
+impl Default for Distillation {
+    fn default() -> Self {
+        Self {
+            mode: DistillMode::None,
+            teacher: TeacherKind::Best,
+            lambda: default_lambda(),
+            temperature: default_temperature(),
+            ramp_trials: default_ramp(),
+            top_k: default_teacher_k(),
+        }
+    }
 }
 
 /// Where a new trial's initial weights come from.
@@ -334,6 +417,9 @@ pub struct Stage {
     /// retrain, distill: epochs to train.
     #[serde(default)]
     pub epochs: Option<usize>,
+    /// distill: the student is the best trial with at most this many parameters.
+    #[serde(default)]
+    pub max_parameters: Option<u64>,
     /// export: the directory, relative to the run directory.
     #[serde(default)]
     pub dir: Option<PathBuf>,

@@ -149,6 +149,24 @@ pub fn resolve(source: &Source, wf: &Workflow, host: &PluginHost, store: &PackSt
         }
     }
 
+    let distillation = &wf.distillation;
+    if distillation.mode != super::DistillMode::None {
+        let at = |field| [Key("distillation"), Key(field)];
+        if trainers.kind == TrainerKind::Table {
+            return Err(err(&at("mode"), None, "distillation needs `kind: burn` trainers".into()));
+        }
+        if !(distillation.lambda.is_finite() && distillation.lambda >= 0.0) {
+            return Err(err(&at("lambda"), None, format!("`lambda` must be non-negative, got {}", distillation.lambda)));
+        }
+        if !(distillation.temperature.is_finite() && distillation.temperature > 0.0) {
+            return Err(err(&at("temperature"), None, format!("`temperature` must be positive, got {}", distillation.temperature)));
+        }
+        if distillation.top_k == 0 || distillation.ramp_trials == 0 {
+            let field = if distillation.top_k == 0 { "top_k" } else { "ramp_trials" };
+            return Err(err(&at(field), None, format!("`{field}` must be at least 1")));
+        }
+    }
+
     // Packs and blocks.
     let mut packs = Vec::new();
     let mut offered: BTreeMap<String, usize> = BTreeMap::new();
@@ -247,6 +265,7 @@ pub fn resolve(source: &Source, wf: &Workflow, host: &PluginHost, store: &PackSt
             ("every", stage.every.is_some(), &[StageKind::Ensemble]),
             ("epochs", stage.epochs.is_some(), &[StageKind::Retrain, StageKind::Distill]),
             ("dir", stage.dir.is_some(), &[StageKind::Export]),
+            ("max_parameters", stage.max_parameters.is_some(), &[StageKind::Distill]),
         ];
         for (field, set, kinds) in misplaced {
             if set && !kinds.contains(&stage.kind) {
@@ -279,10 +298,7 @@ pub fn resolve(source: &Source, wf: &Workflow, host: &PluginHost, store: &PackSt
                 }
                 searchers.insert(name.clone(), plugin);
             }
-            StageKind::Distill => {
-                return Err(err(&at("kind"), None, "`distill` stages are not available in this msh yet".into()));
-            }
-            StageKind::Ensemble | StageKind::Retrain | StageKind::Export => {
+            StageKind::Ensemble | StageKind::Retrain | StageKind::Export | StageKind::Distill => {
                 if upstream_search(wf, name).is_none() {
                     return Err(err(&at("kind"), None, format!("a {} stage needs a search stage before it in `needs`", stage.kind)));
                 }
@@ -292,8 +308,8 @@ pub fn resolve(source: &Source, wf: &Workflow, host: &PluginHost, store: &PackSt
                 if let Some((field, _)) = zero {
                     return Err(err(&at(field), None, format!("`{field}` must be at least 1")));
                 }
-                if stage.kind == StageKind::Retrain && trainers.kind == TrainerKind::Table {
-                    return Err(err(&at("kind"), None, "a retrain stage needs `kind: burn` trainers".into()));
+                if matches!(stage.kind, StageKind::Retrain | StageKind::Distill) && trainers.kind == TrainerKind::Table {
+                    return Err(err(&at("kind"), None, format!("a {} stage needs `kind: burn` trainers", stage.kind)));
                 }
             }
         }
