@@ -428,3 +428,47 @@ fn distillation_teaches_search_trials_and_the_distill_stage_reports_the_student_
     eprintln!("{message}");
     assert!(message.contains("distilled") && message.contains("alone"), "{message}");
 }
+
+#[test]
+fn a_parameter_budget_fails_big_architectures_and_the_pareto_front_is_non_dominated() {
+    let dir = TempDir::new();
+    let workflow = dir.path().join("w.yaml");
+    let text = mnist1d_workflow(8, 2, 1, "  export: {kind: export, needs: [search]}\n")
+        .replace("plugin: beam-search", "plugin: random-search")
+        + "objectives: {max_parameters: 5000, pareto: true}\n";
+    std::fs::write(&workflow, text).unwrap();
+    let run_dir = dir.path().join("run");
+    let run_dir_text = run_dir.to_str().unwrap();
+    let out = run(&["run", workflow.to_str().unwrap(), "--run-dir", run_dir_text]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let all = trials(run_dir_text);
+    for t in &all {
+        let parameters = t["parameters"].as_u64().unwrap();
+        match t["status"].as_str().unwrap() {
+            "completed" => {
+                assert!(parameters <= 5000, "{t:#}");
+                assert!(t["latency_ms"].as_f64().unwrap() > 0.0, "{t:#}");
+            }
+            "failed" => assert!(t["error"].as_str().unwrap().contains("over the budget of 5000"), "{t:#}"),
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    let count = |status: &str| all.iter().filter(|t| t["status"] == status).count();
+    assert!(count("completed") >= 2 && count("failed") >= 1, "{all:#?}");
+    let front = json(&["best", run_dir_text, "--pareto", "--json"]);
+    let front = front.as_array().unwrap();
+    assert!(!front.is_empty());
+    let completed: Vec<&Value> = all.iter().filter(|t| t["status"] == "completed").collect();
+    let costs = |t: &Value| [t["objective"].as_f64().unwrap(), t["parameters"].as_f64().unwrap(), t["latency_ms"].as_f64().unwrap()];
+    for f in front {
+        for other in &completed {
+            let (a, b) = (costs(other), costs(f));
+            let dominates = a.iter().zip(&b).all(|(x, y)| x <= y) && a.iter().zip(&b).any(|(x, y)| x < y);
+            assert!(!dominates, "trial {} dominates front member {}", other["id"], f["id"]);
+        }
+        assert!(run_dir.join("export/pareto").join(f["id"].to_string()).join("model.json").is_file());
+    }
+    // The lowest-loss trial is always on the front.
+    let best = json(&["best", run_dir_text, "--json"]);
+    assert_eq!(front[0]["id"], best["id"]);
+}

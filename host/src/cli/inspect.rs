@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::Args;
 use msh::data::{self, DataSpec, LabelColumn, Source};
-use msh::engine::{best_trial, export_trial};
+use msh::engine::{best_trial, export_trial, pareto_front};
 use msh::model::Task;
 use msh::store::{StageState, Store, TrialRecord, TrialStatus};
 use msh::train::{self, Backend, Predictor};
@@ -142,6 +142,9 @@ pub struct BestArgs {
     /// The best of this stage only (e.g. an ensemble or distill stage).
     #[arg(long)]
     stage: Option<String>,
+    /// List the Pareto front of validation loss, parameters and latency instead.
+    #[arg(long, conflicts_with_all = ["stage", "export"])]
+    pareto: bool,
     /// Write the model (model.json, weights.bpk, architecture.yaml, trial.json) here.
     #[arg(long)]
     export: Option<PathBuf>,
@@ -151,6 +154,18 @@ pub struct BestArgs {
 
 pub fn best(args: BestArgs) -> anyhow::Result<ExitCode> {
     let store = open(&args.run)?;
+    if args.pareto {
+        let front = pareto_front(&store)?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&front)?);
+        } else {
+            for t in &front {
+                let latency = t.latency_ms.map(|l| format!("{l:.3} ms/sample")).unwrap_or_else(|| "-".into());
+                println!("{}; valid loss {:.4}; {latency}", describe(t), t.objective.unwrap_or(f64::NAN));
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let Some(best) = best_trial(&store, args.stage.as_deref())? else {
         match &args.stage {
             Some(stage) => bail!("{}: stage `{stage}` has no completed trial", args.run.display()),

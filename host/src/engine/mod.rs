@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-pub use stages::{ExportError, best_trial, export_trial};
+pub use stages::{ExportError, best_trial, export_trial, pareto_front};
 pub use trainer::TableError;
 
 use crate::data::{self, DataError, Splits};

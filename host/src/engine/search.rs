@@ -376,5 +376,6 @@ fn new_trial(id: u64, stage: &str, proposal: types::Proposal) -> TrialRecord {
         checkpoint: None,
         error: None,
         members: Vec::new(),
+        latency_ms: None,
     }
 }

@@ -40,6 +40,31 @@ pub fn best_trial(store: &Store, stage: Option<&str>) -> Result<Option<TrialReco
         .min_by(|a, b| a.objective.unwrap_or(f64::INFINITY).total_cmp(&b.objective.unwrap_or(f64::INFINITY))))
 }
 
+/// The completed trials and ensembles (of the stages `best_trial` compares) that no other
+/// beats on validation loss, parameter count and, where measured, latency at once;
+/// ordered by validation loss.
+pub fn pareto_front(store: &Store) -> Result<Vec<TrialRecord>, StoreError> {
+    let stages = store.stages()?;
+    let eligible = |t: &TrialRecord| {
+        t.status == TrialStatus::Completed
+            && t.objective.is_some_and(f64::is_finite)
+            && stages.iter().any(|s| s.name == t.stage && matches!(s.kind.as_str(), "search" | "ensemble" | "distill"))
+    };
+    let candidates: Vec<TrialRecord> = store.trials()?.into_iter().filter(eligible).collect();
+    let costs = |t: &TrialRecord| {
+        let latency = if t.members.is_empty() { t.latency_ms.unwrap_or(0.0) } else { f64::INFINITY };
+        [t.objective.unwrap_or(f64::INFINITY), t.parameters as f64, latency]
+    };
+    let dominates = |a: &TrialRecord, b: &TrialRecord| {
+        let (a, b) = (costs(a), costs(b));
+        a.iter().zip(&b).all(|(x, y)| x <= y) && a.iter().zip(&b).any(|(x, y)| x < y)
+    };
+    let mut front: Vec<TrialRecord> =
+        candidates.iter().filter(|t| !candidates.iter().any(|o| dominates(o, t))).cloned().collect();
+    front.sort_by(|a, b| a.objective.unwrap_or(f64::INFINITY).total_cmp(&b.objective.unwrap_or(f64::INFINITY)));
+    Ok(front)
+}
+
 /// Writes a trial to `dest`: its checkpoint (model.json, weights.bpk) and its architecture
 /// as a file `msh train --arch` reads, or for an ensemble `ensemble.json` and its members
 /// under `members/`; and `trial.json` with the record and metrics.
@@ -214,5 +239,13 @@ fn export(run: &Run, name: &str, dir: Option<&Path>) -> Result<String, EngineErr
     };
     let dest = run.dir.join(dir.unwrap_or(Path::new("export")));
     export_trial(&run.dir, &trial, &dest).map_err(|e| EngineError::Stage(e.to_string()))?;
-    Ok(format!("trial {} exported to {}", trial.id, dest.display()))
+    if !run.workflow.objectives.pareto {
+        return Ok(format!("trial {} exported to {}", trial.id, dest.display()));
+    }
+    let front = pareto_front(&run.store)?;
+    for member in &front {
+        export_trial(&run.dir, member, &dest.join("pareto").join(member.id.to_string())).map_err(|e| EngineError::Stage(e.to_string()))?;
+    }
+    let ids: Vec<String> = front.iter().map(|t| t.id.to_string()).collect();
+    Ok(format!("trial {} exported to {}, the Pareto front (trials {}) to its pareto/", trial.id, dest.display(), ids.join(", ")))
 }

@@ -161,6 +161,22 @@ fn donors(run: &Run, trial: &TrialRecord) -> Result<Vec<Donor>, EngineError> {
     })
 }
 
+/// Inference time per sample: the median of three passes over a batch of up to 256
+/// validation samples.
+fn latency_ms(model: &crate::model::Model, data: &crate::data::Dataset) -> f64 {
+    let n = data.len().clamp(1, 256);
+    let features = &data.features[..(n * data.sample_len()).min(data.features.len())];
+    let mut times: Vec<f64> = (0..3)
+        .map(|_| {
+            let start = std::time::Instant::now();
+            train::predict(model, features, data.sample_len());
+            start.elapsed().as_secs_f64() * 1e3 / n as f64
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[1]
+}
+
 /// Where a trial's checkpoint lives, relative to the run directory.
 pub fn checkpoint_dir(id: u64) -> PathBuf {
     PathBuf::from("trials").join(id.to_string())
@@ -182,6 +198,21 @@ fn train_trial(run: &Run, trainer: usize, trial: &mut TrialRecord) -> Result<boo
         }
     };
     let spec = ModelSpec { architecture, input_shape: splits.train.shape.clone(), task: splits.task };
+    if let Some(budget) = run.workflow.objectives.max_parameters {
+        // Counting builds the model once on the CPU: far cheaper than training it.
+        let parameters = match crate::model::Model::new(&spec, &burn::prelude::Device::flex()) {
+            Ok(model) => model.parameter_count() as u64,
+            Err(e) => {
+                fail(trial, TrialStatus::Failed, e.to_string());
+                return Ok(true);
+            }
+        };
+        if parameters > budget {
+            trial.parameters = parameters;
+            fail(trial, TrialStatus::Failed, format!("{parameters} parameters, over the budget of {budget}"));
+            return Ok(true);
+        }
+    }
     let seed = run.workflow.seed ^ trial.id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     let config = run.workflow.trial_config(&trial.hparams, seed);
     let epochs = config.epochs;
@@ -242,6 +273,7 @@ fn train_trial(run: &Run, trainer: usize, trial: &mut TrialRecord) -> Result<boo
         fail(trial, TrialStatus::Failed, e.to_string());
         return Ok(true);
     }
+    trial.latency_ms = Some(latency_ms(&trained.model, &splits.valid));
     trial.status = TrialStatus::Completed;
     trial.objective = valid.as_ref().map(|v| v.loss);
     trial.valid = valid;

@@ -361,6 +361,7 @@ mod tests {
             checkpoint: None,
             error: None,
             members: Vec::new(),
+            latency_ms: None,
         }
     }
 

@@ -155,6 +155,9 @@ pub struct TrialRecord {
     /// For an ensemble: its members (trial ids) and their weights.
     #[serde(default)]
     pub members: Vec<(u64, f64)>,
+    /// Measured inference time per sample, in milliseconds (batches of 256).
+    #[serde(default)]
+    pub latency_ms: Option<f64>,
 }
 
 impl TrialRecord {

@@ -64,7 +64,23 @@ pub struct Workflow {
     /// How trials learn from the best models so far.
     #[serde(default)]
     pub distillation: Distillation,
+    /// Besides validation loss: a parameter budget, and whether to keep the Pareto front.
+    #[serde(default)]
+    pub objectives: Objectives,
     pub stages: BTreeMap<String, Stage>,
+}
+
+/// Objectives beyond validation loss.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Objectives {
+    /// Architectures with more trainable parameters fail before training.
+    #[serde(default)]
+    pub max_parameters: Option<u64>,
+    /// Export stages write every model of the front of validation loss, parameters and
+    /// inference latency, not only the best.
+    #[serde(default)]
+    pub pareto: bool,
 }
 
 /// The distillation term trials are trained with.

@@ -167,6 +167,10 @@ pub fn resolve(source: &Source, wf: &Workflow, host: &PluginHost, store: &PackSt
         }
     }
 
+    if wf.objectives.max_parameters == Some(0) {
+        return Err(err(&[Key("objectives"), Key("max_parameters")], None, "`max_parameters` must be at least 1".into()));
+    }
+
     // Packs and blocks.
     let mut packs = Vec::new();
     let mut offered: BTreeMap<String, usize> = BTreeMap::new();
