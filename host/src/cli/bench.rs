@@ -28,6 +28,8 @@ pub enum BenchCommand {
     Engine(super::bench_engine::BenchEngineArgs),
     /// Trials per minute with one vs two trainers on MNIST-1D.
     Trainers(super::bench_engine::BenchTrainersArgs),
+    /// Reference results: a workflow against random search with the same budget.
+    Search(super::bench_engine::BenchSearchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -53,6 +55,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
         BenchCommand::Plugins { repeats } => return plugins(repeats.max(1)),
         BenchCommand::Engine(args) => return super::bench_engine::engine(args),
         BenchCommand::Trainers(args) => return super::bench_engine::trainers(args),
+        BenchCommand::Search(args) => return super::bench_engine::search(args),
     };
     let backend = args.backend.select()?;
     if !args.json {

@@ -1,5 +1,6 @@
-//! `msh bench engine` and `msh bench trainers`: the engine's own cost per trial with the
-//! table trainer, memory over a long run, and trials per minute with one vs two trainers.
+//! `msh bench engine`, `msh bench trainers` and `msh bench search`: the engine's own cost
+//! per trial with the table trainer, memory over a long run, trials per minute with one vs
+//! two trainers, and reference results of a workflow against random search.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -164,5 +165,88 @@ pub fn trainers(args: BenchTrainersArgs) -> anyhow::Result<std::process::ExitCod
         rates.push(per_minute);
     }
     println!("2 vs 1 trainers: {:.2}x (target: at least 1.8x); peak memory {:.0} MiB", rates[1] / rates[0], memory_mib().1);
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+pub struct BenchSearchArgs {
+    /// The workflow to compare with random search.
+    #[arg(long, default_value = "workflows/mnist1d.yaml")]
+    workflow: PathBuf,
+    /// Override the workflow's trial budget.
+    #[arg(long)]
+    trials: Option<u32>,
+    /// Test accuracy to reach (default: the published MNIST-1D CNN's 94%).
+    #[arg(long, default_value_t = 0.94)]
+    target: f64,
+}
+
+/// Makes `csv:REL` and similar paths of a workflow absolute, so a copy can live elsewhere.
+fn absolute_paths(value: &mut serde_yaml_ng::Value, base: &Path) {
+    use serde_yaml_ng::Value;
+    let fix = |v: &mut Value| {
+        if let Value::String(text) = v {
+            let (prefix, path) = text.split_once(':').map_or(("", text.as_str()), |(p, rest)| (p, rest));
+            let absolute = base.join(path);
+            *text = if prefix.is_empty() { absolute.display().to_string() } else { format!("{prefix}:{}", absolute.display()) };
+        }
+    };
+    for (section, key) in [("data", "source"), ("data", "test"), ("trainers", "table")] {
+        if let Some(v) = value.get_mut(section).and_then(|s| s.get_mut(key)) {
+            fix(v);
+        }
+    }
+}
+
+/// Runs `text` as a workflow in a fresh directory; returns its wall time and store.
+fn run_copy(scratch: &Path, name: &str, text: &str) -> anyhow::Result<(f64, msh::store::Store)> {
+    let workflow = scratch.join(format!("{name}.yaml"));
+    std::fs::write(&workflow, text)?;
+    let run_dir = scratch.join(name);
+    let seconds = run_in_process(&workflow, &run_dir, None, |_| {})?.seconds;
+    Ok((seconds, msh::store::Store::open(&run_dir)?))
+}
+
+pub fn search(args: BenchSearchArgs) -> anyhow::Result<std::process::ExitCode> {
+    use serde_yaml_ng::Value;
+    let text = std::fs::read_to_string(&args.workflow).with_context(|| format!("cannot read {}", args.workflow.display()))?;
+    let base = std::fs::canonicalize(args.workflow.parent().unwrap_or(Path::new(".")))?;
+    let mut workflow: Value = serde_yaml_ng::from_str(&text).with_context(|| format!("{} is not YAML", args.workflow.display()))?;
+    absolute_paths(&mut workflow, &base);
+    if let Some(trials) = args.trials {
+        workflow["budget"]["trials"] = Value::from(trials);
+    }
+    // The baseline: the same budget, data and stages, random proposals learning from nobody.
+    let mut baseline = workflow.clone();
+    baseline["searcher"] = serde_yaml_ng::from_str("{plugin: random-search}")?;
+    if let Some(map) = baseline.as_mapping_mut() {
+        map.remove("weight_sharing");
+        map.remove("distillation");
+    }
+    let scratch = Scratch::new("search")?;
+    println!("{:<28} {:>10} {:>10} {:>10} {:>12} {:>9}", "search", "trials", "best test", "ensemble", "to target", "minutes");
+    for (name, value) in [("workflow", &workflow), ("random-search", &baseline)] {
+        let (seconds, store) = run_copy(&scratch.0, name, &serde_yaml_ng::to_string(value)?)?;
+        let trials = store.trials()?;
+        let search: Vec<_> = trials.iter().filter(|t| t.stage == "search").collect();
+        let best = msh::engine::best_trial(&store, Some("search"))?;
+        let ensemble = trials.iter().filter(|t| !t.members.is_empty()).filter_map(|t| t.test.as_ref()?.accuracy).fold(f64::NAN, f64::max);
+        let mut finished: Vec<_> = search.iter().filter(|t| t.status.is_finished()).collect();
+        finished.sort_by(|a, b| a.finished.unwrap_or(0.0).total_cmp(&b.finished.unwrap_or(0.0)));
+        let reached = finished.iter().position(|t| t.test.as_ref().and_then(|m| m.accuracy).is_some_and(|a| a >= args.target));
+        let percent = |a: Option<f64>| a.filter(|a| a.is_finite()).map_or_else(|| "-".to_string(), |a| format!("{:.1}%", a * 100.0));
+        println!(
+            "{name:<28} {:>10} {:>10} {:>10} {:>12} {:>9.1}",
+            finished.len(),
+            percent(best.as_ref().and_then(|b| b.test.as_ref()?.accuracy)),
+            percent(Some(ensemble)),
+            reached.map_or_else(|| "never".to_string(), |i| (i + 1).to_string()),
+            seconds / 60.0
+        );
+        for stage in store.stages()?.iter().filter(|s| s.kind == "distill") {
+            println!("  {}: {}", stage.name, stage.message.as_deref().unwrap_or(""));
+        }
+    }
+    println!("best test: the test accuracy of the trial with the lowest validation loss; to target: trials finished until one reached {:.0}% on test", args.target * 100.0);
     Ok(std::process::ExitCode::SUCCESS)
 }
