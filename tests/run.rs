@@ -472,3 +472,33 @@ fn a_parameter_budget_fails_big_architectures_and_the_pareto_front_is_non_domina
     let best = json(&["best", run_dir_text, "--json"]);
     assert_eq!(front[0]["id"], best["id"]);
 }
+
+#[test]
+fn intermixed_ensembles_are_trials_of_the_search() {
+    let dir = TempDir::new();
+    let workflow = dir.path().join("w.yaml");
+    let text = mnist1d_workflow(9, 2, 1, "  retrain: {kind: retrain, needs: [search], epochs: 1}\n")
+        + "ensembling: {strategy: intermixed, every: 3, method: weighted, top_k: 2}\nweight_sharing: {mode: snapshot}\n";
+    std::fs::write(&workflow, text).unwrap();
+    let run_dir = dir.path().join("run");
+    let run_dir_text = run_dir.to_str().unwrap();
+    let out = run(&["run", workflow.to_str().unwrap(), "--run-dir", run_dir_text]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let all = trials(run_dir_text);
+    let search: Vec<&Value> = all.iter().filter(|t| t["stage"] == "search").collect();
+    assert_eq!(search.len(), 9);
+    let ensembles: Vec<&&Value> = search.iter().filter(|t| !t["members"].as_array().unwrap().is_empty()).collect();
+    assert_eq!(ensembles.len(), 3, "trials 3, 6 and 9 are ensembles: {search:#?}");
+    for e in ensembles {
+        assert_eq!(e["status"], "completed");
+        let members = e["members"].as_array().unwrap();
+        for m in members {
+            let member = search.iter().find(|t| t["id"] == m[0]).unwrap();
+            assert!(member["members"].as_array().unwrap().is_empty(), "members are single models");
+            assert!(member["id"].as_u64() < e["id"].as_u64());
+        }
+        let best_member = members.iter().map(|m| search.iter().find(|t| t["id"] == m[0]).unwrap()["objective"].as_f64().unwrap()).fold(f64::INFINITY, f64::min);
+        assert!(e["objective"].as_f64().unwrap() <= best_member + 1e-4, "{e:#}");
+    }
+    assert!(all.iter().any(|t| t["stage"] == "retrain" && t["status"] == "completed"));
+}

@@ -91,7 +91,8 @@ pub fn run_distill(run: &Run, name: &str, source: &str) -> Result<Option<String>
         .or_else(|| best_of(&trials, source, None))
         .cloned()
         .ok_or_else(|| EngineError::Stage(format!("search stage `{source}` has no completed trial to learn from")))?;
-    let student = best_of(&trials, source, stage.max_parameters).cloned().ok_or_else(|| {
+    let singles: Vec<TrialRecord> = trials.iter().filter(|t| t.members.is_empty()).cloned().collect();
+    let student = best_of(&singles, source, stage.max_parameters).cloned().ok_or_else(|| {
         EngineError::Stage(format!(
             "search stage `{source}` has no completed trial with at most {} parameters to use as the student",
             stage.max_parameters.unwrap_or(u64::MAX)

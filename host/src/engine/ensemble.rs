@@ -114,70 +114,111 @@ fn choose<'a>(method: EnsembleMethod, pool: &'a [Candidate], top_k: usize, width
     }
 }
 
-/// Runs an ensemble stage over the completed trials of search stage `source`.
-pub fn run_ensemble(run: &Run, name: &str, source: &str) -> Result<String, EngineError> {
-    let stage = &run.workflow.stages[name];
-    let method = stage.method.unwrap_or_default();
-    let top_k = stage.top_k.unwrap_or(if method == EnsembleMethod::Adaptive { usize::MAX } else { 5 });
-    let mut trials: Vec<TrialRecord> = run
-        .store
-        .trials()?
-        .into_iter()
-        .filter(|t| t.stage == source && t.status == TrialStatus::Completed && t.checkpoint.is_some())
-        .collect();
-    if let Some(pool) = stage.pool {
-        trials.truncate(pool);
-    }
-    if trials.is_empty() {
-        return Err(EngineError::Stage(format!("search stage `{source}` has no completed trial to ensemble")));
-    }
+/// An ensemble chosen, evaluated and written as `ensemble.json`.
+pub struct Built {
+    pub members: Vec<(u64, f64)>,
+    pub valid: Metrics,
+    pub test: Metrics,
+    /// The member with the lowest validation loss.
+    pub best_member: TrialRecord,
+    pub parameters: u64,
+    pub method: String,
+}
+
+/// Chooses members among `candidates` (completed trials with checkpoints, in id order),
+/// evaluates the ensemble and writes its `ensemble.json` to `relative` in the run dir.
+pub fn build(run: &Run, mut candidates: Vec<TrialRecord>, method: EnsembleMethod, top_k: usize, width: usize, every: usize, relative: &Path) -> Result<Built, EngineError> {
     // Every method but `adaptive` looks only at the best `top_k`: predict only for them.
     if method != EnsembleMethod::Adaptive {
-        let mut ranked = trials.clone();
+        let mut ranked = candidates.clone();
         ranked.sort_by(|a, b| a.objective.unwrap_or(f64::INFINITY).total_cmp(&b.objective.unwrap_or(f64::INFINITY)));
         let keep: Vec<u64> = ranked.iter().take(top_k).map(|t| t.id).collect();
-        trials.retain(|t| keep.contains(&t.id));
+        candidates.retain(|t| keep.contains(&t.id));
     }
     let splits = run.splits()?;
     let device = run.device()?;
-    let mut pool = Vec::with_capacity(trials.len());
-    for trial in trials {
-        let dir = run.dir.join(trial.checkpoint.as_ref().expect("filtered on checkpoints"));
+    let mut pool = Vec::with_capacity(candidates.len());
+    for trial in candidates {
+        let dir = run.dir.join(trial.checkpoint.as_ref().expect("candidates have checkpoints"));
         let (model, _) = Checkpoint::new(dir).load(&device.device).map_err(|e| EngineError::Stage(e.to_string()))?;
         let predict = |data: &crate::data::Dataset| train::to_probabilities(&train::predict(&model, &data.features, data.sample_len()), splits.task);
         pool.push(Candidate { valid: predict(&splits.valid), test: predict(&splits.test), trial });
     }
-    let members = choose(method, &pool, top_k, stage.width.unwrap_or(3), stage.every.unwrap_or(5), run.workflow.seed, &splits);
+    let members = choose(method, &pool, top_k, width, every, run.workflow.seed, &splits);
     let (valid, test) = (metrics(&members, &splits, true), metrics(&members, &splits, false));
-
-    let relative = ensemble_dir(name);
     let file = EnsembleFile {
         members: members
             .iter()
             .map(|(c, w)| Member {
                 trial: c.trial.id,
-                checkpoint: Path::new("../..").join(c.trial.checkpoint.as_ref().expect("filtered on checkpoints")),
+                checkpoint: Path::new("../..").join(c.trial.checkpoint.as_ref().expect("candidates have checkpoints")),
                 weight: *w,
             })
             .collect(),
         method: serde_json::to_value(method).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
     };
-    let dir = run.dir.join(&relative);
+    let dir = run.dir.join(relative);
     std::fs::create_dir_all(&dir).map_err(|source| EngineError::Io { path: dir.clone(), source })?;
     let path = dir.join(train::ENSEMBLE_FILE);
     crate::atomic_file::write_atomic(&path, &serde_json::to_vec_pretty(&file).expect("json")).map_err(|source| EngineError::Io { path, source })?;
+    let best_member = members
+        .iter()
+        .map(|(c, _)| c)
+        .min_by(|a, b| a.trial.objective.unwrap_or(f64::INFINITY).total_cmp(&b.trial.objective.unwrap_or(f64::INFINITY)))
+        .expect("an ensemble has members")
+        .trial
+        .clone();
+    Ok(Built {
+        members: members.iter().map(|(c, w)| (c.trial.id, *w)).collect(),
+        parameters: members.iter().map(|(c, _)| c.trial.parameters).sum(),
+        valid,
+        test,
+        best_member,
+        method: file.method,
+    })
+}
 
-    let best_member = members.iter().map(|(c, _)| c).min_by(|a, b| a.trial.objective.unwrap_or(f64::INFINITY).total_cmp(&b.trial.objective.unwrap_or(f64::INFINITY))).expect("members");
+impl Built {
+    /// Fills `trial` in as this ensemble: completed, its metrics, members and file.
+    pub fn describe_in(&self, trial: &mut TrialRecord, relative: PathBuf) {
+        trial.status = TrialStatus::Completed;
+        trial.architecture = self.best_member.architecture.clone();
+        trial.hparams = self.best_member.hparams.clone();
+        trial.parent = Some(self.best_member.id);
+        trial.objective = Some(self.valid.loss);
+        trial.valid = Some(self.valid.clone());
+        trial.test = Some(self.test.clone());
+        trial.parameters = self.parameters;
+        trial.members = self.members.clone();
+        trial.checkpoint = Some(relative);
+    }
+}
+
+/// Runs an ensemble stage over the completed trials of search stage `source`.
+pub fn run_ensemble(run: &Run, name: &str, source: &str) -> Result<String, EngineError> {
+    let stage = &run.workflow.stages[name];
+    let method = stage.method.unwrap_or_default();
+    let top_k = stage.top_k.unwrap_or(if method == EnsembleMethod::Adaptive { usize::MAX } else { 5 });
+    let mut candidates: Vec<TrialRecord> = run
+        .store
+        .trials()?
+        .into_iter()
+        .filter(|t| t.stage == source && t.status == TrialStatus::Completed && t.checkpoint.is_some() && t.members.is_empty())
+        .collect();
+    if let Some(pool) = stage.pool {
+        candidates.truncate(pool);
+    }
+    if candidates.is_empty() {
+        return Err(EngineError::Stage(format!("search stage `{source}` has no completed trial to ensemble")));
+    }
+    let relative = ensemble_dir(name);
+    let built = build(run, candidates, method, top_k, stage.width.unwrap_or(3), stage.every.unwrap_or(5), &relative)?;
     let now = store::now();
-    let record = TrialRecord {
+    let mut record = TrialRecord {
         stage: name.into(),
-        parent: Some(best_member.trial.id),
         teacher: None,
-        status: TrialStatus::Completed,
         owner: None,
         attempts: 1,
-        objective: Some(valid.loss),
-        parameters: members.iter().map(|(c, _)| c.trial.parameters).sum(),
         inherited: 0,
         epochs: 0,
         best_epoch: 0,
@@ -185,13 +226,11 @@ pub fn run_ensemble(run: &Run, name: &str, source: &str) -> Result<String, Engin
         started: Some(now),
         finished: Some(now),
         train_seconds: 0.0,
-        checkpoint: Some(relative),
         error: None,
-        members: members.iter().map(|(c, w)| (c.trial.id, *w)).collect(),
-        valid: Some(valid.clone()),
-        test: Some(test.clone()),
-        ..best_member.trial.clone()
+        latency_ms: None,
+        ..built.best_member.clone()
     };
+    built.describe_in(&mut record, relative);
     let record = run.store.write(|t| -> Result<TrialRecord, StoreError> {
         let mut record = record;
         record.id = t.next_trial_id()?;
@@ -199,16 +238,17 @@ pub fn run_ensemble(run: &Run, name: &str, source: &str) -> Result<String, Engin
         Ok(record)
     })?;
     (run.report)(EngineEvent::TrialFinished { stage: name.into(), trainer: 0, trial: Box::new(record.clone()) });
-    let ids: Vec<String> = members.iter().map(|(c, w)| format!("{}x{w:.2}", c.trial.id)).collect();
+    let ids: Vec<String> = built.members.iter().map(|(id, w)| format!("{id}x{w:.2}")).collect();
+    let best = &built.best_member;
     Ok(format!(
         "{} of trials [{}] as trial {}: valid {}, test {} (best member, trial {}: valid {}, test {})",
-        file.method,
+        built.method,
         ids.join(", "),
         record.id,
-        valid.headline(),
-        test.headline(),
-        best_member.trial.id,
-        best_member.trial.valid.as_ref().map(Metrics::headline).unwrap_or_default(),
-        best_member.trial.test.as_ref().map(Metrics::headline).unwrap_or_default(),
+        built.valid.headline(),
+        built.test.headline(),
+        best.id,
+        best.valid.as_ref().map(Metrics::headline).unwrap_or_default(),
+        best.test.as_ref().map(Metrics::headline).unwrap_or_default(),
     ))
 }

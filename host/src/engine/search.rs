@@ -12,7 +12,7 @@ use super::trainer::{Evaluated, Table, Trainer};
 use super::{EngineError, EngineEvent, Run};
 use crate::plugin::{Plugin, types};
 use crate::store::{self, BlockRef, ParamValue, StageRecord, StageState, StoreError, TrialRecord, TrialStatus, Txn};
-use crate::workflow::{Budget, TrainerKind, validate_config};
+use crate::workflow::{Budget, EnsembleStrategy, TrainerKind, validate_config};
 
 /// One search stage being worked on by this process.
 struct Search<'a> {
@@ -299,6 +299,9 @@ impl Search<'_> {
                 }
                 history.refresh(t)?;
                 let past = history.view();
+                if let Some(trial) = self.intermixed_ensemble(t, &stage, &past)? {
+                    trial
+                } else {
                 // Each call gets its own seed: two trainers asking with the same history
                 // must not be handed the same proposal.
                 let id = t.next_trial_id()?;
@@ -315,6 +318,7 @@ impl Search<'_> {
                 };
                 t.log(Some(self.name), Some(id), "proposed")?;
                 new_trial(id, self.name, proposal)
+                }
             };
             trial.status = TrialStatus::Running;
             trial.owner = Some(run.owner);
@@ -326,6 +330,24 @@ impl Search<'_> {
             Ok(Ok(Some((trial, searcher_seconds))))
         })?;
         claimed.map_err(EngineError::Stage)
+    }
+
+    /// With `ensembling: intermixed`, every `every`-th trial is an ensemble of the best
+    /// trials so far; its members are chosen when a trainer evaluates it.
+    fn intermixed_ensemble(&self, t: &mut Txn<'_>, stage: &StageRecord, past: &[types::Trial]) -> Result<Option<TrialRecord>, StoreError> {
+        let ensembling = self.run.workflow.ensembling;
+        let position = stage.finished_trials + stage.running + 1;
+        let mut best: Vec<&types::Trial> =
+            past.iter().filter(|t| matches!(t.status, types::TrialStatus::Completed) && t.objective.is_some_and(f64::is_finite)).collect();
+        if ensembling.strategy != EnsembleStrategy::Intermixed || position % ensembling.every as u64 != 0 || best.len() < 2 {
+            return Ok(None);
+        }
+        best.sort_by(|a, b| a.objective.unwrap_or(f64::INFINITY).total_cmp(&b.objective.unwrap_or(f64::INFINITY)));
+        let id = t.next_trial_id()?;
+        t.log(Some(self.name), Some(id), "an intermixed ensemble")?;
+        let mut trial = new_trial(id, self.name, types::Proposal { architecture: best[0].architecture.clone(), hparams: best[0].hparams.clone(), parent: Some(best[0].id), teacher: None });
+        trial.members = best.iter().take(ensembling.top_k).map(|t| (t.id, 0.0)).collect();
+        Ok(Some(trial))
     }
 
     /// Puts an interrupted trial back at the head of the queue.

@@ -151,7 +151,11 @@ fn produced(run: &Run, stage: &str) -> Result<Option<TrialRecord>, StoreError> {
 /// Trains the best architecture of `source` on train + validation for longer; the model
 /// is recorded as a trial of this stage with the best trial as its parent.
 fn retrain(run: &Run, name: &str, source: &str) -> Result<Option<String>, EngineError> {
-    let best = best_of(run, source)?;
+    let mut best = best_of(run, source)?;
+    // An intermixed ensemble is retrained as its best member.
+    if let Some(member) = best.parent.filter(|_| !best.members.is_empty()) {
+        best = run.store.trial(member)?;
+    }
     let checkpoint = best.checkpoint.as_ref().ok_or_else(|| EngineError::Stage(format!("trial {} has no checkpoint", best.id)))?;
     let meta = Checkpoint::new(run.dir.join(checkpoint)).meta().map_err(|e| EngineError::Stage(e.to_string()))?;
     let splits = run.splits()?;

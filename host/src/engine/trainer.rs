@@ -118,6 +118,7 @@ impl Trainer {
     pub fn evaluate(&self, run: &Run, trainer: usize, mut trial: TrialRecord) -> Result<Evaluated, EngineError> {
         match self {
             Trainer::Table(table) => table.evaluate(&mut trial),
+            Trainer::Burn if !trial.members.is_empty() => ensemble_trial(run, &mut trial)?,
             Trainer::Burn => {
                 if !train_trial(run, trainer, &mut trial)? {
                     return Ok(Evaluated::Interrupted);
@@ -128,22 +129,49 @@ impl Trainer {
     }
 }
 
+/// Builds an intermixed ensemble trial from the candidates its claim chose.
+fn ensemble_trial(run: &Run, trial: &mut TrialRecord) -> Result<(), EngineError> {
+    let started = std::time::Instant::now();
+    // Earlier ensembles among the best stand for their members.
+    let mut candidates: Vec<TrialRecord> = Vec::new();
+    let mut queue: Vec<u64> = trial.members.iter().map(|(id, _)| *id).collect();
+    while let Some(id) = queue.pop() {
+        let candidate = run.store.trial(id)?;
+        if !candidate.members.is_empty() {
+            queue.extend(candidate.members.iter().map(|(id, _)| *id));
+        } else if !candidates.iter().any(|c| c.id == id) {
+            candidates.push(candidate);
+        }
+    }
+    candidates.sort_by_key(|c| c.id);
+    let ensembling = run.workflow.ensembling;
+    let relative = super::ensemble::ensemble_dir(&format!("trial-{}", trial.id));
+    let built = super::ensemble::build(run, candidates, ensembling.method, ensembling.top_k, 3, ensembling.every, &relative)?;
+    built.describe_in(trial, relative);
+    trial.train_seconds = started.elapsed().as_secs_f64();
+    Ok(())
+}
+
 /// The checkpoints a trial starts from, per the workflow's `weight_sharing`.
 fn donors(run: &Run, trial: &TrialRecord) -> Result<Vec<Donor>, EngineError> {
     let sharing = run.workflow.weight_sharing;
     let weights = |t: &TrialRecord| t.checkpoint.as_ref().map(|c| Checkpoint::new(run.dir.join(c)).weights());
     Ok(match sharing.mode {
         SharingMode::None => Vec::new(),
-        SharingMode::Snapshot => match trial.parent {
-            Some(parent) => weights(&run.store.trial(parent)?).map(|w| Donor { weights: w, weight: 1.0 }).into_iter().collect(),
-            None => Vec::new(),
-        },
+        SharingMode::Snapshot => {
+            let mut parent = trial.parent.map(|id| run.store.trial(id)).transpose()?;
+            // An ensemble's weights are its best member's.
+            if let Some(ensemble) = parent.as_ref().filter(|p| !p.members.is_empty()) {
+                parent = ensemble.parent.map(|id| run.store.trial(id)).transpose()?;
+            }
+            parent.as_ref().and_then(weights).map(|w| Donor { weights: w, weight: 1.0 }).into_iter().collect()
+        }
         SharingMode::Average | SharingMode::LossWeighted => {
             let mut done: Vec<TrialRecord> = run
                 .store
                 .trials()?
                 .into_iter()
-                .filter(|t| t.stage == trial.stage && t.status == TrialStatus::Completed && t.checkpoint.is_some())
+                .filter(|t| t.stage == trial.stage && t.status == TrialStatus::Completed && t.checkpoint.is_some() && t.members.is_empty())
                 .collect();
             done.sort_by(|a, b| b.finished.unwrap_or(0.0).total_cmp(&a.finished.unwrap_or(0.0)));
             done.iter()

@@ -64,10 +64,52 @@ pub struct Workflow {
     /// How trials learn from the best models so far.
     #[serde(default)]
     pub distillation: Distillation,
+    /// Ensembles built during the search, as trials.
+    #[serde(default)]
+    pub ensembling: Ensembling,
     /// Besides validation loss: a parameter budget, and whether to keep the Pareto front.
     #[serde(default)]
     pub objectives: Objectives,
     pub stages: BTreeMap<String, Stage>,
+}
+
+/// Ensembles made while searching (ensemble stages make them afterwards).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EnsembleStrategy {
+    #[default]
+    None,
+    /// Every `every`-th trial is an ensemble of the best trials so far.
+    Intermixed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ensembling {
+    #[serde(default)]
+    pub strategy: EnsembleStrategy,
+    #[serde(default = "default_every")]
+    pub every: usize,
+    #[serde(default = "default_ensembling_method")]
+    pub method: EnsembleMethod,
+    #[serde(default = "default_ensembling_k")]
+    pub top_k: usize,
+}
+
+fn default_every() -> usize {
+    5
+}
+fn default_ensembling_method() -> EnsembleMethod {
+    EnsembleMethod::Greedy
+}
+fn default_ensembling_k() -> usize {
+    5
+}
+
+impl Default for Ensembling {
+    fn default() -> Self {
+        Self { strategy: EnsembleStrategy::None, every: default_every(), method: default_ensembling_method(), top_k: default_ensembling_k() }
+    }
 }
 
 /// Objectives beyond validation loss.

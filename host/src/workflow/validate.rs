@@ -167,6 +167,16 @@ pub fn resolve(source: &Source, wf: &Workflow, host: &PluginHost, store: &PackSt
         }
     }
 
+    if wf.ensembling.strategy != super::EnsembleStrategy::None {
+        let at = |field| [Key("ensembling"), Key(field)];
+        if trainers.kind == TrainerKind::Table {
+            return Err(err(&at("strategy"), None, "ensembles during the search need `kind: burn` trainers".into()));
+        }
+        if wf.ensembling.every < 2 || wf.ensembling.top_k == 0 {
+            let (field, least) = if wf.ensembling.every < 2 { ("every", 2) } else { ("top_k", 1) };
+            return Err(err(&at(field), None, format!("`{field}` must be at least {least}")));
+        }
+    }
     if wf.objectives.max_parameters == Some(0) {
         return Err(err(&[Key("objectives"), Key("max_parameters")], None, "`max_parameters` must be at least 1".into()));
     }
