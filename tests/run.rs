@@ -502,3 +502,37 @@ fn intermixed_ensembles_are_trials_of_the_search() {
     }
     assert!(all.iter().any(|t| t["stage"] == "retrain" && t["status"] == "completed"));
 }
+
+#[test]
+fn residual_members_train_on_the_ensembles_loss_and_predict_as_a_sum() {
+    let dir = TempDir::new();
+    let workflow = dir.path().join("w.yaml");
+    let text = mnist1d_workflow(6, 2, 1, "") + "ensembling: {strategy: residual, every: 2}\n";
+    std::fs::write(&workflow, text).unwrap();
+    let run_dir = dir.path().join("run");
+    let run_dir_text = run_dir.to_str().unwrap();
+    let out = run(&["run", workflow.to_str().unwrap(), "--run-dir", run_dir_text]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let all = trials(run_dir_text);
+    let members = |t: &Value| -> Vec<u64> { t["members"].as_array().unwrap().iter().map(|m| m[0].as_u64().unwrap()).collect() };
+    for t in &all {
+        let id = t["id"].as_u64().unwrap();
+        let m = members(t);
+        assert_eq!(m.last(), Some(&id), "a residual trial ends its own ensemble: {t:#}");
+        // Its base is the best ensemble finished before its window of two.
+        let window_start = id / 2 * 2;
+        let base: Vec<u64> = m[..m.len() - 1].to_vec();
+        let earlier: Vec<&Value> = all.iter().filter(|o| o["id"].as_u64().unwrap() < window_start).collect();
+        match earlier.iter().min_by(|a, b| a["objective"].as_f64().unwrap().total_cmp(&b["objective"].as_f64().unwrap())) {
+            Some(best) => assert_eq!(base, members(best), "trial {id}"),
+            None => assert!(base.is_empty(), "trial {id} of the first window trains alone"),
+        }
+    }
+    assert!(all.iter().any(|t| members(t).len() >= 2), "the ensemble grew");
+    // The best is an ensemble; exported, it predicts the test split as recorded.
+    let export = dir.path().join("export");
+    let best = json(&["best", run_dir_text, "--export", export.to_str().unwrap(), "--json"]);
+    let data = format!("csv:{}", common::root().join("data/mnist1d/test.csv").display());
+    let predicted = json(&["predict", export.to_str().unwrap(), "--data", &data, "--json", "--backend", "cpu"]);
+    assert!((predicted["metrics"]["accuracy"].as_f64().unwrap() - best["test"]["accuracy"].as_f64().unwrap()).abs() < 1e-9);
+}

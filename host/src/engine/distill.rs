@@ -127,7 +127,7 @@ pub fn run_distill(run: &Run, name: &str, source: &str) -> Result<Option<String>
     if matches!(alone.outcome, Outcome::Interrupted { .. }) {
         return Ok(None);
     }
-    let taught = train(&Guidance { donors: Vec::new(), distill: Some(distill) })?;
+    let taught = train(&Guidance { distill: Some(distill), ..Guidance::default() })?;
     if matches!(taught.outcome, Outcome::Interrupted { .. }) {
         return Ok(None);
     }

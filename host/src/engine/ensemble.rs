@@ -156,6 +156,7 @@ pub fn build(run: &Run, mut candidates: Vec<TrialRecord>, method: EnsembleMethod
             })
             .collect(),
         method: serde_json::to_value(method).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+        combine: train::Combine::Average,
     };
     let dir = run.dir.join(relative);
     std::fs::create_dir_all(&dir).map_err(|source| EngineError::Io { path: dir.clone(), source })?;

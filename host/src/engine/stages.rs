@@ -153,7 +153,7 @@ fn produced(run: &Run, stage: &str) -> Result<Option<TrialRecord>, StoreError> {
 fn retrain(run: &Run, name: &str, source: &str) -> Result<Option<String>, EngineError> {
     let mut best = best_of(run, source)?;
     // An intermixed ensemble is retrained as its best member.
-    if let Some(member) = best.parent.filter(|_| !best.members.is_empty()) {
+    if let Some(member) = best.parent.filter(|_| best.is_combination()) {
         best = run.store.trial(member)?;
     }
     let checkpoint = best.checkpoint.as_ref().ok_or_else(|| EngineError::Stage(format!("trial {} has no checkpoint", best.id)))?;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::{EngineError, EngineEvent, Run};
 use crate::graph::{Architecture, infer_block};
-use crate::workflow::SharingMode;
+use crate::workflow::{EnsembleStrategy, SharingMode};
 use crate::model::{Donor, ModelSpec};
 use crate::plugin::types;
 use crate::store::{TrialRecord, TrialStatus};
@@ -129,6 +129,44 @@ impl Trainer {
     }
 }
 
+/// A residual trial's base: the best residual ensemble completed before its window of
+/// `every` trials, with that ensemble's summed outputs on each split.
+struct ResidualBase {
+    members: Vec<u64>,
+    guidance: train::Residual,
+    test: Vec<f32>,
+}
+
+fn residual_base(run: &Run, splits: &crate::data::Splits, trial: &TrialRecord) -> Result<Option<ResidualBase>, EngineError> {
+    let ensembling = run.workflow.ensembling;
+    if ensembling.strategy != EnsembleStrategy::Residual {
+        return Ok(None);
+    }
+    let window_start = trial.id / ensembling.every as u64 * ensembling.every as u64;
+    let best = run
+        .store
+        .trials()?
+        .into_iter()
+        .filter(|t| t.stage == trial.stage && t.status == TrialStatus::Completed && t.id < window_start && !t.members.is_empty() && !t.is_combination())
+        .min_by(|a, b| a.objective.unwrap_or(f64::INFINITY).total_cmp(&b.objective.unwrap_or(f64::INFINITY)));
+    let members: Vec<u64> = best.map(|b| b.members.iter().map(|(id, _)| *id).collect()).unwrap_or_default();
+    let device = run.device()?;
+    let mut sums = [Vec::new(), Vec::new(), Vec::new()];
+    for id in &members {
+        let (model, _) = Checkpoint::new(run.dir.join(checkpoint_dir(*id))).load(&device.device).map_err(|e| EngineError::Stage(e.to_string()))?;
+        for (sum, data) in sums.iter_mut().zip([&splits.train, &splits.valid, &splits.test]) {
+            let outputs = train::predict(&model, &data.features, data.sample_len());
+            *sum = if sum.is_empty() { outputs } else { train::add_outputs(outputs, sum) };
+        }
+    }
+    let [train_sum, valid_sum, test] = sums;
+    Ok(Some(ResidualBase {
+        members,
+        guidance: train::Residual { train: std::sync::Arc::new(train_sum), valid: std::sync::Arc::new(valid_sum) },
+        test,
+    }))
+}
+
 /// Builds an intermixed ensemble trial from the candidates its claim chose.
 fn ensemble_trial(run: &Run, trial: &mut TrialRecord) -> Result<(), EngineError> {
     let started = std::time::Instant::now();
@@ -137,7 +175,7 @@ fn ensemble_trial(run: &Run, trial: &mut TrialRecord) -> Result<(), EngineError>
     let mut queue: Vec<u64> = trial.members.iter().map(|(id, _)| *id).collect();
     while let Some(id) = queue.pop() {
         let candidate = run.store.trial(id)?;
-        if !candidate.members.is_empty() {
+        if candidate.is_combination() {
             queue.extend(candidate.members.iter().map(|(id, _)| *id));
         } else if !candidates.iter().any(|c| c.id == id) {
             candidates.push(candidate);
@@ -161,7 +199,7 @@ fn donors(run: &Run, trial: &TrialRecord) -> Result<Vec<Donor>, EngineError> {
         SharingMode::Snapshot => {
             let mut parent = trial.parent.map(|id| run.store.trial(id)).transpose()?;
             // An ensemble's weights are its best member's.
-            if let Some(ensemble) = parent.as_ref().filter(|p| !p.members.is_empty()) {
+            if let Some(ensemble) = parent.as_ref().filter(|p| p.is_combination()) {
                 parent = ensemble.parent.map(|id| run.store.trial(id)).transpose()?;
             }
             parent.as_ref().and_then(weights).map(|w| Donor { weights: w, weight: 1.0 }).into_iter().collect()
@@ -171,7 +209,7 @@ fn donors(run: &Run, trial: &TrialRecord) -> Result<Vec<Donor>, EngineError> {
                 .store
                 .trials()?
                 .into_iter()
-                .filter(|t| t.stage == trial.stage && t.status == TrialStatus::Completed && t.checkpoint.is_some() && t.members.is_empty())
+                .filter(|t| t.stage == trial.stage && t.status == TrialStatus::Completed && t.checkpoint.is_some() && !t.is_combination())
                 .collect();
             done.sort_by(|a, b| b.finished.unwrap_or(0.0).total_cmp(&a.finished.unwrap_or(0.0)));
             done.iter()
@@ -247,7 +285,12 @@ fn train_trial(run: &Run, trainer: usize, trial: &mut TrialRecord) -> Result<boo
     let id = trial.id;
     let distill = super::distill::search_guidance(run, &splits, trial)?;
     trial.teacher = distill.as_ref().map(|(_, teacher)| *teacher).or(trial.teacher);
-    let guidance = train::Guidance { donors: donors(run, trial)?, distill: distill.map(|(d, _)| d) };
+    let residual = residual_base(run, &splits, trial)?;
+    let guidance = train::Guidance {
+        donors: donors(run, trial)?,
+        distill: distill.map(|(d, _)| d),
+        residual: residual.as_ref().filter(|r| !r.members.is_empty()).map(|r| r.guidance.clone()),
+    };
     let mut on_event = |event: TrainEvent<'_>| {
         if let TrainEvent::Epoch(report) = event {
             (run.report)(EngineEvent::TrialEpoch { trainer, trial: id, epoch: report.epoch, epochs });
@@ -283,7 +326,13 @@ fn train_trial(run: &Run, trainer: usize, trial: &mut TrialRecord) -> Result<boo
         Outcome::Completed => {}
     }
     let valid = trained.epochs.iter().find(|e| e.epoch == trained.best_epoch).map(|e| e.valid.clone());
-    let test = train::evaluate(&trained.model, &splits.test, splits.task, &splits.normalization);
+    let test = match residual.as_ref().filter(|r| !r.members.is_empty()) {
+        Some(base) => {
+            let own = train::predict(&trained.model, &splits.test.features, splits.test.sample_len());
+            train::metrics_of(&train::add_outputs(own, &base.test), &splits.test, splits.task, &splits.normalization)
+        }
+        None => train::evaluate(&trained.model, &splits.test, splits.task, &splits.normalization),
+    };
     let mut metrics = BTreeMap::from([("test".to_string(), test.clone())]);
     if let Some(v) = &valid {
         metrics.insert("valid".into(), v.clone());
@@ -300,6 +349,17 @@ fn train_trial(run: &Run, trainer: usize, trial: &mut TrialRecord) -> Result<boo
     if let Err(e) = Checkpoint::new(run.dir.join(&relative)).save(&trained.model, &meta) {
         fail(trial, TrialStatus::Failed, e.to_string());
         return Ok(true);
+    }
+    if let Some(base) = &residual {
+        // The trial is the ensemble of its base and itself, outputs summed.
+        let mut members: Vec<train::Member> =
+            base.members.iter().map(|&id| train::Member { trial: id, checkpoint: PathBuf::from("..").join(id.to_string()), weight: 1.0 }).collect();
+        members.push(train::Member { trial: trial.id, checkpoint: PathBuf::from("."), weight: 1.0 });
+        trial.members = members.iter().map(|m| (m.trial, 1.0)).collect();
+        let file = train::EnsembleFile { members, method: "residual".into(), combine: train::Combine::Sum };
+        let path = run.dir.join(&relative).join(train::ENSEMBLE_FILE);
+        crate::atomic_file::write_atomic(&path, &serde_json::to_vec_pretty(&file).expect("json"))
+            .map_err(|source| EngineError::Io { path, source })?;
     }
     trial.latency_ms = Some(latency_ms(&trained.model, &splits.valid));
     trial.status = TrialStatus::Completed;

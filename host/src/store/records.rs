@@ -166,6 +166,12 @@ impl TrialRecord {
         self.architecture.iter().map(|b| b.name.as_str()).collect::<Vec<_>>().join(",")
     }
 
+    /// An ensemble of other trials, with no model of its own (a residual trial is an
+    /// ensemble that includes itself).
+    pub fn is_combination(&self) -> bool {
+        !self.members.is_empty() && !self.members.iter().any(|(id, _)| *id == self.id)
+    }
+
     /// The trial as searchers see it.
     pub fn to_plugin(&self) -> types::Trial {
         types::Trial {

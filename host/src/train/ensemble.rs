@@ -26,8 +26,29 @@ pub struct Member {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EnsembleFile {
     pub members: Vec<Member>,
-    /// How the weights were found (`average`, `weighted`, `greedy`, ...).
+    /// How the weights were found (`average`, `weighted`, `greedy`, `residual`, ...).
     pub method: String,
+    #[serde(default)]
+    pub combine: Combine,
+}
+
+/// How members' outputs make the ensemble's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Combine {
+    /// The weighted mean of probabilities (classification) or values (regression).
+    #[default]
+    Average,
+    /// The sum of raw outputs: members trained on the residual of those before them.
+    Sum,
+}
+
+/// Adds `base` to `outputs` element-wise (a residual member on top of its ensemble).
+pub fn add_outputs(mut outputs: Vec<f32>, base: &[f32]) -> Vec<f32> {
+    for (o, b) in outputs.iter_mut().zip(base) {
+        *o += b;
+    }
+    outputs
 }
 
 /// Probabilities (rows of `classes`) or regression values of one model's raw outputs.
@@ -134,6 +155,12 @@ impl Predictor {
             return predict(model, features, sample_len);
         }
         let task = self.meta.spec.task;
+        if self.ensemble.as_ref().is_some_and(|e| e.combine == Combine::Sum) {
+            return self.members.iter().fold(Vec::new(), |sum, (m, _)| {
+                let outputs = predict(m, features, sample_len);
+                if sum.is_empty() { outputs } else { add_outputs(outputs, &sum) }
+            });
+        }
         let outputs: Vec<Vec<f64>> =
             self.members.iter().map(|(m, _)| to_probabilities(&predict(m, features, sample_len), task)).collect();
         let views: Vec<&[f64]> = outputs.iter().map(Vec::as_slice).collect();

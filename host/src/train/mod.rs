@@ -7,7 +7,7 @@ mod metrics;
 
 pub use backend::{Backend, NoGpu, Selected};
 pub use checkpoint::{CHECKPOINT_VERSION, Checkpoint, CheckpointError, CheckpointMeta};
-pub use ensemble::{ENSEMBLE_FILE, EnsembleFile, Member, Predictor, combine, learn_weights, to_probabilities};
+pub use ensemble::{Combine, ENSEMBLE_FILE, EnsembleFile, Member, Predictor, add_outputs, combine, learn_weights, to_probabilities};
 pub use metrics::{Metrics, argmax, evaluate, metrics_of, predict};
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -223,12 +223,22 @@ pub struct Distill {
     pub teacher: std::sync::Arc<Vec<f32>>,
 }
 
+/// An ensemble's raw outputs that a residual member's outputs are added to, on the
+/// training and validation splits (one row per sample).
+#[derive(Debug, Clone)]
+pub struct Residual {
+    pub train: std::sync::Arc<Vec<f32>>,
+    pub valid: std::sync::Arc<Vec<f32>>,
+}
+
 /// What a run starts from and learns from besides the labels.
 #[derive(Debug, Clone, Default)]
 pub struct Guidance {
     /// Weight sharing: checkpoints to initialise matching parameters from.
     pub donors: Vec<Donor>,
     pub distill: Option<Distill>,
+    /// Train on the loss of this ensemble plus the model; validation metrics are the sum's.
+    pub residual: Option<Residual>,
 }
 
 /// Trains `spec` on `splits.train`, selecting the epoch with the best validation loss.
@@ -261,6 +271,11 @@ pub fn train_until(
     let device = device.clone().autodiff();
     device.seed(config.seed);
     let outputs = spec.task.outputs();
+    if let Some(residual) = &guidance.residual
+        && (residual.train.len() != splits.train.len() * outputs || residual.valid.len() != splits.valid.len() * outputs)
+    {
+        return Err(TrainError::Config("the residual base does not match the data set".into()));
+    }
     if let Some(distill) = &guidance.distill
         && distill.teacher.len() != splits.train.len() * outputs
     {
@@ -291,7 +306,11 @@ pub fn train_until(
                 break 'epochs;
             }
             let (x, y) = batch_tensors(&splits.train, chunk, spec.task, &device);
-            let output = model.forward(x);
+            let mut output = model.forward(x);
+            if let Some(residual) = &guidance.residual {
+                let rows: Vec<f32> = chunk.iter().flat_map(|&i| residual.train[i * outputs..(i + 1) * outputs].iter().copied()).collect();
+                output = output + Tensor::from_data(TensorData::new(rows, [chunk.len(), outputs]), &device);
+            }
             let mut loss = task_loss(output.clone(), y, spec.task);
             if let Some(distill) = &guidance.distill {
                 let rows: Vec<f32> = chunk.iter().flat_map(|&i| distill.teacher[i * outputs..(i + 1) * outputs].iter().copied()).collect();
@@ -312,7 +331,14 @@ pub fn train_until(
         }
         let snapshot = model.valid();
         let valid_set = if splits.valid.is_empty() { &splits.train } else { &splits.valid };
-        let valid = evaluate(&snapshot, valid_set, spec.task, &splits.normalization);
+        let valid = match &guidance.residual {
+            Some(residual) => {
+                let base = if splits.valid.is_empty() { &residual.train } else { &residual.valid };
+                let own = predict(&snapshot, &valid_set.features, valid_set.sample_len());
+                metrics_of(&add_outputs(own, base), valid_set, spec.task, &splits.normalization)
+            }
+            None => evaluate(&snapshot, valid_set, spec.task, &splits.normalization),
+        };
         if !valid.loss.is_finite() {
             outcome = Outcome::Diverged { epoch, step, loss: valid.loss };
             break;

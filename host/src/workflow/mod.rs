@@ -81,6 +81,9 @@ pub enum EnsembleStrategy {
     None,
     /// Every `every`-th trial is an ensemble of the best trials so far.
     Intermixed,
+    /// Trials train on the loss of the best ensemble so far plus themselves (outputs
+    /// summed); the ensemble can grow by one member every `every` trials.
+    Residual,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
