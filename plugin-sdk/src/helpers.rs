@@ -227,3 +227,19 @@ pub fn find(history: &[Trial], id: u64) -> Option<&Trial> {
 pub fn completed(history: &[Trial]) -> usize {
     history.iter().filter(|t| matches!(t.status, TrialStatus::Completed)).count()
 }
+
+/// Completed trials of the whole search: msh reports them as `msh.completed_trials`, since
+/// a workflow may hand the searcher only part of the history.
+pub fn completed_in_search(context: &Context, history: &[Trial]) -> usize {
+    config(context, "msh.completed_trials").unwrap_or_else(|| completed(history))
+}
+
+/// Trials that are members of an ensemble of the search (`msh.ensemble_members`).
+pub fn ensemble_members(context: &Context) -> Vec<u64> {
+    context
+        .config
+        .iter()
+        .find(|(k, _)| k == "msh.ensemble_members")
+        .map(|(_, v)| v.split(',').filter_map(|id| id.parse().ok()).collect())
+        .unwrap_or_default()
+}

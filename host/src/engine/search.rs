@@ -305,7 +305,8 @@ impl Search<'_> {
                 // Each call gets its own seed: two trainers asking with the same history
                 // must not be handed the same proposal.
                 let id = t.next_trial_id()?;
-                let context = types::Context { seed: self.context.seed ^ id.wrapping_mul(0x9e37_79b9_7f4a_7c15), ..self.context.clone() };
+                let mut context = types::Context { seed: self.context.seed ^ id.wrapping_mul(0x9e37_79b9_7f4a_7c15), ..self.context.clone() };
+                context.config.extend(history.facts());
                 let asked = Instant::now();
                 let proposal = match self.searcher.propose(&context, &run.resolved.space, &past, 1) {
                     Ok(proposal) => proposal,

@@ -22,7 +22,7 @@ impl Guest for BeamSearch {
 
         let mut rng = Rng::for_call(&context, history.len());
         let beam = top_k(&history, beam_size);
-        let allowed_depth = (min_depth + completed(&history) / per_level).min(max_depth);
+        let allowed_depth = (min_depth + completed_in_search(&context, &history) / per_level).min(max_depth);
         let proposals = (0..count)
             .map(|_| {
                 let Some(parent) = rng.choose(&beam).copied() else {
