@@ -4,10 +4,28 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{TempDir, json, mnist1d_workflow, msh, run};
 use serde_json::Value;
+
+/// A directory holding workflow `text` as `w.yaml`, and the run directory to use beside it.
+fn start(text: &str) -> (TempDir, PathBuf, PathBuf) {
+    let dir = TempDir::new();
+    let workflow = dir.path().join("w.yaml");
+    std::fs::write(&workflow, text).unwrap();
+    let run_dir = dir.path().join("run");
+    (dir, workflow, run_dir)
+}
+
+/// `msh run` to the end; panics with its stderr unless it succeeded, else returns it.
+fn run_ok(workflow: &Path, run_dir: &Path) -> String {
+    let out = run(&["run", workflow.to_str().unwrap(), "--run-dir", run_dir.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "msh run failed:\n{stderr}");
+    stderr
+}
 
 fn trials(run_dir: &str) -> Vec<Value> {
     json(&["trials", run_dir, "--json"]).as_array().expect("a list of trials").clone()
@@ -15,15 +33,10 @@ fn trials(run_dir: &str) -> Vec<Value> {
 
 #[test]
 fn search_with_two_trainers_records_lineage_and_exports_a_model_that_predicts_as_recorded() {
-    let dir = TempDir::new();
-    let workflow = dir.path().join("w.yaml");
     let extra = "  ensemble: {kind: ensemble, needs: [search], top_k: 3, method: weighted}\n  export: {kind: export, needs: [search], dir: best}\n";
-    std::fs::write(&workflow, mnist1d_workflow(8, 3, 2, extra)).unwrap();
-    let run_dir = dir.path().join("run");
+    let (dir, workflow, run_dir) = start(&mnist1d_workflow(8, 3, 2, extra));
     let run_dir_text = run_dir.to_str().unwrap();
-    let out = run(&["run", workflow.to_str().unwrap(), "--run-dir", run_dir_text]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "msh run failed:\n{stderr}");
+    let stderr = run_ok(&workflow, &run_dir);
     // Both trainers worked.
     assert!(stderr.contains("on trainer 0") && stderr.contains("on trainer 1"), "{stderr}");
 
@@ -132,10 +145,7 @@ fn assert_resumed(run_dir: &str, before: &BTreeMap<u64, Value>, budget: usize) {
 
 #[test]
 fn a_killed_run_resumes_without_losing_or_retraining_completed_trials() {
-    let dir = TempDir::new();
-    let workflow = dir.path().join("w.yaml");
-    std::fs::write(&workflow, mnist1d_workflow(8, 6, 1, "")).unwrap();
-    let run_dir = dir.path().join("run");
+    let (_dir, workflow, run_dir) = start(&mnist1d_workflow(8, 6, 1, ""));
     let run_dir_text = run_dir.to_str().unwrap();
     let mut child = msh()
         .args(["run", workflow.to_str().unwrap(), "--run-dir", run_dir_text])
@@ -149,9 +159,7 @@ fn a_killed_run_resumes_without_losing_or_retraining_completed_trials() {
     let orphans = trials(run_dir_text).iter().filter(|t| t["status"] == "running").count();
     assert!(before.len() >= 2 && before.len() < 8, "killed mid-search: {} completed", before.len());
 
-    let out = run(&["run", workflow.to_str().unwrap(), "--run-dir", run_dir_text]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let stderr = run_ok(&workflow, &run_dir);
     if orphans > 0 {
         assert!(stderr.contains(&format!("{orphans} interrupted trial(s) requeued")), "the running trial is requeued:\n{stderr}");
     }
@@ -160,10 +168,7 @@ fn a_killed_run_resumes_without_losing_or_retraining_completed_trials() {
 
 #[test]
 fn ctrl_c_stops_cleanly_and_the_next_run_resumes() {
-    let dir = TempDir::new();
-    let workflow = dir.path().join("w.yaml");
-    std::fs::write(&workflow, mnist1d_workflow(5, 6, 1, "")).unwrap();
-    let run_dir = dir.path().join("run");
+    let (_dir, workflow, run_dir) = start(&mnist1d_workflow(5, 6, 1, ""));
     let run_dir_text = run_dir.to_str().unwrap();
     let child = msh()
         .args(["run", workflow.to_str().unwrap(), "--run-dir", run_dir_text])
@@ -180,17 +185,13 @@ fn ctrl_c_stops_cleanly_and_the_next_run_resumes() {
     let before = completed_by_id(run_dir_text);
     assert!(trials(run_dir_text).iter().all(|t| t["status"] != "running"), "nothing is left running");
 
-    let out = run(&["run", workflow.to_str().unwrap(), "--run-dir", run_dir_text]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    run_ok(&workflow, &run_dir);
     assert_resumed(run_dir_text, &before, 5);
 }
 
 #[test]
 fn a_run_directory_refuses_a_different_workflow() {
-    let dir = TempDir::new();
-    let workflow = dir.path().join("w.yaml");
-    std::fs::write(&workflow, mnist1d_workflow(1, 1, 1, "")).unwrap();
-    let run_dir = dir.path().join("run");
+    let (_dir, workflow, run_dir) = start(&mnist1d_workflow(1, 1, 1, ""));
     let args = ["run", workflow.to_str().unwrap(), "--run-dir", run_dir.to_str().unwrap()];
     assert!(run(&args).status.success());
     std::fs::write(&workflow, mnist1d_workflow(2, 1, 1, "")).unwrap();
@@ -200,10 +201,7 @@ fn a_run_directory_refuses_a_different_workflow() {
 
 #[test]
 fn two_processes_share_one_run_within_its_budget() {
-    let dir = TempDir::new();
-    let workflow = dir.path().join("w.yaml");
-    std::fs::write(&workflow, mnist1d_workflow(6, 4, 1, "")).unwrap();
-    let run_dir = dir.path().join("run");
+    let (_dir, workflow, run_dir) = start(&mnist1d_workflow(6, 4, 1, ""));
     let spawn = || {
         msh()
             .args(["run", workflow.to_str().unwrap(), "--run-dir", run_dir.to_str().unwrap()])
@@ -228,18 +226,14 @@ fn two_processes_share_one_run_within_its_budget() {
 
 #[test]
 fn hostile_blocks_fail_their_trials_and_the_search_goes_on() {
-    let dir = TempDir::new();
-    let workflow = dir.path().join("w.yaml");
     let hostile = env!("MSH_HOSTILE_PLUGIN");
     let text = mnist1d_workflow(8, 1, 1, "")
         .replace("  blocks: [fixed_conv, resnet, max_pool, dilated_conv]", &format!("  packs: [core-blocks, {hostile}]\n  blocks: [fixed_conv, loop, panic, alloc]"))
         .replace("  min_depth: 1\n  max_depth: 3", "  min_depth: 1\n  max_depth: 1")
         .replace("plugin: beam-search", "plugin: random-search")
         .replace("budget: {trials: 8}", "budget: {trials: 8}\nlimits: {fuel: 100000000, memory_bytes: 67108864}");
-    std::fs::write(&workflow, text).unwrap();
-    let run_dir = dir.path().join("run");
-    let out = run(&["run", workflow.to_str().unwrap(), "--run-dir", run_dir.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (_dir, workflow, run_dir) = start(&text);
+    run_ok(&workflow, &run_dir);
     let all = trials(run_dir.to_str().unwrap());
     assert_eq!(all.len(), 8);
     for t in &all {
@@ -259,7 +253,11 @@ fn hostile_blocks_fail_their_trials_and_the_search_goes_on() {
 
 #[test]
 fn the_table_trainer_looks_metrics_up_and_fails_missing_architectures() {
-    let dir = TempDir::new();
+    let (dir, workflow, run_dir) = start(
+        "name: table\ndata: {source: 'csv:data.csv'}\nspace: {packs: [], blocks: [a, b, c], min_depth: 1, max_depth: 2}\n\
+         searcher: {plugin: random-search}\ntrainers: {kind: table, table: table.csv}\nbudget: {trials: 40}\n\
+         stages: {search: {kind: search}}\n",
+    );
     // Every architecture of depth 1-2 over a, b, c but `c,c`.
     let mut table = String::from("arch,accuracy,params\n");
     for (i, x) in ["a", "b", "c"].iter().enumerate() {
@@ -272,17 +270,7 @@ fn the_table_trainer_looks_metrics_up_and_fails_missing_architectures() {
     }
     std::fs::write(dir.path().join("table.csv"), table).unwrap();
     std::fs::write(dir.path().join("data.csv"), "label,x\n0,1\n1,2\n").unwrap();
-    let workflow = dir.path().join("w.yaml");
-    std::fs::write(
-        &workflow,
-        "name: table\ndata: {source: 'csv:data.csv'}\nspace: {packs: [], blocks: [a, b, c], min_depth: 1, max_depth: 2}\n\
-         searcher: {plugin: random-search}\ntrainers: {kind: table, table: table.csv}\nbudget: {trials: 40}\n\
-         stages: {search: {kind: search}}\n",
-    )
-    .unwrap();
-    let run_dir = dir.path().join("run");
-    let out = run(&["run", workflow.to_str().unwrap(), "--run-dir", run_dir.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    run_ok(&workflow, &run_dir);
     let all = trials(run_dir.to_str().unwrap());
     assert_eq!(all.len(), 40);
     let mut failed = 0;
@@ -306,20 +294,13 @@ fn the_table_trainer_looks_metrics_up_and_fails_missing_architectures() {
 
 #[test]
 fn diverging_trials_are_recorded_as_such_and_the_stage_still_finishes() {
-    let dir = TempDir::new();
-    let workflow = dir.path().join("w.yaml");
     let iris = common::root().join("data/iris/iris.csv");
-    std::fs::write(
-        &workflow,
-        format!(
+    let (_dir, workflow, run_dir) = start(&format!(
             "name: diverge\ndata: {{source: 'csv:{}'}}\nspace: {{blocks: [dense, dense_bn], max_depth: 2}}\n\
              searcher: {{plugin: random-search}}\ntraining: {{epochs: 3, learning_rate: 1.0e9, optimizer: sgd}}\n\
              trainers: {{backend: cpu}}\nbudget: {{trials: 3}}\nstages: {{search: {{kind: search}}, export: {{kind: export, needs: [search]}}}}\n",
             iris.display()
-        ),
-    )
-    .unwrap();
-    let run_dir = dir.path().join("run");
+        ));
     let out = run(&["run", workflow.to_str().unwrap(), "--run-dir", run_dir.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     // Every trial diverged: the search is done, the export has nothing to export.
@@ -337,12 +318,8 @@ fn diverging_trials_are_recorded_as_such_and_the_stage_still_finishes() {
 
 #[test]
 fn snapshot_weight_sharing_records_what_children_inherit() {
-    let dir = TempDir::new();
-    let workflow = dir.path().join("w.yaml");
-    std::fs::write(&workflow, mnist1d_workflow(6, 2, 1, "") + "weight_sharing: {mode: snapshot}\n").unwrap();
-    let run_dir = dir.path().join("run");
-    let out = run(&["run", workflow.to_str().unwrap(), "--run-dir", run_dir.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (_dir, workflow, run_dir) = start(&(mnist1d_workflow(6, 2, 1, "") + "weight_sharing: {mode: snapshot}\n"));
+    run_ok(&workflow, &run_dir);
     let all = trials(run_dir.to_str().unwrap());
     let mut inheriting = 0;
     for t in &all {
@@ -358,18 +335,14 @@ fn snapshot_weight_sharing_records_what_children_inherit() {
 
 #[test]
 fn ensembles_beat_their_best_member_and_export_and_predict_like_trials() {
-    let dir = TempDir::new();
-    let workflow = dir.path().join("w.yaml");
     let methods = ["average", "weighted", "greedy", "non_adaptive", "adaptive"];
     let stages: String = methods
         .iter()
         .map(|m| format!("  {m}: {{kind: ensemble, needs: [search], method: {m}, top_k: 4, width: 3, every: 2}}\n"))
         .collect();
-    std::fs::write(&workflow, mnist1d_workflow(8, 3, 1, &stages)).unwrap();
-    let run_dir = dir.path().join("run");
+    let (dir, workflow, run_dir) = start(&mnist1d_workflow(8, 3, 1, &stages));
     let run_dir_text = run_dir.to_str().unwrap();
-    let out = run(&["run", workflow.to_str().unwrap(), "--run-dir", run_dir_text]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    run_ok(&workflow, &run_dir);
     let all = trials(run_dir_text);
     let by_id = |id: u64| all.iter().find(|t| t["id"].as_u64() == Some(id)).unwrap();
     let data = format!("csv:{}", common::root().join("data/mnist1d/test.csv").display());
@@ -399,17 +372,12 @@ fn ensembles_beat_their_best_member_and_export_and_predict_like_trials() {
 
 #[test]
 fn distillation_teaches_search_trials_and_the_distill_stage_reports_the_student_alone() {
-    let dir = TempDir::new();
-    let workflow = dir.path().join("w.yaml");
     let stages = "  ensemble: {kind: ensemble, needs: [search], top_k: 3}\n  \
                   distill: {kind: distill, needs: [ensemble], epochs: 3, max_parameters: 20000}\n";
     let text = mnist1d_workflow(5, 2, 1, stages) + "distillation: {mode: adaptive, teacher: ensemble, ramp_trials: 2, top_k: 2}\n";
-    std::fs::write(&workflow, text).unwrap();
-    let run_dir = dir.path().join("run");
+    let (_dir, workflow, run_dir) = start(&text);
     let run_dir_text = run_dir.to_str().unwrap();
-    let out = run(&["run", workflow.to_str().unwrap(), "--run-dir", run_dir_text]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    run_ok(&workflow, &run_dir);
     let all = trials(run_dir_text);
     let search: Vec<&Value> = all.iter().filter(|t| t["stage"] == "search").collect();
     assert!(search[0]["teacher"].is_null(), "the first trial has no one to learn from");
@@ -431,16 +399,12 @@ fn distillation_teaches_search_trials_and_the_distill_stage_reports_the_student_
 
 #[test]
 fn a_parameter_budget_fails_big_architectures_and_the_pareto_front_is_non_dominated() {
-    let dir = TempDir::new();
-    let workflow = dir.path().join("w.yaml");
     let text = mnist1d_workflow(8, 2, 1, "  export: {kind: export, needs: [search]}\n")
         .replace("plugin: beam-search", "plugin: random-search")
         + "objectives: {max_parameters: 5000, pareto: true}\n";
-    std::fs::write(&workflow, text).unwrap();
-    let run_dir = dir.path().join("run");
+    let (_dir, workflow, run_dir) = start(&text);
     let run_dir_text = run_dir.to_str().unwrap();
-    let out = run(&["run", workflow.to_str().unwrap(), "--run-dir", run_dir_text]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    run_ok(&workflow, &run_dir);
     let all = trials(run_dir_text);
     for t in &all {
         let parameters = t["parameters"].as_u64().unwrap();
@@ -475,15 +439,11 @@ fn a_parameter_budget_fails_big_architectures_and_the_pareto_front_is_non_domina
 
 #[test]
 fn intermixed_ensembles_are_trials_of_the_search() {
-    let dir = TempDir::new();
-    let workflow = dir.path().join("w.yaml");
     let text = mnist1d_workflow(9, 2, 1, "  retrain: {kind: retrain, needs: [search], epochs: 1}\n")
         + "ensembling: {strategy: intermixed, every: 3, method: weighted, top_k: 2}\nweight_sharing: {mode: snapshot}\n";
-    std::fs::write(&workflow, text).unwrap();
-    let run_dir = dir.path().join("run");
+    let (_dir, workflow, run_dir) = start(&text);
     let run_dir_text = run_dir.to_str().unwrap();
-    let out = run(&["run", workflow.to_str().unwrap(), "--run-dir", run_dir_text]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    run_ok(&workflow, &run_dir);
     let all = trials(run_dir_text);
     let search: Vec<&Value> = all.iter().filter(|t| t["stage"] == "search").collect();
     assert_eq!(search.len(), 9);
@@ -505,14 +465,10 @@ fn intermixed_ensembles_are_trials_of_the_search() {
 
 #[test]
 fn residual_members_train_on_the_ensembles_loss_and_predict_as_a_sum() {
-    let dir = TempDir::new();
-    let workflow = dir.path().join("w.yaml");
     let text = mnist1d_workflow(6, 2, 1, "") + "ensembling: {strategy: residual, every: 2}\n";
-    std::fs::write(&workflow, text).unwrap();
-    let run_dir = dir.path().join("run");
+    let (dir, workflow, run_dir) = start(&text);
     let run_dir_text = run_dir.to_str().unwrap();
-    let out = run(&["run", workflow.to_str().unwrap(), "--run-dir", run_dir_text]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    run_ok(&workflow, &run_dir);
     let all = trials(run_dir_text);
     let members = |t: &Value| -> Vec<u64> { t["members"].as_array().unwrap().iter().map(|m| m[0].as_u64().unwrap()).collect() };
     for t in &all {

@@ -224,7 +224,7 @@ pub fn search(args: BenchSearchArgs) -> anyhow::Result<std::process::ExitCode> {
         map.remove("distillation");
     }
     let scratch = Scratch::new("search")?;
-    println!("{:<28} {:>10} {:>10} {:>10} {:>12} {:>9}", "search", "trials", "best test", "ensemble", "to target", "minutes");
+    println!("{:<16} {:>7} {:>10} {:>10} {:>10} {:>15} {:>9}", "search", "trials", "best test", "ensemble", "to target", "min to target", "minutes");
     for (name, value) in [("workflow", &workflow), ("random-search", &baseline)] {
         let (seconds, store) = run_copy(&scratch.0, name, &serde_yaml_ng::to_string(value)?)?;
         let trials = store.trials()?;
@@ -234,19 +234,26 @@ pub fn search(args: BenchSearchArgs) -> anyhow::Result<std::process::ExitCode> {
         let mut finished: Vec<_> = search.iter().filter(|t| t.status.is_finished()).collect();
         finished.sort_by(|a, b| a.finished.unwrap_or(0.0).total_cmp(&b.finished.unwrap_or(0.0)));
         let reached = finished.iter().position(|t| t.test.as_ref().and_then(|m| m.accuracy).is_some_and(|a| a >= args.target));
+        let started = search.iter().map(|t| t.created).fold(f64::INFINITY, f64::min);
+        let minutes_to_target = reached.and_then(|i| finished[i].finished).map(|f| format!("{:.1}", (f - started) / 60.0));
         let percent = |a: Option<f64>| a.filter(|a| a.is_finite()).map_or_else(|| "-".to_string(), |a| format!("{:.1}%", a * 100.0));
         println!(
-            "{name:<28} {:>10} {:>10} {:>10} {:>12} {:>9.1}",
+            "{name:<16} {:>7} {:>10} {:>10} {:>10} {:>15} {:>9.1}",
             finished.len(),
             percent(best.as_ref().and_then(|b| b.test.as_ref()?.accuracy)),
             percent(Some(ensemble)),
             reached.map_or_else(|| "never".to_string(), |i| (i + 1).to_string()),
+            minutes_to_target.unwrap_or_else(|| "-".into()),
             seconds / 60.0
         );
         for stage in store.stages()?.iter().filter(|s| s.kind == "distill") {
             println!("  {}: {}", stage.name, stage.message.as_deref().unwrap_or(""));
         }
     }
-    println!("best test: the test accuracy of the trial with the lowest validation loss; to target: trials finished until one reached {:.0}% on test", args.target * 100.0);
+    println!(
+        "best test: the test accuracy of the trial with the lowest validation loss; to target: trials finished \
+         until one reached {:.0}% on test, and the minutes until then; minutes: the whole run, stages included",
+        args.target * 100.0
+    );
     Ok(std::process::ExitCode::SUCCESS)
 }

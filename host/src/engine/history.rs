@@ -106,14 +106,8 @@ mod tests {
     use crate::store::{Store, StoreError, TrialRecord};
 
     fn trial(id: u64, objective: f64, members: Vec<(u64, f64)>) -> TrialRecord {
-        let json = serde_json::json!({
-            "id": id, "stage": "s", "architecture": [], "hparams": [], "parent": null, "teacher": null,
-            "status": "completed", "owner": null, "attempts": 1, "objective": objective, "valid": null,
-            "test": null, "parameters": 10, "inherited": 0, "epochs": 1, "best_epoch": 1, "created": 0.0,
-            "started": null, "finished": null, "train_seconds": 0.0, "checkpoint": null, "error": null,
-            "members": members,
-        });
-        serde_json::from_value(json).unwrap()
+        let status = crate::store::TrialStatus::Completed;
+        TrialRecord { status, objective: Some(objective), members, ..TrialRecord::new(id, "s", vec![], vec![]) }
     }
 
     #[test]

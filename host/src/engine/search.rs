@@ -368,37 +368,10 @@ impl Search<'_> {
 }
 
 fn new_trial(id: u64, stage: &str, proposal: types::Proposal) -> TrialRecord {
-    TrialRecord {
-        id,
-        stage: stage.into(),
-        architecture: proposal
-            .architecture
-            .into_iter()
-            .map(|b| BlockRef {
-                name: b.name,
-                params: b.params.into_iter().map(|p| (p.name, ParamValue::from_plugin(&p.value))).collect(),
-            })
-            .collect(),
-        hparams: proposal.hparams,
-        parent: proposal.parent,
-        teacher: proposal.teacher,
-        status: TrialStatus::Pending,
-        owner: None,
-        attempts: 0,
-        objective: None,
-        valid: None,
-        test: None,
-        parameters: 0,
-        inherited: 0,
-        epochs: 0,
-        best_epoch: 0,
-        created: store::now(),
-        started: None,
-        finished: None,
-        train_seconds: 0.0,
-        checkpoint: None,
-        error: None,
-        members: Vec::new(),
-        latency_ms: None,
-    }
+    let architecture = proposal
+        .architecture
+        .into_iter()
+        .map(|b| BlockRef { name: b.name, params: b.params.into_iter().map(|p| (p.name, ParamValue::from_plugin(&p.value))).collect() })
+        .collect();
+    TrialRecord { parent: proposal.parent, teacher: proposal.teacher, ..TrialRecord::new(id, stage, architecture, proposal.hparams) }
 }

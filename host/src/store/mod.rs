@@ -337,32 +337,8 @@ mod tests {
     }
 
     fn trial(id: u64, status: TrialStatus) -> TrialRecord {
-        TrialRecord {
-            id,
-            stage: "search".into(),
-            architecture: vec![BlockRef { name: "dense".into(), params: vec![("units".into(), ParamValue::Int(8))] }],
-            hparams: vec![("learning_rate".into(), 0.01)],
-            parent: None,
-            teacher: None,
-            status,
-            owner: None,
-            attempts: 0,
-            objective: None,
-            valid: None,
-            test: None,
-            parameters: 0,
-            inherited: 0,
-            epochs: 0,
-            best_epoch: 0,
-            created: now(),
-            started: None,
-            finished: None,
-            train_seconds: 0.0,
-            checkpoint: None,
-            error: None,
-            members: Vec::new(),
-            latency_ms: None,
-        }
+        let architecture = vec![BlockRef { name: "dense".into(), params: vec![("units".into(), ParamValue::Int(8))] }];
+        TrialRecord { status, ..TrialRecord::new(id, "search", architecture, vec![("learning_rate".into(), 0.01)]) }
     }
 
     #[test]
@@ -389,16 +365,10 @@ mod tests {
         drop(store);
         let reopened = Store::open(&dir).unwrap();
         assert_eq!(reopened.trials().unwrap().len(), 3);
-        assert_eq!(reopened.trial(0).unwrap(), trial(0, TrialStatus::Running).clone_with_created(reopened.trial(0).unwrap().created));
+        let stored = reopened.trial(0).unwrap();
+        assert_eq!(stored, TrialRecord { created: stored.created, ..trial(0, TrialStatus::Running) });
         assert_eq!(reopened.events().unwrap()[0].message, "started");
         std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    impl TrialRecord {
-        fn clone_with_created(mut self, created: f64) -> Self {
-            self.created = created;
-            self
-        }
     }
 
     #[test]

@@ -161,6 +161,36 @@ pub struct TrialRecord {
 }
 
 impl TrialRecord {
+    /// A trial not yet run.
+    pub fn new(id: u64, stage: &str, architecture: Vec<BlockRef>, hparams: Vec<(String, f64)>) -> Self {
+        Self {
+            id,
+            stage: stage.into(),
+            architecture,
+            hparams,
+            parent: None,
+            teacher: None,
+            status: TrialStatus::Pending,
+            owner: None,
+            attempts: 0,
+            objective: None,
+            valid: None,
+            test: None,
+            parameters: 0,
+            inherited: 0,
+            epochs: 0,
+            best_epoch: 0,
+            created: super::now(),
+            started: None,
+            finished: None,
+            train_seconds: 0.0,
+            checkpoint: None,
+            error: None,
+            members: Vec::new(),
+            latency_ms: None,
+        }
+    }
+
     /// Block names joined by `,`: the key of metrics tables.
     pub fn arch_key(&self) -> String {
         self.architecture.iter().map(|b| b.name.as_str()).collect::<Vec<_>>().join(",")
