@@ -13,7 +13,9 @@ fn main() {
     let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let root = manifest_dir.parent().expect("host/ sits in the repository").to_path_buf();
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    for path in ["plugins/Cargo.toml", "plugins/Cargo.lock", "plugin-sdk/Cargo.toml", "plugin-sdk/src", "plugin-sdk/wit"] {
+    for path in
+        ["plugins/Cargo.toml", "plugins/Cargo.lock", "plugin-sdk/Cargo.toml", "plugin-sdk/src", "plugin-sdk/wit"]
+    {
         println!("cargo:rerun-if-changed={}", root.join(path).display());
     }
     let target_dir = out_dir.join("plugins-target");
@@ -43,7 +45,14 @@ fn build_plugin(root: &Path, package: &str, target_dir: &Path) -> PathBuf {
         .arg("--target-dir")
         .arg(target_dir);
     // The outer build's settings are for the host target, not for the guests.
-    for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_RUSTFLAGS", "CARGO_TARGET_DIR", "CARGO_BUILD_TARGET", "RUSTC_WORKSPACE_WRAPPER"] {
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "RUSTC_WORKSPACE_WRAPPER",
+    ] {
         cmd.env_remove(var);
     }
     let status = cmd.status().unwrap_or_else(|e| panic!("cannot run cargo to build plugin `{package}`: {e}"));

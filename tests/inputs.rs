@@ -86,9 +86,16 @@ fn misspelt_architecture_key_has_line_and_column() {
 #[test]
 fn architecture_that_does_not_fit_names_block_and_node() {
     let dir = common::TempDir::new();
-    let arch = write(dir.path(), "arch.yaml", "blocks:\n  - name: stem\n    nodes:\n      - {op: conv1d, filters: 8, kernel: 3}\n");
+    let arch = write(
+        dir.path(),
+        "arch.yaml",
+        "blocks:\n  - name: stem\n    nodes:\n      - {op: conv1d, filters: 8, kernel: 3}\n",
+    );
     let err = failure(&["train", "--data", "csv:data/iris/iris.csv", "--arch", &arch]);
-    assert!(err.contains("block `stem` (#0), node 1 (conv1d): expects rank 2 [channels, length], got rank 1 shape [4]"), "{err}");
+    assert!(
+        err.contains("block `stem` (#0), node 1 (conv1d): expects rank 2 [channels, length], got rank 1 shape [4]"),
+        "{err}"
+    );
 }
 
 /// Writes CIFAR-10 binary files with `records` records each; labels cycle through 0..10 and
@@ -110,7 +117,16 @@ fn cifar10_binary_trains_and_truncation_is_reported() {
     let dir = common::TempDir::new();
     write_cifar(dir.path(), 20);
     let data = format!("cifar10:{}", dir.path().display());
-    let r = train_json(&["--data", &data, "--arch", "workflows/archs/cifar_cnn.yaml", "--epochs", "3", "--batch-size", "20"]);
+    let r = train_json(&[
+        "--data",
+        &data,
+        "--arch",
+        "workflows/archs/cifar_cnn.yaml",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "20",
+    ]);
     assert_eq!(r["test"]["samples"], 20);
     assert_eq!(r["valid"]["samples"], 10);
 
@@ -133,12 +149,24 @@ fn image_folders_train_and_a_broken_image_is_named() {
         let class_dir = dir.path().join(class);
         std::fs::create_dir(&class_dir).unwrap();
         for i in 0..6u8 {
-            let img = image::RgbImage::from_fn(12, 10, |x, y| image::Rgb([value, value.wrapping_add(i), (x + y) as u8]));
+            let img =
+                image::RgbImage::from_fn(12, 10, |x, y| image::Rgb([value, value.wrapping_add(i), (x + y) as u8]));
             img.save(class_dir.join(format!("{i}.png"))).unwrap();
         }
     }
     let data = format!("images:{}", dir.path().display());
-    let r = train_json(&["--data", &data, "--image-size", "8", "--arch", "workflows/archs/digits_cnn.yaml", "--epochs", "2", "--test-fraction", "0.25"]);
+    let r = train_json(&[
+        "--data",
+        &data,
+        "--image-size",
+        "8",
+        "--arch",
+        "workflows/archs/digits_cnn.yaml",
+        "--epochs",
+        "2",
+        "--test-fraction",
+        "0.25",
+    ]);
     assert_eq!(r["test"]["samples"], 3);
 
     let broken = dir.path().join("light").join("broken.png");

@@ -18,7 +18,9 @@ fn arch(yaml: &str) -> Architecture {
 #[test]
 fn parameter_paths_name_block_node_and_parameter() {
     let spec = ModelSpec {
-        architecture: arch("blocks:\n- name: a\n  nodes:\n  - {op: conv1d, filters: 4, kernel: 3}\n  - {op: relu}\n  - {op: batch_norm}\n"),
+        architecture: arch(
+            "blocks:\n- name: a\n  nodes:\n  - {op: conv1d, filters: 4, kernel: 3}\n  - {op: relu}\n  - {op: batch_norm}\n",
+        ),
         input_shape: vec![2, 10],
         task: Task::Classification { classes: 3 },
     };
@@ -96,10 +98,13 @@ fn embedding_of_token_ids_trains() {
 
 #[test]
 fn checkpoint_round_trip_gives_identical_logits() {
-    let spec = DataSpec { shape: Some(vec![1, 8, 8]), ..DataSpec::new(Source::Csv("../data/digits/digits.csv".into())) };
+    let spec =
+        DataSpec { shape: Some(vec![1, 8, 8]), ..DataSpec::new(Source::Csv("../data/digits/digits.csv".into())) };
     let splits = data::load(&spec, 7).unwrap();
     let model_spec = ModelSpec {
-        architecture: arch("blocks:\n- name: f\n  nodes:\n  - {op: conv2d, filters: 8, kernel: 3}\n  - {op: batch_norm}\n  - {op: relu}\n  - {op: global_avg_pool}\n"),
+        architecture: arch(
+            "blocks:\n- name: f\n  nodes:\n  - {op: conv2d, filters: 8, kernel: 3}\n  - {op: batch_norm}\n  - {op: relu}\n  - {op: global_avg_pool}\n",
+        ),
         input_shape: splits.train.shape.clone(),
         task: splits.task,
     };
@@ -122,7 +127,8 @@ fn checkpoint_round_trip_gives_identical_logits() {
     let after = train::predict(&loaded, &splits.test.features, splits.test.sample_len());
     assert_eq!(before, after, "logits differ after reload");
     assert_eq!(loaded_meta.spec, model_spec);
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("ckpt")).unwrap().flatten().map(|e| e.file_name()).collect();
+    let leftovers: Vec<_> =
+        std::fs::read_dir(dir.path().join("ckpt")).unwrap().flatten().map(|e| e.file_name()).collect();
     assert_eq!(leftovers.len(), 2, "only model.json and weights.bpk remain: {leftovers:?}");
 
     std::fs::write(dir.path().join("ckpt/weights.bpk"), b"garbage").unwrap();

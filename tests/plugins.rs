@@ -67,7 +67,12 @@ fn incompatible_contract_versions_and_non_components_are_refused() {
     }
     assert!(count > 0, "the component names its contract version");
     let err = host.load_bytes("future", &patched).unwrap_err().to_string();
-    assert!(err.contains("plugin `future` (msh:plugin@0.9.0), load: built against msh:plugin@0.9.0; this msh supports 0.1.0"), "{err}");
+    assert!(
+        err.contains(
+            "plugin `future` (msh:plugin@0.9.0), load: built against msh:plugin@0.9.0; this msh supports 0.1.0"
+        ),
+        "{err}"
+    );
 
     let err = host.load_bytes("junk", b"\0asm junk").unwrap_err().to_string();
     assert!(err.contains("plugin `junk` (msh:plugin@?), load: not a WebAssembly component"), "{err}");
@@ -89,9 +94,14 @@ fn every_core_block_builds_on_its_ranks_and_trains_a_step() {
                 _ => vec![8, 8, 8],
             };
             let graph = pack.build(&info.name, &shape, &[]).unwrap_or_else(|e| panic!("{e}"));
-            let spec = ModelSpec { architecture: Architecture { blocks: vec![graph] }, input_shape: shape.clone(), task: Task::Classification { classes: 2 } };
-            let trained = train::train(&spec, &common::synthetic(&shape, 8, 2, false), &config, &Device::flex(), &mut |_| {})
-                .unwrap_or_else(|e| panic!("{} on {shape:?}: {e}", info.name));
+            let spec = ModelSpec {
+                architecture: Architecture { blocks: vec![graph] },
+                input_shape: shape.clone(),
+                task: Task::Classification { classes: 2 },
+            };
+            let trained =
+                train::train(&spec, &common::synthetic(&shape, 8, 2, false), &config, &Device::flex(), &mut |_| {})
+                    .unwrap_or_else(|e| panic!("{} on {shape:?}: {e}", info.name));
             assert_eq!(trained.outcome, train::Outcome::Completed, "{} on {shape:?}", info.name);
         }
     }
@@ -116,7 +126,13 @@ fn searchers_propose_inside_the_space_deterministically() {
         blocks: blocks.clone(),
         min_depth: 2,
         max_depth: 4,
-        hparams: vec![types::HparamRange { name: "learning_rate".into(), low: 1e-4, high: 1e-2, log: true, choices: vec![] }],
+        hparams: vec![types::HparamRange {
+            name: "learning_rate".into(),
+            low: 1e-4,
+            high: 1e-2,
+            log: true,
+            choices: vec![],
+        }],
     };
     let context = types::Context { seed: 7, budget: 100, config: vec![("population_size".into(), "5".into())] };
     for name in ["random-search", "beam-search", "regularized-evolution"] {
@@ -125,7 +141,9 @@ fn searchers_propose_inside_the_space_deterministically() {
             let history: Vec<types::Trial> = (0..history_len)
                 .map(|id| types::Trial {
                     id,
-                    architecture: (0..2 + (id % 3) as usize).map(|d| types::BlockRef { name: blocks[(id as usize + d) % 4].clone(), params: vec![] }).collect(),
+                    architecture: (0..2 + (id % 3) as usize)
+                        .map(|d| types::BlockRef { name: blocks[(id as usize + d) % 4].clone(), params: vec![] })
+                        .collect(),
                     hparams: vec![("learning_rate".into(), 1e-3)],
                     status: if id % 5 == 4 { types::TrialStatus::Failed } else { types::TrialStatus::Completed },
                     objective: (id % 5 != 4).then(|| ((id * 37) % 11) as f64),
@@ -138,7 +156,8 @@ fn searchers_propose_inside_the_space_deterministically() {
             let first = searcher.propose(&context, &space, &history, 8).unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(first.len(), 8, "{name}");
             for p in &first {
-                let lr = p.hparams.iter().find(|(n, _)| n == "learning_rate").map(|(_, v)| *v).expect("learning rate set");
+                let lr =
+                    p.hparams.iter().find(|(n, _)| n == "learning_rate").map(|(_, v)| *v).expect("learning rate set");
                 assert!((1e-4..=1e-2).contains(&lr), "{name}: learning rate {lr}");
             }
             let again = searcher.propose(&context, &space, &history, 8).unwrap();
@@ -152,12 +171,18 @@ fn blocks_and_plugin_commands() {
     let out = common::run(&["blocks", "list"]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("core-blocks (") && text.contains("transformer_encoder") && text.contains("small_resnet"), "{text}");
+    assert!(
+        text.contains("core-blocks (") && text.contains("transformer_encoder") && text.contains("small_resnet"),
+        "{text}"
+    );
 
     let out = common::run(&["blocks", "show", "resnet"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("kernel") && text.contains("for input [16, 32]: ") && text.contains("\"op\":\"add\""), "{text}");
+    assert!(
+        text.contains("kernel") && text.contains("for input [16, 32]: ") && text.contains("\"op\":\"add\""),
+        "{text}"
+    );
 
     let out = common::run(&["plugin", "check", env!("MSH_PLUGIN_CORE_BLOCKS")]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -174,7 +199,10 @@ fn pack_store_installs_verifies_and_removes() {
     let home = common::TempDir::new();
     let run = |args: &[&str]| {
         let out = common::msh().args(args).env("MSH_HOME", home.path()).output().unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        )
     };
     let wasm = env!("MSH_PLUGIN_CORE_BLOCKS");
     let (ok, text) = run(&["pack", "install", wasm]);

@@ -49,7 +49,10 @@ fn search_with_two_trainers_records_lineage_and_exports_a_model_that_predicts_as
         assert!(t["valid"]["accuracy"].as_f64().unwrap() > 0.1, "{t:#}");
         assert!(t["checkpoint"].is_string(), "{t:#}");
         if let Some(parent) = t["parent"].as_u64() {
-            assert!(ids.contains(&parent) && parent < t["id"].as_u64().unwrap(), "lineage points at an earlier trial: {t:#}");
+            assert!(
+                ids.contains(&parent) && parent < t["id"].as_u64().unwrap(),
+                "lineage points at an earlier trial: {t:#}"
+            );
         }
     }
     let children = all.iter().filter(|t| t["parent"].is_u64()).count();
@@ -79,7 +82,10 @@ fn search_with_two_trainers_records_lineage_and_exports_a_model_that_predicts_as
     assert_eq!(status["best"]["id"], best["id"]);
     // The export stage wrote the same trial.
     let staged: Value = serde_json::from_slice(&std::fs::read(run_dir.join("best/trial.json")).unwrap()).unwrap();
-    let best_search = all.iter().min_by(|a, b| a["objective"].as_f64().unwrap().total_cmp(&b["objective"].as_f64().unwrap())).unwrap();
+    let best_search = all
+        .iter()
+        .min_by(|a, b| a["objective"].as_f64().unwrap().total_cmp(&b["objective"].as_f64().unwrap()))
+        .unwrap();
     assert_eq!(staged["id"], best_search["id"]);
 
     // The exported model reloads and predicts the test set with the recorded accuracy.
@@ -94,7 +100,8 @@ fn search_with_two_trainers_records_lineage_and_exports_a_model_that_predicts_as
     assert_eq!(from_run["metrics"]["accuracy"].as_f64().unwrap(), recorded);
     // The export stage's single model predicts as recorded too, and `msh train` reads its
     // architecture.
-    let staged_prediction = json(&["predict", run_dir.join("best").to_str().unwrap(), "--data", &data, "--json", "--backend", "cpu"]);
+    let staged_prediction =
+        json(&["predict", run_dir.join("best").to_str().unwrap(), "--data", &data, "--json", "--backend", "cpu"]);
     assert_eq!(staged_prediction["metrics"]["accuracy"], staged["test"]["accuracy"]);
     let arch = run_dir.join("best/architecture.yaml");
     let trained = common::train_json(&[
@@ -161,7 +168,10 @@ fn a_killed_run_resumes_without_losing_or_retraining_completed_trials() {
 
     let stderr = run_ok(&workflow, &run_dir);
     if orphans > 0 {
-        assert!(stderr.contains(&format!("{orphans} interrupted trial(s) requeued")), "the running trial is requeued:\n{stderr}");
+        assert!(
+            stderr.contains(&format!("{orphans} interrupted trial(s) requeued")),
+            "the running trial is requeued:\n{stderr}"
+        );
     }
     assert_resumed(run_dir_text, &before, 8);
 }
@@ -228,7 +238,10 @@ fn two_processes_share_one_run_within_its_budget() {
 fn hostile_blocks_fail_their_trials_and_the_search_goes_on() {
     let hostile = env!("MSH_HOSTILE_PLUGIN");
     let text = mnist1d_workflow(8, 1, 1, "")
-        .replace("  blocks: [fixed_conv, resnet, max_pool, dilated_conv]", &format!("  packs: [core-blocks, {hostile}]\n  blocks: [fixed_conv, loop, panic, alloc]"))
+        .replace(
+            "  blocks: [fixed_conv, resnet, max_pool, dilated_conv]",
+            &format!("  packs: [core-blocks, {hostile}]\n  blocks: [fixed_conv, loop, panic, alloc]"),
+        )
         .replace("  min_depth: 1\n  max_depth: 3", "  min_depth: 1\n  max_depth: 1")
         .replace("plugin: beam-search", "plugin: random-search")
         .replace("budget: {trials: 8}", "budget: {trials: 8}\nlimits: {fuel: 100000000, memory_bytes: 67108864}");
@@ -241,13 +254,17 @@ fn hostile_blocks_fail_their_trials_and_the_search_goes_on() {
         let error = t["error"].as_str().unwrap_or("");
         match block {
             "fixed_conv" => assert_eq!(t["status"], "completed", "{t:#}"),
-            "loop" => assert!(error.contains("plugin `hostile`") && error.contains("exceeded its CPU budget of 100000000 fuel"), "{t:#}"),
+            "loop" => assert!(
+                error.contains("plugin `hostile`") && error.contains("exceeded its CPU budget of 100000000 fuel"),
+                "{t:#}"
+            ),
             "panic" => assert!(error.contains("plugin `hostile`") && error.contains("trapped"), "{t:#}"),
             "alloc" => assert!(error.contains("exceeded its memory limit of 64 MiB"), "{t:#}"),
             other => panic!("unexpected block {other}"),
         }
     }
-    let blocks: std::collections::BTreeSet<&str> = all.iter().map(|t| t["architecture"][0]["name"].as_str().unwrap()).collect();
+    let blocks: std::collections::BTreeSet<&str> =
+        all.iter().map(|t| t["architecture"][0]["name"].as_str().unwrap()).collect();
     assert!(blocks.len() >= 3, "random search tried several blocks: {blocks:?}");
 }
 
@@ -275,7 +292,8 @@ fn the_table_trainer_looks_metrics_up_and_fails_missing_architectures() {
     assert_eq!(all.len(), 40);
     let mut failed = 0;
     for t in &all {
-        let arch: Vec<&str> = t["architecture"].as_array().unwrap().iter().map(|b| b["name"].as_str().unwrap()).collect();
+        let arch: Vec<&str> =
+            t["architecture"].as_array().unwrap().iter().map(|b| b["name"].as_str().unwrap()).collect();
         if arch == ["c", "c"] {
             failed += 1;
             assert_eq!(t["status"], "failed");
@@ -296,11 +314,11 @@ fn the_table_trainer_looks_metrics_up_and_fails_missing_architectures() {
 fn diverging_trials_are_recorded_as_such_and_the_stage_still_finishes() {
     let iris = common::root().join("data/iris/iris.csv");
     let (_dir, workflow, run_dir) = start(&format!(
-            "name: diverge\ndata: {{source: 'csv:{}'}}\nspace: {{blocks: [dense, dense_bn], max_depth: 2}}\n\
+        "name: diverge\ndata: {{source: 'csv:{}'}}\nspace: {{blocks: [dense, dense_bn], max_depth: 2}}\n\
              searcher: {{plugin: random-search}}\ntraining: {{epochs: 3, learning_rate: 1.0e9, optimizer: sgd}}\n\
              trainers: {{backend: cpu}}\nbudget: {{trials: 3}}\nstages: {{search: {{kind: search}}, export: {{kind: export, needs: [search]}}}}\n",
-            iris.display()
-        ));
+        iris.display()
+    ));
     let out = run(&["run", workflow.to_str().unwrap(), "--run-dir", run_dir.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     // Every trial diverged: the search is done, the export has nothing to export.
@@ -349,7 +367,10 @@ fn ensembles_beat_their_best_member_and_export_and_predict_like_trials() {
     for method in methods {
         let ensemble = all.iter().find(|t| t["stage"] == method).unwrap_or_else(|| panic!("no {method} ensemble"));
         let members = ensemble["members"].as_array().unwrap();
-        let best_member = members.iter().map(|m| by_id(m[0].as_u64().unwrap())["objective"].as_f64().unwrap()).fold(f64::INFINITY, f64::min);
+        let best_member = members
+            .iter()
+            .map(|m| by_id(m[0].as_u64().unwrap())["objective"].as_f64().unwrap())
+            .fold(f64::INFINITY, f64::min);
         let loss = ensemble["objective"].as_f64().unwrap();
         eprintln!(
             "{method}: {} members, valid loss {loss:.4} (best member {best_member:.4}), test accuracy {}",
@@ -366,7 +387,10 @@ fn ensembles_beat_their_best_member_and_export_and_predict_like_trials() {
         assert!(export.join("ensemble.json").is_file() && export.join("members").is_dir());
         let predicted = json(&["predict", export.to_str().unwrap(), "--data", &data, "--json", "--backend", "cpu"]);
         let recorded = ensemble["test"]["accuracy"].as_f64().unwrap();
-        assert!((predicted["metrics"]["accuracy"].as_f64().unwrap() - recorded).abs() < 1e-9, "{method}: {predicted:#}");
+        assert!(
+            (predicted["metrics"]["accuracy"].as_f64().unwrap() - recorded).abs() < 1e-9,
+            "{method}: {predicted:#}"
+        );
     }
 }
 
@@ -374,7 +398,8 @@ fn ensembles_beat_their_best_member_and_export_and_predict_like_trials() {
 fn distillation_teaches_search_trials_and_the_distill_stage_reports_the_student_alone() {
     let stages = "  ensemble: {kind: ensemble, needs: [search], top_k: 3}\n  \
                   distill: {kind: distill, needs: [ensemble], epochs: 3, max_parameters: 20000}\n";
-    let text = mnist1d_workflow(5, 2, 1, stages) + "distillation: {mode: adaptive, teacher: ensemble, ramp_trials: 2, top_k: 2}\n";
+    let text = mnist1d_workflow(5, 2, 1, stages)
+        + "distillation: {mode: adaptive, teacher: ensemble, ramp_trials: 2, top_k: 2}\n";
     let (_dir, workflow, run_dir) = start(&text);
     let run_dir_text = run_dir.to_str().unwrap();
     run_ok(&workflow, &run_dir);
@@ -382,7 +407,8 @@ fn distillation_teaches_search_trials_and_the_distill_stage_reports_the_student_
     let search: Vec<&Value> = all.iter().filter(|t| t["stage"] == "search").collect();
     assert!(search[0]["teacher"].is_null(), "the first trial has no one to learn from");
     for t in &search[1..] {
-        let teacher = t["teacher"].as_u64().unwrap_or_else(|| panic!("trial {} learned from a teacher: {t:#}", t["id"]));
+        let teacher =
+            t["teacher"].as_u64().unwrap_or_else(|| panic!("trial {} learned from a teacher: {t:#}", t["id"]));
         assert!(teacher < t["id"].as_u64().unwrap());
     }
     let ensemble = all.iter().find(|t| t["stage"] == "ensemble").unwrap();
@@ -392,7 +418,10 @@ fn distillation_teaches_search_trials_and_the_distill_stage_reports_the_student_
     assert!(search.iter().any(|t| t["id"] == student["parent"]), "the student's architecture is a search trial's");
     // The stage reports the student with and without its teacher.
     let status = json(&["status", run_dir_text, "--json"]);
-    let message = status["stages"].as_array().unwrap().iter().find(|s| s["name"] == "distill").unwrap()["message"].as_str().unwrap().to_string();
+    let message = status["stages"].as_array().unwrap().iter().find(|s| s["name"] == "distill").unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
     eprintln!("{message}");
     assert!(message.contains("distilled") && message.contains("alone"), "{message}");
 }
@@ -423,7 +452,9 @@ fn a_parameter_budget_fails_big_architectures_and_the_pareto_front_is_non_domina
     let front = front.as_array().unwrap();
     assert!(!front.is_empty());
     let completed: Vec<&Value> = all.iter().filter(|t| t["status"] == "completed").collect();
-    let costs = |t: &Value| [t["objective"].as_f64().unwrap(), t["parameters"].as_f64().unwrap(), t["latency_ms"].as_f64().unwrap()];
+    let costs = |t: &Value| {
+        [t["objective"].as_f64().unwrap(), t["parameters"].as_f64().unwrap(), t["latency_ms"].as_f64().unwrap()]
+    };
     for f in front {
         for other in &completed {
             let (a, b) = (costs(other), costs(f));
@@ -457,7 +488,10 @@ fn intermixed_ensembles_are_trials_of_the_search() {
             assert!(member["members"].as_array().unwrap().is_empty(), "members are single models");
             assert!(member["id"].as_u64() < e["id"].as_u64());
         }
-        let best_member = members.iter().map(|m| search.iter().find(|t| t["id"] == m[0]).unwrap()["objective"].as_f64().unwrap()).fold(f64::INFINITY, f64::min);
+        let best_member = members
+            .iter()
+            .map(|m| search.iter().find(|t| t["id"] == m[0]).unwrap()["objective"].as_f64().unwrap())
+            .fold(f64::INFINITY, f64::min);
         assert!(e["objective"].as_f64().unwrap() <= best_member + 1e-4, "{e:#}");
     }
     assert!(all.iter().any(|t| t["stage"] == "retrain" && t["status"] == "completed"));
@@ -470,7 +504,8 @@ fn residual_members_train_on_the_ensembles_loss_and_predict_as_a_sum() {
     let run_dir_text = run_dir.to_str().unwrap();
     run_ok(&workflow, &run_dir);
     let all = trials(run_dir_text);
-    let members = |t: &Value| -> Vec<u64> { t["members"].as_array().unwrap().iter().map(|m| m[0].as_u64().unwrap()).collect() };
+    let members =
+        |t: &Value| -> Vec<u64> { t["members"].as_array().unwrap().iter().map(|m| m[0].as_u64().unwrap()).collect() };
     for t in &all {
         let id = t["id"].as_u64().unwrap();
         let m = members(t);
@@ -479,7 +514,10 @@ fn residual_members_train_on_the_ensembles_loss_and_predict_as_a_sum() {
         let window_start = id / 2 * 2;
         let base: Vec<u64> = m[..m.len() - 1].to_vec();
         let earlier: Vec<&Value> = all.iter().filter(|o| o["id"].as_u64().unwrap() < window_start).collect();
-        match earlier.iter().min_by(|a, b| a["objective"].as_f64().unwrap().total_cmp(&b["objective"].as_f64().unwrap())) {
+        match earlier
+            .iter()
+            .min_by(|a, b| a["objective"].as_f64().unwrap().total_cmp(&b["objective"].as_f64().unwrap()))
+        {
             Some(best) => assert_eq!(base, members(best), "trial {id}"),
             None => assert!(base.is_empty(), "trial {id} of the first window trains alone"),
         }
@@ -490,5 +528,7 @@ fn residual_members_train_on_the_ensembles_loss_and_predict_as_a_sum() {
     let best = json(&["best", run_dir_text, "--export", export.to_str().unwrap(), "--json"]);
     let data = format!("csv:{}", common::root().join("data/mnist1d/test.csv").display());
     let predicted = json(&["predict", export.to_str().unwrap(), "--data", &data, "--json", "--backend", "cpu"]);
-    assert!((predicted["metrics"]["accuracy"].as_f64().unwrap() - best["test"]["accuracy"].as_f64().unwrap()).abs() < 1e-9);
+    assert!(
+        (predicted["metrics"]["accuracy"].as_f64().unwrap() - best["test"]["accuracy"].as_f64().unwrap()).abs() < 1e-9
+    );
 }

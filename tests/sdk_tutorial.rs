@@ -11,7 +11,7 @@ use msh::plugin::{Limits, PluginHost, World, types};
 fn snippet(readme: &str, name: &str) -> String {
     let marker = format!("<!-- tutorial:{name} -->");
     let after = &readme[readme.find(&marker).unwrap_or_else(|| panic!("README has no {marker}")) + marker.len()..];
-    let start = after.find("```").expect("a code block follows") ;
+    let start = after.find("```").expect("a code block follows");
     let body = &after[start..];
     let body = &body[body.find('\n').expect("fence line") + 1..];
     body[..body.find("```").expect("closing fence")].to_string()
@@ -22,7 +22,8 @@ fn readme_tutorial_searcher_builds_and_proposes() {
     let root = common::root();
     let readme = std::fs::read_to_string(root.join("plugin-sdk/README.md")).unwrap();
     let dir = common::TempDir::new();
-    let manifest = snippet(&readme, "Cargo.toml").replace("PATH/TO/msh/plugin-sdk", &root.join("plugin-sdk").display().to_string())
+    let manifest = snippet(&readme, "Cargo.toml")
+        .replace("PATH/TO/msh/plugin-sdk", &root.join("plugin-sdk").display().to_string())
         + "\n[workspace]\n";
     std::fs::write(dir.path().join("Cargo.toml"), manifest).unwrap();
     std::fs::create_dir(dir.path().join("src")).unwrap();
@@ -42,7 +43,8 @@ fn readme_tutorial_searcher_builds_and_proposes() {
     let host = PluginHost::new(Limits::default());
     let greedy = host.load_file(&wasm).unwrap();
     assert_eq!(greedy.world, World::Searcher);
-    let space = types::SearchSpace { blocks: vec!["conv".into(), "dense".into()], min_depth: 2, max_depth: 4, hparams: vec![] };
+    let space =
+        types::SearchSpace { blocks: vec!["conv".into(), "dense".into()], min_depth: 2, max_depth: 4, hparams: vec![] };
     let context = types::Context { seed: 3, budget: 10, config: vec![] };
     let first = greedy.propose(&context, &space, &[], 2).unwrap();
     assert_eq!(first.len(), 2);

@@ -28,11 +28,13 @@ fn mnist1d() -> Splits {
 }
 
 fn run(yaml: &str, splits: &Splits, epochs: usize, donors: &[Donor]) -> (ModelSpec, Trained) {
-    let spec = ModelSpec { architecture: msh::arch_file::parse(yaml).unwrap(), input_shape: vec![1, 40], task: splits.task };
+    let spec =
+        ModelSpec { architecture: msh::arch_file::parse(yaml).unwrap(), input_shape: vec![1, 40], task: splits.task };
     let config = TrainConfig { epochs, batch_size: 64, learning_rate: 0.003, seed: 11, ..TrainConfig::default() };
     let guidance = train::Guidance { donors: donors.to_vec(), ..Default::default() };
     let trained =
-        train::train_until(&spec, splits, &config, &Device::flex(), &guidance, &mut |_| {}, &AtomicBool::new(false)).unwrap();
+        train::train_until(&spec, splits, &config, &Device::flex(), &guidance, &mut |_| {}, &AtomicBool::new(false))
+            .unwrap();
     (spec, trained)
 }
 

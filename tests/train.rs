@@ -6,7 +6,20 @@ use common::{test_metric, train_json};
 
 #[test]
 fn mlp_on_iris_reaches_90_percent() {
-    let r = train_json(&["--data", "csv:data/iris/iris.csv", "--arch", "workflows/archs/iris_mlp.yaml", "--epochs", "60", "--batch-size", "16", "--lr", "0.01", "--seed", "1"]);
+    let r = train_json(&[
+        "--data",
+        "csv:data/iris/iris.csv",
+        "--arch",
+        "workflows/archs/iris_mlp.yaml",
+        "--epochs",
+        "60",
+        "--batch-size",
+        "16",
+        "--lr",
+        "0.01",
+        "--seed",
+        "1",
+    ]);
     let acc = test_metric(&r, "accuracy");
     assert!(acc >= 0.9, "iris test accuracy {acc}");
     assert_eq!(r["outcome"]["status"], "completed");
@@ -16,7 +29,22 @@ fn mlp_on_iris_reaches_90_percent() {
 
 #[test]
 fn regression_mlp_on_diabetes_reaches_linear_r2() {
-    let r = train_json(&["--data", "csv:data/diabetes/diabetes.csv", "--task", "regression", "--arch", "workflows/archs/diabetes_mlp.yaml", "--epochs", "60", "--batch-size", "32", "--lr", "0.003", "--seed", "3"]);
+    let r = train_json(&[
+        "--data",
+        "csv:data/diabetes/diabetes.csv",
+        "--task",
+        "regression",
+        "--arch",
+        "workflows/archs/diabetes_mlp.yaml",
+        "--epochs",
+        "60",
+        "--batch-size",
+        "32",
+        "--lr",
+        "0.003",
+        "--seed",
+        "3",
+    ]);
     let r2 = test_metric(&r, "r2");
     assert!(r2 >= 0.4, "diabetes test r2 {r2}");
     assert!(test_metric(&r, "rmse") > 1.0, "rmse is reported in target units");
@@ -24,17 +52,42 @@ fn regression_mlp_on_diabetes_reaches_linear_r2() {
 
 #[test]
 fn cnn_2d_on_digits_reaches_95_percent() {
-    let r = train_json(&["--data", "csv:data/digits/digits.csv", "--shape", "1,8,8", "--arch", "workflows/archs/digits_cnn.yaml", "--epochs", "15", "--seed", "2"]);
+    let r = train_json(&[
+        "--data",
+        "csv:data/digits/digits.csv",
+        "--shape",
+        "1,8,8",
+        "--arch",
+        "workflows/archs/digits_cnn.yaml",
+        "--epochs",
+        "15",
+        "--seed",
+        "2",
+    ]);
     let acc = test_metric(&r, "accuracy");
     assert!(acc >= 0.95, "digits test accuracy {acc}");
 }
 
-const MNIST1D: [&str; 6] = ["--data", "csv:data/mnist1d/train.csv", "--test-data", "csv:data/mnist1d/test.csv", "--shape", "1,40"];
+const MNIST1D: [&str; 6] =
+    ["--data", "csv:data/mnist1d/train.csv", "--test-data", "csv:data/mnist1d/test.csv", "--shape", "1,40"];
 
 #[test]
 fn cnn_1d_on_mnist1d_reaches_90_percent() {
     let mut args = MNIST1D.to_vec();
-    args.extend(["--arch", "workflows/archs/mnist1d_cnn.yaml", "--epochs", "25", "--lr", "0.002", "--lr-decay-rate", "0.5", "--lr-decay-steps", "800", "--seed", "4"]);
+    args.extend([
+        "--arch",
+        "workflows/archs/mnist1d_cnn.yaml",
+        "--epochs",
+        "25",
+        "--lr",
+        "0.002",
+        "--lr-decay-rate",
+        "0.5",
+        "--lr-decay-steps",
+        "800",
+        "--seed",
+        "4",
+    ]);
     let r = train_json(&args);
     let acc = test_metric(&r, "accuracy");
     assert!(acc >= 0.90, "mnist1d cnn test accuracy {acc}");
@@ -43,7 +96,18 @@ fn cnn_1d_on_mnist1d_reaches_90_percent() {
 #[test]
 fn lstm_on_mnist1d_beats_the_published_mlp() {
     let mut args = MNIST1D.to_vec();
-    args.extend(["--arch", "workflows/archs/mnist1d_lstm.yaml", "--epochs", "12", "--lr", "0.003", "--clip", "5", "--seed", "5"]);
+    args.extend([
+        "--arch",
+        "workflows/archs/mnist1d_lstm.yaml",
+        "--epochs",
+        "12",
+        "--lr",
+        "0.003",
+        "--clip",
+        "5",
+        "--seed",
+        "5",
+    ]);
     let r = train_json(&args);
     let acc = test_metric(&r, "accuracy");
     assert!(acc > 0.68, "mnist1d lstm test accuracy {acc}");
@@ -61,7 +125,28 @@ fn self_attention_on_mnist1d_beats_the_published_mlp() {
 #[test]
 fn every_optimizer_trains_iris() {
     for (optimizer, lr) in [("sgd", "0.05"), ("rmsprop", "0.005"), ("adagrad", "0.1")] {
-        let r = train_json(&["--data", "csv:data/iris/iris.csv", "--arch", "workflows/archs/iris_mlp.yaml", "--epochs", "40", "--batch-size", "16", "--optimizer", optimizer, "--lr", lr, "--l2", "0.0001", "--clip", "5", "--lr-decay-rate", "0.9", "--lr-decay-steps", "100"]);
+        let r = train_json(&[
+            "--data",
+            "csv:data/iris/iris.csv",
+            "--arch",
+            "workflows/archs/iris_mlp.yaml",
+            "--epochs",
+            "40",
+            "--batch-size",
+            "16",
+            "--optimizer",
+            optimizer,
+            "--lr",
+            lr,
+            "--l2",
+            "0.0001",
+            "--clip",
+            "5",
+            "--lr-decay-rate",
+            "0.9",
+            "--lr-decay-steps",
+            "100",
+        ]);
         let acc = test_metric(&r, "accuracy");
         assert!(acc >= 0.8, "{optimizer}: iris test accuracy {acc}");
     }
@@ -69,7 +154,27 @@ fn every_optimizer_trains_iris() {
 
 #[test]
 fn exploding_learning_rate_is_reported_as_diverged() {
-    let out = common::run(&["train", "--json", "--quiet", "--backend", "cpu", "--data", "csv:data/diabetes/diabetes.csv", "--task", "regression", "--normalize", "none", "--arch", "workflows/archs/diabetes_mlp.yaml", "--optimizer", "sgd", "--lr", "1e6", "--epochs", "5"]);
+    let out = common::run(&[
+        "train",
+        "--json",
+        "--quiet",
+        "--backend",
+        "cpu",
+        "--data",
+        "csv:data/diabetes/diabetes.csv",
+        "--task",
+        "regression",
+        "--normalize",
+        "none",
+        "--arch",
+        "workflows/archs/diabetes_mlp.yaml",
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "1e6",
+        "--epochs",
+        "5",
+    ]);
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("training diverged at epoch 1"), "{stderr}");
@@ -79,7 +184,17 @@ fn exploding_learning_rate_is_reported_as_diverged() {
 
 #[test]
 fn plain_output_when_piped() {
-    let out = common::run(&["train", "--backend", "cpu", "--data", "csv:data/iris/iris.csv", "--arch", "workflows/archs/iris_mlp.yaml", "--epochs", "2"]);
+    let out = common::run(&[
+        "train",
+        "--backend",
+        "cpu",
+        "--data",
+        "csv:data/iris/iris.csv",
+        "--arch",
+        "workflows/archs/iris_mlp.yaml",
+        "--epochs",
+        "2",
+    ]);
     assert!(out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("epoch 2/2  train loss"), "{stderr}");

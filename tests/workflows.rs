@@ -86,7 +86,10 @@ fn needs_of_a_missing_stage_is_located() {
 fn a_cycle_is_reported_with_its_stages() {
     let text = replace("    kind: search\n", "    kind: search\n    needs: [export]\n");
     let err = invalid(&text);
-    assert!(err.contains("w.yaml:") && err.contains("stages depend on each other in a cycle: export -> search -> export"), "{err}");
+    assert!(
+        err.contains("w.yaml:") && err.contains("stages depend on each other in a cycle: export -> search -> export"),
+        "{err}"
+    );
     let line: usize = err.split("w.yaml:").nth(1).unwrap().split(':').next().unwrap().parse().unwrap();
     assert!(line == 15 || line == 18, "points at a `needs` of the cycle: {err}");
 }
@@ -106,7 +109,10 @@ fn missing_data_and_cifar_say_where_to_get_it() {
 fn misplaced_settings_hparams_and_budgets_are_refused() {
     let err = invalid(&replace("    kind: export\n", "    kind: export\n    top_k: 3\n"));
     assert!(err.contains("w.yaml:17:5: `top_k` applies to ensemble stages, not to export stages"), "{err}");
-    let err = invalid(&replace("  max_depth: 3\n", "  max_depth: 3\n  hparams:\n    learning_rat: {low: 0.001, high: 0.1}\n"));
+    let err = invalid(&replace(
+        "  max_depth: 3\n",
+        "  max_depth: 3\n  hparams:\n    learning_rat: {low: 0.001, high: 0.1}\n",
+    ));
     assert!(err.contains("w.yaml:9:5: unknown hyper-parameter `learning_rat`"), "{err}");
     assert!(err.contains("did you mean `learning_rate`?"), "{err}");
     let err = invalid(&replace("  trials: 4\n", "  trials: 0\n"));

@@ -38,7 +38,8 @@ impl std::error::Error for ParseError {}
 
 /// Reads an architecture; YAML is a superset of JSON, so one parser serves both.
 pub fn read(path: &Path) -> Result<Architecture, ArchFileError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ArchFileError::Io { path: path.to_path_buf(), source })?;
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ArchFileError::Io { path: path.to_path_buf(), source })?;
     parse(&text).map_err(|error| ArchFileError::Parse { path: path.to_path_buf(), error })
 }
 

@@ -9,14 +9,17 @@ use clap::Parser;
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         // Probing for a GPU where there is none makes wgpu's HAL log errors; they are not ours.
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("MSH_LOG").unwrap_or_else(|_| "warn,wgpu_hal=off".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MSH_LOG").unwrap_or_else(|_| "warn,wgpu_hal=off".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     // `msh blocks list | head` closes stdout early: end quietly, as other tools do.
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         let payload = info.payload();
-        let message = payload.downcast_ref::<String>().map(String::as_str).or_else(|| payload.downcast_ref::<&str>().copied());
+        let message =
+            payload.downcast_ref::<String>().map(String::as_str).or_else(|| payload.downcast_ref::<&str>().copied());
         if message.is_some_and(|m| m.contains("Broken pipe")) {
             std::process::exit(0);
         }

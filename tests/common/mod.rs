@@ -43,7 +43,11 @@ pub fn failure(args: &[&str]) -> String {
 /// A test-split metric of a `train_json` result (printed, for the CI log).
 pub fn test_metric(result: &serde_json::Value, name: &str) -> f64 {
     let value = result["test"][name].as_f64().unwrap_or_else(|| panic!("no test {name} in {result:#}"));
-    eprintln!("test {name} {value:.4} ({} parameters, {:.1}s)", result["parameters"], result["train_seconds"].as_f64().unwrap_or(0.0));
+    eprintln!(
+        "test {name} {value:.4} ({} parameters, {:.1}s)",
+        result["parameters"],
+        result["train_seconds"].as_f64().unwrap_or(0.0)
+    );
     value
 }
 
@@ -78,7 +82,8 @@ pub fn synthetic(shape: &[usize], samples: usize, classes: usize, integer_featur
     let features = (0..samples * len)
         .map(|i| if integer_features { (i * 7 % 10) as f32 } else { ((i * 7919) % 1000) as f32 / 500.0 - 1.0 })
         .collect();
-    let data = Dataset { features, targets: (0..samples).map(|i| (i % classes) as f32).collect(), shape: shape.to_vec() };
+    let data =
+        Dataset { features, targets: (0..samples).map(|i| (i % classes) as f32).collect(), shape: shape.to_vec() };
     Splits {
         train: data.clone(),
         valid: data.select(&[0, 1, 2, 3]),
@@ -89,12 +94,12 @@ pub fn synthetic(shape: &[usize], samples: usize, classes: usize, integer_featur
     }
 }
 
-
 /// Runs `msh` with `args`, expecting success, and parses its stdout as JSON.
 pub fn json(args: &[&str]) -> serde_json::Value {
     let out = run(args);
     assert!(out.status.success(), "msh {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("msh {args:?} printed no JSON ({e}):\n{}", String::from_utf8_lossy(&out.stdout)))
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("msh {args:?} printed no JSON ({e}):\n{}", String::from_utf8_lossy(&out.stdout)))
 }
 
 /// A small MNIST-1D search workflow; `extra` is appended (e.g. more stages).

@@ -59,7 +59,10 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
     };
     let backend = args.backend.select()?;
     if !args.json {
-        println!("backend {}, batch {}, {} samples per epoch, median of {}", backend.description, args.batch_size, args.samples, args.repeats);
+        println!(
+            "backend {}, batch {}, {} samples per epoch, median of {}",
+            backend.description, args.batch_size, args.samples, args.repeats
+        );
     }
     for (name, text, shape) in [("mnist1d_cnn", MNIST1D_CNN, vec![1, 40]), ("cifar_cnn", CIFAR_CNN, vec![3, 32, 32])] {
         let architecture = msh::arch_file::parse(text).with_context(|| format!("bundled {name}"))?;
@@ -83,9 +86,16 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
         timed.sort_by(f64::total_cmp);
         let median = timed[timed.len() / 2];
         if args.json {
-            println!("{}", json!({"model": name, "samples_per_s": median, "parameters": trained.parameters, "runs": timed}));
+            println!(
+                "{}",
+                json!({"model": name, "samples_per_s": median, "parameters": trained.parameters, "runs": timed})
+            );
         } else {
-            println!("{name:<12} {median:>10.0} samples/s  ({} parameters; runs {:?})", trained.parameters, timed.iter().map(|r| r.round()).collect::<Vec<_>>());
+            println!(
+                "{name:<12} {median:>10.0} samples/s  ({} parameters; runs {:?})",
+                trained.parameters,
+                timed.iter().map(|r| r.round()).collect::<Vec<_>>()
+            );
         }
     }
     Ok(std::process::ExitCode::SUCCESS)
@@ -165,7 +175,12 @@ fn plugins(repeats: usize) -> anyhow::Result<std::process::ExitCode> {
         }
     }
     let build_mean = build_total / blocks.len() as f64;
-    println!("build, mean over {} core blocks             {build_mean:>9.3} ms (slowest: {} {:.3} ms)", blocks.len(), slowest.0, slowest.1);
+    println!(
+        "build, mean over {} core blocks             {build_mean:>9.3} ms (slowest: {} {:.3} ms)",
+        blocks.len(),
+        slowest.0,
+        slowest.1
+    );
     // A trial of depth d costs one propose and d builds.
     let trial = per_trial + 3.0 * build_mean;
     println!("plugin overhead per trial (propose + 3 builds) {trial:>6.3} ms (target: under 1 ms)");

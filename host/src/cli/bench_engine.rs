@@ -37,7 +37,12 @@ pub struct BenchTrainersArgs {
 fn memory_mib() -> (f64, f64) {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let field = |name: &str| {
-        status.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok()).unwrap_or(0.0) / 1024.0
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
     };
     (field("VmRSS:"), field("VmHWM:"))
 }
@@ -66,7 +71,12 @@ struct Timing {
 }
 
 /// Runs a workflow in this process; calls `on_trial(n)` after the n-th finished trial.
-fn run_in_process(workflow: &Path, run_dir: &Path, trainers: Option<usize>, on_trial: impl Fn(u64) + Send + Sync + 'static) -> anyhow::Result<Timing> {
+fn run_in_process(
+    workflow: &Path,
+    run_dir: &Path,
+    trainers: Option<usize>,
+    on_trial: impl Fn(u64) + Send + Sync + 'static,
+) -> anyhow::Result<Timing> {
     let finished = AtomicU64::new(0);
     let searcher_micros = Arc::new(AtomicU64::new(0));
     let reporter = {
@@ -79,13 +89,21 @@ fn run_in_process(workflow: &Path, run_dir: &Path, trainers: Option<usize>, on_t
             _ => {}
         })
     };
-    let options = RunOptions { run_dir: run_dir.to_path_buf(), trainers, backend: Some(msh::train::Backend::Cpu), worker_of: None };
+    let options = RunOptions {
+        run_dir: run_dir.to_path_buf(),
+        trainers,
+        backend: Some(msh::train::Backend::Cpu),
+        worker_of: None,
+    };
     let start = Instant::now();
     let end = engine::run_workflow(workflow, &options, reporter)?;
     if end != RunEnd::Done {
         bail!("the benchmark run ended with {end:?}");
     }
-    Ok(Timing { seconds: start.elapsed().as_secs_f64(), searcher_seconds: searcher_micros.load(Ordering::Relaxed) as f64 / 1e6 })
+    Ok(Timing {
+        seconds: start.elapsed().as_secs_f64(),
+        searcher_seconds: searcher_micros.load(Ordering::Relaxed) as f64 / 1e6,
+    })
 }
 
 pub fn engine(args: BenchEngineArgs) -> anyhow::Result<std::process::ExitCode> {
@@ -95,8 +113,11 @@ pub fn engine(args: BenchEngineArgs) -> anyhow::Result<std::process::ExitCode> {
     let mut table = String::from("arch,accuracy,params\n");
     let mut archs: Vec<Vec<&str>> = blocks.iter().map(|b| vec![b.as_str()]).collect();
     for _ in 1..3 {
-        let longer: Vec<Vec<&str>> =
-            archs.iter().filter(|a| a.len() == archs.last().map_or(0, Vec::len)).flat_map(|a| blocks.iter().map(move |b| [a.clone(), vec![b.as_str()]].concat())).collect();
+        let longer: Vec<Vec<&str>> = archs
+            .iter()
+            .filter(|a| a.len() == archs.last().map_or(0, Vec::len))
+            .flat_map(|a| blocks.iter().map(move |b| [a.clone(), vec![b.as_str()]].concat()))
+            .collect();
         archs.extend(longer);
     }
     for (i, arch) in archs.iter().enumerate() {
@@ -137,12 +158,18 @@ pub fn engine(args: BenchEngineArgs) -> anyhow::Result<std::process::ExitCode> {
     println!("  of which the searcher's propose      {searcher:>8.3} ms");
     println!("  engine + store                       {:>8.3} ms (target: under 1 ms)", all_in - searcher);
     println!("resident memory after {tenth} trials       {rss_early:>8.1} MiB");
-    println!("resident memory after {} trials      {rss_end:>8.1} MiB (ratio {:.2}; peak {peak:.1} MiB)", args.trials, rss_end / rss_early.max(1.0));
+    println!(
+        "resident memory after {} trials      {rss_end:>8.1} MiB (ratio {:.2}; peak {peak:.1} MiB)",
+        args.trials,
+        rss_end / rss_early.max(1.0)
+    );
     Ok(std::process::ExitCode::SUCCESS)
 }
 
 pub fn trainers(args: BenchTrainersArgs) -> anyhow::Result<std::process::ExitCode> {
-    let data = std::fs::canonicalize(&args.data).with_context(|| format!("cannot find {} (run from the repository root or pass --data)", args.data.display()))?;
+    let data = std::fs::canonicalize(&args.data).with_context(|| {
+        format!("cannot find {} (run from the repository root or pass --data)", args.data.display())
+    })?;
     let scratch = Scratch::new("trainers")?;
     let workflow = scratch.0.join("w.yaml");
     std::fs::write(
@@ -159,12 +186,17 @@ pub fn trainers(args: BenchTrainersArgs) -> anyhow::Result<std::process::ExitCod
     )?;
     let mut rates = Vec::new();
     for trainers in [1, 2] {
-        let seconds = run_in_process(&workflow, &scratch.0.join(format!("run{trainers}")), Some(trainers), |_| {})?.seconds;
+        let seconds =
+            run_in_process(&workflow, &scratch.0.join(format!("run{trainers}")), Some(trainers), |_| {})?.seconds;
         let per_minute = args.trials as f64 * 60.0 / seconds;
         println!("{trainers} trainer(s): {} trials in {seconds:.1} s, {per_minute:.1} trials/min", args.trials);
         rates.push(per_minute);
     }
-    println!("2 vs 1 trainers: {:.2}x (target: at least 1.8x); peak memory {:.0} MiB", rates[1] / rates[0], memory_mib().1);
+    println!(
+        "2 vs 1 trainers: {:.2}x (target: at least 1.8x); peak memory {:.0} MiB",
+        rates[1] / rates[0],
+        memory_mib().1
+    );
     Ok(std::process::ExitCode::SUCCESS)
 }
 
@@ -188,7 +220,11 @@ fn absolute_paths(value: &mut serde_yaml_ng::Value, base: &Path) {
         if let Value::String(text) = v {
             let (prefix, path) = text.split_once(':').map_or(("", text.as_str()), |(p, rest)| (p, rest));
             let absolute = base.join(path);
-            *text = if prefix.is_empty() { absolute.display().to_string() } else { format!("{prefix}:{}", absolute.display()) };
+            *text = if prefix.is_empty() {
+                absolute.display().to_string()
+            } else {
+                format!("{prefix}:{}", absolute.display())
+            };
         }
     };
     for (section, key) in [("data", "source"), ("data", "test"), ("trainers", "table")] {
@@ -209,9 +245,11 @@ fn run_copy(scratch: &Path, name: &str, text: &str) -> anyhow::Result<(f64, msh:
 
 pub fn search(args: BenchSearchArgs) -> anyhow::Result<std::process::ExitCode> {
     use serde_yaml_ng::Value;
-    let text = std::fs::read_to_string(&args.workflow).with_context(|| format!("cannot read {}", args.workflow.display()))?;
+    let text =
+        std::fs::read_to_string(&args.workflow).with_context(|| format!("cannot read {}", args.workflow.display()))?;
     let base = std::fs::canonicalize(args.workflow.parent().unwrap_or(Path::new(".")))?;
-    let mut workflow: Value = serde_yaml_ng::from_str(&text).with_context(|| format!("{} is not YAML", args.workflow.display()))?;
+    let mut workflow: Value =
+        serde_yaml_ng::from_str(&text).with_context(|| format!("{} is not YAML", args.workflow.display()))?;
     absolute_paths(&mut workflow, &base);
     if let Some(trials) = args.trials {
         workflow["budget"]["trials"] = Value::from(trials);
@@ -224,19 +262,30 @@ pub fn search(args: BenchSearchArgs) -> anyhow::Result<std::process::ExitCode> {
         map.remove("distillation");
     }
     let scratch = Scratch::new("search")?;
-    println!("{:<16} {:>7} {:>10} {:>10} {:>10} {:>15} {:>9}", "search", "trials", "best test", "ensemble", "to target", "min to target", "minutes");
+    println!(
+        "{:<16} {:>7} {:>10} {:>10} {:>10} {:>15} {:>9}",
+        "search", "trials", "best test", "ensemble", "to target", "min to target", "minutes"
+    );
     for (name, value) in [("workflow", &workflow), ("random-search", &baseline)] {
         let (seconds, store) = run_copy(&scratch.0, name, &serde_yaml_ng::to_string(value)?)?;
         let trials = store.trials()?;
         let search: Vec<_> = trials.iter().filter(|t| t.stage == "search").collect();
         let best = msh::engine::best_trial(&store, Some("search"))?;
-        let ensemble = trials.iter().filter(|t| !t.members.is_empty()).filter_map(|t| t.test.as_ref()?.accuracy).fold(f64::NAN, f64::max);
+        let ensemble = trials
+            .iter()
+            .filter(|t| !t.members.is_empty())
+            .filter_map(|t| t.test.as_ref()?.accuracy)
+            .fold(f64::NAN, f64::max);
         let mut finished: Vec<_> = search.iter().filter(|t| t.status.is_finished()).collect();
         finished.sort_by(|a, b| a.finished.unwrap_or(0.0).total_cmp(&b.finished.unwrap_or(0.0)));
-        let reached = finished.iter().position(|t| t.test.as_ref().and_then(|m| m.accuracy).is_some_and(|a| a >= args.target));
+        let reached =
+            finished.iter().position(|t| t.test.as_ref().and_then(|m| m.accuracy).is_some_and(|a| a >= args.target));
         let started = search.iter().map(|t| t.created).fold(f64::INFINITY, f64::min);
-        let minutes_to_target = reached.and_then(|i| finished[i].finished).map(|f| format!("{:.1}", (f - started) / 60.0));
-        let percent = |a: Option<f64>| a.filter(|a| a.is_finite()).map_or_else(|| "-".to_string(), |a| format!("{:.1}%", a * 100.0));
+        let minutes_to_target =
+            reached.and_then(|i| finished[i].finished).map(|f| format!("{:.1}", (f - started) / 60.0));
+        let percent = |a: Option<f64>| {
+            a.filter(|a| a.is_finite()).map_or_else(|| "-".to_string(), |a| format!("{:.1}%", a * 100.0))
+        };
         println!(
             "{name:<16} {:>7} {:>10} {:>10} {:>10} {:>15} {:>9.1}",
             finished.len(),

@@ -87,7 +87,13 @@ pub fn run_blocks(cmd: BlocksCommand) -> anyhow::Result<ExitCode> {
             println!("{}: {}", info.name, info.description);
             println!("input ranks: {}", rank_text(&info.input_ranks));
             for p in &info.params {
-                println!("  {:<18} {:<28} default {:<8} {}", p.name, kind_text(&p.kind), value_text(&p.default), p.description);
+                println!(
+                    "  {:<18} {:<28} default {:<8} {}",
+                    p.name,
+                    kind_text(&p.kind),
+                    value_text(&p.default),
+                    p.description
+                );
             }
             let shapes = match args.input_shape {
                 Some(shape) => vec![shape],
@@ -99,7 +105,12 @@ pub fn run_blocks(cmd: BlocksCommand) -> anyhow::Result<ExitCode> {
                 println!("\nfor input {shape:?}: {} parameters", block_parameters(&graph, &shape)?);
                 for (i, node) in graph.nodes.iter().enumerate() {
                     let op = serde_json::to_string(&node.op)?;
-                    println!("  {:>3} <- {:<10} {:<16} {op}", i + 1, format!("{:?}", node.input_ids(i + 1)), format!("{:?}", inferred[i + 1]));
+                    println!(
+                        "  {:>3} <- {:<10} {:<16} {op}",
+                        i + 1,
+                        format!("{:?}", node.input_ids(i + 1)),
+                        format!("{:?}", inferred[i + 1])
+                    );
                 }
             }
         }
@@ -115,7 +126,12 @@ fn block_parameters(graph: &msh::graph::BlockGraph, shape: &[usize]) -> anyhow::
         task: Task::Regression,
     };
     let model = Model::new(&spec, &Device::flex())?;
-    Ok(model.parameter_paths().iter().filter(|(p, _)| p.starts_with("blocks.") && !p.contains(".running_")).map(|(_, s)| s.iter().product::<usize>()).sum())
+    Ok(model
+        .parameter_paths()
+        .iter()
+        .filter(|(p, _)| p.starts_with("blocks.") && !p.contains(".running_"))
+        .map(|(_, s)| s.iter().product::<usize>())
+        .sum())
 }
 
 fn kind_text(kind: &types::ParamKind) -> String {
@@ -161,7 +177,13 @@ pub fn sample_space(blocks: Vec<String>) -> types::SearchSpace {
         blocks,
         min_depth: 1,
         max_depth: 5,
-        hparams: vec![types::HparamRange { name: "learning_rate".into(), low: 1e-4, high: 1e-2, log: true, choices: vec![] }],
+        hparams: vec![types::HparamRange {
+            name: "learning_rate".into(),
+            low: 1e-4,
+            high: 1e-2,
+            log: true,
+            choices: vec![],
+        }],
     }
 }
 
@@ -169,7 +191,13 @@ pub fn run_plugin(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
     let PluginCommand::Check { file } = cmd;
     let host = PluginHost::new(Limits::default());
     let plugin = host.load_file(&file)?;
-    println!("{}: {} built against msh:plugin@{} (sha256 {})", file.display(), plugin.world, plugin.version, plugin.sha256);
+    println!(
+        "{}: {} built against msh:plugin@{} (sha256 {})",
+        file.display(),
+        plugin.world,
+        plugin.version,
+        plugin.sha256
+    );
     let mut failures = 0;
     match plugin.world {
         World::BlockPack => {

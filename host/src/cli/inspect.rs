@@ -14,7 +14,11 @@ use serde_json::json;
 
 fn open(run: &Path) -> anyhow::Result<Store> {
     if !Store::exists(run) {
-        bail!("{} is not a run directory (no store/data.mdb); start one with `msh run WORKFLOW --run-dir {}`", run.display(), run.display());
+        bail!(
+            "{} is not a run directory (no store/data.mdb); start one with `msh run WORKFLOW --run-dir {}`",
+            run.display(),
+            run.display()
+        );
     }
     Ok(Store::open(run)?)
 }
@@ -36,8 +40,14 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let stages = store.stages()?;
     let trials = store.trials()?;
     let count = |s: TrialStatus| trials.iter().filter(|t| t.status == s).count();
-    let counts = [TrialStatus::Completed, TrialStatus::Failed, TrialStatus::Diverged, TrialStatus::Running, TrialStatus::Pending]
-        .map(|s| (s.name(), count(s)));
+    let counts = [
+        TrialStatus::Completed,
+        TrialStatus::Failed,
+        TrialStatus::Diverged,
+        TrialStatus::Running,
+        TrialStatus::Pending,
+    ]
+    .map(|s| (s.name(), count(s)));
     let best = best_trial(&store, None)?;
     // ETA: trials left in running search stages, at the mean trial time, spread over the trainers.
     let finished: Vec<&TrialRecord> = trials.iter().filter(|t| t.status.is_finished()).collect();
@@ -76,14 +86,23 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         } else {
             String::new()
         };
-        println!("stage      {:<12} {:<8} {:<8} {trials}  {}", s.name, s.kind, state, s.message.as_deref().unwrap_or(""));
+        println!(
+            "stage      {:<12} {:<8} {:<8} {trials}  {}",
+            s.name,
+            s.kind,
+            state,
+            s.message.as_deref().unwrap_or("")
+        );
     }
     println!("trials     {}", counts.iter().map(|(n, c)| format!("{n} {c}")).collect::<Vec<_>>().join(", "));
     if let Some(best) = &best {
         println!("best       {}", describe(best));
     }
     if let Some(eta) = eta {
-        println!("eta        about {:.0} min ({left} trials left at {mean:.0}s each on {trainers} trainer(s))", (eta / 60.0).ceil());
+        println!(
+            "eta        about {:.0} min ({left} trials left at {mean:.0}s each on {trainers} trainer(s))",
+            (eta / 60.0).ceil()
+        );
     }
     let events = store.events()?;
     for event in &events[events.len().saturating_sub(args.events)..] {
@@ -114,7 +133,10 @@ pub fn trials(args: TrialsArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&trials)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:>5} {:<10} {:<9} {:>9} {:>9} {:>9} {:>7} {:>6}  architecture", "id", "stage", "status", "valid", "test", "params", "secs", "parent");
+    println!(
+        "{:>5} {:<10} {:<9} {:>9} {:>9} {:>9} {:>7} {:>6}  architecture",
+        "id", "stage", "status", "valid", "test", "params", "secs", "parent"
+    );
     let headline = |m: &Option<train::Metrics>| {
         m.as_ref().map(|m| format!("{:.4}", m.accuracy.or(m.r2).unwrap_or(m.loss))).unwrap_or_else(|| "-".into())
     };
@@ -210,7 +232,8 @@ pub struct PredictArgs {
 pub fn predict(args: PredictArgs) -> anyhow::Result<ExitCode> {
     let dir = if Store::exists(&args.model) {
         let store = open(&args.model)?;
-        let best = best_trial(&store, None)?.with_context(|| format!("{}: no completed trial yet", args.model.display()))?;
+        let best =
+            best_trial(&store, None)?.with_context(|| format!("{}: no completed trial yet", args.model.display()))?;
         let checkpoint = best.checkpoint.with_context(|| format!("trial {} has no model (table trainer)", best.id))?;
         // An ensemble's directory holds `ensemble.json`; a trial's, its checkpoint.
         args.model.join(checkpoint)
@@ -224,7 +247,12 @@ pub fn predict(args: PredictArgs) -> anyhow::Result<ExitCode> {
     let mut samples = data::read(&args.data, &spec).with_context(|| format!("cannot load data {}", args.data))?;
     let expected: usize = meta.spec.input_shape.iter().product();
     if samples.sample_len() != expected {
-        bail!("{}: samples have {} values, the model expects {:?} ({expected})", args.data, samples.sample_len(), meta.spec.input_shape);
+        bail!(
+            "{}: samples have {} values, the model expects {:?} ({expected})",
+            args.data,
+            samples.sample_len(),
+            meta.spec.input_shape
+        );
     }
     samples.shape = meta.spec.input_shape.clone();
     let task = meta.spec.task;
@@ -247,10 +275,14 @@ pub fn predict(args: PredictArgs) -> anyhow::Result<ExitCode> {
             text.push_str(p);
             text.push('\n');
         }
-        msh::atomic_file::write_atomic(path, text.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
+        msh::atomic_file::write_atomic(path, text.as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&json!({ "model": dir, "samples": samples.len(), "metrics": metrics }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({ "model": dir, "samples": samples.len(), "metrics": metrics }))?
+        );
     } else {
         println!("model      {}", dir.display());
         println!("samples    {}", samples.len());

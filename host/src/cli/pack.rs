@@ -23,7 +23,10 @@ pub fn run(cmd: PackCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         PackCommand::Install { file } => {
             let entry = store.install(&PluginHost::new(Limits::default()), &file)?;
-            println!("installed {}@sha256:{} ({}, msh:plugin@{})", entry.name, entry.sha256, entry.world, entry.version);
+            println!(
+                "installed {}@sha256:{} ({}, msh:plugin@{})",
+                entry.name, entry.sha256, entry.world, entry.version
+            );
         }
         PackCommand::List => {
             let entries = store.list()?;
@@ -31,7 +34,10 @@ pub fn run(cmd: PackCommand) -> anyhow::Result<ExitCode> {
                 println!("no packs installed in {}", store.dir().display());
             }
             for e in entries {
-                println!("{:<24} {:<10} msh:plugin@{:<7} sha256:{}  from {}", e.name, e.world, e.version, e.sha256, e.source);
+                println!(
+                    "{:<24} {:<10} msh:plugin@{:<7} sha256:{}  from {}",
+                    e.name, e.world, e.version, e.sha256, e.source
+                );
             }
         }
         PackCommand::Remove { pack } => {

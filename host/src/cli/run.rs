@@ -63,7 +63,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             Path::new("runs").join(&wf.name)
         }
     };
-    let options = RunOptions { run_dir: run_dir.clone(), trainers: args.trainers, backend: args.backend, worker_of: args.worker_of.clone() };
+    let options = RunOptions {
+        run_dir: run_dir.clone(),
+        trainers: args.trainers,
+        backend: args.backend,
+        worker_of: args.worker_of.clone(),
+    };
     if options.worker_of.is_some() {
         // Events go to the parent as JSON lines.
         let reporter = Arc::new(|event: EngineEvent| {
@@ -111,7 +116,11 @@ struct Display {
 
 impl Display {
     fn new() -> Self {
-        Self { bars: std::io::stderr().is_terminal().then(MultiProgress::new), stages: BTreeMap::new(), trainers: BTreeMap::new() }
+        Self {
+            bars: std::io::stderr().is_terminal().then(MultiProgress::new),
+            stages: BTreeMap::new(),
+            trainers: BTreeMap::new(),
+        }
     }
 
     fn line(&self, text: String) {

@@ -94,8 +94,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let splits = data::load(&spec, args.seed).with_context(|| format!("cannot load data {}", args.data))?;
     let architecture = msh::arch_file::read(&args.arch)?;
     let model_spec = ModelSpec { architecture, input_shape: splits.train.shape.clone(), task: splits.task };
-    msh::graph::infer_architecture(&model_spec.architecture, &model_spec.input_shape)
-        .with_context(|| format!("{}: does not fit samples of shape {:?}", args.arch.display(), model_spec.input_shape))?;
+    msh::graph::infer_architecture(&model_spec.architecture, &model_spec.input_shape).with_context(|| {
+        format!("{}: does not fit samples of shape {:?}", args.arch.display(), model_spec.input_shape)
+    })?;
     let config = TrainConfig {
         epochs: args.epochs,
         batch_size: args.batch_size,
@@ -125,7 +126,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     progress.finish();
 
     let valid = trained.epochs.iter().find(|e| e.epoch == trained.best_epoch).map(|e| e.valid.clone());
-    let test = (trained.best_epoch > 0).then(|| train::evaluate(&trained.model, &splits.test, splits.task, &splits.normalization));
+    let test = (trained.best_epoch > 0)
+        .then(|| train::evaluate(&trained.model, &splits.test, splits.task, &splits.normalization));
     if let (Some(dir), Some(valid), Some(test)) = (&args.save, &valid, &test) {
         let meta = CheckpointMeta {
             version: train::CHECKPOINT_VERSION,

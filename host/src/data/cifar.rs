@@ -39,7 +39,10 @@ pub(super) fn load(dir: &Path, files: &[String]) -> Result<Dataset, DataError> {
         features.reserve(bytes.len() / RECORD * PIXELS);
         for (i, record) in bytes.chunks_exact(RECORD).enumerate() {
             if record[0] as usize >= CLASSES.len() {
-                return Err(DataError::File { path, reason: format!("record {i}: label {} is not in 0..9", record[0]) });
+                return Err(DataError::File {
+                    path,
+                    reason: format!("record {i}: label {} is not in 0..9", record[0]),
+                });
             }
             targets.push(record[0] as f32);
             features.extend(record[1..].iter().map(|&p| p as f32 / 255.0));

@@ -25,7 +25,9 @@ pub(super) fn load(path: &Path, spec: &DataSpec) -> Result<Dataset, DataError> {
             row_error(1, format!("no column named `{name}` in the header (columns: {})", headers.join(", ")))
         })?,
         (Some(LabelColumn::Name(name)), false) => {
-            return Err(DataError::Spec(format!("label column `{name}` is a name, but the CSV has no header; give an index")));
+            return Err(DataError::Spec(format!(
+                "label column `{name}` is a name, but the CSV has no header; give an index"
+            )));
         }
         (None, _) => headers.iter().position(|h| h == "label" || h == "target").unwrap_or(0),
     };
@@ -55,18 +57,19 @@ pub(super) fn load(path: &Path, spec: &DataSpec) -> Result<Dataset, DataError> {
             return Err(row_error(line, format!("label column {label} is past the last column ({})", expected - 1)));
         }
         for (j, cell) in record.iter().enumerate() {
-            let value: f32 = cell.trim().parse().map_err(|_| {
-                row_error(line, format!("column `{}`: `{cell}` is not a number", column_name(j)))
-            })?;
+            let value: f32 = cell
+                .trim()
+                .parse()
+                .map_err(|_| row_error(line, format!("column `{}`: `{cell}` is not a number", column_name(j))))?;
             if !value.is_finite() {
                 return Err(row_error(line, format!("column `{}`: `{cell}` is not finite", column_name(j))));
             }
             if j == label {
                 if spec.task == TaskKind::Classification && (value < 0.0 || value.fract() != 0.0 || value > 1e6) {
-                    return Err(row_error(line, format!(
-                        "label `{cell}` in column `{}` is not a class index (0, 1, 2, ...)",
-                        column_name(j)
-                    )));
+                    return Err(row_error(
+                        line,
+                        format!("label `{cell}` in column `{}` is not a class index (0, 1, 2, ...)", column_name(j)),
+                    ));
                 }
                 targets.push(value);
             } else {

@@ -34,7 +34,10 @@ pub(super) fn load(dir: &Path, size: usize) -> Result<(Dataset, Vec<String>), Da
             .collect();
         files.sort();
         if files.is_empty() {
-            return Err(DataError::File { path: class_dir.clone(), reason: format!("class `{name}` has no PNG or JPEG images") });
+            return Err(DataError::File {
+                path: class_dir.clone(),
+                reason: format!("class `{name}` has no PNG or JPEG images"),
+            });
         }
         for file in files {
             let img = image::open(&file)

@@ -345,7 +345,10 @@ fn load_source(source: &Source, spec: &DataSpec, is_test: bool) -> Result<Loaded
             } else {
                 (1..=5).map(|i| format!("data_batch_{i}.bin")).collect()
             };
-            Ok(Loaded { data: cifar::load(dir, &files)?, class_names: cifar::CLASSES.iter().map(|s| s.to_string()).collect() })
+            Ok(Loaded {
+                data: cifar::load(dir, &files)?,
+                class_names: cifar::CLASSES.iter().map(|s| s.to_string()).collect(),
+            })
         }
         Source::Images(dir) => {
             let (data, class_names) = images::load(dir, spec.image_size)?;
@@ -406,7 +409,10 @@ pub fn load(spec: &DataSpec, seed: u64) -> Result<Splits, DataError> {
     let valid = data.select(&rest[..n_valid]);
     let train = data.select(&rest[n_valid..]);
     if train.is_empty() {
-        return Err(DataError::File { path: source_path.to_path_buf(), reason: format!("{} samples leave none to train on", data.len()) });
+        return Err(DataError::File {
+            path: source_path.to_path_buf(),
+            reason: format!("{} samples leave none to train on", data.len()),
+        });
     }
     let task = match spec.task {
         TaskKind::Regression => Task::Regression,
@@ -442,9 +448,9 @@ fn source_path(source: &Source) -> &Path {
 fn apply_shape(shape: &Option<Shape>, values: usize, origin: &Path) -> Result<Shape, DataError> {
     match shape {
         None => Ok(vec![values]),
-        Some(s) if s.is_empty() || s.len() > 3 || s.contains(&0) => Err(DataError::Spec(format!(
-            "shape {s:?} must be [C, L] or [C, H, W] with no zero axis"
-        ))),
+        Some(s) if s.is_empty() || s.len() > 3 || s.contains(&0) => {
+            Err(DataError::Spec(format!("shape {s:?} must be [C, L] or [C, H, W] with no zero axis")))
+        }
         Some(s) if s.iter().product::<usize>() != values => Err(DataError::File {
             path: origin.to_path_buf(),
             reason: format!("shape {s:?} holds {} values but samples have {values}", s.iter().product::<usize>()),
@@ -459,7 +465,8 @@ mod tests {
 
     #[test]
     fn normalization_is_fitted_per_channel() {
-        let data = Dataset { features: vec![1., 3., 10., 30., 3., 5., 50., 70.], targets: vec![0., 1.], shape: vec![2, 2] };
+        let data =
+            Dataset { features: vec![1., 3., 10., 30., 3., 5., 50., 70.], targets: vec![0., 1.], shape: vec![2, 2] };
         let norm = Normalization::fit(&data, Normalize::Auto, Task::Classification { classes: 2 });
         assert_eq!(norm.group, 2);
         assert_eq!(norm.mean, vec![3.0, 40.0]);

@@ -28,7 +28,8 @@ fn teacher_outputs(run: &Run, splits: &Splits, dirs: Vec<PathBuf>) -> Result<Arc
     let mut probabilities = Vec::new();
     let mut only = None;
     for dir in &dirs {
-        let predictor = Predictor::load(dir, &device.device).map_err(|e| EngineError::Stage(format!("teacher: {e}")))?;
+        let predictor =
+            Predictor::load(dir, &device.device).map_err(|e| EngineError::Stage(format!("teacher: {e}")))?;
         let outputs = predictor.predict(&train_set.features, train_set.sample_len());
         if dirs.len() == 1 {
             only = Some(outputs);
@@ -57,7 +58,9 @@ pub fn search_guidance(run: &Run, splits: &Splits, trial: &TrialRecord) -> Resul
         .store
         .trials()?
         .into_iter()
-        .filter(|t| t.stage == trial.stage && t.status == TrialStatus::Completed && t.checkpoint.is_some() && t.id != trial.id)
+        .filter(|t| {
+            t.stage == trial.stage && t.status == TrialStatus::Completed && t.checkpoint.is_some() && t.id != trial.id
+        })
         .collect();
     let finished = done.len();
     done.sort_by(|a, b| a.objective.unwrap_or(f64::INFINITY).total_cmp(&b.objective.unwrap_or(f64::INFINITY)));
@@ -98,9 +101,10 @@ pub fn run_distill(run: &Run, name: &str, source: &str) -> Result<Option<String>
             stage.max_parameters.unwrap_or(u64::MAX)
         ))
     })?;
-    let meta = Checkpoint::new(run.dir.join(student.checkpoint.as_ref().expect("completed burn trials have checkpoints")))
-        .meta()
-        .map_err(|e| EngineError::Stage(e.to_string()))?;
+    let meta =
+        Checkpoint::new(run.dir.join(student.checkpoint.as_ref().expect("completed burn trials have checkpoints")))
+            .meta()
+            .map_err(|e| EngineError::Stage(e.to_string()))?;
     let splits = run.splits()?;
     let spec = run.workflow.distillation;
     let teacher_dir = run.dir.join(teacher.checkpoint.as_ref().expect("has a checkpoint"));
@@ -114,7 +118,13 @@ pub fn run_distill(run: &Run, name: &str, source: &str) -> Result<Option<String>
     config.epochs = stage.epochs.unwrap_or(config.epochs);
     let id = run.store.write(|t| t.next_trial_id())?;
     let train = |guidance: &Guidance| -> Result<Trained, EngineError> {
-        (run.report)(EngineEvent::TrialStarted { stage: name.into(), trainer: 0, trial: id, arch: student.arch_key(), searcher_seconds: 0.0 });
+        (run.report)(EngineEvent::TrialStarted {
+            stage: name.into(),
+            trainer: 0,
+            trial: id,
+            arch: student.arch_key(),
+            searcher_seconds: 0.0,
+        });
         let mut on_event = |event: train::TrainEvent<'_>| {
             if let train::TrainEvent::Epoch(r) = event {
                 (run.report)(EngineEvent::TrialEpoch { trainer: 0, trial: id, epoch: r.epoch, epochs: config.epochs });
@@ -133,7 +143,10 @@ pub fn run_distill(run: &Run, name: &str, source: &str) -> Result<Option<String>
     }
     let record = record_student(run, name, id, &student, &teacher, &meta.spec, &splits, &taught)?;
     if record.status != TrialStatus::Completed {
-        return Err(EngineError::Stage(format!("the distilled student, trial {id}, {}", record.error.unwrap_or_default())));
+        return Err(EngineError::Stage(format!(
+            "the distilled student, trial {id}, {}",
+            record.error.unwrap_or_default()
+        )));
     }
     let test = |t: &Trained| train::evaluate(&t.model, &splits.test, splits.task, &splits.normalization).headline();
     Ok(Some(format!(
@@ -207,7 +220,9 @@ fn record_student(
             parameters: taught.parameters,
             metrics,
         };
-        Checkpoint::new(run.dir.join(&relative)).save(&taught.model, &meta).map_err(|e| EngineError::Stage(e.to_string()))?;
+        Checkpoint::new(run.dir.join(&relative))
+            .save(&taught.model, &meta)
+            .map_err(|e| EngineError::Stage(e.to_string()))?;
         record.objective = valid.as_ref().map(|v| v.loss);
         record.valid = valid;
         record.test = Some(test);

@@ -28,7 +28,8 @@ pub fn ensemble_dir(name: &str) -> PathBuf {
 }
 
 fn metrics(members: &[(&Candidate, f64)], splits: &Splits, valid: bool) -> Metrics {
-    let views: Vec<&[f64]> = members.iter().map(|(c, _)| if valid { c.valid.as_slice() } else { c.test.as_slice() }).collect();
+    let views: Vec<&[f64]> =
+        members.iter().map(|(c, _)| if valid { c.valid.as_slice() } else { c.test.as_slice() }).collect();
     let weights: Vec<f64> = members.iter().map(|(_, w)| *w).collect();
     let outputs = train::combine(&views, &weights, splits.task);
     let data = if valid { &splits.valid } else { &splits.test };
@@ -40,9 +41,19 @@ fn valid_loss(members: &[(&Candidate, f64)], splits: &Splits) -> f64 {
 }
 
 /// Chooses members and weights among `pool` (ordered by trial id).
-fn choose<'a>(method: EnsembleMethod, pool: &'a [Candidate], top_k: usize, width: usize, every: usize, seed: u64, splits: &Splits) -> Vec<(&'a Candidate, f64)> {
+fn choose<'a>(
+    method: EnsembleMethod,
+    pool: &'a [Candidate],
+    top_k: usize,
+    width: usize,
+    every: usize,
+    seed: u64,
+    splits: &Splits,
+) -> Vec<(&'a Candidate, f64)> {
     let mut best: Vec<&Candidate> = pool.iter().collect();
-    best.sort_by(|a, b| a.trial.objective.unwrap_or(f64::INFINITY).total_cmp(&b.trial.objective.unwrap_or(f64::INFINITY)));
+    best.sort_by(|a, b| {
+        a.trial.objective.unwrap_or(f64::INFINITY).total_cmp(&b.trial.objective.unwrap_or(f64::INFINITY))
+    });
     best.truncate(top_k);
     match method {
         EnsembleMethod::Average => best.into_iter().map(|c| (c, 1.0)).collect(),
@@ -95,10 +106,13 @@ fn choose<'a>(method: EnsembleMethod, pool: &'a [Candidate], top_k: usize, width
             let mut members: Vec<(&Candidate, f64)> = Vec::new();
             let mut loss = f64::INFINITY;
             for window in pool.chunks(every.max(1)) {
-                let Some(champion) = window
-                    .iter()
-                    .filter(|c| !members.iter().any(|(m, _)| m.trial.id == c.trial.id))
-                    .min_by(|a, b| a.trial.objective.unwrap_or(f64::INFINITY).total_cmp(&b.trial.objective.unwrap_or(f64::INFINITY)))
+                let Some(champion) =
+                    window.iter().filter(|c| !members.iter().any(|(m, _)| m.trial.id == c.trial.id)).min_by(|a, b| {
+                        a.trial
+                            .objective
+                            .unwrap_or(f64::INFINITY)
+                            .total_cmp(&b.trial.objective.unwrap_or(f64::INFINITY))
+                    })
                 else {
                     continue;
                 };
@@ -127,7 +141,15 @@ pub struct Built {
 
 /// Chooses members among `candidates` (completed trials with checkpoints, in id order),
 /// evaluates the ensemble and writes its `ensemble.json` to `relative` in the run dir.
-pub fn build(run: &Run, mut candidates: Vec<TrialRecord>, method: EnsembleMethod, top_k: usize, width: usize, every: usize, relative: &Path) -> Result<Built, EngineError> {
+pub fn build(
+    run: &Run,
+    mut candidates: Vec<TrialRecord>,
+    method: EnsembleMethod,
+    top_k: usize,
+    width: usize,
+    every: usize,
+    relative: &Path,
+) -> Result<Built, EngineError> {
     // Every method but `adaptive` looks only at the best `top_k`: predict only for them.
     if method != EnsembleMethod::Adaptive {
         let mut ranked = candidates.clone();
@@ -141,7 +163,9 @@ pub fn build(run: &Run, mut candidates: Vec<TrialRecord>, method: EnsembleMethod
     for trial in candidates {
         let dir = run.dir.join(trial.checkpoint.as_ref().expect("candidates have checkpoints"));
         let (model, _) = Checkpoint::new(dir).load(&device.device).map_err(|e| EngineError::Stage(e.to_string()))?;
-        let predict = |data: &crate::data::Dataset| train::to_probabilities(&train::predict(&model, &data.features, data.sample_len()), splits.task);
+        let predict = |data: &crate::data::Dataset| {
+            train::to_probabilities(&train::predict(&model, &data.features, data.sample_len()), splits.task)
+        };
         pool.push(Candidate { valid: predict(&splits.valid), test: predict(&splits.test), trial });
     }
     let members = choose(method, &pool, top_k, width, every, run.workflow.seed, &splits);
@@ -161,11 +185,14 @@ pub fn build(run: &Run, mut candidates: Vec<TrialRecord>, method: EnsembleMethod
     let dir = run.dir.join(relative);
     std::fs::create_dir_all(&dir).map_err(|source| EngineError::Io { path: dir.clone(), source })?;
     let path = dir.join(train::ENSEMBLE_FILE);
-    crate::atomic_file::write_atomic(&path, &serde_json::to_vec_pretty(&file).expect("json")).map_err(|source| EngineError::Io { path, source })?;
+    crate::atomic_file::write_atomic(&path, &serde_json::to_vec_pretty(&file).expect("json"))
+        .map_err(|source| EngineError::Io { path, source })?;
     let best_member = members
         .iter()
         .map(|(c, _)| c)
-        .min_by(|a, b| a.trial.objective.unwrap_or(f64::INFINITY).total_cmp(&b.trial.objective.unwrap_or(f64::INFINITY)))
+        .min_by(|a, b| {
+            a.trial.objective.unwrap_or(f64::INFINITY).total_cmp(&b.trial.objective.unwrap_or(f64::INFINITY))
+        })
         .expect("an ensemble has members")
         .trial
         .clone();
@@ -204,7 +231,9 @@ pub fn run_ensemble(run: &Run, name: &str, source: &str) -> Result<String, Engin
         .store
         .trials()?
         .into_iter()
-        .filter(|t| t.stage == source && t.status == TrialStatus::Completed && t.checkpoint.is_some() && t.members.is_empty())
+        .filter(|t| {
+            t.stage == source && t.status == TrialStatus::Completed && t.checkpoint.is_some() && t.members.is_empty()
+        })
         .collect();
     if let Some(pool) = stage.pool {
         candidates.truncate(pool);

@@ -85,7 +85,10 @@ impl History {
     /// which are ensemble members.
     pub fn facts(&self) -> Vec<(String, String)> {
         let members: Vec<String> = self.ensemble_members.iter().map(u64::to_string).collect();
-        vec![("msh.completed_trials".into(), self.completed.to_string()), ("msh.ensemble_members".into(), members.join(","))]
+        vec![
+            ("msh.completed_trials".into(), self.completed.to_string()),
+            ("msh.ensemble_members".into(), members.join(",")),
+        ]
     }
 
     /// The trials to hand the searcher, oldest first, each once.

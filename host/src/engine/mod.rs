@@ -41,12 +41,36 @@ pub struct RunOptions {
 /// theirs to the parent as JSON lines.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum EngineEvent {
-    StageStarted { stage: String, kind: StageKind, trials: Option<u64>, done: u64 },
-    StageFinished { stage: String, state: StageState, message: String },
+    StageStarted {
+        stage: String,
+        kind: StageKind,
+        trials: Option<u64>,
+        done: u64,
+    },
+    StageFinished {
+        stage: String,
+        state: StageState,
+        message: String,
+    },
     /// `searcher_seconds`: how long the searcher took to propose it (0 when requeued).
-    TrialStarted { stage: String, trainer: usize, trial: u64, arch: String, searcher_seconds: f64 },
-    TrialEpoch { trainer: usize, trial: u64, epoch: usize, epochs: usize },
-    TrialFinished { stage: String, trainer: usize, trial: Box<TrialRecord> },
+    TrialStarted {
+        stage: String,
+        trainer: usize,
+        trial: u64,
+        arch: String,
+        searcher_seconds: f64,
+    },
+    TrialEpoch {
+        trainer: usize,
+        trial: u64,
+        epoch: usize,
+        epochs: usize,
+    },
+    TrialFinished {
+        stage: String,
+        trainer: usize,
+        trial: Box<TrialRecord>,
+    },
     Note(String),
 }
 
@@ -149,7 +173,9 @@ fn open_run_dir(dir: &Path, source: &workflow::Source, wf: &Workflow) -> Result<
     let copy = dir.join("workflow.yaml");
     store.write(|t| -> Result<(), EngineError> {
         match t.run_meta()? {
-            Some(meta) if meta.workflow_text != source.text => Err(EngineError::DifferentWorkflow { dir: dir.to_path_buf() }),
+            Some(meta) if meta.workflow_text != source.text => {
+                Err(EngineError::DifferentWorkflow { dir: dir.to_path_buf() })
+            }
             Some(_) => Ok(()),
             None => {
                 crate::atomic_file::write_atomic(&copy, source.text.as_bytes())

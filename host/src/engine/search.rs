@@ -83,11 +83,18 @@ pub fn run_search(run: &Arc<Run>, name: &str) -> Result<bool, EngineError> {
     let local = if helpers.is_empty() { run.trainers } else { 1 };
     loop {
         let results: Vec<Result<(), EngineError>> = std::thread::scope(|scope| {
-            let workers: Vec<_> = (0..local).map(|i| scope.spawn({
-                let search = &search;
-                move || search.work(i)
-            })).collect();
-            workers.into_iter().map(|w| w.join().unwrap_or_else(|_| Err(EngineError::Stage("a trainer panicked".into())))).collect()
+            let workers: Vec<_> = (0..local)
+                .map(|i| {
+                    scope.spawn({
+                        let search = &search;
+                        move || search.work(i)
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().unwrap_or_else(|_| Err(EngineError::Stage("a trainer panicked".into()))))
+                .collect()
         });
         let failed = results.into_iter().find_map(Result::err);
         if failed.is_some() || run.stopping() {
@@ -151,8 +158,11 @@ impl Helper {
 fn spawn_helpers(run: &Arc<Run>, stage: &str, count: usize) -> Result<Vec<Helper>, EngineError> {
     use std::io::BufRead;
     use std::process::{Command, Stdio};
-    let exe = std::env::current_exe().map_err(|e| EngineError::Stage(format!("cannot find the msh binary to start trainers: {e}")))?;
-    let backend = clap::ValueEnum::to_possible_value(&run.backend).map(|v| v.get_name().to_string()).unwrap_or_else(|| "auto".into());
+    let exe = std::env::current_exe()
+        .map_err(|e| EngineError::Stage(format!("cannot find the msh binary to start trainers: {e}")))?;
+    let backend = clap::ValueEnum::to_possible_value(&run.backend)
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_else(|| "auto".into());
     let mut helpers = Vec::with_capacity(count);
     for index in 1..=count {
         let mut child = Command::new(&exe)
@@ -173,7 +183,13 @@ fn spawn_helpers(run: &Arc<Run>, stage: &str, count: usize) -> Result<Vec<Helper
                     let Ok(event) = serde_json::from_str::<EngineEvent>(&line) else { continue };
                     match event {
                         EngineEvent::TrialStarted { stage, trial, arch, searcher_seconds, .. } => {
-                            (run.report)(EngineEvent::TrialStarted { stage, trainer: index, trial, arch, searcher_seconds })
+                            (run.report)(EngineEvent::TrialStarted {
+                                stage,
+                                trainer: index,
+                                trial,
+                                arch,
+                                searcher_seconds,
+                            })
                         }
                         EngineEvent::TrialEpoch { trial, epoch, epochs, .. } => {
                             (run.report)(EngineEvent::TrialEpoch { trainer: index, trial, epoch, epochs })
@@ -211,8 +227,10 @@ impl Search<'_> {
             if running.is_empty() {
                 return Ok(false);
             }
-            let orphans: Vec<TrialRecord> =
-                running.into_iter().filter(|t| !t.owner.is_some_and(|o| super::owner_alive(&o, &self.run.owner))).collect();
+            let orphans: Vec<TrialRecord> = running
+                .into_iter()
+                .filter(|t| !t.owner.is_some_and(|o| super::owner_alive(&o, &self.run.owner)))
+                .collect();
             if !orphans.is_empty() {
                 for trial in orphans {
                     self.requeue(trial)?;
@@ -231,7 +249,11 @@ impl Search<'_> {
             let recorded = done.take();
             let claimed = self.claim(recorded.as_ref()).inspect_err(|_| self.abort.store(true, Ordering::Relaxed))?;
             if let Some(trial) = recorded {
-                (self.run.report)(EngineEvent::TrialFinished { stage: self.name.into(), trainer, trial: Box::new(trial) });
+                (self.run.report)(EngineEvent::TrialFinished {
+                    stage: self.name.into(),
+                    trainer,
+                    trial: Box::new(trial),
+                });
             }
             let Some((trial, searcher_seconds)) = claimed else { return Ok(()) };
             (self.run.report)(EngineEvent::TrialStarted {
@@ -302,23 +324,26 @@ impl Search<'_> {
                 if let Some(trial) = self.intermixed_ensemble(t, &stage, &past)? {
                     trial
                 } else {
-                // Each call gets its own seed: two trainers asking with the same history
-                // must not be handed the same proposal.
-                let id = t.next_trial_id()?;
-                let mut context = types::Context { seed: self.context.seed ^ id.wrapping_mul(0x9e37_79b9_7f4a_7c15), ..self.context.clone() };
-                context.config.extend(history.facts());
-                let asked = Instant::now();
-                let proposal = match self.searcher.propose(&context, &run.resolved.space, &past, 1) {
-                    Ok(proposal) => proposal,
-                    Err(e) => return Ok(Err(format!("search stage `{}`: {e}", self.name))),
-                };
-                searcher_seconds = asked.elapsed().as_secs_f64();
-                let Some(proposal) = proposal.into_iter().next() else {
-                    run.note(format!("search stage `{}`: the searcher has nothing more to propose", self.name));
-                    return Ok(Ok(None));
-                };
-                t.log(Some(self.name), Some(id), "proposed")?;
-                new_trial(id, self.name, proposal)
+                    // Each call gets its own seed: two trainers asking with the same history
+                    // must not be handed the same proposal.
+                    let id = t.next_trial_id()?;
+                    let mut context = types::Context {
+                        seed: self.context.seed ^ id.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                        ..self.context.clone()
+                    };
+                    context.config.extend(history.facts());
+                    let asked = Instant::now();
+                    let proposal = match self.searcher.propose(&context, &run.resolved.space, &past, 1) {
+                        Ok(proposal) => proposal,
+                        Err(e) => return Ok(Err(format!("search stage `{}`: {e}", self.name))),
+                    };
+                    searcher_seconds = asked.elapsed().as_secs_f64();
+                    let Some(proposal) = proposal.into_iter().next() else {
+                        run.note(format!("search stage `{}`: the searcher has nothing more to propose", self.name));
+                        return Ok(Ok(None));
+                    };
+                    t.log(Some(self.name), Some(id), "proposed")?;
+                    new_trial(id, self.name, proposal)
                 }
             };
             trial.status = TrialStatus::Running;
@@ -335,18 +360,37 @@ impl Search<'_> {
 
     /// With `ensembling: intermixed`, every `every`-th trial is an ensemble of the best
     /// trials so far; its members are chosen when a trainer evaluates it.
-    fn intermixed_ensemble(&self, t: &mut Txn<'_>, stage: &StageRecord, past: &[types::Trial]) -> Result<Option<TrialRecord>, StoreError> {
+    fn intermixed_ensemble(
+        &self,
+        t: &mut Txn<'_>,
+        stage: &StageRecord,
+        past: &[types::Trial],
+    ) -> Result<Option<TrialRecord>, StoreError> {
         let ensembling = self.run.workflow.ensembling;
         let position = stage.finished_trials + stage.running + 1;
-        let mut best: Vec<&types::Trial> =
-            past.iter().filter(|t| matches!(t.status, types::TrialStatus::Completed) && t.objective.is_some_and(f64::is_finite)).collect();
-        if ensembling.strategy != EnsembleStrategy::Intermixed || position % ensembling.every as u64 != 0 || best.len() < 2 {
+        let mut best: Vec<&types::Trial> = past
+            .iter()
+            .filter(|t| matches!(t.status, types::TrialStatus::Completed) && t.objective.is_some_and(f64::is_finite))
+            .collect();
+        if ensembling.strategy != EnsembleStrategy::Intermixed
+            || position % ensembling.every as u64 != 0
+            || best.len() < 2
+        {
             return Ok(None);
         }
         best.sort_by(|a, b| a.objective.unwrap_or(f64::INFINITY).total_cmp(&b.objective.unwrap_or(f64::INFINITY)));
         let id = t.next_trial_id()?;
         t.log(Some(self.name), Some(id), "an intermixed ensemble")?;
-        let mut trial = new_trial(id, self.name, types::Proposal { architecture: best[0].architecture.clone(), hparams: best[0].hparams.clone(), parent: Some(best[0].id), teacher: None });
+        let mut trial = new_trial(
+            id,
+            self.name,
+            types::Proposal {
+                architecture: best[0].architecture.clone(),
+                hparams: best[0].hparams.clone(),
+                parent: Some(best[0].id),
+                teacher: None,
+            },
+        );
         trial.members = best.iter().take(ensembling.top_k).map(|t| (t.id, 0.0)).collect();
         Ok(Some(trial))
     }
@@ -371,7 +415,14 @@ fn new_trial(id: u64, stage: &str, proposal: types::Proposal) -> TrialRecord {
     let architecture = proposal
         .architecture
         .into_iter()
-        .map(|b| BlockRef { name: b.name, params: b.params.into_iter().map(|p| (p.name, ParamValue::from_plugin(&p.value))).collect() })
+        .map(|b| BlockRef {
+            name: b.name,
+            params: b.params.into_iter().map(|p| (p.name, ParamValue::from_plugin(&p.value))).collect(),
+        })
         .collect();
-    TrialRecord { parent: proposal.parent, teacher: proposal.teacher, ..TrialRecord::new(id, stage, architecture, proposal.hparams) }
+    TrialRecord {
+        parent: proposal.parent,
+        teacher: proposal.teacher,
+        ..TrialRecord::new(id, stage, architecture, proposal.hparams)
+    }
 }

@@ -31,7 +31,9 @@ pub enum ExportError {
 /// (retrained models have no validation split to compare).
 pub fn best_trial(store: &Store, stage: Option<&str>) -> Result<Option<TrialRecord>, StoreError> {
     let stages = store.stages()?;
-    let is_search = |name: &str| stages.iter().any(|s| s.name == name && matches!(s.kind.as_str(), "search" | "ensemble" | "distill"));
+    let is_search = |name: &str| {
+        stages.iter().any(|s| s.name == name && matches!(s.kind.as_str(), "search" | "ensemble" | "distill"))
+    };
     Ok(store
         .trials()?
         .into_iter()
@@ -74,7 +76,8 @@ pub fn export_trial(run_dir: &Path, trial: &TrialRecord, dest: &Path) -> Result<
         move |source| ExportError::Io { path, source }
     };
     std::fs::create_dir_all(dest).map_err(io(dest))?;
-    let ensemble = trial.checkpoint.as_ref().map(|c| run_dir.join(c).join(train::ENSEMBLE_FILE)).filter(|f| f.is_file());
+    let ensemble =
+        trial.checkpoint.as_ref().map(|c| run_dir.join(c).join(train::ENSEMBLE_FILE)).filter(|f| f.is_file());
     if let Some(file) = ensemble {
         // Members are copied beside the file, so the export stands alone.
         let read = |e: String| ExportError::Io { path: file.clone(), source: std::io::Error::other(e) };
@@ -85,12 +88,14 @@ pub fn export_trial(run_dir: &Path, trial: &TrialRecord, dest: &Path) -> Result<
             let to = PathBuf::from("members").join(member.trial.to_string());
             std::fs::create_dir_all(dest.join(&to)).map_err(io(&dest.join(&to)))?;
             for name in ["model.json", "weights.bpk"] {
-                std::fs::copy(from.dir.join(name), dest.join(&to).join(name)).map_err(io(&dest.join(&to).join(name)))?;
+                std::fs::copy(from.dir.join(name), dest.join(&to).join(name))
+                    .map_err(io(&dest.join(&to).join(name)))?;
             }
             member.checkpoint = to;
         }
         let json = serde_json::to_vec_pretty(&ensemble).expect("ensembles serialise");
-        crate::atomic_file::write_atomic(&dest.join(train::ENSEMBLE_FILE), &json).map_err(io(&dest.join(train::ENSEMBLE_FILE)))?;
+        crate::atomic_file::write_atomic(&dest.join(train::ENSEMBLE_FILE), &json)
+            .map_err(io(&dest.join(train::ENSEMBLE_FILE)))?;
     } else if let Some(relative) = &trial.checkpoint {
         let from = Checkpoint::new(run_dir.join(relative));
         let meta = from.meta()?;
@@ -98,7 +103,8 @@ pub fn export_trial(run_dir: &Path, trial: &TrialRecord, dest: &Path) -> Result<
             std::fs::copy(from.dir.join(file), dest.join(file)).map_err(io(&dest.join(file)))?;
         }
         let yaml = serde_yaml_ng::to_string(&meta.spec.architecture).expect("architectures serialise");
-        crate::atomic_file::write_atomic(&dest.join("architecture.yaml"), yaml.as_bytes()).map_err(io(&dest.join("architecture.yaml")))?;
+        crate::atomic_file::write_atomic(&dest.join("architecture.yaml"), yaml.as_bytes())
+            .map_err(io(&dest.join("architecture.yaml")))?;
     }
     let record = serde_json::to_vec_pretty(trial).expect("trial records serialise");
     crate::atomic_file::write_atomic(&dest.join("trial.json"), &record).map_err(io(&dest.join("trial.json")))
@@ -156,7 +162,8 @@ fn retrain(run: &Run, name: &str, source: &str) -> Result<Option<String>, Engine
     if let Some(member) = best.parent.filter(|_| best.is_combination()) {
         best = run.store.trial(member)?;
     }
-    let checkpoint = best.checkpoint.as_ref().ok_or_else(|| EngineError::Stage(format!("trial {} has no checkpoint", best.id)))?;
+    let checkpoint =
+        best.checkpoint.as_ref().ok_or_else(|| EngineError::Stage(format!("trial {} has no checkpoint", best.id)))?;
     let meta = Checkpoint::new(run.dir.join(checkpoint)).meta().map_err(|e| EngineError::Stage(e.to_string()))?;
     let splits = run.splits()?;
     let merged = Splits {
@@ -169,14 +176,28 @@ fn retrain(run: &Run, name: &str, source: &str) -> Result<Option<String>, Engine
     config.epochs = epochs;
     let device = run.device()?;
     let id = run.store.write(|t| t.next_trial_id())?;
-    (run.report)(EngineEvent::TrialStarted { stage: name.into(), trainer: 0, trial: id, arch: best.arch_key(), searcher_seconds: 0.0 });
+    (run.report)(EngineEvent::TrialStarted {
+        stage: name.into(),
+        trainer: 0,
+        trial: id,
+        arch: best.arch_key(),
+        searcher_seconds: 0.0,
+    });
     let mut on_event = |event: train::TrainEvent<'_>| {
         if let train::TrainEvent::Epoch(r) = event {
             (run.report)(EngineEvent::TrialEpoch { trainer: 0, trial: id, epoch: r.epoch, epochs });
         }
     };
-    let trained = train::train_until(&meta.spec, &merged, &config, &device.device, &train::Guidance::default(), &mut on_event, &run.stop)
-        .map_err(|e| EngineError::Stage(format!("retraining trial {}: {e}", best.id)))?;
+    let trained = train::train_until(
+        &meta.spec,
+        &merged,
+        &config,
+        &device.device,
+        &train::Guidance::default(),
+        &mut on_event,
+        &run.stop,
+    )
+    .map_err(|e| EngineError::Stage(format!("retraining trial {}: {e}", best.id)))?;
     let mut trial = TrialRecord {
         id,
         stage: name.into(),
@@ -207,8 +228,14 @@ fn retrain(run: &Run, name: &str, source: &str) -> Result<Option<String>, Engine
         Outcome::Completed => {
             let test = train::evaluate(&trained.model, &splits.test, splits.task, &splits.normalization);
             let relative = checkpoint_dir(id);
-            let meta = CheckpointMeta { metrics: BTreeMap::from([("test".to_string(), test.clone())]), parameters: trained.parameters, ..meta };
-            Checkpoint::new(run.dir.join(&relative)).save(&trained.model, &meta).map_err(|e| EngineError::Stage(e.to_string()))?;
+            let meta = CheckpointMeta {
+                metrics: BTreeMap::from([("test".to_string(), test.clone())]),
+                parameters: trained.parameters,
+                ..meta
+            };
+            Checkpoint::new(run.dir.join(&relative))
+                .save(&trained.model, &meta)
+                .map_err(|e| EngineError::Stage(e.to_string()))?;
             trial.objective = trained.epochs.last().map(|e| e.train_loss);
             trial.test = Some(test);
             trial.checkpoint = Some(relative);
@@ -248,8 +275,14 @@ fn export(run: &Run, name: &str, dir: Option<&Path>) -> Result<String, EngineErr
     }
     let front = pareto_front(&run.store)?;
     for member in &front {
-        export_trial(&run.dir, member, &dest.join("pareto").join(member.id.to_string())).map_err(|e| EngineError::Stage(e.to_string()))?;
+        export_trial(&run.dir, member, &dest.join("pareto").join(member.id.to_string()))
+            .map_err(|e| EngineError::Stage(e.to_string()))?;
     }
     let ids: Vec<String> = front.iter().map(|t| t.id.to_string()).collect();
-    Ok(format!("trial {} exported to {}, the Pareto front (trials {}) to its pareto/", trial.id, dest.display(), ids.join(", ")))
+    Ok(format!(
+        "trial {} exported to {}, the Pareto front (trials {}) to its pareto/",
+        trial.id,
+        dest.display(),
+        ids.join(", ")
+    ))
 }

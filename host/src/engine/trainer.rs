@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 
 use super::{EngineError, EngineEvent, Run};
 use crate::graph::{Architecture, infer_block};
-use crate::workflow::{EnsembleStrategy, SharingMode};
 use crate::model::{Donor, ModelSpec};
 use crate::plugin::types;
 use crate::store::{TrialRecord, TrialStatus};
 use crate::train::{self, Checkpoint, CheckpointMeta, Metrics, Outcome, TrainEvent};
+use crate::workflow::{EnsembleStrategy, SharingMode};
 
 /// A metrics table that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -71,7 +71,8 @@ impl Table {
         };
         let accuracy = row.get("accuracy").copied();
         let loss = row.get("loss").copied().or(accuracy.map(|a| 1.0 - a)).unwrap_or(f64::INFINITY);
-        let metrics = Metrics { samples: 0, loss, accuracy, r2: row.get("r2").copied(), rmse: row.get("rmse").copied() };
+        let metrics =
+            Metrics { samples: 0, loss, accuracy, r2: row.get("r2").copied(), rmse: row.get("rmse").copied() };
         trial.status = TrialStatus::Completed;
         trial.objective = Some(loss);
         trial.test = row.get("test_accuracy").map(|&a| Metrics { accuracy: Some(a), ..metrics.clone() });
@@ -102,9 +103,12 @@ pub fn expand(run: &Run, trial: &TrialRecord, input_shape: &[usize]) -> Result<A
     let mut shape = input_shape.to_vec();
     let mut blocks = Vec::with_capacity(trial.architecture.len());
     for (i, block) in trial.architecture.iter().enumerate() {
-        let pack = run.resolved.block_pack.get(&block.name).map(|&p| &run.resolved.packs[p]).ok_or_else(|| {
-            format!("block `{}` (#{i}) is offered by no pack of the workflow", block.name)
-        })?;
+        let pack = run
+            .resolved
+            .block_pack
+            .get(&block.name)
+            .map(|&p| &run.resolved.packs[p])
+            .ok_or_else(|| format!("block `{}` (#{i}) is offered by no pack of the workflow", block.name))?;
         let params: Vec<types::Param> =
             block.params.iter().map(|(n, v)| types::Param { name: n.clone(), value: v.to_plugin() }).collect();
         let graph = pack.build(&block.name, &shape, &params).map_err(|e| e.to_string())?;
@@ -137,7 +141,11 @@ struct ResidualBase {
     test: Vec<f32>,
 }
 
-fn residual_base(run: &Run, splits: &crate::data::Splits, trial: &TrialRecord) -> Result<Option<ResidualBase>, EngineError> {
+fn residual_base(
+    run: &Run,
+    splits: &crate::data::Splits,
+    trial: &TrialRecord,
+) -> Result<Option<ResidualBase>, EngineError> {
     let ensembling = run.workflow.ensembling;
     if ensembling.strategy != EnsembleStrategy::Residual {
         return Ok(None);
@@ -147,13 +155,21 @@ fn residual_base(run: &Run, splits: &crate::data::Splits, trial: &TrialRecord) -
         .store
         .trials()?
         .into_iter()
-        .filter(|t| t.stage == trial.stage && t.status == TrialStatus::Completed && t.id < window_start && !t.members.is_empty() && !t.is_combination())
+        .filter(|t| {
+            t.stage == trial.stage
+                && t.status == TrialStatus::Completed
+                && t.id < window_start
+                && !t.members.is_empty()
+                && !t.is_combination()
+        })
         .min_by(|a, b| a.objective.unwrap_or(f64::INFINITY).total_cmp(&b.objective.unwrap_or(f64::INFINITY)));
     let members: Vec<u64> = best.map(|b| b.members.iter().map(|(id, _)| *id).collect()).unwrap_or_default();
     let device = run.device()?;
     let mut sums = [Vec::new(), Vec::new(), Vec::new()];
     for id in &members {
-        let (model, _) = Checkpoint::new(run.dir.join(checkpoint_dir(*id))).load(&device.device).map_err(|e| EngineError::Stage(e.to_string()))?;
+        let (model, _) = Checkpoint::new(run.dir.join(checkpoint_dir(*id)))
+            .load(&device.device)
+            .map_err(|e| EngineError::Stage(e.to_string()))?;
         for (sum, data) in sums.iter_mut().zip([&splits.train, &splits.valid, &splits.test]) {
             let outputs = train::predict(&model, &data.features, data.sample_len());
             *sum = if sum.is_empty() { outputs } else { train::add_outputs(outputs, sum) };
@@ -184,7 +200,8 @@ fn ensemble_trial(run: &Run, trial: &mut TrialRecord) -> Result<(), EngineError>
     candidates.sort_by_key(|c| c.id);
     let ensembling = run.workflow.ensembling;
     let relative = super::ensemble::ensemble_dir(&format!("trial-{}", trial.id));
-    let built = super::ensemble::build(run, candidates, ensembling.method, ensembling.top_k, 3, ensembling.every, &relative)?;
+    let built =
+        super::ensemble::build(run, candidates, ensembling.method, ensembling.top_k, 3, ensembling.every, &relative)?;
     built.describe_in(trial, relative);
     trial.train_seconds = started.elapsed().as_secs_f64();
     Ok(())
@@ -209,7 +226,12 @@ fn donors(run: &Run, trial: &TrialRecord) -> Result<Vec<Donor>, EngineError> {
                 .store
                 .trials()?
                 .into_iter()
-                .filter(|t| t.stage == trial.stage && t.status == TrialStatus::Completed && t.checkpoint.is_some() && !t.is_combination())
+                .filter(|t| {
+                    t.stage == trial.stage
+                        && t.status == TrialStatus::Completed
+                        && t.checkpoint.is_some()
+                        && !t.is_combination()
+                })
                 .collect();
             done.sort_by(|a, b| b.finished.unwrap_or(0.0).total_cmp(&a.finished.unwrap_or(0.0)));
             done.iter()
@@ -307,8 +329,13 @@ fn train_trial(run: &Run, trainer: usize, trial: &mut TrialRecord) -> Result<boo
             return Ok(true);
         }
         Err(panic) => {
-            let message = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
-            fail(trial, TrialStatus::Failed, format!("training panicked: {}", message.unwrap_or_else(|| "no message".into())));
+            let message =
+                panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
+            fail(
+                trial,
+                TrialStatus::Failed,
+                format!("training panicked: {}", message.unwrap_or_else(|| "no message".into())),
+            );
             return Ok(true);
         }
     };
@@ -352,8 +379,11 @@ fn train_trial(run: &Run, trainer: usize, trial: &mut TrialRecord) -> Result<boo
     }
     if let Some(base) = &residual {
         // The trial is the ensemble of its base and itself, outputs summed.
-        let mut members: Vec<train::Member> =
-            base.members.iter().map(|&id| train::Member { trial: id, checkpoint: PathBuf::from("..").join(id.to_string()), weight: 1.0 }).collect();
+        let mut members: Vec<train::Member> = base
+            .members
+            .iter()
+            .map(|&id| train::Member { trial: id, checkpoint: PathBuf::from("..").join(id.to_string()), weight: 1.0 })
+            .collect();
         members.push(train::Member { trial: trial.id, checkpoint: PathBuf::from("."), weight: 1.0 });
         trial.members = members.iter().map(|m| (m.trial, 1.0)).collect();
         let file = train::EnsembleFile { members, method: "residual".into(), combine: train::Combine::Sum };

@@ -26,10 +26,14 @@ pub fn infer_block(block: &BlockGraph, block_index: usize, input: &[usize]) -> R
         for &src in &inputs {
             if src >= id {
                 let what = if src == id { "itself".to_string() } else { format!("node {src}") };
-                return Err(fail(id, op, format!(
-                    "reads {what}, which is not computed before it (a cycle or forward reference; \
+                return Err(fail(
+                    id,
+                    op,
+                    format!(
+                        "reads {what}, which is not computed before it (a cycle or forward reference; \
                      nodes may only read smaller ids)"
-                )));
+                    ),
+                ));
             }
             if src > block.nodes.len() {
                 return Err(fail(id, op, format!("reads node {src}, which does not exist")));
@@ -38,11 +42,11 @@ pub fn infer_block(block: &BlockGraph, block_index: usize, input: &[usize]) -> R
         let in_shapes: Vec<&Shape> = inputs.iter().map(|&s| &shapes[s]).collect();
         let out = infer_node(node, &in_shapes).map_err(|reason| fail(id, op, reason))?;
         if out.contains(&0) || out.is_empty() {
-            return Err(fail(id, op, format!(
-                "produces an empty tensor {} from input {}",
-                shape_text(&out),
-                shape_text(in_shapes[0])
-            )));
+            return Err(fail(
+                id,
+                op,
+                format!("produces an empty tensor {} from input {}", shape_text(&out), shape_text(in_shapes[0])),
+            ));
         }
         shapes.push(out);
     }
@@ -104,7 +108,12 @@ fn infer_node(node: &Node, inputs: &[&Shape]) -> Result<Shape, String> {
         Op::Conv1d { filters, kernel, stride, padding, dilation, groups } => {
             need_rank(x, &[2], "rank 2 [channels, length]")?;
             nonzero(*filters, "filters")?;
-            let (k, s, d, g) = (nonzero(*kernel, "kernel")?, nonzero(*stride, "stride")?, nonzero(*dilation, "dilation")?, nonzero(*groups, "groups")?);
+            let (k, s, d, g) = (
+                nonzero(*kernel, "kernel")?,
+                nonzero(*stride, "stride")?,
+                nonzero(*dilation, "dilation")?,
+                nonzero(*groups, "groups")?,
+            );
             check_groups(x[0], *filters, g)?;
             vec![*filters, window_out(x[1], k, s, padding.amount(k, d), d)?]
         }
@@ -169,11 +178,7 @@ fn infer_node(node: &Node, inputs: &[&Shape]) -> Result<Shape, String> {
         }
         Op::Add | Op::Multiply => {
             if let Some(other) = inputs.iter().find(|s| **s != x) {
-                return Err(format!(
-                    "inputs must have one shape, got {} and {}",
-                    shape_text(x),
-                    shape_text(other)
-                ));
+                return Err(format!("inputs must have one shape, got {} and {}", shape_text(x), shape_text(other)));
             }
             x.clone()
         }
@@ -226,9 +231,7 @@ fn infer_node(node: &Node, inputs: &[&Shape]) -> Result<Shape, String> {
 
 fn check_groups(channels: usize, filters: usize, groups: usize) -> Result<(), String> {
     if channels % groups != 0 || filters % groups != 0 {
-        return Err(format!(
-            "`groups` {groups} must divide both input channels ({channels}) and filters ({filters})"
-        ));
+        return Err(format!("`groups` {groups} must divide both input channels ({channels}) and filters ({filters})"));
     }
     Ok(())
 }
@@ -248,14 +251,20 @@ mod tests {
 
     #[test]
     fn chain_shapes() {
-        let b = block(vec![conv(8, 5), Node::new(Op::MaxPool { size: 2, stride: None }), Node::new(Op::Flatten), Node::new(Op::Dense { units: 10, bias: true })]);
+        let b = block(vec![
+            conv(8, 5),
+            Node::new(Op::MaxPool { size: 2, stride: None }),
+            Node::new(Op::Flatten),
+            Node::new(Op::Dense { units: 10, bias: true }),
+        ]);
         let shapes = infer_block(&b, 0, &[1, 40]).unwrap();
         assert_eq!(shapes, vec![vec![1, 40], vec![8, 40], vec![8, 20], vec![160], vec![10]]);
     }
 
     #[test]
     fn residual_add_and_concat() {
-        let b = block(vec![conv(4, 3), Node::with_inputs(Op::Add, vec![0, 1]), Node::with_inputs(Op::Concat, vec![1, 2])]);
+        let b =
+            block(vec![conv(4, 3), Node::with_inputs(Op::Add, vec![0, 1]), Node::with_inputs(Op::Concat, vec![1, 2])]);
         let shapes = infer_block(&b, 0, &[4, 10]).unwrap();
         assert_eq!(shapes[3], vec![8, 10]);
     }
@@ -265,11 +274,27 @@ mod tests {
         let cases: Vec<(Vec<Node>, &str)> = vec![
             (vec![Node::with_inputs(Op::Relu, vec![5])], "node 1 (relu): reads node 5, which is not computed"),
             (vec![Node::new(Op::Relu), Node::with_inputs(Op::Relu, vec![2])], "node 2 (relu): reads itself"),
-            (vec![conv(8, 3), Node::with_inputs(Op::Add, vec![0, 1])], "node 2 (add): inputs must have one shape, got [4, 10] and [8, 10]"),
+            (
+                vec![conv(8, 3), Node::with_inputs(Op::Add, vec![0, 1])],
+                "node 2 (add): inputs must have one shape, got [4, 10] and [8, 10]",
+            ),
             (vec![Node::new(Op::Dense { units: 3, bias: true })], "node 1 (dense): expects rank 1 [features]"),
-            (vec![Node::new(Op::Conv1d { filters: 8, kernel: 30, stride: 1, padding: Padding::Valid, dilation: 1, groups: 1 })], "node 1 (conv1d): window of 30"),
+            (
+                vec![Node::new(Op::Conv1d {
+                    filters: 8,
+                    kernel: 30,
+                    stride: 1,
+                    padding: Padding::Valid,
+                    dilation: 1,
+                    groups: 1,
+                })],
+                "node 1 (conv1d): window of 30",
+            ),
             (vec![Node::new(Op::MaxPool { size: 20, stride: None })], "node 1 (max_pool): window of 20"),
-            (vec![Node::new(Op::Flatten), Node::new(Op::Dense { units: 0, bias: true })], "node 2 (dense): `units` must be at least 1"),
+            (
+                vec![Node::new(Op::Flatten), Node::new(Op::Dense { units: 0, bias: true })],
+                "node 2 (dense): `units` must be at least 1",
+            ),
         ];
         for (nodes, expected) in cases {
             let err = infer_block(&block(nodes), 2, &[4, 10]).map(|_| ()).unwrap_err().to_string();
@@ -280,7 +305,14 @@ mod tests {
 
     #[test]
     fn zero_size_output_is_an_error() {
-        let b = block(vec![Node::new(Op::Conv1d { filters: 2, kernel: 3, stride: 1, padding: Padding::Valid, dilation: 1, groups: 1 })]);
+        let b = block(vec![Node::new(Op::Conv1d {
+            filters: 2,
+            kernel: 3,
+            stride: 1,
+            padding: Padding::Valid,
+            dilation: 1,
+            groups: 1,
+        })]);
         let err = infer_block(&b, 0, &[1, 2]).unwrap_err().to_string();
         assert!(err.contains("does not fit"), "{err}");
         let err = infer_block(&block(vec![Node::new(Op::Relu)]), 0, &[3, 0]).unwrap_err().to_string();

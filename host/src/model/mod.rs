@@ -154,7 +154,12 @@ impl BlockModule {
                 })
                 .collect();
             let value = module.forward(&node.op, args, &self.shapes[id]);
-            debug_assert_eq!(value.sample_shape(), self.shapes[id], "block `{}` node {id}: runtime shape differs from inferred", self.graph.name);
+            debug_assert_eq!(
+                value.sample_shape(),
+                self.shapes[id],
+                "block `{}` node {id}: runtime shape differs from inferred",
+                self.graph.name
+            );
             values.push(Some(value));
         }
         values.pop().flatten().expect("graph validated: a block has at least one node")

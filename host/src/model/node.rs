@@ -133,7 +133,10 @@ impl NodeModule {
                     .with_stride(stride)
                     .with_dilation(dilation)
                     .with_groups(groups)
-                    .with_padding(PaddingConfig1d::Explicit(padding.amount(kernel, dilation), padding.amount(kernel, dilation)))
+                    .with_padding(PaddingConfig1d::Explicit(
+                        padding.amount(kernel, dilation),
+                        padding.amount(kernel, dilation),
+                    ))
                     .init(device),
             ),
             Op::Conv2d { filters, kernel, stride, padding, dilation, groups } => {
@@ -175,10 +178,18 @@ impl NodeModule {
             Op::BatchNorm => Self::BatchNorm(BatchNormConfig::new(channels).init(device)),
             Op::LayerNorm => Self::LayerNorm(LayerNormConfig::new(channels).init(device)),
             Op::Dropout { rate } => Self::Dropout(DropoutConfig::new(rate).init()),
-            Op::Lstm { hidden, bidirectional: false, .. } => Self::Lstm(LstmConfig::new(channels, hidden, true).init(device)),
-            Op::Lstm { hidden, bidirectional: true, .. } => Self::BiLstm(BiLstmConfig::new(channels, hidden, true).init(device)),
-            Op::Gru { hidden, bidirectional: false, .. } => Self::Gru(GruConfig::new(channels, hidden, true).init(device)),
-            Op::Gru { hidden, bidirectional: true, .. } => Self::BiGru(BiGruConfig::new(channels, hidden, true).init(device)),
+            Op::Lstm { hidden, bidirectional: false, .. } => {
+                Self::Lstm(LstmConfig::new(channels, hidden, true).init(device))
+            }
+            Op::Lstm { hidden, bidirectional: true, .. } => {
+                Self::BiLstm(BiLstmConfig::new(channels, hidden, true).init(device))
+            }
+            Op::Gru { hidden, bidirectional: false, .. } => {
+                Self::Gru(GruConfig::new(channels, hidden, true).init(device))
+            }
+            Op::Gru { hidden, bidirectional: true, .. } => {
+                Self::BiGru(BiGruConfig::new(channels, hidden, true).init(device))
+            }
             Op::SelfAttention { heads, dropout } => {
                 Self::Attention(MultiHeadAttentionConfig::new(channels, heads).with_dropout(dropout).init(device))
             }
@@ -216,7 +227,11 @@ impl NodeModule {
             }
             (Self::BiLstm(m), Op::Lstm { return_sequences, .. }) => {
                 let (seq, state) = m.forward(x.r3().swap_dims(1, 2), None);
-                if *return_sequences { Value::R3(seq.swap_dims(1, 2)) } else { Value::R2(final_states(state.hidden, batch)) }
+                if *return_sequences {
+                    Value::R3(seq.swap_dims(1, 2))
+                } else {
+                    Value::R2(final_states(state.hidden, batch))
+                }
             }
             (Self::Gru(m), Op::Gru { return_sequences, .. }) => {
                 let seq = m.forward(x.r3().swap_dims(1, 2), None);
@@ -255,7 +270,16 @@ fn last_step(seq: Tensor<3>, batch: usize) -> Tensor<2> {
 fn merge(op: &Op, inputs: Vec<Value>) -> Value {
     if matches!(op, Op::Concat) {
         return match &inputs[0] {
-            Value::R2(_) => Value::R2(Tensor::cat(inputs.into_iter().map(|v| match v { Value::R2(t) => t, _ => unreachable!() }).collect(), 1)),
+            Value::R2(_) => Value::R2(Tensor::cat(
+                inputs
+                    .into_iter()
+                    .map(|v| match v {
+                        Value::R2(t) => t,
+                        _ => unreachable!(),
+                    })
+                    .collect(),
+                1,
+            )),
             Value::R3(_) => Value::R3(Tensor::cat(inputs.into_iter().map(Value::r3).collect(), 1)),
             Value::R4(_) => Value::R4(Tensor::cat(inputs.into_iter().map(Value::r4).collect(), 1)),
         };

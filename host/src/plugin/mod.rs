@@ -16,8 +16,8 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine};
 
 pub use bindings::types;
-pub use packs::{PackEntry, PackError, PackStore};
 use bindings::{block_pack::BlockPack, searcher::Searcher};
+pub use packs::{PackEntry, PackError, PackStore};
 use sandbox::Sandbox;
 
 use crate::graph::{self, BlockGraph};
@@ -115,7 +115,8 @@ impl PluginHost {
     }
 
     pub fn load_file(&self, path: &Path) -> Result<Plugin, PluginError> {
-        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string());
+        let name =
+            path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string());
         let bytes = std::fs::read(path).map_err(|e| PluginError {
             plugin: name.clone(),
             version: "?".into(),
@@ -161,7 +162,10 @@ impl PluginHost {
         } else if exports.iter().any(|e| e == "build") && exports.iter().any(|e| e == "blocks") {
             World::BlockPack
         } else {
-            return Err(fail(&version, format!("exports neither a block pack nor a searcher (exports: {})", exports.join(", "))));
+            return Err(fail(
+                &version,
+                format!("exports neither a block pack nor a searcher (exports: {})", exports.join(", ")),
+            ));
         };
         Ok(Plugin {
             name: name.into(),
@@ -212,7 +216,11 @@ pub struct Plugin {
 
 impl std::fmt::Debug for Plugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Plugin").field("name", &self.name).field("version", &self.version).field("world", &self.world).finish()
+        f.debug_struct("Plugin")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("world", &self.world)
+            .finish()
     }
 }
 
@@ -246,30 +254,45 @@ impl Plugin {
     pub fn blocks(&self) -> Result<Vec<types::BlockInfo>, PluginError> {
         self.expect_world("blocks()", World::BlockPack)?;
         let mut store = sandbox::store(&self.engine, &self.limits);
-        let pack = BlockPack::instantiate(&mut store, &self.component, &self.linker).map_err(|e| self.call_error("instantiate", e))?;
+        let pack = BlockPack::instantiate(&mut store, &self.component, &self.linker)
+            .map_err(|e| self.call_error("instantiate", e))?;
         let blocks = pack.call_blocks(&mut store).map_err(|e| self.call_error("blocks()", e))?;
         if blocks.len() > self.limits.max_items {
-            return Err(self.error("blocks()", format!("returned {} blocks, more than the limit of {}", blocks.len(), self.limits.max_items)));
+            return Err(self.error(
+                "blocks()",
+                format!("returned {} blocks, more than the limit of {}", blocks.len(), self.limits.max_items),
+            ));
         }
         Ok(blocks)
     }
 
     /// Builds block `block` for `input_shape` and checks the graph it returns.
-    pub fn build(&self, block: &str, input_shape: &[usize], params: &[types::Param]) -> Result<BlockGraph, PluginError> {
+    pub fn build(
+        &self,
+        block: &str,
+        input_shape: &[usize],
+        params: &[types::Param],
+    ) -> Result<BlockGraph, PluginError> {
         let call = format!("build({block}, {input_shape:?})");
         self.expect_world(&call, World::BlockPack)?;
         let mut store = sandbox::store(&self.engine, &self.limits);
-        let pack = BlockPack::instantiate(&mut store, &self.component, &self.linker).map_err(|e| self.call_error("instantiate", e))?;
+        let pack = BlockPack::instantiate(&mut store, &self.component, &self.linker)
+            .map_err(|e| self.call_error("instantiate", e))?;
         let shape: Vec<u32> = input_shape.iter().map(|&d| d as u32).collect();
         let graph = pack
             .call_build(&mut store, block, &shape, params)
             .map_err(|e| self.call_error(&call, e))?
             .map_err(|reason| self.error(&call, format!("refused: {reason}")))?;
         if graph.nodes.len() > self.limits.max_items {
-            return Err(self.error(&call, format!("returned {} nodes, more than the limit of {}", graph.nodes.len(), self.limits.max_items)));
+            return Err(self.error(
+                &call,
+                format!("returned {} nodes, more than the limit of {}", graph.nodes.len(), self.limits.max_items),
+            ));
         }
-        let graph = convert::block_graph(graph).map_err(|reason| self.error(&call, format!("returned an invalid graph: {reason}")))?;
-        graph::infer_block(&graph, 0, input_shape).map_err(|e| self.error(&call, format!("returned an invalid graph: {e}")))?;
+        let graph = convert::block_graph(graph)
+            .map_err(|reason| self.error(&call, format!("returned an invalid graph: {reason}")))?;
+        graph::infer_block(&graph, 0, input_shape)
+            .map_err(|e| self.error(&call, format!("returned an invalid graph: {e}")))?;
         Ok(graph)
     }
 
@@ -284,7 +307,8 @@ impl Plugin {
         let call = format!("propose(history of {}, count {count})", history.len());
         self.expect_world(&call, World::Searcher)?;
         let mut store = sandbox::store(&self.engine, &self.limits);
-        let searcher = Searcher::instantiate(&mut store, &self.component, &self.linker).map_err(|e| self.call_error("instantiate", e))?;
+        let searcher = Searcher::instantiate(&mut store, &self.component, &self.linker)
+            .map_err(|e| self.call_error("instantiate", e))?;
         let proposals = searcher
             .call_propose(&mut store, context, space, history, count)
             .map_err(|e| self.call_error(&call, e))?
@@ -295,13 +319,19 @@ impl Plugin {
         for (i, p) in proposals.iter().enumerate() {
             let depth = p.architecture.len() as u32;
             if depth < space.min_depth.max(1) || depth > space.max_depth.max(space.min_depth) {
-                return Err(self.error(&call, format!("proposal {i} has depth {depth}, outside {}..={}", space.min_depth, space.max_depth)));
+                return Err(self.error(
+                    &call,
+                    format!("proposal {i} has depth {depth}, outside {}..={}", space.min_depth, space.max_depth),
+                ));
             }
             if let Some(bad) = p.architecture.iter().find(|b| !space.blocks.contains(&b.name)) {
-                return Err(self.error(&call, format!("proposal {i} uses block `{}`, which the space does not allow", bad.name)));
+                return Err(self
+                    .error(&call, format!("proposal {i} uses block `{}`, which the space does not allow", bad.name)));
             }
             if let Some(parent) = p.parent.filter(|id| !history.iter().any(|t| t.id == *id)) {
-                return Err(self.error(&call, format!("proposal {i} names parent trial {parent}, which is not in the history")));
+                return Err(
+                    self.error(&call, format!("proposal {i} names parent trial {parent}, which is not in the history"))
+                );
             }
         }
         Ok(proposals)

@@ -78,7 +78,8 @@ impl PackStore {
 
     fn write_index(&self, entries: &[PackEntry]) -> Result<(), PackError> {
         let json = serde_json::to_vec_pretty(entries).expect("entries serialise");
-        crate::atomic_file::write_atomic(&self.dir.join(INDEX), &json).map_err(|e| self.fail(format!("cannot write {INDEX}: {e}")))
+        crate::atomic_file::write_atomic(&self.dir.join(INDEX), &json)
+            .map_err(|e| self.fail(format!("cannot write {INDEX}: {e}")))
     }
 
     fn file(&self, sha256: &str) -> PathBuf {
@@ -117,14 +118,20 @@ impl PackStore {
         let matches: Vec<PackEntry> = self
             .list()?
             .into_iter()
-            .filter(|e| name.is_none_or(|n| e.name == n) && hash.is_none_or(|h| e.sha256.starts_with(&h.to_ascii_lowercase())))
+            .filter(|e| {
+                name.is_none_or(|n| e.name == n) && hash.is_none_or(|h| e.sha256.starts_with(&h.to_ascii_lowercase()))
+            })
             .collect();
         match matches.as_slice() {
             [] => Err(PackError::NotFound(query.into())),
             [one] => Ok(one.clone()),
             many => Err(PackError::Ambiguous {
                 query: query.into(),
-                matches: many.iter().map(|e| format!("{}@sha256:{}", e.name, &e.sha256[..12])).collect::<Vec<_>>().join(", "),
+                matches: many
+                    .iter()
+                    .map(|e| format!("{}@sha256:{}", e.name, &e.sha256[..12]))
+                    .collect::<Vec<_>>()
+                    .join(", "),
             }),
         }
     }

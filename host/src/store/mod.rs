@@ -221,7 +221,12 @@ impl Reader for Snapshot<'_> {
 }
 
 impl Snapshot<'_> {
-    pub fn get<T: DeserializeOwned>(&self, db: Database, table: &'static str, key: &[u8]) -> Result<Option<T>, StoreError> {
+    pub fn get<T: DeserializeOwned>(
+        &self,
+        db: Database,
+        table: &'static str,
+        key: &[u8],
+    ) -> Result<Option<T>, StoreError> {
         Reader::get(self, db, table, key)
     }
 
@@ -319,7 +324,12 @@ impl Txn<'_> {
         Ok(out)
     }
 
-    pub fn log(&mut self, stage: Option<&str>, trial: Option<u64>, message: impl Into<String>) -> Result<(), StoreError> {
+    pub fn log(
+        &mut self,
+        stage: Option<&str>,
+        trial: Option<u64>,
+        message: impl Into<String>,
+    ) -> Result<(), StoreError> {
         let seq = self.bump(NEXT_EVENT)?;
         let event = Event { time: now(), stage: stage.map(str::to_string), trial, message: message.into() };
         self.put(self.store.tables.events, &seq.to_be_bytes(), &event)
@@ -376,7 +386,16 @@ mod tests {
         let dir = temp_dir("schema");
         let store = Store::open(&dir).unwrap();
         store
-            .write(|t| t.txn.put(t.store.tables.trials, &7u64.to_be_bytes(), &rmp_serde::to_vec_named(&(9u32, 0u8)).unwrap(), WriteFlags::empty()).map_err(|e| store.lmdb(e)))
+            .write(|t| {
+                t.txn
+                    .put(
+                        t.store.tables.trials,
+                        &7u64.to_be_bytes(),
+                        &rmp_serde::to_vec_named(&(9u32, 0u8)).unwrap(),
+                        WriteFlags::empty(),
+                    )
+                    .map_err(|e| store.lmdb(e))
+            })
             .unwrap();
         let err = store.trial(7).unwrap_err().to_string();
         assert!(err.contains("record 7 of `trials` has schema version 9"), "{err}");

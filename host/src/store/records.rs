@@ -211,7 +211,11 @@ impl TrialRecord {
                 .iter()
                 .map(|b| types::BlockRef {
                     name: b.name.clone(),
-                    params: b.params.iter().map(|(n, v)| types::Param { name: n.clone(), value: v.to_plugin() }).collect(),
+                    params: b
+                        .params
+                        .iter()
+                        .map(|(n, v)| types::Param { name: n.clone(), value: v.to_plugin() })
+                        .collect(),
                 })
                 .collect(),
             hparams: self.hparams.clone(),

@@ -89,7 +89,8 @@ impl Checkpoint {
         let meta = self.meta()?;
         let weights = self.dir.join(WEIGHTS_FILE);
         let read_err = |reason: String| CheckpointError::Read { path: weights.clone(), reason };
-        let model = Model::new(&meta.spec, device).map_err(|e| read_err(format!("its architecture is invalid: {e}")))?;
+        let model =
+            Model::new(&meta.spec, device).map_err(|e| read_err(format!("its architecture is invalid: {e}")))?;
         let record = ModuleRecord::load(&weights).map_err(|e| read_err(e.to_string()))?;
         let model = model.try_load_record(record).map_err(|e| read_err(e.to_string()))?;
         Ok((model.valid(), meta))

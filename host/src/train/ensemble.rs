@@ -108,7 +108,8 @@ pub fn learn_weights(members: &[&[f64]], data: &Dataset, task: Task) -> Vec<f64>
             weights = members
                 .iter()
                 .map(|m| {
-                    let mse = m.iter().zip(&data.targets).map(|(p, &t)| (p - t as f64).powi(2)).sum::<f64>() / data.len().max(1) as f64;
+                    let mse = m.iter().zip(&data.targets).map(|(p, &t)| (p - t as f64).powi(2)).sum::<f64>()
+                        / data.len().max(1) as f64;
                     1.0 / mse.max(1e-12)
                 })
                 .collect();

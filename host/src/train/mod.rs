@@ -7,7 +7,9 @@ mod metrics;
 
 pub use backend::{Backend, NoGpu, Selected};
 pub use checkpoint::{CHECKPOINT_VERSION, Checkpoint, CheckpointError, CheckpointMeta};
-pub use ensemble::{Combine, ENSEMBLE_FILE, EnsembleFile, Member, Predictor, add_outputs, combine, learn_weights, to_probabilities};
+pub use ensemble::{
+    Combine, ENSEMBLE_FILE, EnsembleFile, Member, Predictor, add_outputs, combine, learn_weights, to_probabilities,
+};
 pub use metrics::{Metrics, argmax, evaluate, metrics_of, predict};
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -181,9 +183,15 @@ pub enum TrainEvent<'a> {
 pub enum Outcome {
     Completed,
     /// The loss became NaN or infinite; the run stopped there.
-    Diverged { epoch: usize, step: usize, loss: f64 },
+    Diverged {
+        epoch: usize,
+        step: usize,
+        loss: f64,
+    },
     /// The caller asked to stop (`train_until`); the result is incomplete.
-    Interrupted { epoch: usize },
+    Interrupted {
+        epoch: usize,
+    },
 }
 
 /// The result of a run: the model with the best validation loss, and its history.
@@ -272,7 +280,8 @@ pub fn train_until(
     device.seed(config.seed);
     let outputs = spec.task.outputs();
     if let Some(residual) = &guidance.residual
-        && (residual.train.len() != splits.train.len() * outputs || residual.valid.len() != splits.valid.len() * outputs)
+        && (residual.train.len() != splits.train.len() * outputs
+            || residual.valid.len() != splits.valid.len() * outputs)
     {
         return Err(TrainError::Config("the residual base does not match the data set".into()));
     }
@@ -308,12 +317,18 @@ pub fn train_until(
             let (x, y) = batch_tensors(&splits.train, chunk, spec.task, &device);
             let mut output = model.forward(x);
             if let Some(residual) = &guidance.residual {
-                let rows: Vec<f32> = chunk.iter().flat_map(|&i| residual.train[i * outputs..(i + 1) * outputs].iter().copied()).collect();
+                let rows: Vec<f32> = chunk
+                    .iter()
+                    .flat_map(|&i| residual.train[i * outputs..(i + 1) * outputs].iter().copied())
+                    .collect();
                 output = output + Tensor::from_data(TensorData::new(rows, [chunk.len(), outputs]), &device);
             }
             let mut loss = task_loss(output.clone(), y, spec.task);
             if let Some(distill) = &guidance.distill {
-                let rows: Vec<f32> = chunk.iter().flat_map(|&i| distill.teacher[i * outputs..(i + 1) * outputs].iter().copied()).collect();
+                let rows: Vec<f32> = chunk
+                    .iter()
+                    .flat_map(|&i| distill.teacher[i * outputs..(i + 1) * outputs].iter().copied())
+                    .collect();
                 let teacher = Tensor::from_data(TensorData::new(rows, [chunk.len(), outputs]), &device);
                 loss = loss + distill_loss(output, teacher, distill, spec.task).mul_scalar(distill.lambda);
             }

@@ -138,7 +138,10 @@ mod tests {
     fn keys_items_and_values() {
         assert_eq!(locate(TEXT, &[Step::Key("space"), Step::Key("blocks")], None), Some((3, 3)));
         assert_eq!(locate(TEXT, &[Step::Key("space"), Step::Key("blocks"), Step::Item(1)], None), Some((3, 18)));
-        assert_eq!(locate(TEXT, &[Step::Key("stages"), Step::Key("export"), Step::Key("needs"), Step::Item(0)], None), Some((10, 9)));
+        assert_eq!(
+            locate(TEXT, &[Step::Key("stages"), Step::Key("export"), Step::Key("needs"), Step::Item(0)], None),
+            Some((10, 9))
+        );
         assert_eq!(locate(TEXT, &[Step::Key("stages"), Step::Key("export"), Step::Key("kind")], None), Some((8, 5)));
         assert_eq!(locate(TEXT, &[Step::Key("stages"), Step::Key("export")], Some("serch")), Some((10, 9)));
     }

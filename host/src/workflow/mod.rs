@@ -111,7 +111,12 @@ fn default_ensembling_k() -> usize {
 
 impl Default for Ensembling {
     fn default() -> Self {
-        Self { strategy: EnsembleStrategy::None, every: default_every(), method: default_ensembling_method(), top_k: default_ensembling_k() }
+        Self {
+            strategy: EnsembleStrategy::None,
+            every: default_every(),
+            method: default_ensembling_method(),
+            top_k: default_ensembling_k(),
+        }
     }
 }
 
@@ -386,12 +391,14 @@ fn parse_duration(text: &str) -> Option<u64> {
     let text = text.trim();
     let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
     let n: u64 = number.parse().ok()?;
-    Some(n * match unit.trim() {
-        "" | "s" => 1,
-        "m" | "min" => 60,
-        "h" => 3600,
-        _ => return None,
-    })
+    Some(
+        n * match unit.trim() {
+            "" | "s" => 1,
+            "m" | "min" => 60,
+            "h" => 3600,
+            _ => return None,
+        },
+    )
 }
 
 fn duration_text<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
@@ -507,13 +514,18 @@ pub struct Source {
 
 impl Source {
     pub fn read(path: &Path) -> Result<Self, WorkflowError> {
-        let text = std::fs::read_to_string(path).map_err(|source| WorkflowError::Io { path: path.to_path_buf(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| WorkflowError::Io { path: path.to_path_buf(), source })?;
         Ok(Self { path: path.to_path_buf(), text })
     }
 
     /// An error at `path` in the file (refined to the word `value` when given).
     pub fn error_at(&self, path: &[Step<'_>], value: Option<&str>, message: impl Into<String>) -> WorkflowError {
-        WorkflowError::Invalid { path: self.path.clone(), location: locate(&self.text, path, value), message: message.into() }
+        WorkflowError::Invalid {
+            path: self.path.clone(),
+            location: locate(&self.text, path, value),
+            message: message.into(),
+        }
     }
 
     /// The directory relative paths in the workflow are resolved against.
@@ -536,9 +548,12 @@ impl Source {
                 // Flattened or buffered maps report the end of the map; point at the key.
                 if let Some((line, _)) = location {
                     let lines: Vec<&str> = self.text.lines().take(line).collect();
-                    location = lines.iter().enumerate().rev().find_map(|(i, l)| {
-                        l.find(&format!("{unknown}:")).map(|c| (i + 1, c + 1))
-                    }).or(location);
+                    location = lines
+                        .iter()
+                        .enumerate()
+                        .rev()
+                        .find_map(|(i, l)| l.find(&format!("{unknown}:")).map(|c| (i + 1, c + 1)))
+                        .or(location);
                 }
             }
             WorkflowError::Invalid { path: self.path.clone(), location, message }

@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use super::dag::{DagError, topological_order};
-use super::{Choice, HparamSpec, OPTIMIZERS, SearcherSpec, Source, StageKind, Step, TrainerKind, Workflow, WorkflowError};
+use super::{
+    Choice, HparamSpec, OPTIMIZERS, SearcherSpec, Source, StageKind, Step, TrainerKind, Workflow, WorkflowError,
+};
 use crate::data::{DataSpec, Source as DataSource};
 use crate::plugin::{EMBEDDED, PackStore, Plugin, PluginHost, World, types};
 
@@ -91,13 +93,22 @@ fn missing_data(source: &DataSource) -> Option<String> {
 }
 
 /// Validates everything `parse` could not: the result runs as is.
-pub fn resolve(source: &Source, wf: &Workflow, host: &PluginHost, store: &PackStore) -> Result<Resolved, WorkflowError> {
+pub fn resolve(
+    source: &Source,
+    wf: &Workflow,
+    host: &PluginHost,
+    store: &PackStore,
+) -> Result<Resolved, WorkflowError> {
     use Step::{Item, Key};
     let base = source.base_dir();
     let err = |path: &[Step<'_>], value: Option<&str>, message: String| source.error_at(path, value, message);
 
     if wf.version != super::SCHEMA_VERSION {
-        return Err(err(&[Key("version")], None, format!("schema version {} is not supported; this msh reads version 1", wf.version)));
+        return Err(err(
+            &[Key("version")],
+            None,
+            format!("schema version {} is not supported; this msh reads version 1", wf.version),
+        ));
     }
 
     // Data.
@@ -126,12 +137,20 @@ pub fn resolve(source: &Source, wf: &Workflow, host: &PluginHost, store: &PackSt
         (TrainerKind::Table, Some(path)) => {
             let path = base.join(path);
             if !path.is_file() {
-                return Err(err(&[Key("trainers"), Key("table")], None, format!("table {} does not exist", path.display())));
+                return Err(err(
+                    &[Key("trainers"), Key("table")],
+                    None,
+                    format!("table {} does not exist", path.display()),
+                ));
             }
             Some(path)
         }
         (TrainerKind::Burn, Some(_)) => {
-            return Err(err(&[Key("trainers"), Key("table")], None, "`table` applies to `kind: table` trainers only".into()));
+            return Err(err(
+                &[Key("trainers"), Key("table")],
+                None,
+                "`table` applies to `kind: table` trainers only".into(),
+            ));
         }
         (TrainerKind::Burn, None) => None,
     };
@@ -139,10 +158,18 @@ pub fn resolve(source: &Source, wf: &Workflow, host: &PluginHost, store: &PackSt
     let sharing = &wf.weight_sharing;
     if sharing.mode != super::SharingMode::None {
         if trainers.kind == TrainerKind::Table {
-            return Err(err(&[Key("weight_sharing"), Key("mode")], None, "weight sharing needs `kind: burn` trainers".into()));
+            return Err(err(
+                &[Key("weight_sharing"), Key("mode")],
+                None,
+                "weight sharing needs `kind: burn` trainers".into(),
+            ));
         }
         if !(sharing.discount > 0.0 && sharing.discount <= 1.0) {
-            return Err(err(&[Key("weight_sharing"), Key("discount")], None, format!("`discount` must be in (0, 1], got {}", sharing.discount)));
+            return Err(err(
+                &[Key("weight_sharing"), Key("discount")],
+                None,
+                format!("`discount` must be in (0, 1], got {}", sharing.discount),
+            ));
         }
         if sharing.donors == 0 {
             return Err(err(&[Key("weight_sharing"), Key("donors")], None, "`donors` must be at least 1".into()));
@@ -156,10 +183,18 @@ pub fn resolve(source: &Source, wf: &Workflow, host: &PluginHost, store: &PackSt
             return Err(err(&at("mode"), None, "distillation needs `kind: burn` trainers".into()));
         }
         if !(distillation.lambda.is_finite() && distillation.lambda >= 0.0) {
-            return Err(err(&at("lambda"), None, format!("`lambda` must be non-negative, got {}", distillation.lambda)));
+            return Err(err(
+                &at("lambda"),
+                None,
+                format!("`lambda` must be non-negative, got {}", distillation.lambda),
+            ));
         }
         if !(distillation.temperature.is_finite() && distillation.temperature > 0.0) {
-            return Err(err(&at("temperature"), None, format!("`temperature` must be positive, got {}", distillation.temperature)));
+            return Err(err(
+                &at("temperature"),
+                None,
+                format!("`temperature` must be positive, got {}", distillation.temperature),
+            ));
         }
         if distillation.top_k == 0 || distillation.ramp_trials == 0 {
             let field = if distillation.top_k == 0 { "top_k" } else { "ramp_trials" };
@@ -178,16 +213,25 @@ pub fn resolve(source: &Source, wf: &Workflow, host: &PluginHost, store: &PackSt
         }
     }
     if wf.objectives.max_parameters == Some(0) {
-        return Err(err(&[Key("objectives"), Key("max_parameters")], None, "`max_parameters` must be at least 1".into()));
+        return Err(err(
+            &[Key("objectives"), Key("max_parameters")],
+            None,
+            "`max_parameters` must be at least 1".into(),
+        ));
     }
 
     // Packs and blocks.
     let mut packs = Vec::new();
     let mut offered: BTreeMap<String, usize> = BTreeMap::new();
     for (i, reference) in wf.space.packs.iter().enumerate() {
-        let pack = load_plugin(host, store, &base, reference).map_err(|m| err(&[Key("space"), Key("packs"), Item(i)], None, m))?;
+        let pack = load_plugin(host, store, &base, reference)
+            .map_err(|m| err(&[Key("space"), Key("packs"), Item(i)], None, m))?;
         if pack.world != World::BlockPack {
-            return Err(err(&[Key("space"), Key("packs"), Item(i)], None, format!("`{reference}` is a {}, not a block pack", pack.world)));
+            return Err(err(
+                &[Key("space"), Key("packs"), Item(i)],
+                None,
+                format!("`{reference}` is a {}, not a block pack", pack.world),
+            ));
         }
         let infos = pack.blocks().map_err(|e| err(&[Key("space"), Key("packs"), Item(i)], None, e.to_string()))?;
         for info in infos {
@@ -195,9 +239,14 @@ pub fn resolve(source: &Source, wf: &Workflow, host: &PluginHost, store: &PackSt
         }
         packs.push(pack);
     }
-    let allowed: Vec<String> = if wf.space.blocks.is_empty() { offered.keys().cloned().collect() } else { wf.space.blocks.clone() };
+    let allowed: Vec<String> =
+        if wf.space.blocks.is_empty() { offered.keys().cloned().collect() } else { wf.space.blocks.clone() };
     if allowed.is_empty() {
-        return Err(err(&[Key("space")], None, "the search space has no blocks: list `blocks` or `packs` that offer some".into()));
+        return Err(err(
+            &[Key("space")],
+            None,
+            "the search space has no blocks: list `blocks` or `packs` that offer some".into(),
+        ));
     }
     let mut block_pack = BTreeMap::new();
     for (i, block) in wf.space.blocks.iter().enumerate() {
@@ -208,7 +257,10 @@ pub fn resolve(source: &Source, wf: &Workflow, host: &PluginHost, store: &PackSt
             // A table trainer never builds blocks: names only need to match the table.
             None if trainers.kind == TrainerKind::Table => {}
             None => {
-                let message = format!("unknown block `{block}`: no pack of `space.packs` ({}) offers it", wf.space.packs.join(", "));
+                let message = format!(
+                    "unknown block `{block}`: no pack of `space.packs` ({}) offers it",
+                    wf.space.packs.join(", ")
+                );
                 return Err(err(
                     &[Key("space"), Key("blocks"), Item(i)],
                     None,
@@ -224,7 +276,10 @@ pub fn resolve(source: &Source, wf: &Workflow, host: &PluginHost, store: &PackSt
         return Err(err(
             &[Key("space"), Key("min_depth")],
             None,
-            format!("depth bounds must satisfy 1 <= min_depth <= max_depth, got {}..{}", wf.space.min_depth, wf.space.max_depth),
+            format!(
+                "depth bounds must satisfy 1 <= min_depth <= max_depth, got {}..{}",
+                wf.space.min_depth, wf.space.max_depth
+            ),
         ));
     }
     let mut hparams = Vec::new();
@@ -236,7 +291,8 @@ pub fn resolve(source: &Source, wf: &Workflow, host: &PluginHost, store: &PackSt
         }
         hparams.push(hparam_range(name, spec).map_err(|m| err(&at, None, m))?);
     }
-    let space = types::SearchSpace { blocks: allowed, min_depth: wf.space.min_depth, max_depth: wf.space.max_depth, hparams };
+    let space =
+        types::SearchSpace { blocks: allowed, min_depth: wf.space.min_depth, max_depth: wf.space.max_depth, hparams };
 
     // Budget.
     let check_budget = |budget: &super::Budget, at: &[Step<'_>]| -> Result<(), WorkflowError> {
@@ -250,7 +306,11 @@ pub fn resolve(source: &Source, wf: &Workflow, host: &PluginHost, store: &PackSt
 
     // Stages.
     if wf.stages.is_empty() {
-        return Err(err(&[Key("stages")], None, "a workflow needs at least one stage (e.g. `search: {kind: search}`)".into()));
+        return Err(err(
+            &[Key("stages")],
+            None,
+            "a workflow needs at least one stage (e.g. `search: {kind: search}`)".into(),
+        ));
     }
     let order = topological_order(&wf.stages).map_err(|e| match e {
         DagError::Missing { stage, index, need } => {
@@ -261,9 +321,11 @@ pub fn resolve(source: &Source, wf: &Workflow, host: &PluginHost, store: &PackSt
                 with_hint(message, did_you_mean(&need, wf.stages.keys().map(String::as_str))),
             )
         }
-        DagError::Cycle(cycle) => {
-            err(&[Key("stages"), Key(&cycle[0]), Key("needs")], None, format!("stages depend on each other in a cycle: {}", cycle.join(" -> ")))
-        }
+        DagError::Cycle(cycle) => err(
+            &[Key("stages"), Key(&cycle[0]), Key("needs")],
+            None,
+            format!("stages depend on each other in a cycle: {}", cycle.join(" -> ")),
+        ),
     })?;
     let mut searchers = BTreeMap::new();
     let mut loaded: BTreeMap<String, Plugin> = BTreeMap::new();
@@ -284,7 +346,11 @@ pub fn resolve(source: &Source, wf: &Workflow, host: &PluginHost, store: &PackSt
         for (field, set, kinds) in misplaced {
             if set && !kinds.contains(&stage.kind) {
                 let kinds: Vec<String> = kinds.iter().map(|k| k.to_string()).collect();
-                return Err(err(&at(field), None, format!("`{field}` applies to {} stages, not to {} stages", kinds.join(" and "), stage.kind)));
+                return Err(err(
+                    &at(field),
+                    None,
+                    format!("`{field}` applies to {} stages, not to {} stages", kinds.join(" and "), stage.kind),
+                ));
             }
         }
         match stage.kind {
@@ -300,7 +366,11 @@ pub fn resolve(source: &Source, wf: &Workflow, host: &PluginHost, store: &PackSt
                     None => {
                         let p = load_plugin(host, store, &base, &spec.plugin).map_err(|m| err(&path, None, m))?;
                         if p.world != World::Searcher {
-                            return Err(err(&path, None, format!("`{}` is a {}, not a searcher", spec.plugin, p.world)));
+                            return Err(err(
+                                &path,
+                                None,
+                                format!("`{}` is a {}, not a searcher", spec.plugin, p.world),
+                            ));
                         }
                         loaded.insert(spec.plugin.clone(), p.clone());
                         p
@@ -314,15 +384,26 @@ pub fn resolve(source: &Source, wf: &Workflow, host: &PluginHost, store: &PackSt
             }
             StageKind::Ensemble | StageKind::Retrain | StageKind::Export | StageKind::Distill => {
                 if upstream_search(wf, name).is_none() {
-                    return Err(err(&at("kind"), None, format!("a {} stage needs a search stage before it in `needs`", stage.kind)));
+                    return Err(err(
+                        &at("kind"),
+                        None,
+                        format!("a {} stage needs a search stage before it in `needs`", stage.kind),
+                    ));
                 }
-                let zero = [("top_k", stage.top_k), ("epochs", stage.epochs), ("width", stage.width), ("pool", stage.pool), ("every", stage.every)]
-                    .into_iter()
-                    .find(|(_, v)| *v == Some(0));
+                let zero = [
+                    ("top_k", stage.top_k),
+                    ("epochs", stage.epochs),
+                    ("width", stage.width),
+                    ("pool", stage.pool),
+                    ("every", stage.every),
+                ]
+                .into_iter()
+                .find(|(_, v)| *v == Some(0));
                 if let Some((field, _)) = zero {
                     return Err(err(&at(field), None, format!("`{field}` must be at least 1")));
                 }
-                if matches!(stage.kind, StageKind::Retrain | StageKind::Distill) && trainers.kind == TrainerKind::Table {
+                if matches!(stage.kind, StageKind::Retrain | StageKind::Distill) && trainers.kind == TrainerKind::Table
+                {
                     return Err(err(&at("kind"), None, format!("a {} stage needs `kind: burn` trainers", stage.kind)));
                 }
             }
@@ -379,10 +460,20 @@ fn hparam_range(name: &str, spec: &HparamSpec) -> Result<types::HparamRange, Str
             range.choices.push(match (choice, name) {
                 (Choice::Number(n), _) => *n,
                 (Choice::Word(w), "optimizer") => {
-                    let names: Vec<String> =
-                        OPTIMIZERS.iter().map(|o| serde_json::to_value(o).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()).collect();
+                    let names: Vec<String> = OPTIMIZERS
+                        .iter()
+                        .map(|o| {
+                            serde_json::to_value(o)
+                                .ok()
+                                .and_then(|v| v.as_str().map(str::to_string))
+                                .unwrap_or_default()
+                        })
+                        .collect();
                     names.iter().position(|n| n == w).ok_or_else(|| {
-                        with_hint(format!("unknown optimizer `{w}` (known: {})", names.join(", ")), did_you_mean(w, names.iter().map(String::as_str)))
+                        with_hint(
+                            format!("unknown optimizer `{w}` (known: {})", names.join(", ")),
+                            did_you_mean(w, names.iter().map(String::as_str)),
+                        )
                     })? as f64
                 }
                 (Choice::Word(w), _) => return Err(format!("choice `{w}` of `{name}` is not a number")),

@@ -28,7 +28,12 @@ impl Guest for BeamSearch {
                 let Some(parent) = rng.choose(&beam).copied() else {
                     // Nothing completed yet: a random architecture of minimum depth.
                     let architecture = random_architecture(&space, min_depth, &mut rng);
-                    return Proposal { architecture, hparams: sample_hparams(&space, &mut rng), parent: None, teacher: None };
+                    return Proposal {
+                        architecture,
+                        hparams: sample_hparams(&space, &mut rng),
+                        parent: None,
+                        teacher: None,
+                    };
                 };
                 let mut architecture = parent.architecture.clone();
                 if architecture.len() < allowed_depth && rng.chance(grow_p) {

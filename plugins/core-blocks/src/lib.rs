@@ -26,15 +26,50 @@ fn catalogue() -> Vec<BlockInfo> {
     let kernel = || int_spec("kernel", "kernel size", 1, 7, 3);
     let mut blocks = vec![
         info("conv", "convolution keeping the channel count, batch norm, relu", vec![kernel()], CONV_RANKS),
-        info("fixed_conv", "convolution to a fixed channel count, batch norm, relu", vec![int_spec("filters", "output channels", 4, 512, 32), kernel()], CONV_RANKS),
-        info("increase_channels_conv", "convolution multiplying the channel count, batch norm, relu", vec![int_spec("factor", "channel multiplier", 2, 4, 2), kernel()], CONV_RANKS),
-        info("downsample_conv", "stride-2 convolution doubling the channels, batch norm, relu", vec![kernel()], CONV_RANKS),
-        info("dilated_conv", "dilated convolution keeping the channels, batch norm, relu", vec![int_spec("dilation", "spacing of kernel taps", 2, 4, 2), kernel()], CONV_RANKS),
+        info(
+            "fixed_conv",
+            "convolution to a fixed channel count, batch norm, relu",
+            vec![int_spec("filters", "output channels", 4, 512, 32), kernel()],
+            CONV_RANKS,
+        ),
+        info(
+            "increase_channels_conv",
+            "convolution multiplying the channel count, batch norm, relu",
+            vec![int_spec("factor", "channel multiplier", 2, 4, 2), kernel()],
+            CONV_RANKS,
+        ),
+        info(
+            "downsample_conv",
+            "stride-2 convolution doubling the channels, batch norm, relu",
+            vec![kernel()],
+            CONV_RANKS,
+        ),
+        info(
+            "dilated_conv",
+            "dilated convolution keeping the channels, batch norm, relu",
+            vec![int_spec("dilation", "spacing of kernel taps", 2, 4, 2), kernel()],
+            CONV_RANKS,
+        ),
         info("avg_pool", "average pooling", vec![int_spec("size", "window and stride", 2, 4, 2)], CONV_RANKS),
         info("max_pool", "max pooling", vec![int_spec("size", "window and stride", 2, 4, 2)], CONV_RANKS),
-        info("resnet", "residual block: two convolutions with batch norm, added to the input", vec![kernel()], CONV_RANKS),
-        info("dual_resnet", "residual block with two branches (kernels 3 and 5) added to the input", vec![], CONV_RANKS),
-        info("inception", "parallel 1, 3 and 5 convolutions (1x1-reduced), concatenated", vec![int_spec("filters", "channels per branch", 4, 256, 16)], CONV_RANKS),
+        info(
+            "resnet",
+            "residual block: two convolutions with batch norm, added to the input",
+            vec![kernel()],
+            CONV_RANKS,
+        ),
+        info(
+            "dual_resnet",
+            "residual block with two branches (kernels 3 and 5) added to the input",
+            vec![],
+            CONV_RANKS,
+        ),
+        info(
+            "inception",
+            "parallel 1, 3 and 5 convolutions (1x1-reduced), concatenated",
+            vec![int_spec("filters", "channels per branch", 4, 256, 16)],
+            CONV_RANKS,
+        ),
         info("flatten", "flattens to [features]", vec![], &[1, 2, 3]),
         info("global_pool", "global average pooling to [channels]", vec![], CONV_RANKS),
         info(
@@ -42,7 +77,12 @@ fn catalogue() -> Vec<BlockInfo> {
             "fully connected layer with an activation (flattens first when needed)",
             vec![
                 int_spec("units", "output features", 8, 2048, 128),
-                spec("activation", "non-linearity", ParamKind::Choice(vec!["relu".into(), "gelu".into(), "tanh".into(), "swish".into()]), Value::Text("relu".into())),
+                spec(
+                    "activation",
+                    "non-linearity",
+                    ParamKind::Choice(vec!["relu".into(), "gelu".into(), "tanh".into(), "swish".into()]),
+                    Value::Text("relu".into()),
+                ),
             ],
             &[1, 2, 3],
         ),
@@ -51,25 +91,102 @@ fn catalogue() -> Vec<BlockInfo> {
             "fully connected layer with a residual: projection (add) or concat",
             vec![
                 int_spec("units", "output features", 8, 2048, 128),
-                spec("mode", "how the input rejoins", ParamKind::Choice(vec!["project".into(), "concat".into()]), Value::Text("project".into())),
+                spec(
+                    "mode",
+                    "how the input rejoins",
+                    ParamKind::Choice(vec!["project".into(), "concat".into()]),
+                    Value::Text("project".into()),
+                ),
             ],
             &[1, 2, 3],
         ),
-        info("dense_bn", "fully connected layer, batch norm, relu", vec![int_spec("units", "output features", 8, 2048, 128)], &[1, 2, 3]),
-        info("dense_pyramid", "three fully connected layers halving in width", vec![int_spec("units", "first width", 16, 2048, 256)], &[1, 2, 3]),
-        info("low_rank_dense", "fully connected layer factored through a low rank", vec![int_spec("rank", "inner rank", 2, 128, 16), int_spec("units", "output features", 8, 2048, 128)], &[1, 2, 3]),
-        info("bottleneck", "dense squeeze to a bottleneck and back, added to the input", vec![int_spec("bottleneck", "inner width", 8, 256, 32)], &[1, 2, 3]),
+        info(
+            "dense_bn",
+            "fully connected layer, batch norm, relu",
+            vec![int_spec("units", "output features", 8, 2048, 128)],
+            &[1, 2, 3],
+        ),
+        info(
+            "dense_pyramid",
+            "three fully connected layers halving in width",
+            vec![int_spec("units", "first width", 16, 2048, 256)],
+            &[1, 2, 3],
+        ),
+        info(
+            "low_rank_dense",
+            "fully connected layer factored through a low rank",
+            vec![int_spec("rank", "inner rank", 2, 128, 16), int_spec("units", "output features", 8, 2048, 128)],
+            &[1, 2, 3],
+        ),
+        info(
+            "bottleneck",
+            "dense squeeze to a bottleneck and back, added to the input",
+            vec![int_spec("bottleneck", "inner width", 8, 256, 32)],
+            &[1, 2, 3],
+        ),
         info("identity", "passes the input through", vec![], &[1, 2, 3]),
-        info("lstm", "LSTM over [features, steps]", vec![int_spec("hidden", "hidden units", 4, 512, 64), spec("return_sequences", "keep every step (else the last)", ParamKind::Flag, Value::Flag(true))], &[2]),
-        info("bilstm", "bidirectional LSTM over [features, steps]", vec![int_spec("hidden", "hidden units per direction", 4, 512, 64), spec("return_sequences", "keep every step (else the final states)", ParamKind::Flag, Value::Flag(true))], &[2]),
-        info("gru", "GRU over [features, steps]", vec![int_spec("hidden", "hidden units", 4, 512, 64), spec("return_sequences", "keep every step (else the last)", ParamKind::Flag, Value::Flag(true))], &[2]),
-        info("transformer_encoder", "self-attention and a pointwise feed-forward, each with residual and layer norm", vec![int_spec("heads", "attention heads (must divide the features)", 1, 16, 4), int_spec("ff_multiplier", "feed-forward width / features", 1, 8, 2)], &[2]),
-        info("nasnet_normal", "NASNet-A style normal cell: separable convolutions combined pairwise", vec![], CONV_RANKS),
-        info("nasnet_reduction", "NASNet-A style reduction cell: stride-2 separable convolutions, doubled channels", vec![], CONV_RANKS),
-        info("small_resnet", "a whole small ResNet: stem, three residual stages, global pooling", vec![int_spec("width", "stem channels", 8, 64, 16)], CONV_RANKS),
+        info(
+            "lstm",
+            "LSTM over [features, steps]",
+            vec![
+                int_spec("hidden", "hidden units", 4, 512, 64),
+                spec("return_sequences", "keep every step (else the last)", ParamKind::Flag, Value::Flag(true)),
+            ],
+            &[2],
+        ),
+        info(
+            "bilstm",
+            "bidirectional LSTM over [features, steps]",
+            vec![
+                int_spec("hidden", "hidden units per direction", 4, 512, 64),
+                spec("return_sequences", "keep every step (else the final states)", ParamKind::Flag, Value::Flag(true)),
+            ],
+            &[2],
+        ),
+        info(
+            "gru",
+            "GRU over [features, steps]",
+            vec![
+                int_spec("hidden", "hidden units", 4, 512, 64),
+                spec("return_sequences", "keep every step (else the last)", ParamKind::Flag, Value::Flag(true)),
+            ],
+            &[2],
+        ),
+        info(
+            "transformer_encoder",
+            "self-attention and a pointwise feed-forward, each with residual and layer norm",
+            vec![
+                int_spec("heads", "attention heads (must divide the features)", 1, 16, 4),
+                int_spec("ff_multiplier", "feed-forward width / features", 1, 8, 2),
+            ],
+            &[2],
+        ),
+        info(
+            "nasnet_normal",
+            "NASNet-A style normal cell: separable convolutions combined pairwise",
+            vec![],
+            CONV_RANKS,
+        ),
+        info(
+            "nasnet_reduction",
+            "NASNet-A style reduction cell: stride-2 separable convolutions, doubled channels",
+            vec![],
+            CONV_RANKS,
+        ),
+        info(
+            "small_resnet",
+            "a whole small ResNet: stem, three residual stages, global pooling",
+            vec![int_spec("width", "stem channels", 8, 64, 16)],
+            CONV_RANKS,
+        ),
     ];
     for width in FIXED_DENSE {
-        blocks.push(info(&format!("fixed_dense_{width}"), &format!("fully connected layer of {width} units, relu"), vec![], &[1, 2, 3]));
+        blocks.push(info(
+            &format!("fixed_dense_{width}"),
+            &format!("fully connected layer of {width} units, relu"),
+            vec![],
+            &[1, 2, 3],
+        ));
     }
     blocks
 }
@@ -83,7 +200,8 @@ struct Net {
 impl Net {
     fn conv(&mut self, from: u32, filters: i64, kernel: i64, stride: i64, dilation: i64) -> u32 {
         let op = if self.rank == 2 { "conv1d" } else { "conv2d" };
-        let params = vec![int("filters", filters), int("kernel", kernel), int("stride", stride), int("dilation", dilation)];
+        let params =
+            vec![int("filters", filters), int("kernel", kernel), int("stride", stride), int("dilation", dilation)];
         self.g.op_from(op, params, &[from])
     }
 
@@ -253,7 +371,9 @@ fn build(name: &str, shape: &[u32], params: &[Param]) -> Result<BlockGraph, Stri
         "transformer_encoder" => {
             let heads = params.int("heads", 4);
             if channels % heads != 0 {
-                return Err(format!("block `transformer_encoder`: {channels} features do not split into {heads} heads"));
+                return Err(format!(
+                    "block `transformer_encoder`: {channels} features do not split into {heads} heads"
+                ));
             }
             let attention = n.g.op("self_attention", vec![int("heads", heads)]);
             n.g.op_from("add", vec![], &[0, attention]);
@@ -276,8 +396,10 @@ fn build(name: &str, shape: &[u32], params: &[Param]) -> Result<BlockGraph, Stri
             n.conv(n.g.last(), channels, 1, 1, 1);
         }
         "nasnet_reduction" => {
-            let a = n.g.op_from("separable_conv", vec![int("filters", channels), int("kernel", 3), int("stride", 2)], &[0]);
-            let b = n.g.op_from("separable_conv", vec![int("filters", channels), int("kernel", 5), int("stride", 2)], &[0]);
+            let a =
+                n.g.op_from("separable_conv", vec![int("filters", channels), int("kernel", 3), int("stride", 2)], &[0]);
+            let b =
+                n.g.op_from("separable_conv", vec![int("filters", channels), int("kernel", 5), int("stride", 2)], &[0]);
             n.g.op_from("concat", vec![], &[a, b]);
             n.g.op("batch_norm", vec![]);
             n.g.op("relu", vec![]);

@@ -28,16 +28,25 @@ impl Guest for RegularizedEvolution {
                 if population.len() < population_size {
                     let depth = rng.range(min_depth as i64, max_depth as i64) as usize;
                     let architecture = random_architecture(&space, depth, &mut rng);
-                    return Proposal { architecture, hparams: sample_hparams(&space, &mut rng), parent: None, teacher: None };
+                    return Proposal {
+                        architecture,
+                        hparams: sample_hparams(&space, &mut rng),
+                        parent: None,
+                        teacher: None,
+                    };
                 }
                 let parent = (0..sample_size)
                     .map(|_| population[rng.below(population.len())])
-                    .min_by(|a, b| a.objective.unwrap_or(f64::INFINITY).total_cmp(&b.objective.unwrap_or(f64::INFINITY)))
+                    .min_by(|a, b| {
+                        a.objective.unwrap_or(f64::INFINITY).total_cmp(&b.objective.unwrap_or(f64::INFINITY))
+                    })
                     .expect("sample_size >= 1");
                 let mut architecture = parent.architecture.clone();
                 let mut hparams = parent.hparams.clone();
                 match rng.below(4) {
-                    0 if architecture.len() < max_depth => architecture.insert(rng.below(architecture.len() + 1), random_block(&space, &mut rng)),
+                    0 if architecture.len() < max_depth => {
+                        architecture.insert(rng.below(architecture.len() + 1), random_block(&space, &mut rng))
+                    }
                     1 if architecture.len() > min_depth => {
                         architecture.remove(rng.below(architecture.len()));
                     }

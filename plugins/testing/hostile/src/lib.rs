@@ -5,7 +5,8 @@ use msh_plugin_sdk::*;
 
 struct Hostile;
 
-const NAMES: [&str; 10] = ["good", "loop", "alloc", "panic", "cycle", "mismatch", "unknown_op", "huge", "io", "bad_rank"];
+const NAMES: [&str; 10] =
+    ["good", "loop", "alloc", "panic", "cycle", "mismatch", "unknown_op", "huge", "io", "bad_rank"];
 
 fn good() -> BlockGraph {
     let mut g = GraphBuilder::new("good");
@@ -28,7 +29,12 @@ impl Guest for Hostile {
     fn blocks() -> Vec<BlockInfo> {
         NAMES
             .iter()
-            .map(|n| BlockInfo { name: n.to_string(), description: format!("misbehaves: {n}"), params: vec![], input_ranks: vec![1] })
+            .map(|n| BlockInfo {
+                name: n.to_string(),
+                description: format!("misbehaves: {n}"),
+                params: vec![],
+                input_ranks: vec![1],
+            })
             .collect()
     }
 
