@@ -532,3 +532,20 @@ fn residual_members_train_on_the_ensembles_loss_and_predict_as_a_sum() {
         (predicted["metrics"]["accuracy"].as_f64().unwrap() - best["test"]["accuracy"].as_f64().unwrap()).abs() < 1e-9
     );
 }
+
+#[test]
+fn a_wall_time_budget_ends_the_search() {
+    let text =
+        mnist1d_workflow(1000, 1, 1, "").replace("budget: {trials: 1000}", "budget: {trials: 1000, wall_time: 4s}");
+    let (_dir, workflow, run_dir) = start(&text);
+    let started = std::time::Instant::now();
+    run_ok(&workflow, &run_dir);
+    let seconds = started.elapsed().as_secs_f64();
+    let first = trials(run_dir.to_str().unwrap()).len();
+    assert!(first >= 1 && first < 1000, "{first} trials in {seconds:.1}s");
+    // The stage is done: running again trains nothing more.
+    run_ok(&workflow, &run_dir);
+    assert_eq!(trials(run_dir.to_str().unwrap()).len(), first);
+    let status = json(&["status", run_dir.to_str().unwrap(), "--json"]);
+    assert_eq!(status["stages"][0]["state"], "done", "{status:#}");
+}

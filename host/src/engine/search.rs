@@ -24,6 +24,8 @@ struct Search<'a> {
     history: Mutex<History>,
     trainer: Trainer,
     started: Instant,
+    /// The stage's `spent_seconds` when this process started on it.
+    spent_before: f64,
     /// Set when a trainer hits an error that ends the stage.
     abort: AtomicBool,
 }
@@ -56,16 +58,18 @@ pub fn run_search(run: &Arc<Run>, name: &str) -> Result<bool, EngineError> {
         history: Mutex::new(History::new(name, spec.history)),
         trainer,
         started: Instant::now(),
+        spent_before: 0.0,
         abort: AtomicBool::new(false),
     };
-    let done = run.store.write(|t| -> Result<u64, StoreError> {
+    let (done, spent_before) = run.store.write(|t| -> Result<(u64, f64), StoreError> {
         let mut record = t.stage(name)?.expect("recovery writes every stage");
         record.state = StageState::Running;
         record.started.get_or_insert_with(store::now);
         t.put_stage(&record)?;
         t.log(Some(name), None, "started")?;
-        Ok(record.finished_trials)
+        Ok((record.finished_trials, record.spent_seconds))
     })?;
+    let search = Search { spent_before, ..search };
     (run.report)(EngineEvent::StageStarted {
         stage: name.into(),
         kind: stage.kind,
@@ -107,10 +111,9 @@ pub fn run_search(run: &Arc<Run>, name: &str) -> Result<bool, EngineError> {
             helper.join(run);
         }
         if failed.is_some() || run.stopping() || !search.wait_for_others()? {
-            let session = search.started.elapsed().as_secs_f64();
             run.store.write(|t| -> Result<(), StoreError> {
                 let mut record = t.stage(name)?.expect("recovery writes every stage");
-                record.spent_seconds += session;
+                search.record_time(&mut record);
                 t.put_stage(&record)
             })?;
             if let Some(e) = failed {
@@ -292,8 +295,15 @@ impl Search<'_> {
         t.log(Some(self.name), Some(trial.id), what)
     }
 
-    fn out_of_time(&self, spent_before: f64) -> bool {
-        self.budget.wall_time.is_some_and(|w| spent_before + self.started.elapsed().as_secs_f64() >= w.as_secs_f64())
+    /// Brings the stage's spent time up to date. Every claim records it, so a killed
+    /// process loses little; processes working at once measure the same wall time, so
+    /// the larger count wins.
+    fn record_time(&self, stage: &mut StageRecord) {
+        stage.spent_seconds = stage.spent_seconds.max(self.spent_before + self.started.elapsed().as_secs_f64());
+    }
+
+    fn out_of_time(&self, stage: &StageRecord) -> bool {
+        self.budget.wall_time.is_some_and(|w| stage.spent_seconds >= w.as_secs_f64())
     }
 
     /// The next trial for a free trainer, marked running, and the seconds the searcher
@@ -306,10 +316,11 @@ impl Search<'_> {
             let mut stage = t.stage(self.name)?.expect("recovery writes every stage");
             if let Some(trial) = finished {
                 self.record_finished(t, &mut stage, trial)?;
-                t.put_stage(&stage)?;
             }
             let mut searcher_seconds = 0.0;
-            if self.run.stopping() || self.abort.load(Ordering::Relaxed) || self.out_of_time(stage.spent_seconds) {
+            self.record_time(&mut stage);
+            t.put_stage(&stage)?;
+            if self.run.stopping() || self.abort.load(Ordering::Relaxed) || self.out_of_time(&stage) {
                 return Ok(Ok(None));
             }
             let mut trial = if !stage.pending.is_empty() {
