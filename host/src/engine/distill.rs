@@ -54,16 +54,10 @@ fn teacher_outputs(run: &Run, splits: &Splits, dirs: Vec<PathBuf>) -> Result<Arc
 pub fn search_guidance(run: &Run, splits: &Splits, trial: &TrialRecord) -> Result<Option<(Distill, u64)>, EngineError> {
     let spec = run.workflow.distillation;
     let Some(loss) = spec.mode.loss() else { return Ok(None) };
-    let mut done: Vec<TrialRecord> = run
-        .store
-        .trials()?
-        .into_iter()
-        .filter(|t| {
-            t.stage == trial.stage && t.status == TrialStatus::Completed && t.checkpoint.is_some() && t.id != trial.id
-        })
-        .collect();
+    let mut done = run.completed(&trial.stage)?;
+    done.retain(|t| t.id != trial.id);
     let finished = done.len();
-    done.sort_by(|a, b| a.objective.unwrap_or(f64::INFINITY).total_cmp(&b.objective.unwrap_or(f64::INFINITY)));
+    done.sort_by(|a, b| a.score().total_cmp(&b.score()));
     let named = trial.teacher.and_then(|id| done.iter().find(|t| t.id == id)).cloned();
     let teachers: Vec<TrialRecord> = match (named, spec.teacher) {
         (Some(t), _) => vec![t],
@@ -165,7 +159,7 @@ fn best_of<'a>(trials: &'a [TrialRecord], stage: &str, max_parameters: Option<u6
         .iter()
         .filter(|t| t.stage == stage && t.status == TrialStatus::Completed && t.checkpoint.is_some())
         .filter(|t| max_parameters.is_none_or(|m| t.parameters <= m))
-        .min_by(|a, b| a.objective.unwrap_or(f64::INFINITY).total_cmp(&b.objective.unwrap_or(f64::INFINITY)))
+        .min_by(|a, b| a.score().total_cmp(&b.score()))
 }
 
 /// Saves the distilled student and records it as a trial of the distill stage.

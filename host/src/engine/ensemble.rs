@@ -51,9 +51,7 @@ fn choose<'a>(
     splits: &Splits,
 ) -> Vec<(&'a Candidate, f64)> {
     let mut best: Vec<&Candidate> = pool.iter().collect();
-    best.sort_by(|a, b| {
-        a.trial.objective.unwrap_or(f64::INFINITY).total_cmp(&b.trial.objective.unwrap_or(f64::INFINITY))
-    });
+    best.sort_by(|a, b| a.trial.score().total_cmp(&b.trial.score()));
     best.truncate(top_k);
     match method {
         EnsembleMethod::Average => best.into_iter().map(|c| (c, 1.0)).collect(),
@@ -106,13 +104,10 @@ fn choose<'a>(
             let mut members: Vec<(&Candidate, f64)> = Vec::new();
             let mut loss = f64::INFINITY;
             for window in pool.chunks(every.max(1)) {
-                let Some(champion) =
-                    window.iter().filter(|c| !members.iter().any(|(m, _)| m.trial.id == c.trial.id)).min_by(|a, b| {
-                        a.trial
-                            .objective
-                            .unwrap_or(f64::INFINITY)
-                            .total_cmp(&b.trial.objective.unwrap_or(f64::INFINITY))
-                    })
+                let Some(champion) = window
+                    .iter()
+                    .filter(|c| !members.iter().any(|(m, _)| m.trial.id == c.trial.id))
+                    .min_by(|a, b| a.trial.score().total_cmp(&b.trial.score()))
                 else {
                     continue;
                 };
@@ -153,7 +148,7 @@ pub fn build(
     // Every method but `adaptive` looks only at the best `top_k`: predict only for them.
     if method != EnsembleMethod::Adaptive {
         let mut ranked = candidates.clone();
-        ranked.sort_by(|a, b| a.objective.unwrap_or(f64::INFINITY).total_cmp(&b.objective.unwrap_or(f64::INFINITY)));
+        ranked.sort_by(|a, b| a.score().total_cmp(&b.score()));
         let keep: Vec<u64> = ranked.iter().take(top_k).map(|t| t.id).collect();
         candidates.retain(|t| keep.contains(&t.id));
     }
@@ -190,9 +185,7 @@ pub fn build(
     let best_member = members
         .iter()
         .map(|(c, _)| c)
-        .min_by(|a, b| {
-            a.trial.objective.unwrap_or(f64::INFINITY).total_cmp(&b.trial.objective.unwrap_or(f64::INFINITY))
-        })
+        .min_by(|a, b| a.trial.score().total_cmp(&b.trial.score()))
         .expect("an ensemble has members")
         .trial
         .clone();
@@ -227,14 +220,8 @@ pub fn run_ensemble(run: &Run, name: &str, source: &str) -> Result<String, Engin
     let stage = &run.workflow.stages[name];
     let method = stage.method.unwrap_or_default();
     let top_k = stage.top_k.unwrap_or(if method == EnsembleMethod::Adaptive { usize::MAX } else { 5 });
-    let mut candidates: Vec<TrialRecord> = run
-        .store
-        .trials()?
-        .into_iter()
-        .filter(|t| {
-            t.stage == source && t.status == TrialStatus::Completed && t.checkpoint.is_some() && t.members.is_empty()
-        })
-        .collect();
+    let mut candidates = run.completed(source)?;
+    candidates.retain(|t| t.members.is_empty());
     if let Some(pool) = stage.pool {
         candidates.truncate(pool);
     }

@@ -154,6 +154,15 @@ impl Run {
         self.stop.load(Ordering::Relaxed)
     }
 
+    /// Completed trials of `stage` that have a checkpoint (models and ensembles), by id.
+    pub fn completed(&self, stage: &str) -> Result<Vec<TrialRecord>, StoreError> {
+        let trials = self.store.trials()?;
+        Ok(trials
+            .into_iter()
+            .filter(|t| t.stage == stage && t.status == TrialStatus::Completed && t.checkpoint.is_some())
+            .collect())
+    }
+
     pub fn note(&self, text: String) {
         (self.report)(EngineEvent::Note(text));
     }

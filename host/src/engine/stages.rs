@@ -39,7 +39,7 @@ pub fn best_trial(store: &Store, stage: Option<&str>) -> Result<Option<TrialReco
         .into_iter()
         .filter(|t| t.status == TrialStatus::Completed && t.objective.is_some_and(f64::is_finite))
         .filter(|t| stage.map_or_else(|| is_search(&t.stage), |s| t.stage == s))
-        .min_by(|a, b| a.objective.unwrap_or(f64::INFINITY).total_cmp(&b.objective.unwrap_or(f64::INFINITY))))
+        .min_by(|a, b| a.score().total_cmp(&b.score())))
 }
 
 /// The completed trials and ensembles (of the stages `best_trial` compares) that no other
@@ -55,7 +55,7 @@ pub fn pareto_front(store: &Store) -> Result<Vec<TrialRecord>, StoreError> {
     let candidates: Vec<TrialRecord> = store.trials()?.into_iter().filter(eligible).collect();
     let costs = |t: &TrialRecord| {
         let latency = if t.members.is_empty() { t.latency_ms.unwrap_or(0.0) } else { f64::INFINITY };
-        [t.objective.unwrap_or(f64::INFINITY), t.parameters as f64, latency]
+        [t.score(), t.parameters as f64, latency]
     };
     let dominates = |a: &TrialRecord, b: &TrialRecord| {
         let (a, b) = (costs(a), costs(b));
@@ -63,7 +63,7 @@ pub fn pareto_front(store: &Store) -> Result<Vec<TrialRecord>, StoreError> {
     };
     let mut front: Vec<TrialRecord> =
         candidates.iter().filter(|t| !candidates.iter().any(|o| dominates(o, t))).cloned().collect();
-    front.sort_by(|a, b| a.objective.unwrap_or(f64::INFINITY).total_cmp(&b.objective.unwrap_or(f64::INFINITY)));
+    front.sort_by(|a, b| a.score().total_cmp(&b.score()));
     Ok(front)
 }
 

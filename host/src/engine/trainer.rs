@@ -152,17 +152,10 @@ fn residual_base(
     }
     let window_start = trial.id / ensembling.every as u64 * ensembling.every as u64;
     let best = run
-        .store
-        .trials()?
+        .completed(&trial.stage)?
         .into_iter()
-        .filter(|t| {
-            t.stage == trial.stage
-                && t.status == TrialStatus::Completed
-                && t.id < window_start
-                && !t.members.is_empty()
-                && !t.is_combination()
-        })
-        .min_by(|a, b| a.objective.unwrap_or(f64::INFINITY).total_cmp(&b.objective.unwrap_or(f64::INFINITY)));
+        .filter(|t| t.id < window_start && !t.members.is_empty() && !t.is_combination())
+        .min_by(|a, b| a.score().total_cmp(&b.score()));
     let members: Vec<u64> = best.map(|b| b.members.iter().map(|(id, _)| *id).collect()).unwrap_or_default();
     let device = run.device()?;
     let mut sums = [Vec::new(), Vec::new(), Vec::new()];
@@ -222,17 +215,8 @@ fn donors(run: &Run, trial: &TrialRecord) -> Result<Vec<Donor>, EngineError> {
             parent.as_ref().and_then(weights).map(|w| Donor { weights: w, weight: 1.0 }).into_iter().collect()
         }
         SharingMode::Average | SharingMode::LossWeighted => {
-            let mut done: Vec<TrialRecord> = run
-                .store
-                .trials()?
-                .into_iter()
-                .filter(|t| {
-                    t.stage == trial.stage
-                        && t.status == TrialStatus::Completed
-                        && t.checkpoint.is_some()
-                        && !t.is_combination()
-                })
-                .collect();
+            let mut done = run.completed(&trial.stage)?;
+            done.retain(|t| !t.is_combination());
             done.sort_by(|a, b| b.finished.unwrap_or(0.0).total_cmp(&a.finished.unwrap_or(0.0)));
             done.iter()
                 .take(sharing.donors)

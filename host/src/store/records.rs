@@ -196,6 +196,11 @@ impl TrialRecord {
         self.architecture.iter().map(|b| b.name.as_str()).collect::<Vec<_>>().join(",")
     }
 
+    /// The objective for ranking: lower is better, trials without one last.
+    pub fn score(&self) -> f64 {
+        self.objective.unwrap_or(f64::INFINITY)
+    }
+
     /// An ensemble of other trials, with no model of its own (a residual trial is an
     /// ensemble that includes itself).
     pub fn is_combination(&self) -> bool {
