@@ -7,11 +7,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::{EngineError, EngineEvent, Run};
+use super::stages::{record_stage_model, train_for_stage};
+use super::{EngineError, Run};
 use crate::data::Splits;
-use crate::model::ModelSpec;
-use crate::store::{self, TrialRecord, TrialStatus};
-use crate::train::{self, Checkpoint, CheckpointMeta, Distill, DistillLoss, Guidance, Outcome, Predictor, Trained};
+use crate::store::{TrialRecord, TrialStatus};
+use crate::train::{self, Checkpoint, Distill, DistillLoss, Guidance, Predictor};
 use crate::workflow::{DistillMode, TeacherKind};
 
 /// Teachers' training-split outputs by the checkpoint directories that make them.
@@ -111,45 +111,27 @@ pub fn run_distill(run: &Run, name: &str, source: &str) -> Result<Option<String>
     let mut config = run.workflow.trial_config(&student.hparams, run.workflow.seed ^ student.id);
     config.epochs = stage.epochs.unwrap_or(config.epochs);
     let id = run.store.write(|t| t.next_trial_id())?;
-    let train = |guidance: &Guidance| -> Result<Trained, EngineError> {
-        (run.report)(EngineEvent::TrialStarted {
-            stage: name.into(),
-            trainer: 0,
-            trial: id,
-            arch: student.arch_key(),
-            searcher_seconds: 0.0,
-        });
-        let mut on_event = |event: train::TrainEvent<'_>| {
-            if let train::TrainEvent::Epoch(r) = event {
-                (run.report)(EngineEvent::TrialEpoch { trainer: 0, trial: id, epoch: r.epoch, epochs: config.epochs });
-            }
-        };
-        train::train_until(&meta.spec, &splits, &config, &run.device()?.device, guidance, &mut on_event, &run.stop)
+    let train = |guidance: &Guidance| {
+        train_for_stage(run, name, id, &student, &meta.spec, &splits, &config, guidance)
             .map_err(|e| EngineError::Stage(format!("distilling into trial {}'s architecture: {e}", student.id)))
     };
-    let alone = train(&Guidance::default())?;
-    if matches!(alone.outcome, Outcome::Interrupted { .. }) {
-        return Ok(None);
-    }
-    let taught = train(&Guidance { distill: Some(distill), ..Guidance::default() })?;
-    if matches!(taught.outcome, Outcome::Interrupted { .. }) {
-        return Ok(None);
-    }
-    let record = record_student(run, name, id, &student, &teacher, &meta.spec, &splits, &taught)?;
-    if record.status != TrialStatus::Completed {
+    let Some(alone) = train(&Guidance::default())? else { return Ok(None) };
+    let Some(taught) = train(&Guidance { distill: Some(distill), ..Guidance::default() })? else { return Ok(None) };
+    let record = record_stage_model(run, name, id, &student, Some(teacher.id), meta.spec, &splits, &taught)?;
+    let Some(test) = &record.test else {
         return Err(EngineError::Stage(format!(
             "the distilled student, trial {id}, {}",
             record.error.unwrap_or_default()
         )));
-    }
-    let test = |t: &Trained| train::evaluate(&t.model, &splits.test, splits.task, &splits.normalization).headline();
+    };
+    let alone_test = train::evaluate(&alone.model, &splits.test, splits.task, &splits.normalization);
     Ok(Some(format!(
         "student {} ({} parameters) taught by trial {} as trial {id}: test {} distilled, {} alone (teacher: test {})",
         student.arch_key(),
         taught.parameters,
         teacher.id,
-        test(&taught),
-        test(&alone),
+        test.headline(),
+        alone_test.headline(),
         teacher.test.as_ref().map(train::Metrics::headline).unwrap_or_default(),
     )))
 }
@@ -160,69 +142,4 @@ fn best_of<'a>(trials: &'a [TrialRecord], stage: &str, max_parameters: Option<u6
         .filter(|t| t.stage == stage && t.status == TrialStatus::Completed && t.checkpoint.is_some())
         .filter(|t| max_parameters.is_none_or(|m| t.parameters <= m))
         .min_by(|a, b| a.score().total_cmp(&b.score()))
-}
-
-/// Saves the distilled student and records it as a trial of the distill stage.
-#[allow(clippy::too_many_arguments)]
-fn record_student(
-    run: &Run,
-    name: &str,
-    id: u64,
-    student: &TrialRecord,
-    teacher: &TrialRecord,
-    spec: &ModelSpec,
-    splits: &Splits,
-    taught: &Trained,
-) -> Result<TrialRecord, EngineError> {
-    let now = store::now();
-    let mut record = TrialRecord {
-        id,
-        stage: name.into(),
-        parent: Some(student.id),
-        teacher: Some(teacher.id),
-        status: TrialStatus::Completed,
-        attempts: 1,
-        created: now,
-        started: Some(now - taught.train_time.as_secs_f64()),
-        finished: Some(now),
-        train_seconds: taught.train_time.as_secs_f64(),
-        parameters: taught.parameters as u64,
-        epochs: taught.epochs.len() as u32,
-        best_epoch: taught.best_epoch as u32,
-        members: Vec::new(),
-        owner: None,
-        checkpoint: None,
-        error: None,
-        ..student.clone()
-    };
-    if let Outcome::Diverged { epoch, loss, .. } = taught.outcome {
-        record.status = TrialStatus::Diverged;
-        record.error = Some(format!("loss became {loss} at epoch {epoch}"));
-    } else {
-        let valid = taught.epochs.iter().find(|e| e.epoch == taught.best_epoch).map(|e| e.valid.clone());
-        let test = train::evaluate(&taught.model, &splits.test, splits.task, &splits.normalization);
-        let relative = super::trainer::checkpoint_dir(id);
-        let mut metrics = BTreeMap::from([("test".to_string(), test.clone())]);
-        if let Some(v) = &valid {
-            metrics.insert("valid".into(), v.clone());
-        }
-        let meta = CheckpointMeta {
-            version: train::CHECKPOINT_VERSION,
-            spec: spec.clone(),
-            normalization: splits.normalization.clone(),
-            class_names: splits.class_names.clone(),
-            parameters: taught.parameters,
-            metrics,
-        };
-        Checkpoint::new(run.dir.join(&relative))
-            .save(&taught.model, &meta)
-            .map_err(|e| EngineError::Stage(e.to_string()))?;
-        record.objective = valid.as_ref().map(|v| v.loss);
-        record.valid = valid;
-        record.test = Some(test);
-        record.checkpoint = Some(relative);
-    }
-    run.store.write(|t| t.put_trial(&record))?;
-    (run.report)(EngineEvent::TrialFinished { stage: name.into(), trainer: 0, trial: Box::new(record.clone()) });
-    Ok(record)
 }

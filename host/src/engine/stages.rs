@@ -2,18 +2,18 @@
 //! trials, export the best model. Also `best_trial` and `export_trial`, which `msh best`
 //! shares.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::distill::run_distill;
 use super::ensemble::run_ensemble;
 use super::search::run_search;
-use super::trainer::checkpoint_dir;
+use super::trainer::{best_valid, record_training, save_model};
 use super::{EngineError, EngineEvent, Run};
 use crate::data::Splits;
+use crate::model::ModelSpec;
 use crate::store::{self, StageRecord, StageState, Store, StoreError, TrialRecord, TrialStatus};
-use crate::train::{self, Checkpoint, CheckpointMeta, Outcome};
+use crate::train::{self, Checkpoint, Guidance, Outcome, TrainConfig, Trained};
 use crate::workflow::{StageKind, upstream_search};
 
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +149,81 @@ fn best_of(run: &Run, stage: &str) -> Result<TrialRecord, EngineError> {
         .ok_or_else(|| EngineError::Stage(format!("search stage `{stage}` has no completed trial to use")))
 }
 
+/// Trains a model for a stage (retrain, distill) as trial `id`, reporting progress as
+/// trainer 0; `None` when interrupted.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn train_for_stage(
+    run: &Run,
+    stage: &str,
+    id: u64,
+    base: &TrialRecord,
+    spec: &ModelSpec,
+    splits: &Splits,
+    config: &TrainConfig,
+    guidance: &Guidance,
+) -> Result<Option<Trained>, EngineError> {
+    let started = EngineEvent::TrialStarted {
+        stage: stage.into(),
+        trainer: 0,
+        trial: id,
+        arch: base.arch_key(),
+        searcher_seconds: 0.0,
+    };
+    (run.report)(started);
+    let mut on_event = |event: train::TrainEvent<'_>| {
+        if let train::TrainEvent::Epoch(r) = event {
+            (run.report)(EngineEvent::TrialEpoch { trainer: 0, trial: id, epoch: r.epoch, epochs: config.epochs });
+        }
+    };
+    let device = run.device()?;
+    let trained = train::train_until(spec, splits, config, &device.device, guidance, &mut on_event, &run.stop)
+        .map_err(|e| EngineError::Stage(e.to_string()))?;
+    Ok((!matches!(trained.outcome, Outcome::Interrupted { .. })).then_some(trained))
+}
+
+/// Records a model a stage trained as its trial `id`, with `base`'s architecture and
+/// hparams and `base` as its parent: test metrics, and a checkpoint unless it diverged.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn record_stage_model(
+    run: &Run,
+    stage: &str,
+    id: u64,
+    base: &TrialRecord,
+    teacher: Option<u64>,
+    spec: ModelSpec,
+    splits: &Splits,
+    trained: &Trained,
+) -> Result<TrialRecord, EngineError> {
+    let now = store::now();
+    let mut trial = TrialRecord {
+        parent: Some(base.id),
+        teacher,
+        status: TrialStatus::Completed,
+        attempts: 1,
+        started: Some(now - trained.train_time.as_secs_f64()),
+        finished: Some(now),
+        ..TrialRecord::new(id, stage, base.architecture.clone(), base.hparams.clone())
+    };
+    record_training(&mut trial, trained);
+    if let Outcome::Diverged { epoch, loss, .. } = trained.outcome {
+        trial.status = TrialStatus::Diverged;
+        trial.error = Some(format!("loss became {loss} at epoch {epoch}"));
+    } else {
+        let valid = best_valid(trained, splits);
+        let test = train::evaluate(&trained.model, &splits.test, splits.task, &splits.normalization);
+        let relative = save_model(run, id, spec, splits, trained, valid.as_ref(), &test)
+            .map_err(|e| EngineError::Stage(e.to_string()))?;
+        // Without a validation split (retraining on train + valid) the training loss ranks it.
+        trial.objective = valid.as_ref().map(|v| v.loss).or(trained.epochs.last().map(|e| e.train_loss));
+        trial.valid = valid;
+        trial.test = Some(test);
+        trial.checkpoint = Some(relative);
+    }
+    run.store.write(|t| t.put_trial(&trial))?;
+    (run.report)(EngineEvent::TrialFinished { stage: stage.into(), trainer: 0, trial: Box::new(trial.clone()) });
+    Ok(trial)
+}
+
 /// The model a retrain, ensemble or distill stage produced (its latest), if any.
 fn produced(run: &Run, stage: &str) -> Result<Option<TrialRecord>, StoreError> {
     Ok(run.store.trials()?.into_iter().rev().find(|t| t.stage == stage && t.status == TrialStatus::Completed))
@@ -174,75 +249,11 @@ fn retrain(run: &Run, name: &str, source: &str) -> Result<Option<String>, Engine
     let mut config = run.workflow.trial_config(&best.hparams, run.workflow.seed ^ best.id);
     let epochs = run.workflow.stages[name].epochs.unwrap_or(config.epochs * 2);
     config.epochs = epochs;
-    let device = run.device()?;
     let id = run.store.write(|t| t.next_trial_id())?;
-    (run.report)(EngineEvent::TrialStarted {
-        stage: name.into(),
-        trainer: 0,
-        trial: id,
-        arch: best.arch_key(),
-        searcher_seconds: 0.0,
-    });
-    let mut on_event = |event: train::TrainEvent<'_>| {
-        if let train::TrainEvent::Epoch(r) = event {
-            (run.report)(EngineEvent::TrialEpoch { trainer: 0, trial: id, epoch: r.epoch, epochs });
-        }
-    };
-    let trained = train::train_until(
-        &meta.spec,
-        &merged,
-        &config,
-        &device.device,
-        &train::Guidance::default(),
-        &mut on_event,
-        &run.stop,
-    )
-    .map_err(|e| EngineError::Stage(format!("retraining trial {}: {e}", best.id)))?;
-    let mut trial = TrialRecord {
-        id,
-        stage: name.into(),
-        parent: Some(best.id),
-        status: TrialStatus::Completed,
-        attempts: 1,
-        created: store::now(),
-        started: Some(store::now() - trained.train_time.as_secs_f64()),
-        finished: Some(store::now()),
-        train_seconds: trained.train_time.as_secs_f64(),
-        parameters: trained.parameters as u64,
-        epochs: trained.epochs.len() as u32,
-        best_epoch: trained.best_epoch as u32,
-        owner: None,
-        error: None,
-        checkpoint: None,
-        valid: None,
-        test: None,
-        objective: None,
-        ..best.clone()
-    };
-    match trained.outcome {
-        Outcome::Interrupted { .. } => return Ok(None),
-        Outcome::Diverged { epoch, loss, .. } => {
-            trial.status = TrialStatus::Diverged;
-            trial.error = Some(format!("loss became {loss} at epoch {epoch}"));
-        }
-        Outcome::Completed => {
-            let test = train::evaluate(&trained.model, &splits.test, splits.task, &splits.normalization);
-            let relative = checkpoint_dir(id);
-            let meta = CheckpointMeta {
-                metrics: BTreeMap::from([("test".to_string(), test.clone())]),
-                parameters: trained.parameters,
-                ..meta
-            };
-            Checkpoint::new(run.dir.join(&relative))
-                .save(&trained.model, &meta)
-                .map_err(|e| EngineError::Stage(e.to_string()))?;
-            trial.objective = trained.epochs.last().map(|e| e.train_loss);
-            trial.test = Some(test);
-            trial.checkpoint = Some(relative);
-        }
-    }
-    run.store.write(|t| t.put_trial(&trial))?;
-    (run.report)(EngineEvent::TrialFinished { stage: name.into(), trainer: 0, trial: Box::new(trial.clone()) });
+    let trained = train_for_stage(run, name, id, &best, &meta.spec, &merged, &config, &Guidance::default())
+        .map_err(|e| EngineError::Stage(format!("retraining trial {}: {e}", best.id)))?;
+    let Some(trained) = trained else { return Ok(None) };
+    let trial = record_stage_model(run, name, id, &best, None, meta.spec, &merged, &trained)?;
     match (&trial.test, &best.test) {
         (Some(after), Some(before)) => Ok(Some(format!(
             "trial {} retrained for {epochs} epochs as trial {id}: test {} (was {})",

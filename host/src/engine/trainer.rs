@@ -7,11 +7,12 @@ use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 
 use super::{EngineError, EngineEvent, Run};
+use crate::data::Splits;
 use crate::graph::{Architecture, infer_block};
 use crate::model::{Donor, ModelSpec};
 use crate::plugin::types;
 use crate::store::{TrialRecord, TrialStatus};
-use crate::train::{self, Checkpoint, CheckpointMeta, Metrics, Outcome, TrainEvent};
+use crate::train::{self, Checkpoint, CheckpointMeta, Metrics, Outcome, TrainEvent, Trained};
 use crate::workflow::{EnsembleStrategy, SharingMode};
 
 /// A metrics table that cannot be used.
@@ -249,6 +250,50 @@ fn latency_ms(model: &crate::model::Model, data: &crate::data::Dataset) -> f64 {
     times[1]
 }
 
+/// Copies what training measured into the trial's record.
+pub fn record_training(trial: &mut TrialRecord, trained: &Trained) {
+    trial.parameters = trained.parameters as u64;
+    trial.inherited = trained.inherited as u64;
+    trial.epochs = trained.epochs.len() as u32;
+    trial.best_epoch = trained.best_epoch as u32;
+    trial.train_seconds = trained.train_time.as_secs_f64();
+}
+
+/// The best epoch's validation metrics, when the data has a validation split (without
+/// one, the loop validated on the training split).
+pub fn best_valid(trained: &Trained, splits: &Splits) -> Option<Metrics> {
+    let best = trained.epochs.iter().find(|e| e.epoch == trained.best_epoch)?;
+    (!splits.valid.is_empty()).then(|| best.valid.clone())
+}
+
+/// Saves a trained model with its metrics as trial `id`'s checkpoint; returns the
+/// checkpoint's directory relative to the run directory.
+pub fn save_model(
+    run: &Run,
+    id: u64,
+    spec: ModelSpec,
+    splits: &Splits,
+    trained: &Trained,
+    valid: Option<&Metrics>,
+    test: &Metrics,
+) -> Result<PathBuf, train::CheckpointError> {
+    let mut metrics = BTreeMap::from([("test".to_string(), test.clone())]);
+    if let Some(v) = valid {
+        metrics.insert("valid".into(), v.clone());
+    }
+    let meta = CheckpointMeta {
+        version: train::CHECKPOINT_VERSION,
+        spec,
+        normalization: splits.normalization.clone(),
+        class_names: splits.class_names.clone(),
+        parameters: trained.parameters,
+        metrics,
+    };
+    let relative = checkpoint_dir(id);
+    Checkpoint::new(run.dir.join(&relative)).save(&trained.model, &meta)?;
+    Ok(relative)
+}
+
 /// Where a trial's checkpoint lives, relative to the run directory.
 pub fn checkpoint_dir(id: u64) -> PathBuf {
     PathBuf::from("trials").join(id.to_string())
@@ -323,11 +368,7 @@ fn train_trial(run: &Run, trainer: usize, trial: &mut TrialRecord) -> Result<boo
             return Ok(true);
         }
     };
-    trial.parameters = trained.parameters as u64;
-    trial.inherited = trained.inherited as u64;
-    trial.epochs = trained.epochs.len() as u32;
-    trial.best_epoch = trained.best_epoch as u32;
-    trial.train_seconds = trained.train_time.as_secs_f64();
+    record_training(trial, &trained);
     match trained.outcome {
         Outcome::Interrupted { .. } => return Ok(false),
         Outcome::Diverged { epoch, step, loss } => {
@@ -336,7 +377,7 @@ fn train_trial(run: &Run, trainer: usize, trial: &mut TrialRecord) -> Result<boo
         }
         Outcome::Completed => {}
     }
-    let valid = trained.epochs.iter().find(|e| e.epoch == trained.best_epoch).map(|e| e.valid.clone());
+    let valid = best_valid(&trained, &splits);
     let test = match residual.as_ref().filter(|r| !r.members.is_empty()) {
         Some(base) => {
             let own = train::predict(&trained.model, &splits.test.features, splits.test.sample_len());
@@ -344,23 +385,13 @@ fn train_trial(run: &Run, trainer: usize, trial: &mut TrialRecord) -> Result<boo
         }
         None => train::evaluate(&trained.model, &splits.test, splits.task, &splits.normalization),
     };
-    let mut metrics = BTreeMap::from([("test".to_string(), test.clone())]);
-    if let Some(v) = &valid {
-        metrics.insert("valid".into(), v.clone());
-    }
-    let meta = CheckpointMeta {
-        version: train::CHECKPOINT_VERSION,
-        spec,
-        normalization: splits.normalization.clone(),
-        class_names: splits.class_names.clone(),
-        parameters: trained.parameters,
-        metrics,
+    let relative = match save_model(run, trial.id, spec, &splits, &trained, valid.as_ref(), &test) {
+        Ok(relative) => relative,
+        Err(e) => {
+            fail(trial, TrialStatus::Failed, e.to_string());
+            return Ok(true);
+        }
     };
-    let relative = checkpoint_dir(trial.id);
-    if let Err(e) = Checkpoint::new(run.dir.join(&relative)).save(&trained.model, &meta) {
-        fail(trial, TrialStatus::Failed, e.to_string());
-        return Ok(true);
-    }
     if let Some(base) = &residual {
         // The trial is the ensemble of its base and itself, outputs summed.
         let mut members: Vec<train::Member> = base

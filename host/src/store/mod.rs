@@ -111,7 +111,7 @@ impl Store {
     }
 
     /// Reads in one consistent snapshot.
-    pub fn read<T>(&self, f: impl FnOnce(&Snapshot<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    fn read<T>(&self, f: impl FnOnce(&Snapshot<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
         let txn = self.env.begin_ro_txn().map_err(|e| self.lmdb(e))?;
         f(&Snapshot { txn: &txn, store: self })
     }
@@ -121,7 +121,7 @@ impl Store {
     }
 
     pub fn stages(&self) -> Result<Vec<StageRecord>, StoreError> {
-        self.read(|s| s.all(self.tables.stages, "stages"))
+        self.read(|s| all(s.txn, self, self.tables.stages, "stages"))
     }
 
     pub fn stage(&self, name: &str) -> Result<Option<StageRecord>, StoreError> {
@@ -134,11 +134,11 @@ impl Store {
 
     /// Every trial, by id.
     pub fn trials(&self) -> Result<Vec<TrialRecord>, StoreError> {
-        self.read(|s| s.all(self.tables.trials, "trials"))
+        self.read(|s| all(s.txn, self, self.tables.trials, "trials"))
     }
 
     pub fn events(&self) -> Result<Vec<Event>, StoreError> {
-        self.read(|s| s.all(self.tables.events, "events"))
+        self.read(|s| all(s.txn, self, self.tables.events, "events"))
     }
 
     /// Trials that finished after position `since` of the finish log, and the new position.
@@ -165,8 +165,8 @@ fn decode<T: DeserializeOwned>(dir: &Path, table: &'static str, key: &[u8], byte
     Ok(value)
 }
 
-/// Read access shared by snapshots and write transactions.
-pub struct Snapshot<'a> {
+/// A read-only transaction (see `Store::read`).
+struct Snapshot<'a> {
     txn: &'a lmdb::RoTransaction<'a>,
     store: &'a Store,
 }
@@ -220,29 +220,20 @@ impl Reader for Snapshot<'_> {
     }
 }
 
-impl Snapshot<'_> {
-    pub fn get<T: DeserializeOwned>(
-        &self,
-        db: Database,
-        table: &'static str,
-        key: &[u8],
-    ) -> Result<Option<T>, StoreError> {
-        Reader::get(self, db, table, key)
+/// Every record of a table, in key order.
+fn all<T: DeserializeOwned>(
+    txn: &impl Transaction,
+    store: &Store,
+    db: Database,
+    table: &'static str,
+) -> Result<Vec<T>, StoreError> {
+    let mut cursor = txn.open_ro_cursor(db).map_err(|e| store.lmdb(e))?;
+    let mut out = Vec::new();
+    for item in cursor.iter_start() {
+        let (key, value) = item.map_err(|e| store.lmdb(e))?;
+        out.push(decode(&store.dir, table, key, value)?);
     }
-
-    pub fn trial(&self, id: u64) -> Result<TrialRecord, StoreError> {
-        Reader::trial(self, id)
-    }
-
-    fn all<T: DeserializeOwned>(&self, db: Database, table: &'static str) -> Result<Vec<T>, StoreError> {
-        let mut cursor = self.txn.open_ro_cursor(db).map_err(|e| self.store.lmdb(e))?;
-        let mut out = Vec::new();
-        for item in cursor.iter_start() {
-            let (key, value) = item.map_err(|e| self.store.lmdb(e))?;
-            out.push(decode(&self.store.dir, table, key, value)?);
-        }
-        Ok(out)
-    }
+    Ok(out)
 }
 
 /// A write transaction (see `Store::write`).
@@ -315,13 +306,7 @@ impl Txn<'_> {
 
     /// Every trial, by id (for recovery, which runs once per start).
     pub fn trials(&self) -> Result<Vec<TrialRecord>, StoreError> {
-        let mut cursor = self.txn.open_ro_cursor(self.store.tables.trials).map_err(|e| self.store.lmdb(e))?;
-        let mut out = Vec::new();
-        for item in cursor.iter_start() {
-            let (key, value) = item.map_err(|e| self.store.lmdb(e))?;
-            out.push(decode(&self.store.dir, "trials", key, value)?);
-        }
-        Ok(out)
+        all(&self.txn, self.store, self.store.tables.trials, "trials")
     }
 
     pub fn log(
