@@ -5,16 +5,18 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Plugin crates embedded in `msh`, by package name.
-const EMBEDDED: [&str; 4] = ["core-blocks", "random-search", "beam-search", "regularized-evolution"];
+const EMBEDDED: [&str; 6] =
+    ["core-blocks", "random-search", "beam-search", "regularized-evolution", "local-search", "grid-search"];
 /// Test fixtures: built beside the embedded ones, their paths given to the tests.
-const FIXTURES: [(&str, &str); 1] = [("hostile", "MSH_HOSTILE_PLUGIN")];
+const FIXTURES: [(&str, &str); 2] =
+    [("hostile", "MSH_HOSTILE_PLUGIN"), ("legacy-searcher", "MSH_LEGACY_SEARCHER_PLUGIN")];
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let root = manifest_dir.parent().expect("host/ sits in the repository").to_path_buf();
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     for path in
-        ["plugins/Cargo.toml", "plugins/Cargo.lock", "plugin-sdk/Cargo.toml", "plugin-sdk/src", "plugin-sdk/wit"]
+        ["plugins/Cargo.toml", "plugins/Cargo.lock", "plugin-sdk/Cargo.toml", "plugin-sdk/src", "plugin-sdk/wit", "plugin-sdk/wit-0.1.0"]
     {
         println!("cargo:rerun-if-changed={}", root.join(path).display());
     }

@@ -29,7 +29,7 @@ fn hostile_plugins_are_contained_and_named() {
     let host = hostile_host();
     let expect = |block: &str, parts: &[&str]| {
         let err = build_error(&host, block);
-        assert!(err.starts_with(&format!("plugin `hostile` (msh:plugin@0.1.0), build({block}, [8]): ")), "{err}");
+        assert!(err.starts_with(&format!("plugin `hostile` (msh:plugin@0.2.0), build({block}, [8]): ")), "{err}");
         for part in parts {
             assert!(err.contains(part), "{block}: expected {part:?} in {err:?}");
         }
@@ -52,27 +52,36 @@ fn plugins_get_no_files_sockets_environment_or_clock() {
     }
 }
 
-#[test]
-fn incompatible_contract_versions_and_non_components_are_refused() {
-    let host = hostile_host();
-    let bytes = std::fs::read(HOSTILE).unwrap();
-    let (old, new) = (b"msh:plugin/types@0.1.0".as_slice(), b"msh:plugin/types@0.9.0".as_slice());
-    let mut patched = bytes.clone();
+/// The hostile pack with its contract version renamed (same length, so the binary stays valid).
+fn with_version(version: &str) -> Vec<u8> {
+    let mut patched = std::fs::read(HOSTILE).unwrap();
+    let old = b"msh:plugin/types@0.2.0".as_slice();
+    let new = format!("msh:plugin/types@{version}");
     let mut count = 0;
     for i in 0..patched.len().saturating_sub(old.len()) {
         if &patched[i..i + old.len()] == old {
-            patched[i..i + old.len()].copy_from_slice(new);
+            patched[i..i + old.len()].copy_from_slice(new.as_bytes());
             count += 1;
         }
     }
     assert!(count > 0, "the component names its contract version");
-    let err = host.load_bytes("future", &patched).unwrap_err().to_string();
+    patched
+}
+
+#[test]
+fn incompatible_contract_versions_and_non_components_are_refused() {
+    let host = hostile_host();
+    let err = host.load_bytes("future", &with_version("0.9.0")).unwrap_err().to_string();
     assert!(
         err.contains(
-            "plugin `future` (msh:plugin@0.9.0), load: built against msh:plugin@0.9.0; this msh supports 0.1.0"
+            "plugin `future` (msh:plugin@0.9.0), load: built against msh:plugin@0.9.0; this msh supports 0.2.0, 0.1.0"
         ),
         "{err}"
     );
+    // A block pack of 0.1.0 has the same shape as one of 0.2.0: it loads and builds.
+    let old = host.load_bytes("old-pack", &with_version("0.1.0")).unwrap();
+    assert_eq!((old.version.as_str(), old.world), ("0.1.0", World::BlockPack));
+    assert_eq!(old.build("good", &[8], &[]).unwrap().nodes.len(), 2);
 
     let err = host.load_bytes("junk", b"\0asm junk").unwrap_err().to_string();
     assert!(err.contains("plugin `junk` (msh:plugin@?), load: not a WebAssembly component"), "{err}");
@@ -118,12 +127,29 @@ fn core_block_parameters_are_range_checked() {
     assert!(err.contains("block `lstm` takes input ranks [2], got shape [16]"), "{err}");
 }
 
-#[test]
-fn searchers_propose_inside_the_space_deterministically() {
-    let host = PluginHost::new(Limits::default());
-    let blocks: Vec<String> = ["conv", "resnet", "dense", "max_pool"].map(String::from).to_vec();
-    let space = types::SearchSpace {
-        blocks: blocks.clone(),
+/// A space like core-blocks' over [channels, length]: dense yields features, after which
+/// no conv fits; `conv` has a searchable parameter.
+fn ranked_space() -> types::SearchSpace {
+    let block = |name: &str, ranks: Vec<(u8, u8)>, params: Vec<types::ParamSpec>| types::SpaceBlock {
+        name: name.into(),
+        description: String::new(),
+        params,
+        ranks,
+    };
+    let filters = types::ParamSpec {
+        name: "filters".into(),
+        description: String::new(),
+        kind: types::ParamKind::IntRange((4, 512)),
+        default: types::Value::Int(32),
+    };
+    types::SearchSpace {
+        blocks: vec![
+            block("conv", vec![(2, 2)], vec![filters]),
+            block("resnet", vec![(2, 2)], vec![]),
+            block("dense", vec![(1, 1), (2, 1)], vec![]),
+            block("max_pool", vec![(2, 2)], vec![]),
+        ],
+        input_rank: 2,
         min_depth: 2,
         max_depth: 4,
         hparams: vec![types::HparamRange {
@@ -133,37 +159,76 @@ fn searchers_propose_inside_the_space_deterministically() {
             log: true,
             choices: vec![],
         }],
-    };
-    let context = types::Context { seed: 7, budget: 100, config: vec![("population_size".into(), "5".into())] };
-    for name in ["random-search", "beam-search", "regularized-evolution"] {
+    }
+}
+
+fn trial(id: u64, architecture: &[&str], objective: Option<f64>) -> types::Trial {
+    types::Trial {
+        id,
+        architecture: architecture.iter().map(|n| types::BlockRef { name: n.to_string(), params: vec![] }).collect(),
+        hparams: vec![("learning_rate".into(), 1e-3)],
+        status: if objective.is_some() { types::TrialStatus::Completed } else { types::TrialStatus::Failed },
+        kind: types::TrialKind::Single,
+        objective,
+        accuracy: None,
+        parameters: 100,
+        parent: None,
+        inherited: 0,
+        epochs: 3,
+        error: None,
+    }
+}
+
+#[test]
+fn searchers_propose_new_trials_that_fit_the_space_deterministically() {
+    let host = PluginHost::new(Limits::default());
+    let space = ranked_space();
+    let names = ["conv", "resnet", "dense", "max_pool"];
+    let history: Vec<types::Trial> = (0..40u64)
+        .map(|id| {
+            let arch: Vec<&str> = (0..2 + (id % 2) as usize).map(|d| names[(id as usize + d) % 2]).collect();
+            let mut arch = arch;
+            arch.push("dense");
+            trial(id, &arch, (id % 5 != 4).then(|| ((id * 37) % 11) as f64))
+        })
+        .collect();
+    let context = types::Context { seed: 7, budget: 100, config: vec![] };
+    for name in ["random-search", "beam-search", "regularized-evolution", "local-search"] {
         let searcher = host.embedded(name).unwrap();
-        for history_len in [0u64, 3, 40] {
-            let history: Vec<types::Trial> = (0..history_len)
-                .map(|id| types::Trial {
-                    id,
-                    architecture: (0..2 + (id % 3) as usize)
-                        .map(|d| types::BlockRef { name: blocks[(id as usize + d) % 4].clone(), params: vec![] })
-                        .collect(),
-                    hparams: vec![("learning_rate".into(), 1e-3)],
-                    status: if id % 5 == 4 { types::TrialStatus::Failed } else { types::TrialStatus::Completed },
-                    objective: (id % 5 != 4).then(|| ((id * 37) % 11) as f64),
-                    accuracy: None,
-                    parameters: 100,
-                    parent: None,
-                    inherited: 0,
-                })
-                .collect();
-            let first = searcher.propose(&context, &space, &history, 8).unwrap_or_else(|e| panic!("{e}"));
-            assert_eq!(first.len(), 8, "{name}");
+        for told in [0usize, 3, 40] {
+            let propose = || {
+                let mut session = searcher.search(context.clone(), space.clone(), None).unwrap();
+                session.observe(history[..told].to_vec());
+                let proposals = session.propose(&[], 8).unwrap_or_else(|e| panic!("{e}"));
+                (session, proposals)
+            };
+            let (session, first) = propose();
+            assert_eq!(first.len(), 8, "{name} after {told} trials");
+            let mut keys: Vec<String> =
+                history[..told].iter().map(|t| session.key(&t.architecture, &t.hparams)).collect();
             for p in &first {
-                let lr =
-                    p.hparams.iter().find(|(n, _)| n == "learning_rate").map(|(_, v)| *v).expect("learning rate set");
-                assert!((1e-4..=1e-2).contains(&lr), "{name}: learning rate {lr}");
+                assert_eq!(session.invalid(p), None, "{name}: {p:?}");
+                let key = session.key(&p.architecture, &p.hparams);
+                assert!(!keys.contains(&key), "{name} proposed {key} twice");
+                keys.push(key);
+                let after_dense = p.architecture.iter().skip_while(|b| b.name != "dense").skip(1);
+                assert!(after_dense.clone().all(|b| b.name == "dense"), "{name}: a conv after dense in {p:?}");
             }
-            let again = searcher.propose(&context, &space, &history, 8).unwrap();
+            let (_, again) = propose();
             assert_eq!(format!("{first:?}"), format!("{again:?}"), "{name} is deterministic");
         }
     }
+}
+
+#[test]
+fn a_searcher_declares_its_settings() {
+    let host = PluginHost::new(Limits::default());
+    let settings = host.embedded("beam-search").unwrap().settings().unwrap();
+    let names: Vec<&str> = settings.iter().map(|s| s.name.as_str()).collect();
+    assert!(names.contains(&"beam_size") && names.contains(&"increase_complexity_probability"), "{names:?}");
+    let legacy = host.load_file(std::path::Path::new(env!("MSH_LEGACY_SEARCHER_PLUGIN"))).unwrap();
+    assert_eq!(legacy.version, "0.1.0");
+    assert!(legacy.settings().unwrap().is_empty(), "0.1.0 searchers declare nothing and accept any key");
 }
 
 #[test]

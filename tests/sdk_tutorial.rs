@@ -43,25 +43,39 @@ fn readme_tutorial_searcher_builds_and_proposes() {
     let host = PluginHost::new(Limits::default());
     let greedy = host.load_file(&wasm).unwrap();
     assert_eq!(greedy.world, World::Searcher);
-    let space =
-        types::SearchSpace { blocks: vec!["conv".into(), "dense".into()], min_depth: 2, max_depth: 4, hparams: vec![] };
+    let space = types::SearchSpace {
+        blocks: ["conv", "dense"]
+            .map(|name| types::SpaceBlock { name: name.into(), description: String::new(), params: vec![], ranks: vec![] })
+            .to_vec(),
+        input_rank: 0,
+        min_depth: 2,
+        max_depth: 4,
+        hparams: vec![],
+    };
     let context = types::Context { seed: 3, budget: 10, config: vec![] };
-    let first = greedy.propose(&context, &space, &[], 2).unwrap();
+    let mut search = greedy.search(context, space, None).unwrap();
+    let first = search.propose(&[], 2).unwrap();
     assert_eq!(first.len(), 2);
     assert_eq!(first[0].architecture.len(), 2);
-    let history = vec![types::Trial {
+    search.observe(vec![types::Trial {
         id: 5,
         architecture: first[0].architecture.clone(),
         hparams: vec![],
         status: types::TrialStatus::Completed,
+        kind: types::TrialKind::Single,
         objective: Some(0.3),
         accuracy: Some(0.9),
         parameters: 10,
         parent: None,
         inherited: 0,
-    }];
-    let next = greedy.propose(&context, &space, &history, 1).unwrap();
-    assert_eq!(next[0].parent, Some(5));
+        epochs: 1,
+        error: None,
+    }]);
+    let next = search.propose(&[], 3).unwrap();
+    assert!(next.iter().all(|p| p.parent == Some(5)), "{next:?}");
+    let keys: std::collections::HashSet<String> =
+        next.iter().chain(&first).map(|p| search.key(&p.architecture, &p.hparams)).collect();
+    assert_eq!(keys.len(), 5, "no proposal repeats another");
 
     let check = common::run(&["plugin", "check", wasm.to_str().unwrap()]);
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));

@@ -128,3 +128,16 @@ fn malformed_yaml_is_located() {
     let err = invalid(&replace("stages:\n", "stages: [\n"));
     assert!(err.contains("w.yaml:"), "{err}");
 }
+
+#[test]
+fn early_stopping_values_are_checked_and_located() {
+    let text = replace("  trials: 4\n", "  trials: 4\nearly_stopping: {mode: asha, reduction_factor: 1}\n");
+    let err = invalid(&text);
+    assert!(err.contains("w.yaml:12:30: `reduction_factor` must be at least 2, got 1"), "{err}");
+    let err = invalid(&replace("  trials: 4\n", "  trials: 4\nearly_stopping:\n  mode: median\n  grace_epochs: 0\n"));
+    assert!(err.contains("w.yaml:14:3: `grace_epochs` must be at least 1"), "{err}");
+    let err = invalid(&replace("  trials: 4\n", "  trials: 4\nearly_stopping: {mode: median, reduction_factor: 2}\n"));
+    assert!(err.contains("w.yaml:12:32: `reduction_factor` applies to `mode: asha` only"), "{err}");
+    let err = invalid(&replace("  trials: 4\n", "  trials: 4\nearly_stopping: {mode: asha, grace_epoch: 2}\n"));
+    assert!(err.contains("unknown field `grace_epoch`") && err.contains("did you mean `grace_epochs`?"), "{err}");
+}

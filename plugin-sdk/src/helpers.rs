@@ -1,5 +1,6 @@
-//! Helpers over the generated WIT types: parameters, graph building, RNG, history.
+//! Helpers over the generated WIT types for both worlds: parameters, graph building, RNG.
 
+#[cfg(feature = "block-pack")]
 pub use crate::bindings::Guest;
 pub use crate::bindings::msh::plugin::types::*;
 
@@ -113,12 +114,6 @@ impl Rng {
         Self(seed ^ 0x853c_49e6_748f_ea9b)
     }
 
-    /// A generator for this call: the run's seed mixed with how much history there is, so
-    /// every call differs but a rerun with the same history repeats.
-    pub fn for_call(context: &Context, history_len: usize) -> Self {
-        Self::new(context.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ history_len as u64)
-    }
-
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
@@ -149,97 +144,11 @@ impl Rng {
     pub fn choose<'a, T>(&mut self, items: &'a [T]) -> Option<&'a T> {
         (!items.is_empty()).then(|| &items[self.below(items.len())])
     }
-}
 
-/// A searcher setting from the workflow, parsed.
-pub fn config<T: std::str::FromStr>(context: &Context, key: &str) -> Option<T> {
-    context.config.iter().find(|(k, _)| k == key).and_then(|(_, v)| v.parse().ok())
-}
-
-/// Draws one value of a hyper-parameter range.
-pub fn sample_hparam(range: &HparamRange, rng: &mut Rng) -> f64 {
-    if !range.choices.is_empty() {
-        return range.choices[rng.below(range.choices.len())];
+    /// Shuffles in place (Fisher-Yates).
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            items.swap(i, self.below(i + 1));
+        }
     }
-    if range.log && range.low > 0.0 {
-        (range.low.ln() + rng.unit() * (range.high.ln() - range.low.ln())).exp()
-    } else {
-        range.low + rng.unit() * (range.high - range.low)
-    }
-}
-
-/// Draws every hyper-parameter of the space.
-pub fn sample_hparams(space: &SearchSpace, rng: &mut Rng) -> Vec<(String, f64)> {
-    space.hparams.iter().map(|h| (h.name.clone(), sample_hparam(h, rng))).collect()
-}
-
-/// A block of the space, with default parameters.
-pub fn random_block(space: &SearchSpace, rng: &mut Rng) -> BlockRef {
-    BlockRef { name: space.blocks[rng.below(space.blocks.len())].clone(), params: Vec::new() }
-}
-
-/// Sets hyper-parameter `name` in `hparams`, adding it when absent.
-pub fn set_hparam(hparams: &mut Vec<(String, f64)>, name: &str, value: f64) {
-    match hparams.iter_mut().find(|(n, _)| n == name) {
-        Some(slot) => slot.1 = value,
-        None => hparams.push((name.to_string(), value)),
-    }
-}
-
-/// `depth` blocks of the space, chosen at random.
-pub fn random_architecture(space: &SearchSpace, depth: usize, rng: &mut Rng) -> Vec<BlockRef> {
-    (0..depth).map(|_| random_block(space, rng)).collect()
-}
-
-/// The space's depth bounds as the host enforces them: at least 1, max never below min.
-pub fn depth_bounds(space: &SearchSpace) -> (usize, usize) {
-    let min = space.min_depth.max(1) as usize;
-    (min, (space.max_depth as usize).max(min))
-}
-
-/// Completed trials with a finite objective, in history order.
-pub fn scored(history: &[Trial]) -> Vec<&Trial> {
-    history
-        .iter()
-        .filter(|t| matches!(t.status, TrialStatus::Completed) && t.objective.is_some_and(f64::is_finite))
-        .collect()
-}
-
-/// Completed trials with an objective, best (lowest) first, at most `k`.
-pub fn top_k(history: &[Trial], k: usize) -> Vec<&Trial> {
-    let mut done = scored(history);
-    done.sort_by(|a, b| a.objective.unwrap_or(f64::INFINITY).total_cmp(&b.objective.unwrap_or(f64::INFINITY)));
-    done.truncate(k);
-    done
-}
-
-/// Number of blocks in a trial's architecture.
-pub fn depth(trial: &Trial) -> usize {
-    trial.architecture.len()
-}
-
-/// The trial with this id.
-pub fn find(history: &[Trial], id: u64) -> Option<&Trial> {
-    history.iter().find(|t| t.id == id)
-}
-
-/// Number of completed trials.
-pub fn completed(history: &[Trial]) -> usize {
-    history.iter().filter(|t| matches!(t.status, TrialStatus::Completed)).count()
-}
-
-/// Completed trials of the whole search: msh reports them as `msh.completed_trials`, since
-/// a workflow may hand the searcher only part of the history.
-pub fn completed_in_search(context: &Context, history: &[Trial]) -> usize {
-    config(context, "msh.completed_trials").unwrap_or_else(|| completed(history))
-}
-
-/// Trials that are members of an ensemble of the search (`msh.ensemble_members`).
-pub fn ensemble_members(context: &Context) -> Vec<u64> {
-    context
-        .config
-        .iter()
-        .find(|(k, _)| k == "msh.ensemble_members")
-        .map(|(_, v)| v.split(',').filter_map(|id| id.parse().ok()).collect())
-        .unwrap_or_default()
 }

@@ -2,7 +2,8 @@
 //!
 //! Enable the `block-pack` or the `searcher` feature (one per plugin crate) and build for
 //! `wasm32-wasip2`. The WIT contract is `wit/plugin.wit`; its types are re-exported here
-//! with helpers: graph builders, typed parameter access, a seeded RNG and history queries.
+//! with helpers: graph builders, typed parameter access, a seeded RNG, and for searchers
+//! the `Search` trait, duplicate tracking and rank-aware moves over the search space.
 
 #[cfg(all(feature = "block-pack", feature = "searcher"))]
 compile_error!("a plugin is a block pack or a searcher: enable one of the two features");
@@ -33,13 +34,16 @@ pub mod bindings {
 
 #[cfg(feature = "block-pack")]
 pub use bindings::export_block_pack;
-#[cfg(feature = "searcher")]
-pub use bindings::export_searcher;
 
 #[cfg(any(feature = "block-pack", feature = "searcher"))]
 mod helpers;
 #[cfg(any(feature = "block-pack", feature = "searcher"))]
 pub use helpers::*;
 
+#[cfg(feature = "searcher")]
+mod search;
+#[cfg(feature = "searcher")]
+pub use search::*;
+
 /// The WIT package version this SDK builds plugins against.
-pub const WIT_VERSION: &str = "0.1.0";
+pub const WIT_VERSION: &str = "0.2.0";

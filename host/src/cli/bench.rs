@@ -30,6 +30,8 @@ pub enum BenchCommand {
     Trainers(super::bench_engine::BenchTrainersArgs),
     /// Reference results: a workflow against random search with the same budget.
     Search(super::bench_engine::BenchSearchArgs),
+    /// Searchers side by side on a metrics table: trials to a target, repeats rejected.
+    Searchers(super::bench_searchers::BenchSearchersArgs),
 }
 
 #[derive(Debug, Args)]
@@ -56,6 +58,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
         BenchCommand::Engine(args) => return super::bench_engine::engine(args),
         BenchCommand::Trainers(args) => return super::bench_engine::trainers(args),
         BenchCommand::Search(args) => return super::bench_engine::search(args),
+        BenchCommand::Searchers(args) => return super::bench_searchers::searchers(args),
     };
     let backend = args.backend.select()?;
     if !args.json {
@@ -156,13 +159,25 @@ fn plugins(repeats: usize) -> anyhow::Result<std::process::ExitCode> {
     let history = super::blocks::sample_history(&names, 1000);
     let context = types::Context { seed: 1, budget: 2000, config: vec![] };
     let mut per_trial = 0.0;
-    let empty = median_ms(repeats, || Ok(host.embedded("random-search")?.propose(&context, &space, &[], 1)?))?;
+    let empty =
+        median_ms(repeats, || Ok(host.embedded("random-search")?.propose_once(&context, &space, &[], 1)?))?;
     println!("propose, empty history (instantiate + call) {empty:>9.3} ms");
-    for name in ["random-search", "beam-search", "regularized-evolution"] {
+    for name in ["random-search", "beam-search", "regularized-evolution", "local-search"] {
         let searcher = host.embedded(name)?;
-        let ms = median_ms(repeats, || Ok(searcher.propose(&context, &space, &history, 1)?))?;
+        // A live search told 1,000 trials; each step tells it one more and asks for one.
+        let mut session = searcher.search(context.clone(), space.clone(), None)?;
+        session.observe(history.clone());
+        session.propose(&[], 1)?;
+        let mut next = history.len() as u64;
+        let ms = median_ms(repeats, || {
+            let mut trial = history[next as usize % history.len()].clone();
+            trial.id = next;
+            next += 1;
+            session.observe(vec![trial]);
+            Ok(session.propose(&[], 1)?)
+        })?;
         per_trial = f64::max(per_trial, ms);
-        println!("propose, 1,000-trial history: {name:<22} {ms:>9.3} ms (fresh instance per call)");
+        println!("observe + propose after 1,000 trials: {name:<22} {ms:>9.3} ms");
     }
     let mut build_total = 0.0;
     let mut slowest = (String::new(), 0.0);

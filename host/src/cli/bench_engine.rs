@@ -14,11 +14,11 @@ use msh::engine::{self, EngineEvent, RunEnd, RunOptions};
 #[derive(Debug, Args)]
 pub struct BenchEngineArgs {
     /// Trials of the table run.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 100_000)]
     trials: u32,
-    /// History handed to the searcher (the workflow's `searcher.history`).
-    #[arg(long, default_value_t = 100)]
-    history: usize,
+    /// The searcher (the default searcher unless given).
+    #[arg(long, default_value = msh::workflow::DEFAULT_SEARCHER)]
+    searcher: String,
 }
 
 #[derive(Debug, Args)]
@@ -47,10 +47,10 @@ fn memory_mib() -> (f64, f64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-struct Scratch(PathBuf);
+pub struct Scratch(pub PathBuf);
 
 impl Scratch {
-    fn new(name: &str) -> anyhow::Result<Self> {
+    pub fn new(name: &str) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(format!("msh-bench-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -65,13 +65,13 @@ impl Drop for Scratch {
 }
 
 /// Wall time of a run and the part of it the searcher took.
-struct Timing {
-    seconds: f64,
-    searcher_seconds: f64,
+pub struct Timing {
+    pub seconds: f64,
+    pub searcher_seconds: f64,
 }
 
 /// Runs a workflow in this process; calls `on_trial(n)` after the n-th finished trial.
-fn run_in_process(
+pub fn run_in_process(
     workflow: &Path,
     run_dir: &Path,
     trainers: Option<usize>,
@@ -108,21 +108,22 @@ fn run_in_process(
 
 pub fn engine(args: BenchEngineArgs) -> anyhow::Result<std::process::ExitCode> {
     let scratch = Scratch::new("engine")?;
-    // Eight blocks, depth 1-3: every architecture is in the table.
-    let blocks: Vec<String> = (0..8).map(|i| format!("b{i}")).collect();
+    // Twelve blocks, depth 1-5: 271,452 architectures, every one in the table, so that a
+    // search of 100,000 trials never repeats one.
+    let blocks: Vec<String> = (0..12).map(|i| format!("b{i}")).collect();
     let mut table = String::from("arch,accuracy,params\n");
-    let mut archs: Vec<Vec<&str>> = blocks.iter().map(|b| vec![b.as_str()]).collect();
-    for _ in 1..3 {
-        let longer: Vec<Vec<&str>> = archs
+    let mut level: Vec<String> = vec![String::new()];
+    let mut row = 0usize;
+    for _ in 0..5 {
+        level = level
             .iter()
-            .filter(|a| a.len() == archs.last().map_or(0, Vec::len))
-            .flat_map(|a| blocks.iter().map(move |b| [a.clone(), vec![b.as_str()]].concat()))
+            .flat_map(|prefix| blocks.iter().map(move |b| if prefix.is_empty() { b.clone() } else { format!("{prefix},{b}") }))
             .collect();
-        archs.extend(longer);
-    }
-    for (i, arch) in archs.iter().enumerate() {
-        let accuracy = 0.5 + 0.45 * ((i * 7919) % 1000) as f64 / 1000.0;
-        table.push_str(&format!("\"{}\",{accuracy:.4},{}\n", arch.join(","), 1000 * arch.len()));
+        for arch in &level {
+            let accuracy = 0.5 + 0.45 * ((row * 7919) % 1000) as f64 / 1000.0;
+            table.push_str(&format!("\"{arch}\",{accuracy:.4},{}\n", 1000 * (arch.matches(',').count() + 1)));
+            row += 1;
+        }
     }
     std::fs::write(scratch.0.join("table.csv"), table)?;
     let csv = scratch.0.join("data.csv");
@@ -131,38 +132,52 @@ pub fn engine(args: BenchEngineArgs) -> anyhow::Result<std::process::ExitCode> {
     std::fs::write(
         &workflow,
         format!(
-            "name: bench\ndata: {{source: 'csv:data.csv'}}\nspace: {{packs: [], blocks: [{}], min_depth: 1, max_depth: 3}}\n\
-             searcher: {{plugin: random-search, history: {}}}\ntrainers: {{kind: table, table: table.csv}}\n\
+            "name: bench\ndata: {{source: 'csv:data.csv'}}\nspace: {{packs: [], blocks: [{}], min_depth: 1, max_depth: 5}}\n\
+             searcher: {{plugin: '{}'}}\ntrainers: {{kind: table, table: table.csv}}\n\
              budget: {{trials: {}}}\nstages: {{search: {{kind: search}}}}\n",
             blocks.join(", "),
-            args.history,
+            args.searcher,
             args.trials
         ),
     )?;
-    let early = Arc::new(std::sync::Mutex::new((0.0, 0.0)));
+    // Wall time and memory at every tenth of the run: the cost per trial must stay flat.
+    let marks = Arc::new(std::sync::Mutex::new(Vec::new()));
     let tenth = (args.trials as u64 / 10).max(1);
+    let start = Instant::now();
     let timing = {
-        let early = early.clone();
+        let marks = marks.clone();
         run_in_process(&workflow, &scratch.0.join("run"), Some(1), move |n| {
-            if n == tenth {
-                *early.lock().expect("no panics") = memory_mib();
+            if n % tenth == 0 {
+                marks.lock().expect("no panics").push((n, start.elapsed().as_secs_f64(), memory_mib().0));
             }
         })?
     };
-    let (rss_end, peak) = memory_mib();
-    let (rss_early, _) = *early.lock().expect("no panics");
+    let (_, peak) = memory_mib();
+    let marks = marks.lock().expect("no panics").clone();
     let per_trial = |seconds: f64| seconds * 1e3 / args.trials as f64;
     let (all_in, searcher) = (per_trial(timing.seconds), per_trial(timing.searcher_seconds));
-    println!("table trainer, random search, history {}, {} trials: {:.2} s", args.history, args.trials, timing.seconds);
-    println!("per trial, all in                      {all_in:>8.3} ms");
-    println!("  of which the searcher's propose      {searcher:>8.3} ms");
-    println!("  engine + store                       {:>8.3} ms (target: under 1 ms)", all_in - searcher);
-    println!("resident memory after {tenth} trials       {rss_early:>8.1} MiB");
     println!(
-        "resident memory after {} trials      {rss_end:>8.1} MiB (ratio {:.2}; peak {peak:.1} MiB)",
-        args.trials,
-        rss_end / rss_early.max(1.0)
+        "table trainer, {}, whole history, {} trials: {:.2} s",
+        args.searcher, args.trials, timing.seconds
     );
+    println!("per trial, all in                      {all_in:>8.3} ms");
+    println!("  of which the searcher (propose + checks) {searcher:>6.3} ms");
+    println!("  engine + store                       {:>8.3} ms", all_in - searcher);
+    println!("{:>10} {:>22} {:>14}", "trials", "ms per trial (window)", "resident MiB");
+    let mut before = (0u64, 0.0);
+    for (n, seconds, rss) in &marks {
+        let window = (seconds - before.1) * 1e3 / (n - before.0).max(1) as f64;
+        println!("{n:>10} {window:>22.3} {rss:>14.1}");
+        before = (*n, *seconds);
+    }
+    if let (Some(first), Some(last)) = (marks.first(), marks.last()) {
+        let first_window = first.1 * 1e3 / first.0.max(1) as f64;
+        let last_window = (last.1 - marks[marks.len().saturating_sub(2)].1) * 1e3 / tenth as f64;
+        println!(
+            "last tenth vs first tenth: {:.2}x per trial (target: flat, under 1 ms at 100,000 trials); peak {peak:.1} MiB",
+            last_window / first_window.max(1e-9)
+        );
+    }
     Ok(std::process::ExitCode::SUCCESS)
 }
 

@@ -168,13 +168,21 @@ pub fn sample_history(blocks: &[String], trials: u64) -> Vec<types::Trial> {
             parameters: 1000 + id * 10,
             parent: id.checked_sub(1),
             inherited: 0,
+            kind: types::TrialKind::Single,
+            epochs: 10,
+            error: None,
         })
         .collect()
 }
 
+/// A synthetic space over `blocks` (no parameters, ranks unknown).
 pub fn sample_space(blocks: Vec<String>) -> types::SearchSpace {
     types::SearchSpace {
-        blocks,
+        blocks: blocks
+            .into_iter()
+            .map(|name| types::SpaceBlock { name, description: String::new(), params: vec![], ranks: vec![] })
+            .collect(),
+        input_rank: 0,
         min_depth: 1,
         max_depth: 5,
         hparams: vec![types::HparamRange {
@@ -229,7 +237,7 @@ pub fn run_plugin(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
             let context = types::Context { seed: 1, budget: 100, config: vec![] };
             for history_len in [0, 1, 20] {
                 let history = sample_history(&blocks, history_len);
-                match plugin.propose(&context, &space, &history, 4) {
+                match plugin.propose_once(&context, &space, &history, 4) {
                     Ok(p) => println!("  ok   propose with {history_len} trials of history: {} proposals", p.len()),
                     Err(e) => {
                         println!("  FAIL {e}");

@@ -42,6 +42,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let count = |s: TrialStatus| trials.iter().filter(|t| t.status == s).count();
     let counts = [
         TrialStatus::Completed,
+        TrialStatus::Stopped,
         TrialStatus::Failed,
         TrialStatus::Diverged,
         TrialStatus::Running,
@@ -70,6 +71,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             "stages": stages.iter().map(|s| json!({
                 "name": s.name, "kind": s.kind, "state": s.state, "finished_trials": s.finished_trials,
                 "running": s.running, "pending": s.pending.len(), "message": s.message,
+                "rejected_proposals": s.rejected_proposals,
             })).collect::<Vec<_>>(),
             "trials": counts.iter().map(|(n, c)| (n.to_string(), json!(c))).collect::<serde_json::Map<_, _>>(),
             "best": best,
@@ -82,7 +84,11 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     for s in &stages {
         let state = serde_json::to_value(s.state)?.as_str().unwrap_or("?").to_string();
         let trials = if s.kind == "search" {
-            format!("{} finished, {} running, {} queued", s.finished_trials, s.running, s.pending.len())
+            let rejected = match s.rejected_proposals {
+                0 => String::new(),
+                n => format!(", {n} proposals rejected"),
+            };
+            format!("{} finished, {} running, {} queued{rejected}", s.finished_trials, s.running, s.pending.len())
         } else {
             String::new()
         };
@@ -122,8 +128,13 @@ fn describe(t: &TrialRecord) -> String {
 #[derive(Debug, Args)]
 pub struct TrialsArgs {
     run: PathBuf,
-    #[arg(long)]
+    #[arg(long, conflicts_with = "table")]
     json: bool,
+    /// Print finished single-model trials as a metrics table for the `table` trainer
+    /// (`arch,loss,accuracy,test_accuracy,params,train_seconds`; failed ones with an
+    /// infinite loss), e.g. to benchmark searchers on a measured space.
+    #[arg(long)]
+    table: bool,
 }
 
 pub fn trials(args: TrialsArgs) -> anyhow::Result<ExitCode> {
@@ -131,6 +142,25 @@ pub fn trials(args: TrialsArgs) -> anyhow::Result<ExitCode> {
     let trials = store.trials()?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&trials)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.table {
+        let mut out = csv::Writer::from_writer(std::io::stdout().lock());
+        out.write_record(["arch", "loss", "accuracy", "test_accuracy", "params", "train_seconds"])?;
+        let number = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
+        for t in trials.iter().filter(|t| t.status.is_finished() && t.members.is_empty()) {
+            let completed = t.status == TrialStatus::Completed;
+            let valid = t.valid.as_ref().filter(|_| completed);
+            out.write_record([
+                t.arch_key(),
+                if completed { number(t.objective) } else { "inf".into() },
+                number(valid.and_then(|m| m.accuracy)),
+                number(t.test.as_ref().filter(|_| completed).and_then(|m| m.accuracy)),
+                t.parameters.to_string(),
+                format!("{:.3}", t.train_seconds),
+            ])?;
+        }
+        out.flush()?;
         return Ok(ExitCode::SUCCESS);
     }
     println!(

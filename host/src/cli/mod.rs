@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_engine;
+mod bench_searchers;
 mod blocks;
 mod inspect;
 mod pack;

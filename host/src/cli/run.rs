@@ -10,7 +10,7 @@ use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use msh::engine::{self, EngineEvent, RunEnd, RunOptions};
 use msh::plugin::{PackStore, PluginHost};
-use msh::store::StageState;
+use msh::store::{StageState, TrialStatus};
 use msh::train::Backend;
 use msh::workflow;
 
@@ -183,12 +183,13 @@ impl Display {
                     (None, None, Some(test)) => format!("test {}", test.headline()),
                     (None, None, None) => String::new(),
                 };
+                let status = match trial.status {
+                    TrialStatus::Stopped => format!("stopped at epoch {}", trial.epochs),
+                    other => other.name().to_string(),
+                };
                 self.line(format!(
-                    "[{stage}] trial {} {}: {result} ({} params, {:.1}s)",
-                    trial.id,
-                    trial.status.name(),
-                    trial.parameters,
-                    trial.train_seconds
+                    "[{stage}] trial {} {status}: {result} ({} params, {:.1}s)",
+                    trial.id, trial.parameters, trial.train_seconds
                 ));
             }
             EngineEvent::Note(text) => self.line(format!("msh: {text}")),

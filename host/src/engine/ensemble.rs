@@ -245,6 +245,7 @@ pub fn run_ensemble(run: &Run, name: &str, source: &str) -> Result<String, Engin
         train_seconds: 0.0,
         error: None,
         latency_ms: None,
+        losses: Vec::new(),
         ..built.best_member.clone()
     };
     built.describe_in(&mut record, relative);

@@ -1,10 +1,11 @@
-//! The history a searcher is handed, kept up to date from the store's finish log so that
-//! each proposal costs only the trials that finished since the last one. With a limit it
-//! holds the best half and the most recent half, so memory does not grow with the run.
+//! What a search stage has seen, kept up to date from the store's finish log so that each
+//! proposal costs only the trials that finished since the last one: the searcher is told
+//! each new trial once, every trial's key is kept so that none is trained twice, and the
+//! best few are kept for intermixed ensembles.
 
-use std::collections::VecDeque;
+use std::collections::HashMap;
 
-use crate::plugin::types;
+use crate::plugin::{SearchSession, types};
 use crate::store::{StoreError, Txn};
 
 #[derive(Debug)]
@@ -12,28 +13,23 @@ pub struct History {
     stage: String,
     /// Position in the store's finish log read so far.
     position: u64,
-    limit: Option<usize>,
-    /// Every trial (no limit), or the best ones, best first (with a limit).
+    pub session: SearchSession,
+    /// Every finished trial of the stage by key (`SearchSession::key`), to its id.
+    keys: HashMap<String, u64>,
+    /// The best completed single-model trials, best first, at most `keep_best`.
     best: Vec<types::Trial>,
-    recent: VecDeque<types::Trial>,
-    /// Finished and completed trials of the stage, including those no longer held.
-    pub finished: u64,
-    pub completed: u64,
-    /// Trials that are members of an ensemble recorded in the stage (most recent last).
-    pub ensemble_members: std::collections::BTreeSet<u64>,
+    keep_best: usize,
 }
 
 impl History {
-    pub fn new(stage: &str, limit: Option<usize>) -> Self {
+    pub fn new(stage: &str, session: SearchSession, keep_best: usize) -> Self {
         Self {
             stage: stage.into(),
             position: 0,
-            limit,
+            session,
+            keys: HashMap::new(),
             best: Vec::new(),
-            recent: VecDeque::new(),
-            finished: 0,
-            completed: 0,
-            ensemble_members: Default::default(),
+            keep_best: keep_best.max(1),
         }
     }
 
@@ -42,100 +38,43 @@ impl History {
     pub fn refresh(&mut self, txn: &Txn<'_>) -> Result<(), StoreError> {
         let (trials, position) = txn.finished_since(self.position)?;
         self.position = position;
-        for trial in trials {
-            if trial.stage != self.stage {
+        let mut new = Vec::new();
+        for record in trials {
+            if record.stage != self.stage {
                 continue;
             }
-            self.finished += 1;
-            self.completed += u64::from(trial.status == crate::store::TrialStatus::Completed);
-            self.ensemble_members.extend(trial.members.iter().map(|(id, _)| *id));
-            self.push(trial.to_plugin());
+            let trial = record.to_plugin();
+            if !record.is_combination() {
+                self.keys.entry(self.session.key(&trial.architecture, &trial.hparams)).or_insert(trial.id);
+            }
+            self.offer_best(&trial);
+            new.push(trial);
         }
+        self.session.observe(new);
         Ok(())
     }
 
-    fn push(&mut self, trial: types::Trial) {
-        let Some(limit) = self.limit else {
-            self.best.push(trial);
-            return;
-        };
-        let keep_best = limit.div_ceil(2);
-        let keep_recent = limit - keep_best;
-        let score = |t: &types::Trial| match (t.status, t.objective) {
-            (types::TrialStatus::Completed, Some(o)) if o.is_finite() => o,
-            _ => f64::INFINITY,
-        };
-        if score(&trial).is_finite() {
-            let at = self.best.partition_point(|t| score(t) <= score(&trial));
-            if at < keep_best {
+    fn offer_best(&mut self, trial: &types::Trial) {
+        let score = |t: &types::Trial| t.objective.unwrap_or(f64::INFINITY);
+        let usable = matches!(trial.status, types::TrialStatus::Completed)
+            && matches!(trial.kind, types::TrialKind::Single)
+            && score(trial).is_finite();
+        if usable {
+            let at = self.best.partition_point(|t| score(t) <= score(trial));
+            if at < self.keep_best {
                 self.best.insert(at, trial.clone());
-                self.best.truncate(keep_best);
-            }
-        }
-        if keep_recent > 0 {
-            self.recent.push_back(trial);
-            if self.recent.len() > keep_recent {
-                self.recent.pop_front();
+                self.best.truncate(self.keep_best);
             }
         }
     }
 
-    /// What the plugin contract's trial record cannot say, as `msh.*` entries of the
-    /// searcher's config: how many trials completed (a bounded history holds fewer), and
-    /// which are ensemble members.
-    pub fn facts(&self) -> Vec<(String, String)> {
-        let members: Vec<String> = self.ensemble_members.iter().map(u64::to_string).collect();
-        vec![
-            ("msh.completed_trials".into(), self.completed.to_string()),
-            ("msh.ensemble_members".into(), members.join(",")),
-        ]
+    /// The trial already recorded under `key`, if any.
+    pub fn trained(&self, key: &str) -> Option<u64> {
+        self.keys.get(key).copied()
     }
 
-    /// The trials to hand the searcher, oldest first, each once.
-    pub fn view(&self) -> Vec<types::Trial> {
-        if self.limit.is_none() {
-            return self.best.clone();
-        }
-        let mut all: Vec<types::Trial> = self.best.iter().cloned().collect();
-        all.extend(self.recent.iter().filter(|t| !self.best.iter().any(|b| b.id == t.id)).cloned());
-        all.sort_by_key(|t| t.id);
-        all
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::{Store, StoreError, TrialRecord};
-
-    fn trial(id: u64, objective: f64, members: Vec<(u64, f64)>) -> TrialRecord {
-        let status = crate::store::TrialStatus::Completed;
-        TrialRecord { status, objective: Some(objective), members, ..TrialRecord::new(id, "s", vec![], vec![]) }
-    }
-
-    #[test]
-    fn a_bounded_history_keeps_the_best_and_the_recent_and_reports_the_rest() {
-        let dir = std::env::temp_dir().join(format!("msh-history-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let store = Store::open(&dir).unwrap();
-        let objectives = [5.0, 1.0, 4.0, 3.0, 2.0, 6.0];
-        store
-            .write(|t| -> Result<(), StoreError> {
-                for (id, o) in objectives.iter().enumerate() {
-                    let members = if id == 5 { vec![(1, 0.5), (4, 0.5)] } else { vec![] };
-                    t.put_trial(&trial(id as u64, *o, members))?;
-                }
-                Ok(())
-            })
-            .unwrap();
-        let mut history = History::new("s", Some(4));
-        store.write(|t| history.refresh(t)).unwrap();
-        let ids: Vec<u64> = history.view().iter().map(|t| t.id).collect();
-        // The two best (1, 4) and the two most recent (4, 5), once each, oldest first.
-        assert_eq!(ids, [1, 4, 5]);
-        let facts = history.facts();
-        assert_eq!(facts[0], ("msh.completed_trials".to_string(), "6".to_string()));
-        assert_eq!(facts[1], ("msh.ensemble_members".to_string(), "1,4".to_string()));
-        std::fs::remove_dir_all(&dir).unwrap();
+    /// The best completed single-model trials, best first.
+    pub fn best(&self) -> &[types::Trial] {
+        &self.best
     }
 }

@@ -4,6 +4,7 @@
 //! resumes where it stopped.
 
 mod distill;
+mod early_stop;
 mod ensemble;
 mod history;
 mod search;
@@ -155,6 +156,8 @@ impl Run {
     }
 
     /// Completed trials of `stage` that have a checkpoint (models and ensembles), by id.
+    /// Stopped trials are left out: early stopping judged them worse, and their objective
+    /// comes from fewer epochs, so they are neither ensemble members, donors nor teachers.
     pub fn completed(&self, stage: &str) -> Result<Vec<TrialRecord>, StoreError> {
         let trials = self.store.trials()?;
         Ok(trials
@@ -208,7 +211,7 @@ fn open_run_dir(dir: &Path, source: &workflow::Source, wf: &Workflow) -> Result<
 fn recover(store: &Store, wf: &Workflow, me: &Owner) -> Result<usize, StoreError> {
     store.write(|t| {
         let mut requeued = 0;
-        let mut counts: BTreeMap<String, (Vec<u64>, u64, u64)> = BTreeMap::new();
+        let mut counts: BTreeMap<String, (Vec<u64>, Vec<u64>, u64)> = BTreeMap::new();
         for mut trial in t.trials()? {
             if trial.status == TrialStatus::Running && !trial.owner.is_some_and(|o| owner_alive(&o, me)) {
                 trial.status = TrialStatus::Pending;
@@ -220,7 +223,7 @@ fn recover(store: &Store, wf: &Workflow, me: &Owner) -> Result<usize, StoreError
             let entry = counts.entry(trial.stage.clone()).or_default();
             match trial.status {
                 TrialStatus::Pending => entry.0.push(trial.id),
-                TrialStatus::Running => entry.1 += 1,
+                TrialStatus::Running => entry.1.push(trial.id),
                 _ => entry.2 += 1,
             }
         }
@@ -228,7 +231,8 @@ fn recover(store: &Store, wf: &Workflow, me: &Owner) -> Result<usize, StoreError
             let mut record = t.stage(name)?.unwrap_or_else(|| StageRecord::new(name, &stage.kind.to_string()));
             let (pending, running, finished) = counts.remove(name).unwrap_or_default();
             record.pending = pending;
-            record.running = running;
+            record.running = running.len() as u64;
+            record.in_flight = running;
             record.finished_trials = finished;
             t.put_stage(&record)?;
         }

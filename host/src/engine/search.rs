@@ -1,7 +1,9 @@
 //! The search stage: N trainers work asynchronously; whenever one is free it claims the
-//! next trial (a requeued one, else a new proposal from the searcher given every trial so
-//! far), trains it and records the result. Claiming is one store transaction, so several
-//! processes can share a stage without exceeding its budget.
+//! next trial (a requeued one, else a new proposal from the searcher, which has been told
+//! every trial so far), trains it and records the result. Claiming is one store
+//! transaction, so several processes can share a stage without exceeding its budget. A
+//! proposal that repeats a finished or running trial, or that cannot be built, is handed
+//! back to the searcher as rejected: it costs no training and no budget.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,7 +12,7 @@ use std::time::Instant;
 use super::history::History;
 use super::trainer::{Evaluated, Table, Trainer};
 use super::{EngineError, EngineEvent, Run};
-use crate::plugin::{Plugin, types};
+use crate::plugin::types;
 use crate::store::{self, BlockRef, ParamValue, StageRecord, StageState, StoreError, TrialRecord, TrialStatus, Txn};
 use crate::workflow::{Budget, EnsembleStrategy, TrainerKind, validate_config};
 
@@ -18,8 +20,6 @@ use crate::workflow::{Budget, EnsembleStrategy, TrainerKind, validate_config};
 struct Search<'a> {
     run: &'a Run,
     name: &'a str,
-    searcher: Plugin,
-    context: types::Context,
     budget: Budget,
     history: Mutex<History>,
     trainer: Trainer,
@@ -29,6 +29,9 @@ struct Search<'a> {
     /// Set when a trainer hits an error that ends the stage.
     abort: AtomicBool,
 }
+
+/// Proposals rejected in a row (duplicates, unbuildable) before the stage gives up.
+const MAX_REJECTED_IN_A_ROW: usize = 200;
 
 /// Seeds differ per stage so two search stages do not propose the same trials.
 fn stage_seed(seed: u64, stage: &str) -> u64 {
@@ -45,17 +48,23 @@ pub fn run_search(run: &Arc<Run>, name: &str) -> Result<bool, EngineError> {
         (TrainerKind::Table, Some(path)) => Trainer::Table(Table::load(path)?),
         _ => Trainer::Burn,
     };
+    let context = types::Context {
+        seed: stage_seed(wf.seed, name),
+        budget: budget.trials.unwrap_or(0),
+        config: validate_config(spec).map_err(EngineError::Stage)?,
+    };
+    let mut space = run.resolved.space.clone();
+    if matches!(trainer, Trainer::Burn) {
+        space.input_rank = run.splits()?.train.shape.len() as u8;
+    }
+    let session = run.resolved.searchers[name]
+        .search(context, space, spec.history)
+        .map_err(|e| EngineError::Stage(format!("search stage `{name}`: {e}")))?;
     let search = Search {
         run,
         name,
-        searcher: run.resolved.searchers[name].clone(),
-        context: types::Context {
-            seed: stage_seed(wf.seed, name),
-            budget: budget.trials.unwrap_or(0),
-            config: validate_config(spec).map_err(EngineError::Stage)?,
-        },
         budget,
-        history: Mutex::new(History::new(name, spec.history)),
+        history: Mutex::new(History::new(name, session, wf.ensembling.top_k)),
         trainer,
         started: Instant::now(),
         spent_before: 0.0,
@@ -285,6 +294,7 @@ impl Search<'_> {
     /// Records a finished trial inside the claiming transaction.
     fn record_finished(&self, t: &mut Txn<'_>, stage: &mut StageRecord, trial: &TrialRecord) -> Result<(), StoreError> {
         stage.running = stage.running.saturating_sub(1);
+        stage.in_flight.retain(|id| *id != trial.id);
         stage.finished_trials += 1;
         t.put_trial(trial)?;
         let what = match (&trial.error, &trial.valid) {
@@ -331,30 +341,33 @@ impl Search<'_> {
                     return Ok(Ok(None));
                 }
                 history.refresh(t)?;
-                let past = history.view();
-                if let Some(trial) = self.intermixed_ensemble(t, &stage, &past)? {
+                if let Some(trial) = self.intermixed_ensemble(t, &stage, history.best())? {
                     trial
                 } else {
-                    // Each call gets its own seed: two trainers asking with the same history
-                    // must not be handed the same proposal.
-                    let id = t.next_trial_id()?;
-                    let mut context = types::Context {
-                        seed: self.context.seed ^ id.wrapping_mul(0x9e37_79b9_7f4a_7c15),
-                        ..self.context.clone()
-                    };
-                    context.config.extend(history.facts());
+                    let running: Vec<TrialRecord> =
+                        stage.in_flight.iter().map(|&id| t.trial(id)).collect::<Result<_, _>>()?;
                     let asked = Instant::now();
-                    let proposal = match self.searcher.propose(&context, &run.resolved.space, &past, 1) {
-                        Ok(proposal) => proposal,
-                        Err(e) => return Ok(Err(format!("search stage `{}`: {e}", self.name))),
-                    };
+                    let mut notes = Vec::new();
+                    let proposed = self.next_proposal(&mut history, &mut stage, &running, &mut notes);
                     searcher_seconds = asked.elapsed().as_secs_f64();
-                    let Some(proposal) = proposal.into_iter().next() else {
-                        run.note(format!("search stage `{}`: the searcher has nothing more to propose", self.name));
-                        return Ok(Ok(None));
+                    for note in notes {
+                        t.log(Some(self.name), None, note)?;
+                    }
+                    let proposal = match proposed {
+                        Ok(Some(proposal)) => proposal,
+                        Ok(None) => {
+                            t.put_stage(&stage)?;
+                            run.note(format!("search stage `{}`: the searcher has nothing more to propose", self.name));
+                            return Ok(Ok(None));
+                        }
+                        Err(e) => {
+                            t.put_stage(&stage)?;
+                            return Ok(Err(format!("search stage `{}`: {e}", self.name)));
+                        }
                     };
+                    let id = t.next_trial_id()?;
                     t.log(Some(self.name), Some(id), "proposed")?;
-                    new_trial(id, self.name, proposal)
+                    proposal.into_record(id)
                 }
             };
             trial.status = TrialStatus::Running;
@@ -362,6 +375,7 @@ impl Search<'_> {
             trial.attempts += 1;
             trial.started = Some(store::now());
             stage.running += 1;
+            stage.in_flight.push(trial.id);
             t.put_trial(&trial)?;
             t.put_stage(&stage)?;
             Ok(Ok(Some((trial, searcher_seconds))))
@@ -375,35 +389,87 @@ impl Search<'_> {
         &self,
         t: &mut Txn<'_>,
         stage: &StageRecord,
-        past: &[types::Trial],
+        best: &[types::Trial],
     ) -> Result<Option<TrialRecord>, StoreError> {
         let ensembling = self.run.workflow.ensembling;
         let position = stage.finished_trials + stage.running + 1;
-        let mut best: Vec<&types::Trial> = past
-            .iter()
-            .filter(|t| matches!(t.status, types::TrialStatus::Completed) && t.objective.is_some_and(f64::is_finite))
-            .collect();
         if ensembling.strategy != EnsembleStrategy::Intermixed
             || position % ensembling.every as u64 != 0
             || best.len() < 2
         {
             return Ok(None);
         }
-        best.sort_by(|a, b| a.objective.unwrap_or(f64::INFINITY).total_cmp(&b.objective.unwrap_or(f64::INFINITY)));
         let id = t.next_trial_id()?;
         t.log(Some(self.name), Some(id), "an intermixed ensemble")?;
-        let mut trial = new_trial(
-            id,
-            self.name,
-            types::Proposal {
+        let mut trial = Proposed {
+            stage: self.name,
+            proposal: types::Proposal {
                 architecture: best[0].architecture.clone(),
                 hparams: best[0].hparams.clone(),
                 parent: Some(best[0].id),
                 teacher: None,
             },
-        );
+        }
+        .into_record(id);
         trial.members = best.iter().take(ensembling.top_k).map(|t| (t.id, 0.0)).collect();
         Ok(Some(trial))
+    }
+
+    /// The searcher's next proposal that is new and can be built. Rejected ones are told
+    /// back to the searcher and counted in the stage, and those that are not mere repeats
+    /// are added to `notes` for the event log; `Ok(None)` when it has nothing more.
+    fn next_proposal(
+        &self,
+        history: &mut History,
+        stage: &mut StageRecord,
+        running: &[TrialRecord],
+        notes: &mut Vec<String>,
+    ) -> Result<Option<Proposed<'_>>, String> {
+        let running_plugin: Vec<types::Trial> = running.iter().map(TrialRecord::to_plugin).collect();
+        let mut last = String::new();
+        for _ in 0..MAX_REJECTED_IN_A_ROW {
+            let Some(proposal) =
+                history.session.propose(&running_plugin, 1).map_err(|e| e.to_string())?.into_iter().next()
+            else {
+                return Ok(None);
+            };
+            let key = history.session.key(&proposal.architecture, &proposal.hparams);
+            let repeated = history.trained(&key).map(|id| format!("it repeats trial {id}")).or_else(|| {
+                running_plugin
+                    .iter()
+                    .find(|t| history.session.key(&t.architecture, &t.hparams) == key)
+                    .map(|t| format!("it repeats trial {}, which is running", t.id))
+            });
+            let proposed = Proposed { stage: self.name, proposal };
+            let invalid = history.session.invalid(&proposed.proposal).or_else(|| {
+                if repeated.is_some() {
+                    return None;
+                }
+                self.unbuildable(&proposed).map(|e| format!("it cannot be built: {e}"))
+            });
+            let Some(reason) = invalid.clone().or(repeated) else { return Ok(Some(proposed)) };
+            stage.rejected_proposals += 1;
+            if invalid.is_some() {
+                let arch: Vec<&str> = proposed.proposal.architecture.iter().map(|b| b.name.as_str()).collect();
+                notes.push(format!("proposal {} rejected: {reason}", arch.join(",")));
+            }
+            history.session.observe(vec![rejected(proposed.proposal, reason.clone())]);
+            last = reason;
+        }
+        Err(format!(
+            "searcher `{}` proposed {MAX_REJECTED_IN_A_ROW} trials in a row that could not be trained; the last: {last}",
+            history.session.plugin().name
+        ))
+    }
+
+    /// Why a proposal's blocks cannot be built for the data, when trainers build them.
+    fn unbuildable(&self, proposed: &Proposed<'_>) -> Option<String> {
+        if !matches!(self.trainer, Trainer::Burn) {
+            return None;
+        }
+        let shape = &self.run.splits().ok()?.train.shape;
+        let record = Proposed { stage: proposed.stage, proposal: proposed.proposal.clone() }.into_record(0);
+        super::trainer::expand(self.run, &record, shape).err()
     }
 
     /// Puts an interrupted trial back at the head of the queue.
@@ -413,6 +479,7 @@ impl Search<'_> {
         self.run.store.write(|t| -> Result<(), StoreError> {
             let mut stage = t.stage(self.name)?.expect("recovery writes every stage");
             stage.running = stage.running.saturating_sub(1);
+            stage.in_flight.retain(|id| *id != trial.id);
             stage.pending.insert(0, trial.id);
             t.put_trial(&trial)?;
             t.put_stage(&stage)?;
@@ -422,18 +489,45 @@ impl Search<'_> {
     }
 }
 
-fn new_trial(id: u64, stage: &str, proposal: types::Proposal) -> TrialRecord {
-    let architecture = proposal
-        .architecture
-        .into_iter()
-        .map(|b| BlockRef {
-            name: b.name,
-            params: b.params.into_iter().map(|p| (p.name, ParamValue::from_plugin(&p.value))).collect(),
-        })
-        .collect();
-    TrialRecord {
+/// A proposal accepted for a stage, not yet given an id.
+struct Proposed<'a> {
+    stage: &'a str,
+    proposal: types::Proposal,
+}
+
+impl Proposed<'_> {
+    fn into_record(self, id: u64) -> TrialRecord {
+        let architecture = self
+            .proposal
+            .architecture
+            .into_iter()
+            .map(|b| BlockRef {
+                name: b.name,
+                params: b.params.into_iter().map(|p| (p.name, ParamValue::from_plugin(&p.value))).collect(),
+            })
+            .collect();
+        TrialRecord {
+            parent: self.proposal.parent,
+            teacher: self.proposal.teacher,
+            ..TrialRecord::new(id, self.stage, architecture, self.proposal.hparams)
+        }
+    }
+}
+
+/// A rejected proposal as its searcher is told of it (never stored; no id of its own).
+fn rejected(proposal: types::Proposal, reason: String) -> types::Trial {
+    types::Trial {
+        id: u64::MAX,
+        architecture: proposal.architecture,
+        hparams: proposal.hparams,
+        status: types::TrialStatus::Rejected,
+        kind: types::TrialKind::Single,
+        objective: None,
+        accuracy: None,
+        parameters: 0,
         parent: proposal.parent,
-        teacher: proposal.teacher,
-        ..TrialRecord::new(id, stage, architecture, proposal.hparams)
+        inherited: 0,
+        epochs: 0,
+        error: Some(reason),
     }
 }

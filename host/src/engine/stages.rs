@@ -28,7 +28,9 @@ pub enum ExportError {
 
 /// The completed trial with the lowest objective (validation loss), among `stage`'s
 /// trials, or when `None` among those of every search, ensemble and distill stage
-/// (retrained models have no validation split to compare).
+/// (retrained models have no validation split to compare). Stopped trials are not
+/// candidates: early stopping ranked them below others, on fewer epochs. Either rule lets
+/// the first trial to reach an epoch go on, so trials that train leave a completed one.
 pub fn best_trial(store: &Store, stage: Option<&str>) -> Result<Option<TrialRecord>, StoreError> {
     let stages = store.stages()?;
     let is_search = |name: &str| {

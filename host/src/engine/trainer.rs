@@ -257,6 +257,7 @@ pub fn record_training(trial: &mut TrialRecord, trained: &Trained) {
     trial.epochs = trained.epochs.len() as u32;
     trial.best_epoch = trained.best_epoch as u32;
     trial.train_seconds = trained.train_time.as_secs_f64();
+    trial.losses = trained.epochs.iter().map(|e| e.valid.loss).collect();
 }
 
 /// The best epoch's validation metrics, when the data has a validation split (without
@@ -337,10 +338,23 @@ fn train_trial(run: &Run, trainer: usize, trial: &mut TrialRecord) -> Result<boo
     let distill = super::distill::search_guidance(run, &splits, trial)?;
     trial.teacher = distill.as_ref().map(|(_, teacher)| *teacher).or(trial.teacher);
     let residual = residual_base(run, &splits, trial)?;
+    // Early stopping records the best validation loss so far in the store; a store error
+    // ends training and is returned once it has (the trial is requeued).
+    let store_error = std::cell::Cell::new(None);
+    let stage = trial.stage.clone();
+    let judge = |reports: &[train::EpochReport]| {
+        let (Some(rule), Some(last)) = (&run.workflow.early_stopping, reports.last()) else { return true };
+        let best = reports.iter().map(|r| r.valid.loss).fold(f64::INFINITY, f64::min);
+        super::early_stop::judge(&run.store, &stage, rule, id, last.epoch, best).unwrap_or_else(|e| {
+            store_error.set(Some(e));
+            false
+        })
+    };
     let guidance = train::Guidance {
         donors: donors(run, trial)?,
         distill: distill.map(|(d, _)| d),
         residual: residual.as_ref().filter(|r| !r.members.is_empty()).map(|r| r.guidance.clone()),
+        early_stop: run.workflow.early_stopping.is_some().then_some(train::EpochRule(&judge)),
     };
     let mut on_event = |event: TrainEvent<'_>| {
         if let TrainEvent::Epoch(report) = event {
@@ -351,6 +365,9 @@ fn train_trial(run: &Run, trainer: usize, trial: &mut TrialRecord) -> Result<boo
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
         train::train_until(&spec, &splits, &config, &device.device, &guidance, &mut on_event, &run.stop)
     }));
+    if let Some(e) = store_error.take() {
+        return Err(e.into());
+    }
     let trained = match result {
         Ok(Ok(trained)) => trained,
         Ok(Err(e)) => {
@@ -375,7 +392,7 @@ fn train_trial(run: &Run, trainer: usize, trial: &mut TrialRecord) -> Result<boo
             fail(trial, TrialStatus::Diverged, format!("loss became {loss} at epoch {epoch}, step {step}"));
             return Ok(true);
         }
-        Outcome::Completed => {}
+        Outcome::Completed | Outcome::Stopped { .. } => {}
     }
     let valid = best_valid(&trained, &splits);
     let test = match residual.as_ref().filter(|r| !r.members.is_empty()) {
@@ -407,7 +424,11 @@ fn train_trial(run: &Run, trainer: usize, trial: &mut TrialRecord) -> Result<boo
             .map_err(|source| EngineError::Io { path, source })?;
     }
     trial.latency_ms = Some(latency_ms(&trained.model, &splits.valid));
-    trial.status = TrialStatus::Completed;
+    // A stopped trial is a result like a completed one, from fewer epochs.
+    trial.status = match trained.outcome {
+        Outcome::Stopped { .. } => TrialStatus::Stopped,
+        _ => TrialStatus::Completed,
+    };
     trial.objective = valid.as_ref().map(|v| v.loss);
     trial.valid = valid;
     trial.test = Some(test);

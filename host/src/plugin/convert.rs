@@ -39,3 +39,93 @@ pub fn block_graph(graph: types::BlockGraph) -> Result<BlockGraph, String> {
     let nodes = graph.nodes.into_iter().enumerate().map(|(i, n)| node(i, n)).collect::<Result<_, _>>()?;
     Ok(BlockGraph { name: graph.name, nodes })
 }
+
+/// The 0.2.0 records as a 0.1.0 searcher reads them.
+mod v1 {
+    pub use crate::plugin::bindings::searcher_v1::msh::plugin::types::*;
+}
+
+fn value_v1(value: &types::Value) -> v1::Value {
+    match value {
+        types::Value::Int(v) => v1::Value::Int(*v),
+        types::Value::Float(v) => v1::Value::Float(*v),
+        types::Value::Flag(v) => v1::Value::Flag(*v),
+        types::Value::Text(v) => v1::Value::Text(v.clone()),
+        types::Value::Ints(v) => v1::Value::Ints(v.clone()),
+    }
+}
+
+fn value_from_v1(value: v1::Value) -> types::Value {
+    match value {
+        v1::Value::Int(v) => types::Value::Int(v),
+        v1::Value::Float(v) => types::Value::Float(v),
+        v1::Value::Flag(v) => types::Value::Flag(v),
+        v1::Value::Text(v) => types::Value::Text(v),
+        v1::Value::Ints(v) => types::Value::Ints(v),
+    }
+}
+
+pub fn context_v1(context: &types::Context) -> v1::Context {
+    v1::Context { seed: context.seed, budget: context.budget, config: context.config.clone() }
+}
+
+pub fn space_v1(space: &types::SearchSpace) -> v1::SearchSpace {
+    v1::SearchSpace {
+        blocks: space.blocks.iter().map(|b| b.name.clone()).collect(),
+        min_depth: space.min_depth,
+        max_depth: space.max_depth,
+        hparams: space
+            .hparams
+            .iter()
+            .map(|h| v1::HparamRange {
+                name: h.name.clone(),
+                low: h.low,
+                high: h.high,
+                log: h.log,
+                choices: h.choices.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// A stopped trial is a result, so 0.1.0 sees it as completed.
+pub fn trial_v1(trial: &types::Trial) -> v1::Trial {
+    v1::Trial {
+        id: trial.id,
+        architecture: trial
+            .architecture
+            .iter()
+            .map(|b| v1::BlockRef {
+                name: b.name.clone(),
+                params: b.params.iter().map(|p| v1::Param { name: p.name.clone(), value: value_v1(&p.value) }).collect(),
+            })
+            .collect(),
+        hparams: trial.hparams.clone(),
+        status: match trial.status {
+            types::TrialStatus::Completed | types::TrialStatus::Stopped => v1::TrialStatus::Completed,
+            types::TrialStatus::Diverged => v1::TrialStatus::Diverged,
+            _ => v1::TrialStatus::Failed,
+        },
+        objective: trial.objective,
+        accuracy: trial.accuracy,
+        parameters: trial.parameters,
+        parent: trial.parent,
+        inherited: trial.inherited,
+    }
+}
+
+pub fn proposal_from_v1(proposal: v1::Proposal) -> types::Proposal {
+    types::Proposal {
+        architecture: proposal
+            .architecture
+            .into_iter()
+            .map(|b| types::BlockRef {
+                name: b.name,
+                params: b.params.into_iter().map(|p| types::Param { name: p.name, value: value_from_v1(p.value) }).collect(),
+            })
+            .collect(),
+        hparams: proposal.hparams,
+        parent: proposal.parent,
+        teacher: proposal.teacher,
+    }
+}

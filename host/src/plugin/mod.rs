@@ -6,6 +6,7 @@ mod bindings;
 mod convert;
 mod packs;
 mod sandbox;
+mod search;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -16,22 +17,25 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine};
 
 pub use bindings::types;
-use bindings::{block_pack::BlockPack, searcher::Searcher};
+use bindings::block_pack::BlockPack;
 pub use packs::{PackEntry, PackError, PackStore};
 use sandbox::Sandbox;
+pub use search::SearchSession;
 
 use crate::graph::{self, BlockGraph};
 
-/// The contract versions this host speaks (plugin-sdk/wit).
-pub const SUPPORTED_VERSIONS: [&str; 1] = ["0.1.0"];
+/// The contract versions this host speaks: plugin-sdk/wit, and the frozen ones beside it.
+pub const SUPPORTED_VERSIONS: [&str; 2] = ["0.2.0", "0.1.0"];
 const PACKAGE: &str = "msh:plugin/types@";
 
 /// The plugins built into `msh`.
-pub const EMBEDDED: [(&str, &[u8]); 4] = [
+pub const EMBEDDED: [(&str, &[u8]); 6] = [
     ("core-blocks", include_bytes!(concat!(env!("OUT_DIR"), "/core_blocks.wasm"))),
     ("random-search", include_bytes!(concat!(env!("OUT_DIR"), "/random_search.wasm"))),
     ("beam-search", include_bytes!(concat!(env!("OUT_DIR"), "/beam_search.wasm"))),
     ("regularized-evolution", include_bytes!(concat!(env!("OUT_DIR"), "/regularized_evolution.wasm"))),
+    ("local-search", include_bytes!(concat!(env!("OUT_DIR"), "/local_search.wasm"))),
+    ("grid-search", include_bytes!(concat!(env!("OUT_DIR"), "/grid_search.wasm"))),
 ];
 
 /// Bounds on every call into a plugin.
@@ -157,7 +161,8 @@ impl PluginHost {
             ));
         }
         let exports: Vec<String> = ty.exports(&self.engine).map(|(n, _)| n.to_string()).collect();
-        let world = if exports.iter().any(|e| e == "propose") {
+        // 0.1.0 searchers export `propose`; 0.2.0 ones the `search` interface.
+        let world = if exports.iter().any(|e| e == "propose" || e.starts_with("msh:plugin/search@")) {
             World::Searcher
         } else if exports.iter().any(|e| e == "build") && exports.iter().any(|e| e == "blocks") {
             World::BlockPack
@@ -294,46 +299,5 @@ impl Plugin {
         graph::infer_block(&graph, 0, input_shape)
             .map_err(|e| self.error(&call, format!("returned an invalid graph: {e}")))?;
         Ok(graph)
-    }
-
-    /// Asks a searcher for `count` proposals.
-    pub fn propose(
-        &self,
-        context: &types::Context,
-        space: &types::SearchSpace,
-        history: &[types::Trial],
-        count: u32,
-    ) -> Result<Vec<types::Proposal>, PluginError> {
-        let call = format!("propose(history of {}, count {count})", history.len());
-        self.expect_world(&call, World::Searcher)?;
-        let mut store = sandbox::store(&self.engine, &self.limits);
-        let searcher = Searcher::instantiate(&mut store, &self.component, &self.linker)
-            .map_err(|e| self.call_error("instantiate", e))?;
-        let proposals = searcher
-            .call_propose(&mut store, context, space, history, count)
-            .map_err(|e| self.call_error(&call, e))?
-            .map_err(|reason| self.error(&call, format!("refused: {reason}")))?;
-        if proposals.len() > count as usize {
-            return Err(self.error(&call, format!("returned {} proposals for {count} asked", proposals.len())));
-        }
-        for (i, p) in proposals.iter().enumerate() {
-            let depth = p.architecture.len() as u32;
-            if depth < space.min_depth.max(1) || depth > space.max_depth.max(space.min_depth) {
-                return Err(self.error(
-                    &call,
-                    format!("proposal {i} has depth {depth}, outside {}..={}", space.min_depth, space.max_depth),
-                ));
-            }
-            if let Some(bad) = p.architecture.iter().find(|b| !space.blocks.contains(&b.name)) {
-                return Err(self
-                    .error(&call, format!("proposal {i} uses block `{}`, which the space does not allow", bad.name)));
-            }
-            if let Some(parent) = p.parent.filter(|id| !history.iter().any(|t| t.id == *id)) {
-                return Err(
-                    self.error(&call, format!("proposal {i} names parent trial {parent}, which is not in the history"))
-                );
-            }
-        }
-        Ok(proposals)
     }
 }

@@ -1,7 +1,7 @@
 //! The trial store: an LMDB environment in the run directory. Run metadata, stages,
-//! trials and an event log are MessagePack records behind a schema version. LMDB is
-//! multi-process: several `msh` processes can work on one run, each change is one
-//! transaction.
+//! trials, an event log and early stopping's values are MessagePack records behind a
+//! schema version. LMDB is multi-process: several `msh` processes can work on one run,
+//! each change is one transaction.
 
 mod records;
 
@@ -12,7 +12,9 @@ use lmdb::{Cursor, Database, DatabaseFlags, Environment, EnvironmentFlags, RwTra
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use records::{BlockRef, Event, Owner, ParamValue, RunMeta, StageRecord, StageState, TrialRecord, TrialStatus};
+pub use records::{
+    BlockRef, Event, Owner, ParamValue, RunMeta, RungRecord, StageRecord, StageState, TrialRecord, TrialStatus,
+};
 
 /// Bumped when a record changes incompatibly.
 pub const STORE_SCHEMA: u32 = 1;
@@ -48,6 +50,8 @@ struct Tables {
     events: Database,
     /// Finish order -> trial id, so a reader can fetch only what finished since it last looked.
     finished: Database,
+    /// Early stopping's values: stage name, 0, epoch (u32 big-endian) -> `RungRecord`.
+    rungs: Database,
 }
 
 /// An open store.
@@ -84,6 +88,7 @@ impl Store {
             trials: create("trials")?,
             events: create("events")?,
             finished: create("finished")?,
+            rungs: create("rungs")?,
         };
         Ok(Self { env, tables, dir })
     }
@@ -145,6 +150,11 @@ impl Store {
     pub fn finished_since(&self, since: u64) -> Result<(Vec<TrialRecord>, u64), StoreError> {
         self.read(|s| Reader::finished_since(s, since))
     }
+
+    /// What early stopping recorded for `stage` at `epoch` (empty when nothing yet).
+    pub fn rung(&self, stage: &str, epoch: u32) -> Result<RungRecord, StoreError> {
+        self.read(|s| Ok(s.get(self.tables.rungs, "rungs", &rung_key(stage, epoch))?.unwrap_or_default()))
+    }
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -153,7 +163,12 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 
 fn decode<T: DeserializeOwned>(dir: &Path, table: &'static str, key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
     let key_text = || match <[u8; 8]>::try_from(key) {
-        Ok(k) if table != "meta" && table != "stages" => u64::from_be_bytes(k).to_string(),
+        Ok(k) if table != "meta" && table != "stages" && table != "rungs" => u64::from_be_bytes(k).to_string(),
+        _ if table == "rungs" && key.len() > 5 => {
+            let (stage, epoch) = key.split_at(key.len() - 4);
+            let epoch = u32::from_be_bytes(epoch.try_into().expect("4 bytes"));
+            format!("{} epoch {epoch}", String::from_utf8_lossy(&stage[..stage.len() - 1]))
+        }
         _ => String::from_utf8_lossy(key).into_owned(),
     };
     let corrupt = |reason: String| StoreError::Corrupt { dir: dir.to_path_buf(), table, key: key_text(), reason };
@@ -163,6 +178,15 @@ fn decode<T: DeserializeOwned>(dir: &Path, table: &'static str, key: &[u8], byte
     }
     let (_, value): (u32, T) = rmp_serde::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
     Ok(value)
+}
+
+/// The key of a stage's early-stopping record for `epoch`.
+fn rung_key(stage: &str, epoch: u32) -> Vec<u8> {
+    let mut key = Vec::with_capacity(stage.len() + 5);
+    key.extend_from_slice(stage.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&epoch.to_be_bytes());
+    key
 }
 
 /// A read-only transaction (see `Store::read`).
@@ -297,6 +321,15 @@ impl Txn<'_> {
     /// Trials that finished after position `since` of the finish log, and the new position.
     pub fn finished_since(&self, since: u64) -> Result<(Vec<TrialRecord>, u64), StoreError> {
         Reader::finished_since(self, since)
+    }
+
+    /// What early stopping recorded for `stage` at `epoch` (empty when nothing yet).
+    pub fn rung(&self, stage: &str, epoch: u32) -> Result<RungRecord, StoreError> {
+        Ok(Reader::get(self, self.store.tables.rungs, "rungs", &rung_key(stage, epoch))?.unwrap_or_default())
+    }
+
+    pub fn put_rung(&mut self, stage: &str, epoch: u32, rung: &RungRecord) -> Result<(), StoreError> {
+        self.put(self.store.tables.rungs, &rung_key(stage, epoch), rung)
     }
 
     /// A fresh trial id.

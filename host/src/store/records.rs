@@ -45,7 +45,13 @@ pub struct StageRecord {
     pub pending: Vec<u64>,
     #[serde(default)]
     pub running: u64,
-    /// Completed, failed and diverged trials.
+    /// The trials being trained now (searchers see them; none is proposed twice).
+    #[serde(default)]
+    pub in_flight: Vec<u64>,
+    /// Proposals refused without training: repeats of earlier trials, or unbuildable.
+    #[serde(default)]
+    pub rejected_proposals: u64,
+    /// Completed, stopped, failed and diverged trials.
     #[serde(default)]
     pub finished_trials: u64,
     /// What the stage produced, or why it failed.
@@ -64,6 +70,8 @@ impl StageRecord {
             spent_seconds: 0.0,
             pending: Vec::new(),
             running: 0,
+            in_flight: Vec::new(),
+            rejected_proposals: 0,
             finished_trials: 0,
             message: None,
         }
@@ -78,11 +86,14 @@ pub enum TrialStatus {
     Completed,
     Failed,
     Diverged,
+    /// Ended early by the workflow's `early_stopping`: a result at fewer epochs, with its
+    /// metrics and checkpoint like a completed trial.
+    Stopped,
 }
 
 impl TrialStatus {
     pub fn is_finished(self) -> bool {
-        matches!(self, TrialStatus::Completed | TrialStatus::Failed | TrialStatus::Diverged)
+        matches!(self, TrialStatus::Completed | TrialStatus::Failed | TrialStatus::Diverged | TrialStatus::Stopped)
     }
 
     pub fn name(self) -> &'static str {
@@ -92,6 +103,7 @@ impl TrialStatus {
             TrialStatus::Completed => "completed",
             TrialStatus::Failed => "failed",
             TrialStatus::Diverged => "diverged",
+            TrialStatus::Stopped => "stopped",
         }
     }
 }
@@ -158,6 +170,9 @@ pub struct TrialRecord {
     /// Measured inference time per sample, in milliseconds (batches of 256).
     #[serde(default)]
     pub latency_ms: Option<f64>,
+    /// The validation loss of every epoch trained, in order.
+    #[serde(default)]
+    pub losses: Vec<f64>,
 }
 
 impl TrialRecord {
@@ -188,6 +203,7 @@ impl TrialRecord {
             error: None,
             members: Vec::new(),
             latency_ms: None,
+            losses: Vec::new(),
         }
     }
 
@@ -226,14 +242,23 @@ impl TrialRecord {
             hparams: self.hparams.clone(),
             status: match self.status {
                 TrialStatus::Completed => types::TrialStatus::Completed,
+                TrialStatus::Stopped => types::TrialStatus::Stopped,
                 TrialStatus::Diverged => types::TrialStatus::Diverged,
-                _ => types::TrialStatus::Failed,
+                TrialStatus::Running | TrialStatus::Pending => types::TrialStatus::Running,
+                TrialStatus::Failed => types::TrialStatus::Failed,
+            },
+            // A residual trial trains a model of its own: searchers see it as one.
+            kind: match self.is_combination() {
+                false => types::TrialKind::Single,
+                true => types::TrialKind::Ensemble(self.members.iter().map(|(id, _)| *id).collect()),
             },
             objective: self.objective,
             accuracy: self.valid.as_ref().and_then(|m| m.accuracy),
             parameters: self.parameters,
             parent: self.parent,
             inherited: self.inherited,
+            epochs: self.epochs,
+            error: self.error.clone(),
         }
     }
 }
@@ -258,6 +283,15 @@ impl ParamValue {
             types::Value::Ints(v) => ParamValue::Ints(v.clone()),
         }
     }
+}
+
+/// The values early stopping recorded for one epoch of a search stage: each trial's best
+/// validation loss up to that epoch (at rungs for `asha`, at every epoch for `median`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct RungRecord {
+    /// (trial id, best validation loss so far); one entry per trial, in arrival order.
+    #[serde(default)]
+    pub values: Vec<(u64, f64)>,
 }
 
 /// A line of the run's event log.

@@ -192,6 +192,11 @@ pub enum Outcome {
     Interrupted {
         epoch: usize,
     },
+    /// `Guidance::early_stop` ended the run after this epoch (before the last): the result
+    /// is the best epoch so far.
+    Stopped {
+        epoch: usize,
+    },
 }
 
 /// The result of a run: the model with the best validation loss, and its history.
@@ -239,14 +244,27 @@ pub struct Residual {
     pub valid: std::sync::Arc<Vec<f32>>,
 }
 
-/// What a run starts from and learns from besides the labels.
+/// Asked after every epoch with the reports so far; `false` ends the run there.
+#[derive(Clone, Copy)]
+pub struct EpochRule<'a>(pub &'a dyn Fn(&[EpochReport]) -> bool);
+
+impl std::fmt::Debug for EpochRule<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EpochRule")
+    }
+}
+
+/// What a run starts from and learns from besides the labels, and when it may end early.
 #[derive(Debug, Clone, Default)]
-pub struct Guidance {
+pub struct Guidance<'a> {
     /// Weight sharing: checkpoints to initialise matching parameters from.
     pub donors: Vec<Donor>,
     pub distill: Option<Distill>,
     /// Train on the loss of this ensemble plus the model; validation metrics are the sum's.
     pub residual: Option<Residual>,
+    /// Early stopping: consulted after every epoch, it can end the run before the last
+    /// (`Outcome::Stopped`).
+    pub early_stop: Option<EpochRule<'a>>,
 }
 
 /// Trains `spec` on `splits.train`, selecting the epoch with the best validation loss.
@@ -260,14 +278,14 @@ pub fn train(
     train_until(spec, splits, config, device, &Guidance::default(), on_event, &AtomicBool::new(false))
 }
 
-/// `train` with guidance (weight sharing, distillation), stopping after the current batch
-/// once `stop` is set.
+/// `train` with guidance (weight sharing, distillation, early stopping), stopping after the
+/// current batch once `stop` is set.
 pub fn train_until(
     spec: &ModelSpec,
     splits: &Splits,
     config: &TrainConfig,
     device: &Device,
-    guidance: &Guidance,
+    guidance: &Guidance<'_>,
     on_event: &mut dyn FnMut(TrainEvent<'_>),
     stop: &AtomicBool,
 ) -> Result<Trained, TrainError> {
@@ -370,6 +388,15 @@ pub fn train_until(
             best = Some((report.valid.loss, epoch, snapshot));
         }
         epochs.push(report);
+        // Asked at the last epoch too, so that the rule sees every value; the run is
+        // complete then either way.
+        if let Some(rule) = guidance.early_stop
+            && !(rule.0)(&epochs)
+            && epoch < config.epochs
+        {
+            outcome = Outcome::Stopped { epoch };
+            break;
+        }
     }
     let (best_epoch, model) = match best {
         Some((_, epoch, model)) => (epoch, model),

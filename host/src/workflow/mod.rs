@@ -49,6 +49,8 @@ pub struct Workflow {
     #[serde(default)]
     pub seed: u64,
     pub space: SpaceSpec,
+    /// `local-search` when absent.
+    #[serde(default)]
     pub searcher: SearcherSpec,
     /// Defaults for every trial; searched hyper-parameters override them.
     #[serde(default)]
@@ -70,6 +72,9 @@ pub struct Workflow {
     /// Besides validation loss: a parameter budget, and whether to keep the Pareto front.
     #[serde(default)]
     pub objectives: Objectives,
+    /// Ends unpromising search trials after some epochs; off when absent.
+    #[serde(default)]
+    pub early_stopping: Option<EarlyStopping>,
     pub stages: BTreeMap<String, Stage>,
 }
 
@@ -117,6 +122,45 @@ impl Default for Ensembling {
             method: default_ensembling_method(),
             top_k: default_ensembling_k(),
         }
+    }
+}
+
+/// The rule that ends search trials early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopMode {
+    /// Asynchronous successive halving: at rungs (epochs `grace_epochs · η^k`) only the
+    /// best 1/η of the trials that reached the rung go on.
+    Asha,
+    /// From `grace_epochs` on, a trial worse than the median of the others at the same
+    /// epoch stops.
+    Median,
+}
+
+/// Early stopping (multi-fidelity) of search trials, judged on validation loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EarlyStopping {
+    pub mode: StopMode,
+    /// No trial stops before this many epochs.
+    #[serde(default = "one_usize")]
+    pub grace_epochs: usize,
+    /// asha: η, the rungs' spacing and the fraction kept (default 3).
+    #[serde(default)]
+    pub reduction_factor: Option<usize>,
+    /// No decision at an epoch until this many trials have reported there.
+    #[serde(default = "default_min_trials")]
+    pub min_trials: usize,
+}
+
+fn default_min_trials() -> usize {
+    5
+}
+
+impl EarlyStopping {
+    /// η of `asha` (3 unless set).
+    pub fn reduction_factor(&self) -> usize {
+        self.reduction_factor.unwrap_or(3)
     }
 }
 
@@ -313,14 +357,28 @@ pub enum Choice {
 #[serde(deny_unknown_fields)]
 pub struct SearcherSpec {
     /// A built-in searcher, a `.wasm` path, or an installed `NAME[@sha256:PREFIX]`.
+    #[serde(default = "default_searcher")]
     pub plugin: String,
     /// Passed to the plugin as text key/values.
     #[serde(default)]
     pub config: BTreeMap<String, serde_yaml_ng::Value>,
-    /// Hand the searcher at most this many past trials (the best half and the most
-    /// recent half); unbounded by default.
+    /// Hand a 0.1.0 searcher at most this many past trials (the best half and the most
+    /// recent half); unbounded by default. 0.2.0 searchers are told each trial once.
     #[serde(default)]
     pub history: Option<usize>,
+}
+
+/// The searcher of workflows that name none.
+pub const DEFAULT_SEARCHER: &str = "local-search";
+
+fn default_searcher() -> String {
+    DEFAULT_SEARCHER.into()
+}
+
+impl Default for SearcherSpec {
+    fn default() -> Self {
+        Self { plugin: default_searcher(), config: BTreeMap::new(), history: None }
+    }
 }
 
 /// Who evaluates trials.

@@ -212,6 +212,33 @@ pub fn resolve(
             return Err(err(&at(field), None, format!("`{field}` must be at least {least}")));
         }
     }
+    // A table trainer has no epochs: early stopping is ignored there.
+    if let Some(stopping) = &wf.early_stopping {
+        let at = |field| [Key("early_stopping"), Key(field)];
+        if stopping.grace_epochs == 0 {
+            return Err(err(&at("grace_epochs"), None, "`grace_epochs` must be at least 1".into()));
+        }
+        if stopping.min_trials == 0 {
+            return Err(err(&at("min_trials"), None, "`min_trials` must be at least 1".into()));
+        }
+        match (stopping.mode, stopping.reduction_factor) {
+            (super::StopMode::Asha, Some(eta)) if eta < 2 => {
+                return Err(err(
+                    &at("reduction_factor"),
+                    None,
+                    format!("`reduction_factor` must be at least 2, got {eta}"),
+                ));
+            }
+            (super::StopMode::Median, Some(_)) => {
+                return Err(err(
+                    &at("reduction_factor"),
+                    None,
+                    "`reduction_factor` applies to `mode: asha` only".into(),
+                ));
+            }
+            _ => {}
+        }
+    }
     if wf.objectives.max_parameters == Some(0) {
         return Err(err(
             &[Key("objectives"), Key("max_parameters")],
@@ -223,6 +250,7 @@ pub fn resolve(
     // Packs and blocks.
     let mut packs = Vec::new();
     let mut offered: BTreeMap<String, usize> = BTreeMap::new();
+    let mut infos_by_name: BTreeMap<String, types::BlockInfo> = BTreeMap::new();
     for (i, reference) in wf.space.packs.iter().enumerate() {
         let pack = load_plugin(host, store, &base, reference)
             .map_err(|m| err(&[Key("space"), Key("packs"), Item(i)], None, m))?;
@@ -235,7 +263,10 @@ pub fn resolve(
         }
         let infos = pack.blocks().map_err(|e| err(&[Key("space"), Key("packs"), Item(i)], None, e.to_string()))?;
         for info in infos {
-            offered.entry(info.name).or_insert(packs.len());
+            if !offered.contains_key(&info.name) {
+                offered.insert(info.name.clone(), packs.len());
+                infos_by_name.insert(info.name.clone(), info);
+            }
         }
         packs.push(pack);
     }
@@ -291,8 +322,22 @@ pub fn resolve(
         }
         hparams.push(hparam_range(name, spec).map_err(|m| err(&at, None, m))?);
     }
-    let space =
-        types::SearchSpace { blocks: allowed, min_depth: wf.space.min_depth, max_depth: wf.space.max_depth, hparams };
+    let blocks = allowed
+        .iter()
+        .map(|name| match (infos_by_name.get(name), block_pack.get(name)) {
+            (Some(info), Some(&pack)) => space_block(&packs[pack], info),
+            // A table trainer's block: a name only.
+            _ => types::SpaceBlock { name: name.clone(), description: String::new(), params: vec![], ranks: vec![] },
+        })
+        .collect();
+    // The input rank is known once the data is read (the engine sets it).
+    let space = types::SearchSpace {
+        blocks,
+        input_rank: 0,
+        min_depth: wf.space.min_depth,
+        max_depth: wf.space.max_depth,
+        hparams,
+    };
 
     // Budget.
     let check_budget = |budget: &super::Budget, at: &[Step<'_>]| -> Result<(), WorkflowError> {
@@ -377,6 +422,20 @@ pub fn resolve(
                     }
                 };
                 config_pairs(spec).map_err(|m| err(&path[..path.len() - 1], None, m))?;
+                let settings = plugin.settings().map_err(|e| err(&path, None, e.to_string()))?;
+                if !settings.is_empty() {
+                    let known: Vec<&str> = settings.iter().map(|s| s.name.as_str()).collect();
+                    if let Some(key) = spec.config.keys().find(|k| !known.contains(&k.as_str())) {
+                        let mut at = path[..path.len() - 1].to_vec();
+                        at.extend([Key("config"), Key(key.as_str())]);
+                        let message = format!(
+                            "`{key}` is not a setting of searcher `{}` (its settings: {})",
+                            spec.plugin,
+                            known.join(", ")
+                        );
+                        return Err(err(&at, None, with_hint(message, did_you_mean(key, known.iter().copied()))));
+                    }
+                }
                 if let Some(budget) = &stage.budget {
                     check_budget(budget, &at("budget"))?;
                 }
@@ -434,6 +493,31 @@ pub fn upstream_search(wf: &Workflow, stage: &str) -> Option<String> {
 }
 
 /// A searcher's config as the text key/values plugins receive; scalars only.
+/// A block as searchers see it: its parameters, and the rank it yields on each input rank
+/// it accepts (found by building it on a small input of that rank).
+fn space_block(pack: &Plugin, info: &types::BlockInfo) -> types::SpaceBlock {
+    let ranks = info
+        .input_ranks
+        .iter()
+        .filter_map(|&rank| {
+            let shape: &[usize] = match rank {
+                1 => &[64],
+                2 => &[16, 32],
+                _ => &[8, 16, 16],
+            };
+            let graph = pack.build(&info.name, shape, &[]).ok()?;
+            let output = crate::graph::infer_block(&graph, 0, shape).ok()?.pop()?;
+            Some((rank, output.len() as u8))
+        })
+        .collect();
+    types::SpaceBlock {
+        name: info.name.clone(),
+        description: info.description.clone(),
+        params: info.params.clone(),
+        ranks,
+    }
+}
+
 pub fn config_pairs(spec: &SearcherSpec) -> Result<Vec<(String, String)>, String> {
     use serde_yaml_ng::Value;
     spec.config

@@ -1,66 +1,168 @@
 //! Model Search's adaptive coordinate descent: mutate one of the best `beam_size` trials,
-//! growing it by a block while the allowed depth permits, otherwise replacing one block.
-//!
-//! Settings (workflow `searcher.config`): `beam_size` (3), `increase_complexity_probability`
-//! (0.9), `increase_complexity_minimum_trials` (5: the allowed depth grows by one per that
-//! many completed trials), `hparam_mutation_probability` (0.5).
+//! growing it by a block (inserted before its first flatten or dense block, where the rank
+//! fits) while the allowed depth permits, otherwise replacing one block or stepping one
+//! block parameter. Hyper-parameters are mutated too. Proposals already trained or running
+//! are skipped; when the mutations of the beam keep repeating, any unseen neighbour of the
+//! beam is taken, and failing that a random architecture.
 
 use msh_plugin_sdk::*;
 
-struct BeamSearch;
+/// Mutation draws before falling back to the beam's unseen neighbours.
+const DRAWS: usize = 64;
 
-impl Guest for BeamSearch {
-    fn propose(context: Context, space: SearchSpace, history: Vec<Trial>, count: u32) -> Result<Vec<Proposal>, String> {
-        if space.blocks.is_empty() {
-            return Err("the search space allows no blocks".into());
+struct BeamSearch {
+    space: SearchSpace,
+    rng: Rng,
+    seen: Seen,
+    beam: Beam,
+    completed: usize,
+    grow_p: f64,
+    per_level: usize,
+    hparam_p: f64,
+    param_p: f64,
+}
+
+impl BeamSearch {
+    fn mutate(&mut self, parent: &Trial, allowed_depth: usize) -> Vec<BlockRef> {
+        let space = &self.space;
+        let mut architecture = parent.architecture.clone();
+        if architecture.len() < allowed_depth && self.rng.chance(self.grow_p) {
+            let at = growth_position(space, &architecture);
+            let fitting: Vec<Vec<BlockRef>> = space
+                .blocks
+                .iter()
+                .map(|b| {
+                    let mut next = architecture.clone();
+                    next.insert(at, block_ref(&b.name));
+                    next
+                })
+                .filter(|next| fits(space, next))
+                .collect();
+            if let Some(next) = self.rng.choose(&fitting) {
+                return next.clone();
+            }
         }
-        let beam_size: usize = config(&context, "beam_size").unwrap_or(3).max(1);
-        let grow_p: f64 = config(&context, "increase_complexity_probability").unwrap_or(0.9);
-        let per_level: usize = config(&context, "increase_complexity_minimum_trials").unwrap_or(5).max(1);
-        let hparam_p: f64 = config(&context, "hparam_mutation_probability").unwrap_or(0.5);
-        let (min_depth, max_depth) = depth_bounds(&space);
-
-        let mut rng = Rng::for_call(&context, history.len());
-        let beam = top_k(&history, beam_size);
-        let allowed_depth = (min_depth + completed_in_search(&context, &history) / per_level).min(max_depth);
-        let proposals = (0..count)
-            .map(|_| {
-                let Some(parent) = rng.choose(&beam).copied() else {
-                    // Nothing completed yet: a random architecture of minimum depth.
-                    let architecture = random_architecture(&space, min_depth, &mut rng);
-                    return Proposal {
-                        architecture,
-                        hparams: sample_hparams(&space, &mut rng),
-                        parent: None,
-                        teacher: None,
-                    };
-                };
-                let mut architecture = parent.architecture.clone();
-                if architecture.len() < allowed_depth && rng.chance(grow_p) {
-                    architecture.push(random_block(&space, &mut rng));
-                } else if !architecture.is_empty() {
-                    let at = rng.below(architecture.len());
-                    let before = architecture[at].name.clone();
-                    // Prefer a different block when the space has one.
-                    for _ in 0..8 {
-                        architecture[at] = random_block(&space, &mut rng);
-                        if architecture[at].name != before {
-                            break;
-                        }
-                    }
-                }
-                let mut hparams = parent.hparams.clone();
-                for range in &space.hparams {
-                    let missing = !hparams.iter().any(|(n, _)| *n == range.name);
-                    if missing || rng.chance(hparam_p / space.hparams.len().max(1) as f64) {
-                        set_hparam(&mut hparams, &range.name, sample_hparam(range, &mut rng));
-                    }
-                }
-                Proposal { architecture, hparams, parent: Some(parent.id), teacher: None }
+        if architecture.is_empty() {
+            return architecture;
+        }
+        let at = self.rng.below(architecture.len());
+        let specs = space_block(space, &architecture[at].name).map(|b| b.params.clone()).unwrap_or_default();
+        if !specs.is_empty() && self.rng.chance(self.param_p) {
+            let spec = &specs[self.rng.below(specs.len())];
+            let steps = param_steps(spec, param_value(&architecture[at], spec));
+            if let Some(value) = self.rng.choose(&steps).cloned() {
+                set_param(&mut architecture[at], spec, value);
+                return architecture;
+            }
+        }
+        let replacements: Vec<Vec<BlockRef>> = space
+            .blocks
+            .iter()
+            .filter(|b| b.name != architecture[at].name)
+            .map(|b| {
+                let mut next = architecture.clone();
+                next[at] = block_ref(&b.name);
+                next
             })
+            .filter(|next| fits(space, next))
             .collect();
-        Ok(proposals)
+        self.rng.choose(&replacements).cloned().unwrap_or(architecture)
+    }
+
+    fn mutate_hparams(&mut self, parent: &Trial) -> Vec<(String, f64)> {
+        let mut hparams = parent.hparams.clone();
+        let n = self.space.hparams.len().max(1) as f64;
+        for range in &self.space.hparams {
+            let missing = !hparams.iter().any(|(name, _)| *name == range.name);
+            if missing || self.rng.chance(self.hparam_p / n) {
+                set_hparam(&mut hparams, &range.name, sample_hparam(range, &mut self.rng));
+            }
+        }
+        hparams
+    }
+
+    fn one(&mut self) -> Option<Proposal> {
+        let (min_depth, max_depth) = depth_bounds(&self.space);
+        let allowed_depth = (min_depth + self.completed / self.per_level).min(max_depth);
+        let beam: Vec<Trial> = self.beam.trials().to_vec();
+        for _ in 0..if beam.is_empty() { 0 } else { DRAWS } {
+            let parent = &beam[self.rng.below(beam.len())];
+            let architecture = self.mutate(parent, allowed_depth);
+            let hparams = self.mutate_hparams(parent);
+            if self.seen.insert(&architecture, &hparams) {
+                return Some(Proposal { architecture, hparams, parent: Some(parent.id), teacher: None });
+            }
+        }
+        for parent in &beam {
+            let mut candidates = neighbours(&self.space, &parent.architecture);
+            self.rng.shuffle(&mut candidates);
+            if let Some(architecture) = candidates.into_iter().find(|a| !self.seen.contains(a, &parent.hparams)) {
+                self.seen.insert(&architecture, &parent.hparams);
+                return Some(Proposal { architecture, hparams: parent.hparams.clone(), parent: Some(parent.id), teacher: None });
+            }
+        }
+        // Nothing completed yet (Model Search starts at the minimum depth), or the beam's
+        // neighbourhoods are spent.
+        for attempt in 0..DRAWS {
+            let depth = if beam.is_empty() && attempt < DRAWS / 2 {
+                min_depth
+            } else {
+                self.rng.range(min_depth as i64, max_depth as i64) as usize
+            };
+            let architecture = random_architecture(&self.space, depth, &mut self.rng);
+            let hparams = sample_hparams(&self.space, &mut self.rng);
+            if self.seen.insert(&architecture, &hparams) {
+                return Some(Proposal { architecture, hparams, parent: None, teacher: None });
+            }
+        }
+        None
     }
 }
 
-export_searcher!(BeamSearch);
+impl Search for BeamSearch {
+    fn settings() -> Vec<Setting> {
+        vec![
+            setting("beam_size", "how many of the best trials are mutated", 3),
+            setting("increase_complexity_probability", "chance that a mutation adds a block", 0.9),
+            setting(
+                "increase_complexity_minimum_trials",
+                "completed trials per level of allowed depth above the minimum",
+                5,
+            ),
+            setting("hparam_mutation_probability", "chance that the hyper-parameters change", 0.5),
+            setting("param_mutation_probability", "chance that a replacement steps a block parameter instead", 0.3),
+        ]
+    }
+
+    fn new(context: Context, space: SearchSpace) -> Result<Self, String> {
+        if space.blocks.is_empty() {
+            return Err("the search space allows no blocks".into());
+        }
+        Ok(Self {
+            beam: Beam::new(config(&context, "beam_size", 3usize)?),
+            grow_p: config(&context, "increase_complexity_probability", 0.9)?,
+            per_level: config(&context, "increase_complexity_minimum_trials", 5usize)?.max(1),
+            hparam_p: config(&context, "hparam_mutation_probability", 0.5)?,
+            param_p: config(&context, "param_mutation_probability", 0.3)?,
+            rng: Rng::new(context.seed),
+            seen: Seen::default(),
+            completed: 0,
+            space,
+        })
+    }
+
+    fn observe(&mut self, trial: Trial) {
+        self.seen.insert(&trial.architecture, &trial.hparams);
+        self.completed += usize::from(is_scored(&trial));
+        self.beam.offer(&trial);
+    }
+
+    fn propose(&mut self, running: &[Trial], count: u32) -> Result<Vec<Proposal>, String> {
+        for trial in running {
+            self.seen.insert(&trial.architecture, &trial.hparams);
+        }
+        Ok((0..count).map_while(|_| self.one()).collect())
+    }
+}
+
+export_search!(BeamSearch);

@@ -1,71 +1,103 @@
-//! Regularized evolution (Real et al. 2019): tournament selection among the most recent
-//! `population_size` completed trials (the oldest age out), then one mutation.
-//!
-//! Settings: `population_size` (20), `sample_size` (5). Until the population is full,
-//! proposals are random.
+//! Regularized evolution (Real et al. 2019): tournament selection among the
+//! `population_size` trials that completed most recently (the oldest age out, in the order
+//! they finished), then one mutation: an unseen neighbour of the winner (a block replaced,
+//! inserted or removed, a block parameter stepped, or a hyper-parameter moved). Until the
+//! population is full, proposals are random.
+
+use std::collections::VecDeque;
 
 use msh_plugin_sdk::*;
 
-struct RegularizedEvolution;
+const DRAWS: usize = 64;
 
-impl Guest for RegularizedEvolution {
-    fn propose(context: Context, space: SearchSpace, history: Vec<Trial>, count: u32) -> Result<Vec<Proposal>, String> {
-        if space.blocks.is_empty() {
-            return Err("the search space allows no blocks".into());
+struct RegularizedEvolution {
+    space: SearchSpace,
+    rng: Rng,
+    seen: Seen,
+    population: VecDeque<Trial>,
+    population_size: usize,
+    sample_size: usize,
+}
+
+impl RegularizedEvolution {
+    fn random(&mut self) -> Option<Proposal> {
+        let (min_depth, max_depth) = depth_bounds(&self.space);
+        for _ in 0..DRAWS {
+            let depth = self.rng.range(min_depth as i64, max_depth as i64) as usize;
+            let architecture = random_architecture(&self.space, depth, &mut self.rng);
+            let hparams = sample_hparams(&self.space, &mut self.rng);
+            if self.seen.insert(&architecture, &hparams) {
+                return Some(Proposal { architecture, hparams, parent: None, teacher: None });
+            }
         }
-        let population_size: usize = config(&context, "population_size").unwrap_or(20).max(2);
-        let sample_size: usize = config(&context, "sample_size").unwrap_or(5).clamp(1, population_size);
-        let (min_depth, max_depth) = depth_bounds(&space);
-        let mut rng = Rng::for_call(&context, history.len());
+        None
+    }
 
-        // Aging: the population is the newest completed trials, by id.
-        let mut done = scored(&history);
-        done.sort_by_key(|t| t.id);
-        let population = &done[done.len().saturating_sub(population_size)..];
-
-        let proposals = (0..count)
-            .map(|_| {
-                if population.len() < population_size {
-                    let depth = rng.range(min_depth as i64, max_depth as i64) as usize;
-                    let architecture = random_architecture(&space, depth, &mut rng);
-                    return Proposal {
-                        architecture,
-                        hparams: sample_hparams(&space, &mut rng),
-                        parent: None,
-                        teacher: None,
-                    };
-                }
-                let parent = (0..sample_size)
-                    .map(|_| population[rng.below(population.len())])
-                    .min_by(|a, b| {
-                        a.objective.unwrap_or(f64::INFINITY).total_cmp(&b.objective.unwrap_or(f64::INFINITY))
-                    })
-                    .expect("sample_size >= 1");
-                let mut architecture = parent.architecture.clone();
-                let mut hparams = parent.hparams.clone();
-                match rng.below(4) {
-                    0 if architecture.len() < max_depth => {
-                        architecture.insert(rng.below(architecture.len() + 1), random_block(&space, &mut rng))
-                    }
-                    1 if architecture.len() > min_depth => {
-                        architecture.remove(rng.below(architecture.len()));
-                    }
-                    2 if !space.hparams.is_empty() => {
-                        let range = &space.hparams[rng.below(space.hparams.len())];
-                        set_hparam(&mut hparams, &range.name, sample_hparam(range, &mut rng));
-                    }
-                    _ => {
-                        let at = rng.below(architecture.len().max(1));
-                        if at < architecture.len() {
-                            architecture[at] = random_block(&space, &mut rng);
-                        }
-                    }
-                }
-                Proposal { architecture, hparams, parent: Some(parent.id), teacher: None }
-            })
+    fn one(&mut self) -> Option<Proposal> {
+        if self.population.len() < self.population_size {
+            return self.random();
+        }
+        let parent = (0..self.sample_size)
+            .map(|_| &self.population[self.rng.below(self.population.len())])
+            .min_by(|a, b| score(a).total_cmp(&score(b)))
+            .cloned()
+            .expect("sample_size >= 1");
+        let mut children: Vec<(Vec<BlockRef>, Vec<(String, f64)>)> = neighbours(&self.space, &parent.architecture)
+            .into_iter()
+            .map(|a| (a, parent.hparams.clone()))
+            .chain(hparam_neighbours(&self.space, &parent.hparams).into_iter().map(|h| (parent.architecture.clone(), h)))
             .collect();
-        Ok(proposals)
+        self.rng.shuffle(&mut children);
+        match children.into_iter().find(|(a, h)| !self.seen.contains(a, h)) {
+            Some((architecture, hparams)) => {
+                self.seen.insert(&architecture, &hparams);
+                Some(Proposal { architecture, hparams, parent: Some(parent.id), teacher: None })
+            }
+            None => self.random(),
+        }
     }
 }
 
-export_searcher!(RegularizedEvolution);
+impl Search for RegularizedEvolution {
+    fn settings() -> Vec<Setting> {
+        vec![
+            setting("population_size", "how many of the most recently completed trials compete", 20),
+            setting("sample_size", "trials drawn for each tournament", 5),
+        ]
+    }
+
+    fn new(context: Context, space: SearchSpace) -> Result<Self, String> {
+        if space.blocks.is_empty() {
+            return Err("the search space allows no blocks".into());
+        }
+        let population_size = config(&context, "population_size", 20usize)?.max(2);
+        Ok(Self {
+            sample_size: config(&context, "sample_size", 5usize)?.clamp(1, population_size),
+            population_size,
+            population: VecDeque::new(),
+            rng: Rng::new(context.seed),
+            seen: Seen::default(),
+            space,
+        })
+    }
+
+    fn observe(&mut self, trial: Trial) {
+        self.seen.insert(&trial.architecture, &trial.hparams);
+        if is_scored(&trial) {
+            // Aging: the population is the most recent completions, oldest first.
+            self.population.push_back(trial);
+            if self.population.len() > self.population_size {
+                self.population.pop_front();
+            }
+        }
+    }
+
+    fn propose(&mut self, running: &[Trial], count: u32) -> Result<Vec<Proposal>, String> {
+        for trial in running {
+            self.seen.insert(&trial.architecture, &trial.hparams);
+        }
+        Ok((0..count).map_while(|_| self.one()).collect())
+    }
+}
+
+export_search!(RegularizedEvolution);

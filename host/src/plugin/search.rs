@@ -1,0 +1,446 @@
+//! A search session: one searcher plugin driving one search stage. A 0.2.0 searcher is a
+//! live resource told each trial once (`observe`), so a proposal costs the same at any
+//! history length; after a trap, or in a resumed run, a new one is made and every observed
+//! trial replayed. A 0.1.0 searcher is stateless and gets its (optionally bounded) history
+//! in every call. Both answer through the same checks.
+
+use std::collections::{BTreeSet, HashSet, VecDeque};
+
+use wasmtime::Store;
+use wasmtime::component::ResourceAny;
+
+use super::bindings::{searcher::Searcher, searcher_v1};
+use super::sandbox::{self, Sandbox};
+use super::{Plugin, PluginError, convert, types};
+
+/// Trials per `observe` call when replaying (each call gets its own fuel).
+const REPLAY_CHUNK: usize = 512;
+
+/// A searcher and what it has been told.
+pub struct SearchSession {
+    plugin: Plugin,
+    context: types::Context,
+    space: types::SearchSpace,
+    /// Ids of every trial observed, so that a proposal's parent can be checked.
+    known: HashSet<u64>,
+    kind: Kind,
+}
+
+impl std::fmt::Debug for SearchSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SearchSession").field("plugin", &self.plugin.name).finish()
+    }
+}
+
+enum Kind {
+    /// 0.2.0: the live resource (made on first use) and every trial observed, in order.
+    Live { live: Option<Live>, observed: Vec<types::Trial>, told: usize },
+    /// 0.1.0: the history handed over in every call.
+    Stateless(Window),
+}
+
+struct Live {
+    store: Store<Sandbox>,
+    bindings: Searcher,
+    handle: ResourceAny,
+}
+
+impl Plugin {
+    /// Starts a search with this searcher; `history` bounds what a 0.1.0 searcher is handed
+    /// (the best half and the most recent half).
+    pub fn search(
+        &self,
+        context: types::Context,
+        space: types::SearchSpace,
+        history: Option<usize>,
+    ) -> Result<SearchSession, PluginError> {
+        self.expect_world("search", super::World::Searcher)?;
+        let kind = if self.is_stateless_searcher() {
+            Kind::Stateless(Window::new(history))
+        } else {
+            Kind::Live { live: None, observed: Vec::new(), told: 0 }
+        };
+        Ok(SearchSession { plugin: self.clone(), context, space, known: HashSet::new(), kind })
+    }
+
+    /// The `searcher.config` keys a searcher declares (empty: it accepts any).
+    pub fn settings(&self) -> Result<Vec<types::Setting>, PluginError> {
+        self.expect_world("settings()", super::World::Searcher)?;
+        if self.is_stateless_searcher() {
+            return Ok(Vec::new());
+        }
+        let mut store = sandbox::store(&self.engine, &self.limits);
+        let bindings = Searcher::instantiate(&mut store, &self.component, &self.linker)
+            .map_err(|e| self.call_error("instantiate", e))?;
+        let settings =
+            bindings.msh_plugin_search().call_settings(&mut store).map_err(|e| self.call_error("settings()", e))?;
+        if settings.len() > self.limits.max_items {
+            return Err(self.error("settings()", format!("returned {} settings", settings.len())));
+        }
+        Ok(settings)
+    }
+
+    /// One proposal round from a fresh search told `history`: for checks and benchmarks.
+    pub fn propose_once(
+        &self,
+        context: &types::Context,
+        space: &types::SearchSpace,
+        history: &[types::Trial],
+        count: u32,
+    ) -> Result<Vec<types::Proposal>, PluginError> {
+        let mut session = self.search(context.clone(), space.clone(), None)?;
+        session.observe(history.to_vec());
+        session.propose(&[], count)
+    }
+}
+
+impl SearchSession {
+    pub fn plugin(&self) -> &Plugin {
+        &self.plugin
+    }
+
+    /// Tells the searcher trials that finished or were rejected (delivered with the next
+    /// `propose`).
+    pub fn observe(&mut self, trials: Vec<types::Trial>) {
+        self.known.extend(trials.iter().map(|t| t.id));
+        match &mut self.kind {
+            Kind::Live { observed, .. } => observed.extend(trials),
+            Kind::Stateless(window) => trials.into_iter().for_each(|t| window.push(t)),
+        }
+    }
+
+    /// Up to `count` proposals, checked against the space: depth bounds, allowed blocks,
+    /// and a parent the searcher has been told of.
+    pub fn propose(&mut self, running: &[types::Trial], count: u32) -> Result<Vec<types::Proposal>, PluginError> {
+        let call = format!("propose({} running, count {count})", running.len());
+        let proposals = match &mut self.kind {
+            Kind::Stateless(window) => {
+                let history = window.view();
+                let mut context = self.context.clone();
+                context.config.extend(window.facts());
+                // Each call gets its own seed: the same history must not give the same answer.
+                context.seed ^= (window.seen as u64 + running.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                window.seen += 1;
+                self.plugin.propose_v1(&call, &context, &self.space, &history, count)?
+            }
+            Kind::Live { .. } => match self.propose_live(&call, running, count) {
+                Ok(answer) => answer?,
+                // A trap leaves the instance unusable: rebuild it from the trials and retry once.
+                Err(_) => {
+                    if let Kind::Live { live, .. } = &mut self.kind {
+                        *live = None;
+                    }
+                    self.propose_live(&call, running, count).unwrap_or_else(Err)?
+                }
+            },
+        };
+        self.check(&call, running, count, proposals)
+    }
+
+    /// The live searcher's answer (a refusal is `Ok(Err(..))`); `Err` when a call trapped.
+    fn propose_live(
+        &mut self,
+        call: &str,
+        running: &[types::Trial],
+        count: u32,
+    ) -> Result<Result<Vec<types::Proposal>, PluginError>, PluginError> {
+        let plugin = &self.plugin;
+        let Kind::Live { live, observed, told } = &mut self.kind else { unreachable!("a live session") };
+        if live.is_none() {
+            let mut store = sandbox::store(&plugin.engine, &plugin.limits);
+            let bindings = Searcher::instantiate(&mut store, &plugin.component, &plugin.linker)
+                .map_err(|e| plugin.call_error("instantiate", e))?;
+            let handle = bindings
+                .msh_plugin_search()
+                .searcher()
+                .call_constructor(&mut store, &self.context, &self.space)
+                .map_err(|e| plugin.call_error("searcher constructor", e))?;
+            *live = Some(Live { store, bindings, handle });
+            *told = 0;
+        }
+        let Live { store, bindings, handle } = live.as_mut().expect("made above");
+        let searcher = bindings.msh_plugin_search().searcher();
+        for chunk in observed[*told..].chunks(REPLAY_CHUNK) {
+            store.set_fuel(plugin.limits.fuel).expect("fuel is enabled");
+            let what = format!("observe({} trials)", chunk.len());
+            searcher.call_observe(&mut *store, *handle, chunk).map_err(|e| plugin.call_error(&what, e))?;
+            *told += chunk.len();
+        }
+        store.set_fuel(plugin.limits.fuel).expect("fuel is enabled");
+        Ok(searcher
+            .call_propose(&mut *store, *handle, running, count)
+            .map_err(|e| plugin.call_error(call, e))?
+            .map_err(|reason| plugin.error(call, format!("refused: {reason}"))))
+    }
+
+    /// Why a proposal cannot be trained as asked, if it cannot: a block parameter the block
+    /// does not declare, of the wrong type or out of its range, or a hyper-parameter outside
+    /// the workflow's space.
+    pub fn invalid(&self, proposal: &types::Proposal) -> Option<String> {
+        for (i, block) in proposal.architecture.iter().enumerate() {
+            let specs = self.space.blocks.iter().find(|b| b.name == block.name).map_or(&[][..], |b| &b.params[..]);
+            for (j, param) in block.params.iter().enumerate() {
+                let at = format!("block `{}` (#{i}), parameter `{}`", block.name, param.name);
+                if block.params[..j].iter().any(|p| p.name == param.name) {
+                    return Some(format!("{at} is given twice"));
+                }
+                let Some(spec) = specs.iter().find(|s| s.name == param.name) else {
+                    let known: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+                    return Some(format!("{at} is not a parameter of the block (it has: {})", known.join(", ")));
+                };
+                if let Err(reason) = value_fits(&spec.kind, &param.value) {
+                    return Some(format!("{at}: {reason}"));
+                }
+            }
+        }
+        for (name, value) in &proposal.hparams {
+            let Some(range) = self.space.hparams.iter().find(|h| h.name == *name) else {
+                return Some(format!("hyper-parameter `{name}` is not in the workflow's space.hparams"));
+            };
+            let fits = if range.choices.is_empty() {
+                value.is_finite() && *value >= range.low && *value <= range.high
+            } else {
+                range.choices.contains(value)
+            };
+            if !fits {
+                return Some(format!("hyper-parameter `{name}` = {value} is outside the workflow's space"));
+            }
+        }
+        None
+    }
+
+    /// The canonical text of a proposal: blocks with their parameters (defaults left out,
+    /// by name), then hyper-parameters (by name). Equal keys are the same experiment.
+    pub fn key(&self, architecture: &[types::BlockRef], hparams: &[(String, f64)]) -> String {
+        use std::fmt::Write as _;
+        let mut key = String::new();
+        for (i, block) in architecture.iter().enumerate() {
+            key.push_str(if i == 0 { "" } else { "," });
+            key.push_str(&block.name);
+            let specs = self.space.blocks.iter().find(|b| b.name == block.name).map_or(&[][..], |b| &b.params[..]);
+            let mut params: Vec<(&str, String)> = block
+                .params
+                .iter()
+                .map(|p| (p.name.as_str(), value_text(&p.value)))
+                .filter(|(name, text)| !specs.iter().any(|s| s.name == *name && value_text(&s.default) == *text))
+                .collect();
+            params.sort();
+            if !params.is_empty() {
+                let listed: Vec<String> = params.iter().map(|(n, v)| format!("{n}={v}")).collect();
+                let _ = write!(key, "({})", listed.join(";"));
+            }
+        }
+        let mut hparams: Vec<&(String, f64)> = hparams.iter().collect();
+        hparams.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, value) in hparams {
+            let _ = write!(key, "|{name}={value:?}");
+        }
+        key
+    }
+
+    fn check(
+        &self,
+        call: &str,
+        running: &[types::Trial],
+        count: u32,
+        proposals: Vec<types::Proposal>,
+    ) -> Result<Vec<types::Proposal>, PluginError> {
+        let space = &self.space;
+        if proposals.len() > count as usize {
+            return Err(self.plugin.error(call, format!("returned {} proposals for {count} asked", proposals.len())));
+        }
+        for (i, p) in proposals.iter().enumerate() {
+            let depth = p.architecture.len() as u32;
+            if depth < space.min_depth.max(1) || depth > space.max_depth.max(space.min_depth) {
+                return Err(self.plugin.error(
+                    call,
+                    format!("proposal {i} has depth {depth}, outside {}..={}", space.min_depth, space.max_depth),
+                ));
+            }
+            if let Some(bad) = p.architecture.iter().find(|b| !space.blocks.iter().any(|s| s.name == b.name)) {
+                return Err(self.plugin.error(
+                    call,
+                    format!("proposal {i} uses block `{}`, which the space does not allow", bad.name),
+                ));
+            }
+            let known = |id: u64| self.known.contains(&id) || running.iter().any(|t| t.id == id);
+            if let Some(parent) = p.parent.filter(|id| !known(*id)) {
+                return Err(self.plugin.error(
+                    call,
+                    format!("proposal {i} names parent trial {parent}, which it was never told of"),
+                ));
+            }
+        }
+        Ok(proposals)
+    }
+}
+
+impl Plugin {
+    fn is_stateless_searcher(&self) -> bool {
+        super::compatible("0.1.0", &self.version)
+    }
+
+    fn propose_v1(
+        &self,
+        call: &str,
+        context: &types::Context,
+        space: &types::SearchSpace,
+        history: &[types::Trial],
+        count: u32,
+    ) -> Result<Vec<types::Proposal>, PluginError> {
+        let mut store = sandbox::store(&self.engine, &self.limits);
+        let searcher = searcher_v1::Searcher::instantiate(&mut store, &self.component, &self.linker)
+            .map_err(|e| self.call_error("instantiate", e))?;
+        let history: Vec<_> = history.iter().map(convert::trial_v1).collect();
+        let proposals = searcher
+            .call_propose(&mut store, &convert::context_v1(context), &convert::space_v1(space), &history, count)
+            .map_err(|e| self.call_error(call, e))?
+            .map_err(|reason| self.error(call, format!("refused: {reason}")))?;
+        Ok(proposals.into_iter().map(convert::proposal_from_v1).collect())
+    }
+}
+
+/// A parameter value as text (integral floats as integers, as the SDK spells them).
+fn value_text(value: &types::Value) -> String {
+    match value {
+        types::Value::Int(v) => v.to_string(),
+        types::Value::Float(v) if v.fract() == 0.0 && v.abs() < 1e15 => (*v as i64).to_string(),
+        types::Value::Float(v) => format!("{v:?}"),
+        types::Value::Flag(v) => v.to_string(),
+        types::Value::Text(v) => v.clone(),
+        types::Value::Ints(v) => format!("{v:?}"),
+    }
+}
+
+/// Whether a value is of a spec's kind and within its range.
+fn value_fits(kind: &types::ParamKind, value: &types::Value) -> Result<(), String> {
+    use types::{ParamKind as K, Value as V};
+    match (kind, value) {
+        (K::IntRange((lo, hi)), V::Int(v)) if (lo..=hi).contains(&v) => Ok(()),
+        (K::IntRange((lo, hi)), V::Float(v)) if v.fract() == 0.0 && *v >= *lo as f64 && *v <= *hi as f64 => Ok(()),
+        (K::IntRange((lo, hi)), v) => Err(format!("{} is not an integer in {lo}..={hi}", value_text(v))),
+        (K::FloatRange((lo, hi)), V::Float(v)) if v.is_finite() && v >= lo && v <= hi => Ok(()),
+        (K::FloatRange((lo, hi)), V::Int(v)) if (*v as f64) >= *lo && (*v as f64) <= *hi => Ok(()),
+        (K::FloatRange((lo, hi)), v) => Err(format!("{} is not a number in {lo}..={hi}", value_text(v))),
+        (K::Choice(words), V::Text(w)) if words.contains(w) => Ok(()),
+        (K::Choice(words), v) => Err(format!("{} is not one of {}", value_text(v), words.join(", "))),
+        (K::Flag, V::Flag(_)) => Ok(()),
+        (K::Flag, v) => Err(format!("{} is not true or false", value_text(v))),
+    }
+}
+
+/// What a 0.1.0 searcher is handed: every trial, or with a limit the best half and the most
+/// recent half, so memory and call cost stay bounded. Also the facts its record lacks.
+struct Window {
+    limit: Option<usize>,
+    /// Every trial (no limit), or the best ones, best first (with a limit).
+    best: Vec<types::Trial>,
+    recent: VecDeque<types::Trial>,
+    completed: u64,
+    ensemble_members: BTreeSet<u64>,
+    /// Calls so far (mixed into the seed).
+    seen: usize,
+}
+
+impl Window {
+    fn new(limit: Option<usize>) -> Self {
+        Self {
+            limit,
+            best: Vec::new(),
+            recent: VecDeque::new(),
+            completed: 0,
+            ensemble_members: BTreeSet::new(),
+            seen: 0,
+        }
+    }
+
+    fn push(&mut self, trial: types::Trial) {
+        if matches!(trial.status, types::TrialStatus::Rejected) {
+            return;
+        }
+        self.completed += u64::from(matches!(trial.status, types::TrialStatus::Completed | types::TrialStatus::Stopped));
+        if let types::TrialKind::Ensemble(members) = &trial.kind {
+            self.ensemble_members.extend(members.iter().copied());
+        }
+        let Some(limit) = self.limit else {
+            self.best.push(trial);
+            return;
+        };
+        let keep_best = limit.div_ceil(2);
+        let keep_recent = limit - keep_best;
+        let score = |t: &types::Trial| match (t.status, t.objective) {
+            (types::TrialStatus::Completed, Some(o)) if o.is_finite() => o,
+            _ => f64::INFINITY,
+        };
+        if score(&trial).is_finite() {
+            let at = self.best.partition_point(|t| score(t) <= score(&trial));
+            if at < keep_best {
+                self.best.insert(at, trial.clone());
+                self.best.truncate(keep_best);
+            }
+        }
+        if keep_recent > 0 {
+            self.recent.push_back(trial);
+            if self.recent.len() > keep_recent {
+                self.recent.pop_front();
+            }
+        }
+    }
+
+    /// What 0.1.0's trial record cannot say, as `msh.*` config entries: completed trials of
+    /// the whole search (a bounded history holds fewer), and the ensembles' members.
+    fn facts(&self) -> Vec<(String, String)> {
+        let members: Vec<String> = self.ensemble_members.iter().map(u64::to_string).collect();
+        vec![
+            ("msh.completed_trials".into(), self.completed.to_string()),
+            ("msh.ensemble_members".into(), members.join(",")),
+        ]
+    }
+
+    /// The trials to hand over, oldest first, each once.
+    fn view(&self) -> Vec<types::Trial> {
+        if self.limit.is_none() {
+            return self.best.clone();
+        }
+        let mut all: Vec<types::Trial> = self.best.clone();
+        all.extend(self.recent.iter().filter(|t| !self.best.iter().any(|b| b.id == t.id)).cloned());
+        all.sort_by_key(|t| t.id);
+        all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trial(id: u64, objective: f64, members: Vec<u64>) -> types::Trial {
+        types::Trial {
+            id,
+            architecture: vec![],
+            hparams: vec![],
+            status: types::TrialStatus::Completed,
+            kind: if members.is_empty() { types::TrialKind::Single } else { types::TrialKind::Ensemble(members) },
+            objective: Some(objective),
+            accuracy: None,
+            parameters: 0,
+            parent: None,
+            inherited: 0,
+            epochs: 1,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn a_bounded_window_keeps_the_best_and_the_recent_and_reports_the_rest() {
+        let mut window = Window::new(Some(4));
+        for (id, o) in [5.0, 1.0, 4.0, 3.0, 2.0, 6.0].into_iter().enumerate() {
+            window.push(trial(id as u64, o, if id == 5 { vec![1, 4] } else { vec![] }));
+        }
+        let ids: Vec<u64> = window.view().iter().map(|t| t.id).collect();
+        // The two best (1, 4) and the two most recent (4, 5), once each, oldest first.
+        assert_eq!(ids, [1, 4, 5]);
+        let facts = window.facts();
+        assert_eq!(facts[0], ("msh.completed_trials".to_string(), "6".to_string()));
+        assert_eq!(facts[1], ("msh.ensemble_members".to_string(), "1,4".to_string()));
+    }
+}
