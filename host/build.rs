@@ -8,8 +8,11 @@ use std::process::Command;
 const EMBEDDED: [&str; 6] =
     ["core-blocks", "random-search", "beam-search", "regularized-evolution", "local-search", "grid-search"];
 /// Test fixtures: built beside the embedded ones, their paths given to the tests.
-const FIXTURES: [(&str, &str); 2] =
-    [("hostile", "MSH_HOSTILE_PLUGIN"), ("legacy-searcher", "MSH_LEGACY_SEARCHER_PLUGIN")];
+const FIXTURES: [(&str, &str); 3] = [
+    ("hostile", "MSH_HOSTILE_PLUGIN"),
+    ("legacy-searcher", "MSH_LEGACY_SEARCHER_PLUGIN"),
+    ("simple-local-search", "MSH_SIMPLE_LOCAL_SEARCH_PLUGIN"),
+];
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));

@@ -261,7 +261,9 @@ fn hostile_blocks_fail_their_trials_and_the_search_goes_on() {
         ("alloc", "exceeded its memory limit of 64 MiB"),
     ] {
         assert!(
-            text.lines().any(|l| l.contains(&format!("proposal {block} rejected")) && l.contains("plugin `hostile`") && l.contains(part)),
+            text.lines().any(|l| l.contains(&format!("proposal {block} rejected"))
+                && l.contains("plugin `hostile`")
+                && l.contains(part)),
             "no rejection of {block} ({part}) in:\n{text}"
         );
     }
@@ -311,6 +313,101 @@ fn the_table_trainer_looks_metrics_up_and_fails_missing_architectures() {
     let top = all.iter().filter_map(|t| t["valid"]["accuracy"].as_f64()).fold(0.0, f64::max);
     let best = json(&["best", run_dir.to_str().unwrap(), "--json"]);
     assert_eq!(best["valid"]["accuracy"].as_f64(), Some(top), "{best:#}");
+}
+
+/// A table over blocks a, b, c of depth 1-2 (all nine of depth 2), accuracy rising with
+/// the letters.
+fn abc_table(dir: &Path) {
+    let mut table = String::from("arch,accuracy\n");
+    for (i, x) in ["a", "b", "c"].iter().enumerate() {
+        table.push_str(&format!("{x},0.{}\n", 5 + i));
+        for (j, y) in ["a", "b", "c"].iter().enumerate() {
+            table.push_str(&format!("\"{x},{y}\",0.{}{}\n", 6 + i, j));
+        }
+    }
+    std::fs::write(dir.join("table.csv"), table).unwrap();
+    std::fs::write(dir.join("data.csv"), "label,x\n0,1\n1,2\n").unwrap();
+}
+
+fn table_workflow(searcher: &str, blocks: &str, trials: u32) -> String {
+    format!(
+        "name: table\ndata: {{source: 'csv:data.csv'}}\nspace: {{packs: [], blocks: [{blocks}], min_depth: 1, max_depth: 2}}\n\
+         searcher: {{plugin: '{searcher}'}}\ntrainers: {{kind: table, table: table.csv}}\nbudget: {{trials: {trials}}}\n\
+         stages: {{search: {{kind: search}}}}\n"
+    )
+}
+
+#[test]
+fn a_searcher_of_the_frozen_0_1_0_contract_still_runs() {
+    let legacy = env!("MSH_LEGACY_SEARCHER_PLUGIN");
+    // It replaces the last block of its best trial, so it can reach the three of depth 1.
+    let (dir, workflow, run_dir) = start(&table_workflow(legacy, "a, b, c", 3));
+    abc_table(dir.path());
+    run_ok(&workflow, &run_dir);
+    let all = trials(run_dir.to_str().unwrap());
+    assert_eq!(all.len(), 3);
+    assert!(all.iter().all(|t| t["status"] == "completed"), "{all:#?}");
+    assert!(all.iter().skip(1).all(|t| t["parent"].is_u64()), "it mutates its best trial: {all:#?}");
+}
+
+#[test]
+fn a_searcher_that_only_repeats_itself_is_stopped_with_a_clear_error() {
+    // On a one-block space the 0.1.0 searcher can only propose `a` again.
+    let legacy = env!("MSH_LEGACY_SEARCHER_PLUGIN");
+    let text = table_workflow(legacy, "a", 5).replace("max_depth: 2", "max_depth: 1");
+    let (dir, workflow, run_dir) = start(&text);
+    abc_table(dir.path());
+    let out = run(&["run", workflow.to_str().unwrap(), "--run-dir", run_dir.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("searcher `legacy_searcher` proposed 200 trials in a row that could not be trained; the last: it repeats trial"),
+        "{stderr}"
+    );
+    // What was recorded stays: the one trial it ran.
+    assert_eq!(trials(run_dir.to_str().unwrap()).len(), 1);
+}
+
+#[test]
+fn grid_search_measures_a_space_into_a_table_that_the_table_trainer_reads_back() {
+    let (dir, workflow, run_dir) = start(&table_workflow("grid-search", "a, b, c", 100));
+    abc_table(dir.path());
+    let stderr = run_ok(&workflow, &run_dir);
+    assert!(stderr.contains("nothing more to propose"), "{stderr}");
+    let all = trials(run_dir.to_str().unwrap());
+    assert_eq!(all.len(), 12, "every architecture of depth 1-2 once");
+    let out = run(&["trials", run_dir.to_str().unwrap(), "--table"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(table.lines().next(), Some("arch,loss,accuracy,test_accuracy,params,train_seconds"));
+    assert_eq!(table.lines().count(), 13, "{table}");
+    assert!(table.lines().any(|l| l.starts_with("\"c,c\",0.18") && l.contains(",0.82,")), "{table}");
+    // The exported table drives a search of its own.
+    std::fs::write(dir.path().join("table.csv"), table.as_bytes()).unwrap();
+    let (_again, workflow, run_dir) = start(&table_workflow("local-search", "a, b, c", 6));
+    std::fs::copy(dir.path().join("table.csv"), workflow.parent().unwrap().join("table.csv")).unwrap();
+    std::fs::copy(dir.path().join("data.csv"), workflow.parent().unwrap().join("data.csv")).unwrap();
+    run_ok(&workflow, &run_dir);
+    assert!(trials(run_dir.to_str().unwrap()).iter().all(|t| t["status"] == "completed"));
+}
+
+#[test]
+fn bench_searchers_compares_searchers_on_a_table() {
+    let dir = TempDir::new();
+    abc_table(dir.path());
+    let table = dir.path().join("table.csv");
+    let simple = env!("MSH_SIMPLE_LOCAL_SEARCH_PLUGIN");
+    let out = run(&[
+        "bench", "searchers", "--table", table.to_str().unwrap(), "--seeds", "3", "--budget", "12", "--top", "0.1",
+        "--searcher", "local-search", "--searcher", "random-search", "--searcher", simple,
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("12 architectures over 3 blocks, depth 1-2"), "{text}");
+    for name in ["local-search", "random-search", simple] {
+        let line = text.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no line for {name}:\n{text}"));
+        // 12 trials cover the whole space, so every run reaches the target; none repeats.
+        assert!(line.contains(" 0/3 ") && line.contains(" 0.0%"), "{line}");
+    }
 }
 
 #[test]
@@ -557,7 +654,9 @@ fn a_wall_time_budget_ends_the_search() {
 fn asha_stops_trials_early_and_stopped_trials_are_results() {
     let epochs = 4;
     let early = "early_stopping: {mode: asha, grace_epochs: 1, reduction_factor: 2, min_trials: 2}\n";
-    let (_dir, workflow, run_dir) = start(&(mnist1d_workflow(8, epochs, 1, "") + early));
+    // A higher learning rate than the helper's spreads the first epochs' losses.
+    let text = mnist1d_workflow(8, epochs, 1, "").replace("learning_rate: 0.003", "learning_rate: 0.01");
+    let (_dir, workflow, run_dir) = start(&(text + early));
     let run_dir_text = run_dir.to_str().unwrap();
     let stderr = run_ok(&workflow, &run_dir);
 

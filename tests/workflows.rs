@@ -141,3 +141,11 @@ fn early_stopping_values_are_checked_and_located() {
     let err = invalid(&replace("  trials: 4\n", "  trials: 4\nearly_stopping: {mode: asha, grace_epoch: 2}\n"));
     assert!(err.contains("unknown field `grace_epoch`") && err.contains("did you mean `grace_epochs`?"), "{err}");
 }
+
+#[test]
+fn a_misspelt_searcher_setting_is_located_with_a_suggestion() {
+    let text = replace("  plugin: random-search\n", "  plugin: beam-search\n  config: {beam_siz: 4}\n");
+    let err = invalid(&text);
+    assert!(err.contains("w.yaml:10:12: `beam_siz` is not a setting of searcher `beam-search`"), "{err}");
+    assert!(err.contains("did you mean `beam_size`?"), "{err}");
+}

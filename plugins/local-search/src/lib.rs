@@ -1,11 +1,51 @@
 //! Local search, msh's default searcher: propose unseen one-move neighbours (a block
 //! replaced, inserted or removed, a block parameter stepped, a hyper-parameter moved) of
-//! the best trial so far, in random order. When every neighbour of the best has been tried,
-//! go on with the next best of a beam of `beam_size`; when the whole beam is spent, restart
-//! from a random architecture. Each trial costs the same whatever the history's length:
-//! trials are observed once, neighbourhoods are listed once per beam member.
+//! the best trial so far. Neighbours are tried best-predicted first: a running mean of the
+//! objective per (position, block) and per block, over every trial seen, predicts each one
+//! (with probability `explore`, a random one instead). When every neighbour of the best has
+//! been tried, go on with the next best of a beam of `beam_size`; when the whole beam is
+//! spent, restart from a random architecture. Each trial costs the same whatever the
+//! history's length: trials are observed once, neighbourhoods are listed once per beam
+//! member.
 
 use std::collections::HashMap;
+
+/// Running means of the objective by feature of an architecture.
+#[derive(Default)]
+struct Model {
+    /// (position, block) and (block) features: (sum of objectives, count).
+    at: HashMap<(usize, String), (f64, f64)>,
+    anywhere: HashMap<String, (f64, f64)>,
+    total: (f64, f64),
+}
+
+impl Model {
+    fn learn(&mut self, trial: &Trial) {
+        let Some(objective) = trial.objective.filter(|o| o.is_finite() && is_scored(trial)) else { return };
+        let add = |slot: &mut (f64, f64)| {
+            slot.0 += objective;
+            slot.1 += 1.0;
+        };
+        add(&mut self.total);
+        for (i, block) in trial.architecture.iter().enumerate() {
+            add(self.at.entry((i, block.name.clone())).or_default());
+            add(self.anywhere.entry(block.name.clone()).or_default());
+        }
+    }
+
+    /// The predicted objective (lower is better): the mean over the blocks of their
+    /// features' means, a feature never seen counting as the overall mean.
+    fn predict(&self, architecture: &[BlockRef]) -> f64 {
+        let prior = if self.total.1 > 0.0 { self.total.0 / self.total.1 } else { 0.0 };
+        let mean = |slot: Option<&(f64, f64)>| slot.filter(|s| s.1 > 0.0).map_or(prior, |s| s.0 / s.1);
+        let sum: f64 = architecture
+            .iter()
+            .enumerate()
+            .map(|(i, b)| mean(self.at.get(&(i, b.name.clone()))) + mean(self.anywhere.get(&b.name)))
+            .sum();
+        sum / (2 * architecture.len().max(1)) as f64
+    }
+}
 
 use msh_plugin_sdk::*;
 
@@ -22,6 +62,8 @@ struct LocalSearch {
     /// Untried neighbours of each beam member, by trial id (listed on first use).
     untried: HashMap<u64, Vec<Candidate>>,
     hparam_moves: bool,
+    model: Model,
+    explore: f64,
 }
 
 impl LocalSearch {
@@ -47,11 +89,19 @@ impl LocalSearch {
                 self.untried.insert(parent.id, listed);
             }
             let untried = self.untried.get_mut(&parent.id).expect("listed above");
-            while let Some((architecture, hparams)) = untried.pop() {
-                if self.seen.insert(&architecture, &hparams) {
-                    return Some(Proposal { architecture, hparams, parent: Some(parent.id), teacher: None });
-                }
+            untried.retain(|(a, h)| !self.seen.contains(a, h));
+            if untried.is_empty() {
+                continue;
             }
+            let pick = if self.rng.chance(self.explore) {
+                self.rng.below(untried.len())
+            } else {
+                let predicted: Vec<f64> = untried.iter().map(|(a, _)| self.model.predict(a)).collect();
+                (0..untried.len()).min_by(|&i, &j| predicted[i].total_cmp(&predicted[j])).expect("not empty")
+            };
+            let (architecture, hparams) = untried.swap_remove(pick);
+            self.seen.insert(&architecture, &hparams);
+            return Some(Proposal { architecture, hparams, parent: Some(parent.id), teacher: None });
         }
         let (min_depth, max_depth) = depth_bounds(&self.space);
         for _ in 0..DRAWS {
@@ -71,6 +121,7 @@ impl Search for LocalSearch {
         vec![
             setting("beam_size", "best trials whose neighbourhoods are explored before a random restart", 8),
             setting("hparam_moves", "whether moving one hyper-parameter counts as a neighbour", true),
+            setting("explore", "chance of trying a random neighbour instead of the best predicted", 0.25),
         ]
     }
 
@@ -81,6 +132,8 @@ impl Search for LocalSearch {
         Ok(Self {
             beam: Beam::new(config(&context, "beam_size", 8usize)?),
             hparam_moves: config(&context, "hparam_moves", true)?,
+            explore: config(&context, "explore", 0.25)?,
+            model: Model::default(),
             rng: Rng::new(context.seed),
             seen: Seen::default(),
             untried: HashMap::new(),
@@ -90,6 +143,7 @@ impl Search for LocalSearch {
 
     fn observe(&mut self, trial: Trial) {
         self.seen.insert(&trial.architecture, &trial.hparams);
+        self.model.learn(&trial);
         if self.beam.offer(&trial) {
             let kept: Vec<u64> = self.beam.trials().iter().map(|t| t.id).collect();
             self.untried.retain(|id, _| kept.contains(id));
