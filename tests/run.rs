@@ -397,8 +397,22 @@ fn bench_searchers_compares_searchers_on_a_table() {
     let table = dir.path().join("table.csv");
     let simple = env!("MSH_SIMPLE_LOCAL_SEARCH_PLUGIN");
     let out = run(&[
-        "bench", "searchers", "--table", table.to_str().unwrap(), "--seeds", "3", "--budget", "12", "--top", "0.1",
-        "--searcher", "local-search", "--searcher", "random-search", "--searcher", simple,
+        "bench",
+        "searchers",
+        "--table",
+        table.to_str().unwrap(),
+        "--seeds",
+        "3",
+        "--budget",
+        "12",
+        "--top",
+        "0.1",
+        "--searcher",
+        "local-search",
+        "--searcher",
+        "random-search",
+        "--searcher",
+        simple,
     ]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));

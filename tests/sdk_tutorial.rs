@@ -45,7 +45,12 @@ fn readme_tutorial_searcher_builds_and_proposes() {
     assert_eq!(greedy.world, World::Searcher);
     let space = types::SearchSpace {
         blocks: ["conv", "dense"]
-            .map(|name| types::SpaceBlock { name: name.into(), description: String::new(), params: vec![], ranks: vec![] })
+            .map(|name| types::SpaceBlock {
+                name: name.into(),
+                description: String::new(),
+                params: vec![],
+                ranks: vec![],
+            })
             .to_vec(),
         input_rank: 0,
         min_depth: 2,

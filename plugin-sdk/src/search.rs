@@ -7,8 +7,8 @@ use std::fmt::Write as _;
 
 pub use crate::bindings::exports::msh::plugin::search::Guest as SearchExports;
 use crate::bindings::exports::msh::plugin::search::GuestSearcher;
-use crate::helpers::Rng;
 pub use crate::bindings::msh::plugin::types::*;
+use crate::helpers::Rng;
 
 /// A search algorithm. msh creates one per search stage (`new`), hands it every trial as it
 /// finishes (`observe`, also for proposals it rejected), and asks it for proposals. After a
@@ -453,8 +453,12 @@ mod tests {
             }],
             ranks: vec![(2, 2), (3, 3)],
         };
-        let dense =
-            SpaceBlock { name: "dense".into(), description: String::new(), params: vec![], ranks: vec![(1, 1), (2, 1)] };
+        let dense = SpaceBlock {
+            name: "dense".into(),
+            description: String::new(),
+            params: vec![],
+            ranks: vec![(1, 1), (2, 1)],
+        };
         SearchSpace { blocks: vec![conv, dense], input_rank: 2, min_depth: 1, max_depth: 3, hparams: vec![] }
     }
 

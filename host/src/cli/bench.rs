@@ -159,8 +159,7 @@ fn plugins(repeats: usize) -> anyhow::Result<std::process::ExitCode> {
     let history = super::blocks::sample_history(&names, 1000);
     let context = types::Context { seed: 1, budget: 2000, config: vec![] };
     let mut per_trial = 0.0;
-    let empty =
-        median_ms(repeats, || Ok(host.embedded("random-search")?.propose_once(&context, &space, &[], 1)?))?;
+    let empty = median_ms(repeats, || Ok(host.embedded("random-search")?.propose_once(&context, &space, &[], 1)?))?;
     println!("propose, empty history (instantiate + call) {empty:>9.3} ms");
     for name in ["random-search", "beam-search", "regularized-evolution", "local-search"] {
         let searcher = host.embedded(name)?;

@@ -117,7 +117,9 @@ pub fn engine(args: BenchEngineArgs) -> anyhow::Result<std::process::ExitCode> {
     for _ in 0..5 {
         level = level
             .iter()
-            .flat_map(|prefix| blocks.iter().map(move |b| if prefix.is_empty() { b.clone() } else { format!("{prefix},{b}") }))
+            .flat_map(|prefix| {
+                blocks.iter().map(move |b| if prefix.is_empty() { b.clone() } else { format!("{prefix},{b}") })
+            })
             .collect();
         for arch in &level {
             let accuracy = 0.5 + 0.45 * ((row * 7919) % 1000) as f64 / 1000.0;
@@ -156,10 +158,7 @@ pub fn engine(args: BenchEngineArgs) -> anyhow::Result<std::process::ExitCode> {
     let marks = marks.lock().expect("no panics").clone();
     let per_trial = |seconds: f64| seconds * 1e3 / args.trials as f64;
     let (all_in, searcher) = (per_trial(timing.seconds), per_trial(timing.searcher_seconds));
-    println!(
-        "table trainer, {}, whole history, {} trials: {:.2} s",
-        args.searcher, args.trials, timing.seconds
-    );
+    println!("table trainer, {}, whole history, {} trials: {:.2} s", args.searcher, args.trials, timing.seconds);
     println!("per trial, all in                      {all_in:>8.3} ms");
     println!("  of which the searcher (propose + checks) {searcher:>6.3} ms");
     println!("  engine + store                       {:>8.3} ms", all_in - searcher);
@@ -226,6 +225,16 @@ pub struct BenchSearchArgs {
     /// Test accuracy to reach (default: the published MNIST-1D CNN's 94%).
     #[arg(long, default_value_t = 0.94)]
     target: f64,
+    /// The baseline: random search with the same budget and stages, or the same workflow
+    /// with early stopping off.
+    #[arg(long, value_enum, default_value_t = Baseline::RandomSearch)]
+    against: Baseline,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Baseline {
+    RandomSearch,
+    NoEarlyStopping,
 }
 
 /// Makes `csv:REL` and similar paths of a workflow absolute, so a copy can live elsewhere.
@@ -269,20 +278,32 @@ pub fn search(args: BenchSearchArgs) -> anyhow::Result<std::process::ExitCode> {
     if let Some(trials) = args.trials {
         workflow["budget"]["trials"] = Value::from(trials);
     }
-    // The baseline: the same budget, data and stages, random proposals learning from nobody.
     let mut baseline = workflow.clone();
-    baseline["searcher"] = serde_yaml_ng::from_str("{plugin: random-search}")?;
-    if let Some(map) = baseline.as_mapping_mut() {
-        map.remove("weight_sharing");
-        map.remove("distillation");
-    }
+    let baseline_name = match args.against {
+        // The same budget, data and stages, random proposals learning from nobody.
+        Baseline::RandomSearch => {
+            baseline["searcher"] = serde_yaml_ng::from_str("{plugin: random-search}")?;
+            if let Some(map) = baseline.as_mapping_mut() {
+                map.remove("weight_sharing");
+                map.remove("distillation");
+            }
+            "random-search"
+        }
+        Baseline::NoEarlyStopping => {
+            if workflow.get("early_stopping").is_none() {
+                bail!("{} has no `early_stopping` to turn off", args.workflow.display());
+            }
+            baseline.as_mapping_mut().map(|m| m.remove("early_stopping"));
+            "no early stop"
+        }
+    };
     let scratch = Scratch::new("search")?;
     println!(
         "{:<16} {:>7} {:>10} {:>10} {:>10} {:>15} {:>9}",
         "search", "trials", "best test", "ensemble", "to target", "min to target", "minutes"
     );
-    for (name, value) in [("workflow", &workflow), ("random-search", &baseline)] {
-        let (seconds, store) = run_copy(&scratch.0, name, &serde_yaml_ng::to_string(value)?)?;
+    for (name, value) in [("workflow", &workflow), (baseline_name, &baseline)] {
+        let (seconds, store) = run_copy(&scratch.0, &name.replace(' ', "-"), &serde_yaml_ng::to_string(value)?)?;
         let trials = store.trials()?;
         let search: Vec<_> = trials.iter().filter(|t| t.stage == "search").collect();
         let best = msh::engine::best_trial(&store, Some("search"))?;
@@ -301,14 +322,16 @@ pub fn search(args: BenchSearchArgs) -> anyhow::Result<std::process::ExitCode> {
         let percent = |a: Option<f64>| {
             a.filter(|a| a.is_finite()).map_or_else(|| "-".to_string(), |a| format!("{:.1}%", a * 100.0))
         };
+        let stopped = search.iter().filter(|t| t.status == msh::store::TrialStatus::Stopped).count();
         println!(
-            "{name:<16} {:>7} {:>10} {:>10} {:>10} {:>15} {:>9.1}",
+            "{name:<16} {:>7} {:>10} {:>10} {:>10} {:>15} {:>9.1}{}",
             finished.len(),
             percent(best.as_ref().and_then(|b| b.test.as_ref()?.accuracy)),
             percent(Some(ensemble)),
             reached.map_or_else(|| "never".to_string(), |i| (i + 1).to_string()),
             minutes_to_target.unwrap_or_else(|| "-".into()),
-            seconds / 60.0
+            seconds / 60.0,
+            if stopped > 0 { format!("  ({stopped} stopped early)") } else { String::new() }
         );
         for stage in store.stages()?.iter().filter(|s| s.kind == "distill") {
             println!("  {}: {}", stage.name, stage.message.as_deref().unwrap_or(""));

@@ -25,7 +25,8 @@ pub struct BenchSearchersArgs {
     /// The target: any architecture among this fraction of the table's best (by loss).
     #[arg(long, default_value_t = 0.02)]
     top: f64,
-    /// Searchers to compare: built-in names or `.wasm` files.
+    /// Searchers to compare: built-in names or `.wasm` files, each optionally with settings
+    /// (`local-search:explore=0.5,beam_size=4`).
     #[arg(long = "searcher", default_values_t = ["local-search", "beam-search", "regularized-evolution", "random-search"].map(String::from))]
     searchers: Vec<String>,
 }
@@ -68,7 +69,12 @@ fn table_facts(path: &Path, top: f64) -> anyhow::Result<TableFacts> {
     }
     losses.sort_by(f64::total_cmp);
     let k = ((losses.len() as f64 * top).ceil() as usize).clamp(1, losses.len());
-    Ok(TableFacts { blocks: blocks.into_iter().collect(), depths: (min_depth, max_depth), rows: losses.len(), target_loss: losses[k - 1] })
+    Ok(TableFacts {
+        blocks: blocks.into_iter().collect(),
+        depths: (min_depth, max_depth),
+        rows: losses.len(),
+        target_loss: losses[k - 1],
+    })
 }
 
 /// One run: trials until the target (None: never), rejected proposals, trials finished.
@@ -79,27 +85,45 @@ struct Outcome {
     seconds: f64,
 }
 
-fn run_once(scratch: &Path, facts: &TableFacts, table: &Path, searcher: &str, seed: u64, budget: u32) -> anyhow::Result<Outcome> {
+fn run_once(
+    scratch: &Path,
+    facts: &TableFacts,
+    table: &Path,
+    searcher: &str,
+    seed: u64,
+    budget: u32,
+) -> anyhow::Result<Outcome> {
     let name = format!("{}-{seed}", searcher.replace(['/', '.'], "_"));
     let dir = scratch.join(&name);
     std::fs::create_dir_all(&dir)?;
     let data = dir.join("data.csv");
     std::fs::write(&data, "label,x\n0,1\n1,2\n0,3\n1,4\n")?;
     let workflow = dir.join("search.yaml");
-    let plugin = if searcher.ends_with(".wasm") {
-        std::fs::canonicalize(searcher).with_context(|| format!("cannot find searcher {searcher}"))?.display().to_string()
+    let (plugin, settings) = searcher.split_once(':').unwrap_or((searcher, ""));
+    let plugin = if plugin.ends_with(".wasm") {
+        std::fs::canonicalize(plugin).with_context(|| format!("cannot find searcher {plugin}"))?.display().to_string()
     } else {
-        searcher.to_string()
+        plugin.to_string()
     };
+    let config: Vec<String> = settings
+        .split(',')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| format!("{k}: '{v}'"))
+                .with_context(|| format!("setting `{kv}` is not KEY=VALUE"))
+        })
+        .collect::<anyhow::Result<_>>()?;
     let text = format!(
         "name: {name}\nseed: {seed}\ndata: {{source: 'csv:{}'}}\n\
          space: {{packs: [], blocks: [{}], min_depth: {}, max_depth: {}}}\n\
-         searcher: {{plugin: '{plugin}'}}\ntrainers: {{kind: table, table: '{}'}}\n\
+         searcher: {{plugin: '{plugin}', config: {{{}}}}}\ntrainers: {{kind: table, table: '{}'}}\n\
          budget: {{trials: {budget}}}\nstages: {{search: {{kind: search}}}}\n",
         data.display(),
         facts.blocks.join(", "),
         facts.depths.0,
         facts.depths.1,
+        config.join(", "),
         table.display(),
     );
     std::fs::write(&workflow, text)?;
@@ -125,7 +149,8 @@ fn median(values: &mut [f64]) -> f64 {
 }
 
 pub fn searchers(args: BenchSearchersArgs) -> anyhow::Result<std::process::ExitCode> {
-    let table = std::fs::canonicalize(&args.table).with_context(|| format!("cannot find table {}", args.table.display()))?;
+    let table =
+        std::fs::canonicalize(&args.table).with_context(|| format!("cannot find table {}", args.table.display()))?;
     let facts = table_facts(&table, args.top)?;
     println!(
         "table {}: {} architectures over {} blocks, depth {}-{}; target: loss <= {:.4} (the best {:.1}%); {} seeds, {} trials each",

@@ -97,7 +97,11 @@ pub fn trial_v1(trial: &types::Trial) -> v1::Trial {
             .iter()
             .map(|b| v1::BlockRef {
                 name: b.name.clone(),
-                params: b.params.iter().map(|p| v1::Param { name: p.name.clone(), value: value_v1(&p.value) }).collect(),
+                params: b
+                    .params
+                    .iter()
+                    .map(|p| v1::Param { name: p.name.clone(), value: value_v1(&p.value) })
+                    .collect(),
             })
             .collect(),
         hparams: trial.hparams.clone(),
@@ -121,7 +125,11 @@ pub fn proposal_from_v1(proposal: v1::Proposal) -> types::Proposal {
             .into_iter()
             .map(|b| types::BlockRef {
                 name: b.name,
-                params: b.params.into_iter().map(|p| types::Param { name: p.name, value: value_from_v1(p.value) }).collect(),
+                params: b
+                    .params
+                    .into_iter()
+                    .map(|p| types::Param { name: p.name, value: value_from_v1(p.value) })
+                    .collect(),
             })
             .collect(),
         hparams: proposal.hparams,

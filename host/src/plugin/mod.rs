@@ -16,8 +16,8 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine};
 
-pub use bindings::types;
 use bindings::block_pack::BlockPack;
+pub use bindings::types;
 pub use packs::{PackEntry, PackError, PackStore};
 use sandbox::Sandbox;
 pub use search::SearchSession;

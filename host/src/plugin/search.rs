@@ -258,17 +258,15 @@ impl SearchSession {
                 ));
             }
             if let Some(bad) = p.architecture.iter().find(|b| !space.blocks.iter().any(|s| s.name == b.name)) {
-                return Err(self.plugin.error(
-                    call,
-                    format!("proposal {i} uses block `{}`, which the space does not allow", bad.name),
-                ));
+                return Err(self
+                    .plugin
+                    .error(call, format!("proposal {i} uses block `{}`, which the space does not allow", bad.name)));
             }
             let known = |id: u64| self.known.contains(&id) || running.iter().any(|t| t.id == id);
             if let Some(parent) = p.parent.filter(|id| !known(*id)) {
-                return Err(self.plugin.error(
-                    call,
-                    format!("proposal {i} names parent trial {parent}, which it was never told of"),
-                ));
+                return Err(self
+                    .plugin
+                    .error(call, format!("proposal {i} names parent trial {parent}, which it was never told of")));
             }
         }
         Ok(proposals)
@@ -358,7 +356,8 @@ impl Window {
         if matches!(trial.status, types::TrialStatus::Rejected) {
             return;
         }
-        self.completed += u64::from(matches!(trial.status, types::TrialStatus::Completed | types::TrialStatus::Stopped));
+        self.completed +=
+            u64::from(matches!(trial.status, types::TrialStatus::Completed | types::TrialStatus::Stopped));
         if let types::TrialKind::Ensemble(members) = &trial.kind {
             self.ensemble_members.extend(members.iter().copied());
         }

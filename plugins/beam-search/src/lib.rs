@@ -98,7 +98,12 @@ impl BeamSearch {
             self.rng.shuffle(&mut candidates);
             if let Some(architecture) = candidates.into_iter().find(|a| !self.seen.contains(a, &parent.hparams)) {
                 self.seen.insert(&architecture, &parent.hparams);
-                return Some(Proposal { architecture, hparams: parent.hparams.clone(), parent: Some(parent.id), teacher: None });
+                return Some(Proposal {
+                    architecture,
+                    hparams: parent.hparams.clone(),
+                    parent: Some(parent.id),
+                    teacher: None,
+                });
             }
         }
         // Nothing completed yet (Model Search starts at the minimum depth), or the beam's

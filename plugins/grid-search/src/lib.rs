@@ -22,7 +22,11 @@ fn hparam_grid(space: &SearchSpace) -> Vec<Vec<(String, f64)>> {
     let mut grid: Vec<Vec<(String, f64)>> = vec![Vec::new()];
     for range in &space.hparams {
         let values = if range.choices.is_empty() {
-            vec![if range.log && range.low > 0.0 { (range.low * range.high).sqrt() } else { (range.low + range.high) / 2.0 }]
+            vec![if range.log && range.low > 0.0 {
+                (range.low * range.high).sqrt()
+            } else {
+                (range.low + range.high) / 2.0
+            }]
         } else {
             range.choices.clone()
         };

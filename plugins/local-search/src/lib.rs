@@ -1,22 +1,42 @@
 //! Local search, msh's default searcher: propose unseen one-move neighbours (a block
 //! replaced, inserted or removed, a block parameter stepped, a hyper-parameter moved) of
-//! the best trial so far. Neighbours are tried best-predicted first: a running mean of the
-//! objective per (position, block) and per block, over every trial seen, predicts each one
-//! (with probability `explore`, a random one instead). When every neighbour of the best has
-//! been tried, go on with the next best of a beam of `beam_size`; when the whole beam is
-//! spent, restart from a random architecture. Each trial costs the same whatever the
-//! history's length: trials are observed once, neighbourhoods are listed once per beam
-//! member.
+//! the best trial so far. Neighbours are tried best-predicted first (with probability
+//! `explore`, a random one instead): running means of the objective per block at each
+//! position, per block and per depth predict them, for as long as the model ranks the
+//! recent trials better than chance by a margin; otherwise in random order. When every
+//! neighbour of the best has been tried, go on with the next best of a beam of
+//! `beam_size`; when the whole beam is spent, restart from a random architecture. Each
+//! trial costs the same whatever the history's length: trials are observed once,
+//! neighbourhoods are listed once per beam member.
 
 use std::collections::HashMap;
 
-/// Running means of the objective by feature of an architecture.
+/// Running means of the objective by feature of an architecture: a block at a position
+/// counted from the input, at one counted from the output, anywhere, and the depth.
 #[derive(Default)]
 struct Model {
-    /// (position, block) and (block) features: (sum of objectives, count).
-    at: HashMap<(usize, String), (f64, f64)>,
-    anywhere: HashMap<String, (f64, f64)>,
+    /// Feature -> (sum of objectives, count).
+    means: HashMap<Feature, (f64, f64)>,
     total: (f64, f64),
+}
+
+#[derive(Hash, PartialEq, Eq)]
+enum Feature {
+    FromInput(usize, String),
+    FromOutput(usize, String),
+    Anywhere(String),
+    Depth(usize),
+}
+
+fn features(architecture: &[BlockRef]) -> Vec<Feature> {
+    let n = architecture.len();
+    let mut out = vec![Feature::Depth(n)];
+    for (i, block) in architecture.iter().enumerate() {
+        out.push(Feature::FromInput(i, block.name.clone()));
+        out.push(Feature::FromOutput(n - 1 - i, block.name.clone()));
+        out.push(Feature::Anywhere(block.name.clone()));
+    }
+    out
 }
 
 impl Model {
@@ -27,23 +47,18 @@ impl Model {
             slot.1 += 1.0;
         };
         add(&mut self.total);
-        for (i, block) in trial.architecture.iter().enumerate() {
-            add(self.at.entry((i, block.name.clone())).or_default());
-            add(self.anywhere.entry(block.name.clone()).or_default());
+        for feature in features(&trial.architecture) {
+            add(self.means.entry(feature).or_default());
         }
     }
 
-    /// The predicted objective (lower is better): the mean over the blocks of their
-    /// features' means, a feature never seen counting as the overall mean.
+    /// The predicted objective (lower is better): the mean of the features' means, a
+    /// feature never seen counting as the overall mean.
     fn predict(&self, architecture: &[BlockRef]) -> f64 {
         let prior = if self.total.1 > 0.0 { self.total.0 / self.total.1 } else { 0.0 };
-        let mean = |slot: Option<&(f64, f64)>| slot.filter(|s| s.1 > 0.0).map_or(prior, |s| s.0 / s.1);
-        let sum: f64 = architecture
-            .iter()
-            .enumerate()
-            .map(|(i, b)| mean(self.at.get(&(i, b.name.clone()))) + mean(self.anywhere.get(&b.name)))
-            .sum();
-        sum / (2 * architecture.len().max(1)) as f64
+        let all = features(architecture);
+        let sum: f64 = all.iter().map(|f| self.means.get(f).filter(|s| s.1 > 0.0).map_or(prior, |s| s.0 / s.1)).sum();
+        sum / all.len() as f64
     }
 }
 
@@ -64,14 +79,35 @@ struct LocalSearch {
     hparam_moves: bool,
     model: Model,
     explore: f64,
+    /// (predicted, actual) for recent trials, each predicted before the model learnt it:
+    /// the model orders neighbours only while it ranks them well.
+    checks: std::collections::VecDeque<(f64, f64)>,
 }
 
+/// Recent trials the model is judged on, and the share of their pairs it must rank right
+/// (once there are 20 pairs) to keep ordering neighbours.
+const CHECKS: usize = 24;
+const TRUSTED: f64 = 0.55;
+
 impl LocalSearch {
+    /// Whether the model ranks the recent trials (each predicted before it learnt them)
+    /// well enough to be followed.
+    fn trusted(&self) -> bool {
+        let (mut right, mut pairs) = (0usize, 0usize);
+        for (i, a) in self.checks.iter().enumerate() {
+            for b in self.checks.iter().skip(i + 1) {
+                if a.1 != b.1 && a.0 != b.0 {
+                    pairs += 1;
+                    right += usize::from((a.0 < b.0) == (a.1 < b.1));
+                }
+            }
+        }
+        pairs < 20 || right as f64 / pairs as f64 >= TRUSTED
+    }
+
     fn neighbourhood(&mut self, trial: &Trial) -> Vec<Candidate> {
-        let mut all: Vec<Candidate> = neighbours(&self.space, &trial.architecture)
-            .into_iter()
-            .map(|a| (a, trial.hparams.clone()))
-            .collect();
+        let mut all: Vec<Candidate> =
+            neighbours(&self.space, &trial.architecture).into_iter().map(|a| (a, trial.hparams.clone())).collect();
         if self.hparam_moves {
             all.extend(
                 hparam_neighbours(&self.space, &trial.hparams).into_iter().map(|h| (trial.architecture.clone(), h)),
@@ -83,6 +119,7 @@ impl LocalSearch {
 
     fn one(&mut self) -> Option<Proposal> {
         let beam: Vec<Trial> = self.beam.trials().to_vec();
+        let trusted = self.trusted();
         for parent in &beam {
             if !self.untried.contains_key(&parent.id) {
                 let listed = self.neighbourhood(parent);
@@ -93,10 +130,10 @@ impl LocalSearch {
             if untried.is_empty() {
                 continue;
             }
-            let pick = if self.rng.chance(self.explore) {
+            let predicted: Vec<f64> = untried.iter().map(|(a, _)| self.model.predict(a)).collect();
+            let pick = if !trusted || self.rng.chance(self.explore) {
                 self.rng.below(untried.len())
             } else {
-                let predicted: Vec<f64> = untried.iter().map(|(a, _)| self.model.predict(a)).collect();
                 (0..untried.len()).min_by(|&i, &j| predicted[i].total_cmp(&predicted[j])).expect("not empty")
             };
             let (architecture, hparams) = untried.swap_remove(pick);
@@ -134,6 +171,7 @@ impl Search for LocalSearch {
             hparam_moves: config(&context, "hparam_moves", true)?,
             explore: config(&context, "explore", 0.25)?,
             model: Model::default(),
+            checks: std::collections::VecDeque::new(),
             rng: Rng::new(context.seed),
             seen: Seen::default(),
             untried: HashMap::new(),
@@ -143,6 +181,12 @@ impl Search for LocalSearch {
 
     fn observe(&mut self, trial: Trial) {
         self.seen.insert(&trial.architecture, &trial.hparams);
+        if self.model.total.1 >= 3.0 && is_scored(&trial) {
+            self.checks.push_back((self.model.predict(&trial.architecture), score(&trial)));
+            if self.checks.len() > CHECKS {
+                self.checks.pop_front();
+            }
+        }
         self.model.learn(&trial);
         if self.beam.offer(&trial) {
             let kept: Vec<u64> = self.beam.trials().iter().map(|t| t.id).collect();

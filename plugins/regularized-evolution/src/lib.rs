@@ -45,7 +45,9 @@ impl RegularizedEvolution {
         let mut children: Vec<(Vec<BlockRef>, Vec<(String, f64)>)> = neighbours(&self.space, &parent.architecture)
             .into_iter()
             .map(|a| (a, parent.hparams.clone()))
-            .chain(hparam_neighbours(&self.space, &parent.hparams).into_iter().map(|h| (parent.architecture.clone(), h)))
+            .chain(
+                hparam_neighbours(&self.space, &parent.hparams).into_iter().map(|h| (parent.architecture.clone(), h)),
+            )
             .collect();
         self.rng.shuffle(&mut children);
         match children.into_iter().find(|(a, h)| !self.seen.contains(a, h)) {

@@ -34,7 +34,8 @@ impl Search for SimpleLocalSearch {
                 None => Vec::new(),
             };
             self.rng.shuffle(&mut options);
-            let hparams = self.best.as_ref().map_or_else(|| sample_hparams(&self.space, &mut self.rng), |b| b.hparams.clone());
+            let hparams =
+                self.best.as_ref().map_or_else(|| sample_hparams(&self.space, &mut self.rng), |b| b.hparams.clone());
             let parent = self.best.as_ref().map(|b| b.id);
             match options.into_iter().find(|a| !self.seen.contains(a, &hparams)) {
                 Some(architecture) => {
