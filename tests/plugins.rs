@@ -221,6 +221,28 @@ fn searchers_propose_new_trials_that_fit_the_space_deterministically() {
 }
 
 #[test]
+fn regularized_evolution_ages_its_population_by_completion_not_by_id() {
+    // Trial 5 completed first and is the best, so it ages out of a population of two: the
+    // tournaments draw from 1 and 2, which finished after it (by id, 5 would be the newest).
+    let host = PluginHost::new(Limits::default());
+    let context = types::Context {
+        seed: 3,
+        budget: 100,
+        config: vec![("population_size".into(), "2".into()), ("sample_size".into(), "2".into())],
+    };
+    let searcher = host.embedded("regularized-evolution").unwrap();
+    let mut session = searcher.search(context, ranked_space(), None).unwrap();
+    session.observe(vec![
+        trial(5, &["conv", "dense"], Some(0.1)),
+        trial(1, &["resnet", "dense"], Some(0.9)),
+        trial(2, &["max_pool", "dense"], Some(0.8)),
+    ]);
+    let proposals = session.propose(&[], 6).unwrap();
+    assert_eq!(proposals.len(), 6);
+    assert!(proposals.iter().all(|p| matches!(p.parent, Some(1) | Some(2))), "{proposals:?}");
+}
+
+#[test]
 fn a_searcher_declares_its_settings() {
     let host = PluginHost::new(Limits::default());
     let settings = host.embedded("beam-search").unwrap().settings().unwrap();

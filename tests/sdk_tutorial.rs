@@ -85,3 +85,19 @@ fn readme_tutorial_searcher_builds_and_proposes() {
     let check = common::run(&["plugin", "check", wasm.to_str().unwrap()]);
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
 }
+
+#[test]
+fn the_sdk_unit_tests_pass() {
+    // The SDK is a crate of its own (plugins build it for wasm32-wasip2); its helpers' unit
+    // tests run natively here.
+    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["test", "--features", "searcher", "--target-dir", env!("MSH_PLUGINS_TARGET_DIR"), "--manifest-path"])
+        .arg(common::root().join("plugin-sdk/Cargo.toml"))
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .output()
+        .expect("cargo runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("neighbours_fit_and_step_parameters ... ok"), "{stdout}");
+}

@@ -1,9 +1,11 @@
 //! Local search, msh's default searcher: propose unseen one-move neighbours (a block
 //! replaced, inserted or removed, a block parameter stepped, a hyper-parameter moved) of
-//! the best trial so far. Neighbours are tried best-predicted first (with probability
+//! the best trial so far, after `initial` random ones. Neighbours that change the blocks
+//! are tried best-predicted first (with probability
 //! `explore`, a random one instead): running means of the objective per block at each
 //! position, per block and per depth predict them, for as long as the model ranks the
-//! recent trials better than chance by a margin; otherwise in random order. When every
+//! recent trials better than chance by a margin; otherwise in random order. Steps of a
+//! block parameter or a hyper-parameter are drawn at random in their share. When every
 //! neighbour of the best has been tried, go on with the next best of a beam of
 //! `beam_size`; when the whole beam is spent, restart from a random architecture. Each
 //! trial costs the same whatever the history's length: trials are observed once,
@@ -79,6 +81,7 @@ struct LocalSearch {
     hparam_moves: bool,
     model: Model,
     explore: f64,
+    initial: usize,
     /// (predicted, actual) for recent trials, each predicted before the model learnt it:
     /// the model orders neighbours only while it ranks them well.
     checks: std::collections::VecDeque<(f64, f64)>,
@@ -118,7 +121,8 @@ impl LocalSearch {
     }
 
     fn one(&mut self) -> Option<Proposal> {
-        let beam: Vec<Trial> = self.beam.trials().to_vec();
+        // A few random architectures first, so that one unlucky start does not decide the search.
+        let beam: Vec<Trial> = if self.seen.len() < self.initial { Vec::new() } else { self.beam.trials().to_vec() };
         let trusted = self.trusted();
         for parent in &beam {
             if !self.untried.contains_key(&parent.id) {
@@ -130,11 +134,22 @@ impl LocalSearch {
             if untried.is_empty() {
                 continue;
             }
-            let predicted: Vec<f64> = untried.iter().map(|(a, _)| self.model.predict(a)).collect();
-            let pick = if !trusted || self.rng.chance(self.explore) {
-                self.rng.below(untried.len())
+            // The model sees blocks only, so it cannot rank a move that keeps them (a
+            // parameter or hyper-parameter step): those are drawn at random, in proportion.
+            let same_blocks = |a: &[BlockRef]| {
+                a.len() == parent.architecture.len()
+                    && a.iter().zip(&parent.architecture).all(|(x, y)| x.name == y.name)
+            };
+            let (tweaks, moves): (Vec<usize>, Vec<usize>) =
+                (0..untried.len()).partition(|&i| same_blocks(&untried[i].0));
+            let pick = if moves.is_empty() || self.rng.chance(tweaks.len() as f64 / untried.len() as f64) {
+                tweaks[self.rng.below(tweaks.len())]
+            } else if !trusted || self.rng.chance(self.explore) {
+                moves[self.rng.below(moves.len())]
             } else {
-                (0..untried.len()).min_by(|&i, &j| predicted[i].total_cmp(&predicted[j])).expect("not empty")
+                let predicted: Vec<f64> = moves.iter().map(|&i| self.model.predict(&untried[i].0)).collect();
+                let best = (0..moves.len()).min_by(|&i, &j| predicted[i].total_cmp(&predicted[j])).expect("not empty");
+                moves[best]
             };
             let (architecture, hparams) = untried.swap_remove(pick);
             self.seen.insert(&architecture, &hparams);
@@ -159,6 +174,7 @@ impl Search for LocalSearch {
             setting("beam_size", "best trials whose neighbourhoods are explored before a random restart", 8),
             setting("hparam_moves", "whether moving one hyper-parameter counts as a neighbour", true),
             setting("explore", "chance of trying a random neighbour instead of the best predicted", 0.25),
+            setting("initial", "random architectures before the first local move", 4),
         ]
     }
 
@@ -170,6 +186,7 @@ impl Search for LocalSearch {
             beam: Beam::new(config(&context, "beam_size", 8usize)?),
             hparam_moves: config(&context, "hparam_moves", true)?,
             explore: config(&context, "explore", 0.25)?,
+            initial: config(&context, "initial", 4usize)?,
             model: Model::default(),
             checks: std::collections::VecDeque::new(),
             rng: Rng::new(context.seed),
