@@ -1,15 +1,14 @@
 //! Local search, msh's default searcher: propose unseen one-move neighbours (a block
 //! replaced, inserted or removed, a block parameter stepped, a hyper-parameter moved) of
-//! the best trial so far, after `initial` random ones. Neighbours that change the blocks
-//! are tried best-predicted first (with probability
-//! `explore`, a random one instead): running means of the objective per block at each
-//! position, per block and per depth predict them, for as long as the model ranks the
-//! recent trials better than chance by a margin; otherwise in random order. Steps of a
-//! block parameter or a hyper-parameter are drawn at random in their share. When every
-//! neighbour of the best has been tried, go on with the next best of a beam of
-//! `beam_size`; when the whole beam is spent, restart from a random architecture. Each
-//! trial costs the same whatever the history's length: trials are observed once,
-//! neighbourhoods are listed once per beam member.
+//! the best trial so far, after `initial` random shallow ones. Neighbours that change the
+//! blocks are tried best-predicted first (with probability `explore`, a random one
+//! instead): running means of the objective per block at each position, per block and per
+//! depth predict them, for as long as the model ranks the recent trials better than chance
+//! by a margin; otherwise in random order. Steps of a block parameter or a hyper-parameter
+//! are drawn at random in their share. When every neighbour of the best has been tried, go
+//! on with the next best of a beam of `beam_size`; when the whole beam is spent, restart
+//! from a random architecture. Each trial costs the same whatever the history's length:
+//! trials are observed once, neighbourhoods are listed once per beam member.
 
 use std::collections::HashMap;
 
@@ -155,9 +154,14 @@ impl LocalSearch {
             self.seen.insert(&architecture, &hparams);
             return Some(Proposal { architecture, hparams, parent: Some(parent.id), teacher: None });
         }
+        // Starts are shallow (as in Model Search: growing a network that works beats
+        // repairing a deep one); restarts and starts that would repeat take any depth.
         let (min_depth, max_depth) = depth_bounds(&self.space);
-        for _ in 0..DRAWS {
-            let depth = self.rng.range(min_depth as i64, max_depth as i64) as usize;
+        let starting = self.seen.len() < self.initial;
+        for attempt in 0..DRAWS {
+            let shallow = starting && attempt < DRAWS / 2;
+            let top = if shallow { (min_depth + 1).min(max_depth) } else { max_depth };
+            let depth = self.rng.range(min_depth as i64, top as i64) as usize;
             let architecture = random_architecture(&self.space, depth, &mut self.rng);
             let hparams = sample_hparams(&self.space, &mut self.rng);
             if self.seen.insert(&architecture, &hparams) {
@@ -173,7 +177,7 @@ impl Search for LocalSearch {
         vec![
             setting("beam_size", "best trials whose neighbourhoods are explored before a random restart", 8),
             setting("hparam_moves", "whether moving one hyper-parameter counts as a neighbour", true),
-            setting("explore", "chance of trying a random neighbour instead of the best predicted", 0.25),
+            setting("explore", "chance of trying a random neighbour instead of the best predicted", 0.5),
             setting("initial", "random architectures before the first local move", 4),
         ]
     }
@@ -185,7 +189,7 @@ impl Search for LocalSearch {
         Ok(Self {
             beam: Beam::new(config(&context, "beam_size", 8usize)?),
             hparam_moves: config(&context, "hparam_moves", true)?,
-            explore: config(&context, "explore", 0.25)?,
+            explore: config(&context, "explore", 0.5)?,
             initial: config(&context, "initial", 4usize)?,
             model: Model::default(),
             checks: std::collections::VecDeque::new(),
