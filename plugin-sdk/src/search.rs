@@ -273,6 +273,27 @@ pub fn random_architecture(space: &SearchSpace, depth: usize, rng: &mut Rng) -> 
     (0..depth).map(|_| random_block(space, rng)).collect()
 }
 
+/// A random architecture (depth drawn from `depths`, inclusive) with random
+/// hyper-parameters that `seen` does not hold yet, recorded there; `None` after `draws`
+/// tries.
+pub fn unseen_random(
+    space: &SearchSpace,
+    seen: &mut Seen,
+    depths: (usize, usize),
+    draws: usize,
+    rng: &mut Rng,
+) -> Option<Proposal> {
+    for _ in 0..draws {
+        let depth = if depths.0 >= depths.1 { depths.0 } else { rng.range(depths.0 as i64, depths.1 as i64) as usize };
+        let architecture = random_architecture(space, depth, rng);
+        let hparams = sample_hparams(space, rng);
+        if seen.insert(&architecture, &hparams) {
+            return Some(Proposal { architecture, hparams, parent: None, teacher: None });
+        }
+    }
+    None
+}
+
 /// Every architecture one move from `architecture` that fits the space: one block replaced
 /// by another, one inserted or removed (within the depth bounds), or one parameter of one
 /// block stepped (`param_steps`).

@@ -108,19 +108,9 @@ impl BeamSearch {
         }
         // Nothing completed yet (Model Search starts at the minimum depth), or the beam's
         // neighbourhoods are spent.
-        for attempt in 0..DRAWS {
-            let depth = if beam.is_empty() && attempt < DRAWS / 2 {
-                min_depth
-            } else {
-                self.rng.range(min_depth as i64, max_depth as i64) as usize
-            };
-            let architecture = random_architecture(&self.space, depth, &mut self.rng);
-            let hparams = sample_hparams(&self.space, &mut self.rng);
-            if self.seen.insert(&architecture, &hparams) {
-                return Some(Proposal { architecture, hparams, parent: None, teacher: None });
-            }
-        }
-        None
+        let first = if beam.is_empty() { (min_depth, min_depth) } else { (min_depth, max_depth) };
+        unseen_random(&self.space, &mut self.seen, first, DRAWS / 2, &mut self.rng)
+            .or_else(|| unseen_random(&self.space, &mut self.seen, (min_depth, max_depth), DRAWS / 2, &mut self.rng))
     }
 }
 

@@ -157,18 +157,13 @@ impl LocalSearch {
         // Starts are shallow (as in Model Search: growing a network that works beats
         // repairing a deep one); restarts and starts that would repeat take any depth.
         let (min_depth, max_depth) = depth_bounds(&self.space);
-        let starting = self.seen.len() < self.initial;
-        for attempt in 0..DRAWS {
-            let shallow = starting && attempt < DRAWS / 2;
-            let top = if shallow { (min_depth + 1).min(max_depth) } else { max_depth };
-            let depth = self.rng.range(min_depth as i64, top as i64) as usize;
-            let architecture = random_architecture(&self.space, depth, &mut self.rng);
-            let hparams = sample_hparams(&self.space, &mut self.rng);
-            if self.seen.insert(&architecture, &hparams) {
-                return Some(Proposal { architecture, hparams, parent: None, teacher: None });
-            }
-        }
-        None
+        let first = if self.seen.len() < self.initial {
+            (min_depth, (min_depth + 1).min(max_depth))
+        } else {
+            (min_depth, max_depth)
+        };
+        unseen_random(&self.space, &mut self.seen, first, DRAWS / 2, &mut self.rng)
+            .or_else(|| unseen_random(&self.space, &mut self.seen, (min_depth, max_depth), DRAWS / 2, &mut self.rng))
     }
 }
 

@@ -27,19 +27,10 @@ impl Search for RandomSearch {
 
     fn propose(&mut self, running: &[Trial], count: u32) -> Result<Vec<Proposal>, String> {
         running.iter().for_each(|t| self.observe(t.clone()));
-        let (min_depth, max_depth) = depth_bounds(&self.space);
-        let mut proposals = Vec::new();
-        for _ in 0..DRAWS {
-            if proposals.len() == count as usize {
-                break;
-            }
-            let depth = self.rng.range(min_depth as i64, max_depth as i64) as usize;
-            let architecture = random_architecture(&self.space, depth, &mut self.rng);
-            let hparams = sample_hparams(&self.space, &mut self.rng);
-            if self.seen.insert(&architecture, &hparams) {
-                proposals.push(Proposal { architecture, hparams, parent: None, teacher: None });
-            }
-        }
+        let depths = depth_bounds(&self.space);
+        let proposals = (0..count)
+            .map_while(|_| unseen_random(&self.space, &mut self.seen, depths, DRAWS, &mut self.rng))
+            .collect();
         Ok(proposals)
     }
 }

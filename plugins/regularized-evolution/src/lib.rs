@@ -21,16 +21,8 @@ struct RegularizedEvolution {
 
 impl RegularizedEvolution {
     fn random(&mut self) -> Option<Proposal> {
-        let (min_depth, max_depth) = depth_bounds(&self.space);
-        for _ in 0..DRAWS {
-            let depth = self.rng.range(min_depth as i64, max_depth as i64) as usize;
-            let architecture = random_architecture(&self.space, depth, &mut self.rng);
-            let hparams = sample_hparams(&self.space, &mut self.rng);
-            if self.seen.insert(&architecture, &hparams) {
-                return Some(Proposal { architecture, hparams, parent: None, teacher: None });
-            }
-        }
-        None
+        let depths = depth_bounds(&self.space);
+        unseen_random(&self.space, &mut self.seen, depths, DRAWS, &mut self.rng)
     }
 
     fn one(&mut self) -> Option<Proposal> {
