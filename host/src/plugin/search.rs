@@ -119,8 +119,8 @@ impl SearchSession {
                 let mut context = self.context.clone();
                 context.config.extend(window.facts());
                 // Each call gets its own seed: the same history must not give the same answer.
-                context.seed ^= (window.seen as u64 + running.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-                window.seen += 1;
+                context.seed ^= (window.calls as u64 + running.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                window.calls += 1;
                 self.plugin.propose_v1(&call, &context, &self.space, &history, count)?
             }
             Kind::Live { .. } => match self.propose_live(&call, running, count) {
@@ -337,7 +337,7 @@ struct Window {
     completed: u64,
     ensemble_members: BTreeSet<u64>,
     /// Calls so far (mixed into the seed).
-    seen: usize,
+    calls: usize,
 }
 
 impl Window {
@@ -348,7 +348,7 @@ impl Window {
             recent: VecDeque::new(),
             completed: 0,
             ensemble_members: BTreeSet::new(),
-            seen: 0,
+            calls: 0,
         }
     }
 
