@@ -8,10 +8,11 @@ use std::process::Command;
 const EMBEDDED: [&str; 6] =
     ["core-blocks", "random-search", "beam-search", "regularized-evolution", "local-search", "grid-search"];
 /// Test fixtures: built beside the embedded ones, their paths given to the tests.
-const FIXTURES: [(&str, &str); 3] = [
+const FIXTURES: [(&str, &str); 4] = [
     ("hostile", "MSH_HOSTILE_PLUGIN"),
     ("legacy-searcher", "MSH_LEGACY_SEARCHER_PLUGIN"),
     ("simple-local-search", "MSH_SIMPLE_LOCAL_SEARCH_PLUGIN"),
+    ("flaky-searcher", "MSH_FLAKY_SEARCHER_PLUGIN"),
 ];
 
 fn main() {

@@ -351,6 +351,27 @@ fn a_searcher_of_the_frozen_0_1_0_contract_still_runs() {
 }
 
 #[test]
+fn a_searcher_that_traps_is_rebuilt_from_the_trials_it_was_told() {
+    // It traps on the third call of every instance; each time msh makes a new one, replays
+    // the finished trials into it, and asks again, so the search runs to its budget with
+    // no trial repeated.
+    let flaky = env!("MSH_FLAKY_SEARCHER_PLUGIN");
+    let (dir, workflow, run_dir) = start(&table_workflow(flaky, "a, b, c", 10));
+    abc_table(dir.path());
+    run_ok(&workflow, &run_dir);
+    let all = trials(run_dir.to_str().unwrap());
+    assert_eq!(all.len(), 10);
+    let keys: std::collections::BTreeSet<String> = all.iter().map(|t| t["architecture"].to_string()).collect();
+    assert_eq!(keys.len(), 10, "no trial repeats after a rebuild");
+    let status = common::run(&["status", run_dir.to_str().unwrap(), "--events", "100"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.contains("plugin `flaky_searcher`") && text.contains("trapped") && text.contains("rebuilt from"),
+        "{text}"
+    );
+}
+
+#[test]
 fn a_searcher_that_only_repeats_itself_is_stopped_with_a_clear_error() {
     // On a one-block space the 0.1.0 searcher can only propose `a` again.
     let legacy = env!("MSH_LEGACY_SEARCHER_PLUGIN");

@@ -416,8 +416,9 @@ impl Search<'_> {
     }
 
     /// The searcher's next proposal that is new and can be built. Rejected ones are told
-    /// back to the searcher and counted in the stage, and those that are not mere repeats
-    /// are added to `notes` for the event log; `Ok(None)` when it has nothing more.
+    /// back to the searcher and counted in the stage; those that are not mere repeats, and
+    /// rebuilds of a searcher that trapped, are added to `notes` for the event log.
+    /// `Ok(None)` when it has nothing more.
     fn next_proposal(
         &self,
         history: &mut History,
@@ -428,9 +429,9 @@ impl Search<'_> {
         let running_plugin: Vec<types::Trial> = running.iter().map(TrialRecord::to_plugin).collect();
         let mut last = String::new();
         for _ in 0..MAX_REJECTED_IN_A_ROW {
-            let Some(proposal) =
-                history.session.propose(&running_plugin, 1).map_err(|e| e.to_string())?.into_iter().next()
-            else {
+            let proposed = history.session.propose(&running_plugin, 1);
+            notes.extend(history.session.take_rebuild());
+            let Some(proposal) = proposed.map_err(|e| e.to_string())?.into_iter().next() else {
                 return Ok(None);
             };
             let key = history.session.key(&proposal.architecture, &proposal.hparams);

@@ -24,6 +24,8 @@ pub struct SearchSession {
     /// Ids of every trial observed, so that a proposal's parent can be checked.
     known: HashSet<u64>,
     kind: Kind,
+    /// Why the live searcher was last rebuilt, until `take_rebuild` reads it.
+    rebuilt: Option<String>,
 }
 
 impl std::fmt::Debug for SearchSession {
@@ -60,7 +62,7 @@ impl Plugin {
         } else {
             Kind::Live { live: None, observed: Vec::new(), told: 0 }
         };
-        Ok(SearchSession { plugin: self.clone(), context, space, known: HashSet::new(), kind })
+        Ok(SearchSession { plugin: self.clone(), context, space, known: HashSet::new(), kind, rebuilt: None })
     }
 
     /// The `searcher.config` keys a searcher declares (empty: it accepts any).
@@ -99,6 +101,11 @@ impl SearchSession {
         &self.plugin
     }
 
+    /// Why the searcher had to be rebuilt since the last call, if it was.
+    pub fn take_rebuild(&mut self) -> Option<String> {
+        self.rebuilt.take()
+    }
+
     /// Tells the searcher trials that finished or were rejected (delivered with the next
     /// `propose`).
     pub fn observe(&mut self, trials: Vec<types::Trial>) {
@@ -126,9 +133,10 @@ impl SearchSession {
             Kind::Live { .. } => match self.propose_live(&call, running, count) {
                 Ok(answer) => answer?,
                 // A trap leaves the instance unusable: rebuild it from the trials and retry once.
-                Err(_) => {
-                    if let Kind::Live { live, .. } = &mut self.kind {
+                Err(trap) => {
+                    if let Kind::Live { live, observed, .. } = &mut self.kind {
                         *live = None;
+                        self.rebuilt = Some(format!("{trap}; rebuilt from {} trials", observed.len()));
                     }
                     self.propose_live(&call, running, count).unwrap_or_else(Err)?
                 }
