@@ -337,14 +337,20 @@ fn table_workflow(searcher: &str, blocks: &str, trials: u32) -> String {
     )
 }
 
+/// A table search over `blocks` run to its end: its directory, run directory and trials.
+fn table_run(searcher: &str, blocks: &str, budget: u32) -> (TempDir, PathBuf, Vec<Value>) {
+    let (dir, workflow, run_dir) = start(&table_workflow(searcher, blocks, budget));
+    abc_table(dir.path());
+    run_ok(&workflow, &run_dir);
+    let all = trials(run_dir.to_str().unwrap());
+    (dir, run_dir, all)
+}
+
 #[test]
 fn a_searcher_of_the_frozen_0_1_0_contract_still_runs() {
     let legacy = env!("MSH_LEGACY_SEARCHER_PLUGIN");
     // It replaces the last block of its best trial, so it can reach the three of depth 1.
-    let (dir, workflow, run_dir) = start(&table_workflow(legacy, "a, b, c", 3));
-    abc_table(dir.path());
-    run_ok(&workflow, &run_dir);
-    let all = trials(run_dir.to_str().unwrap());
+    let (_dir, _, all) = table_run(legacy, "a, b, c", 3);
     assert_eq!(all.len(), 3);
     assert!(all.iter().all(|t| t["status"] == "completed"), "{all:#?}");
     assert!(all.iter().skip(1).all(|t| t["parent"].is_u64()), "it mutates its best trial: {all:#?}");
@@ -356,10 +362,7 @@ fn a_searcher_that_traps_is_rebuilt_from_the_trials_it_was_told() {
     // the finished trials into it, and asks again, so the search runs to its budget with
     // no trial repeated.
     let flaky = env!("MSH_FLAKY_SEARCHER_PLUGIN");
-    let (dir, workflow, run_dir) = start(&table_workflow(flaky, "a, b, c", 10));
-    abc_table(dir.path());
-    run_ok(&workflow, &run_dir);
-    let all = trials(run_dir.to_str().unwrap());
+    let (_dir, run_dir, all) = table_run(flaky, "a, b, c", 10);
     assert_eq!(all.len(), 10);
     let keys: std::collections::BTreeSet<String> = all.iter().map(|t| t["architecture"].to_string()).collect();
     assert_eq!(keys.len(), 10, "no trial repeats after a rebuild");

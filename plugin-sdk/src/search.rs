@@ -294,6 +294,19 @@ pub fn unseen_random(
     None
 }
 
+/// `unseen_random` with depths from `preferred` for the first half of the draws, then from
+/// the space's whole range (a shallow start that still finds something when those repeat).
+pub fn unseen_random_preferring(
+    space: &SearchSpace,
+    seen: &mut Seen,
+    preferred: (usize, usize),
+    draws: usize,
+    rng: &mut Rng,
+) -> Option<Proposal> {
+    unseen_random(space, seen, preferred, draws / 2, rng)
+        .or_else(|| unseen_random(space, seen, depth_bounds(space), draws / 2, rng))
+}
+
 /// Every architecture one move from `architecture` that fits the space: one block replaced
 /// by another, one inserted or removed (within the depth bounds), or one parameter of one
 /// block stepped (`param_steps`).

@@ -40,29 +40,16 @@ struct TableFacts {
 }
 
 fn table_facts(path: &Path, top: f64) -> anyhow::Result<TableFacts> {
-    let mut reader = csv::Reader::from_path(path).with_context(|| format!("cannot read table {}", path.display()))?;
-    let headers = reader.headers()?.clone();
-    let column = |name: &str| headers.iter().position(|h| h == name);
-    let arch = column("arch").with_context(|| format!("{}: no `arch` column", path.display()))?;
-    let (metric, is_loss) = match (column("loss"), column("accuracy")) {
-        (Some(i), _) => (i, true),
-        (None, Some(i)) => (i, false),
-        _ => bail!("{}: needs a `loss` or an `accuracy` column", path.display()),
-    };
+    let table = msh::engine::Table::load(path)?;
     let mut blocks = std::collections::BTreeSet::new();
     let (mut min_depth, mut max_depth) = (usize::MAX, 0);
     let mut losses = Vec::new();
-    for (line, record) in reader.records().enumerate() {
-        let record = record.with_context(|| format!("{}: row {}", path.display(), line + 2))?;
-        let names: Vec<&str> = record[arch].split(',').map(str::trim).collect();
+    for (key, loss) in table.losses() {
+        let names: Vec<&str> = key.split(',').collect();
         min_depth = min_depth.min(names.len());
         max_depth = max_depth.max(names.len());
         blocks.extend(names.iter().map(|n| n.to_string()));
-        let value: f64 = record[metric]
-            .trim()
-            .parse()
-            .with_context(|| format!("{}:{}: `{}` is not a number", path.display(), line + 2, &record[metric]))?;
-        losses.push(if is_loss { value } else { 1.0 - value });
+        losses.push(loss);
     }
     if losses.is_empty() {
         bail!("{}: the table has no rows", path.display());

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 pub use stages::{ExportError, best_trial, export_trial, pareto_front};
-pub use trainer::TableError;
+pub use trainer::{Table, TableError};
 
 use crate::data::{self, DataError, Splits};
 use crate::plugin::{PackStore, PluginHost};

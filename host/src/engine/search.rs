@@ -367,7 +367,7 @@ impl Search<'_> {
                     };
                     let id = t.next_trial_id()?;
                     t.log(Some(self.name), Some(id), "proposed")?;
-                    proposal.into_record(id)
+                    new_trial(id, self.name, proposal)
                 }
             };
             trial.status = TrialStatus::Running;
@@ -401,16 +401,16 @@ impl Search<'_> {
         }
         let id = t.next_trial_id()?;
         t.log(Some(self.name), Some(id), "an intermixed ensemble")?;
-        let mut trial = Proposed {
-            stage: self.name,
-            proposal: types::Proposal {
+        let mut trial = new_trial(
+            id,
+            self.name,
+            types::Proposal {
                 architecture: best[0].architecture.clone(),
                 hparams: best[0].hparams.clone(),
                 parent: Some(best[0].id),
                 teacher: None,
             },
-        }
-        .into_record(id);
+        );
         trial.members = best.iter().take(ensembling.top_k).map(|t| (t.id, 0.0)).collect();
         Ok(Some(trial))
     }
@@ -425,36 +425,37 @@ impl Search<'_> {
         stage: &mut StageRecord,
         running: &[TrialRecord],
         notes: &mut Vec<String>,
-    ) -> Result<Option<Proposed<'_>>, String> {
-        let running_plugin: Vec<types::Trial> = running.iter().map(TrialRecord::to_plugin).collect();
+    ) -> Result<Option<types::Proposal>, String> {
+        let running: Vec<types::Trial> = running.iter().map(TrialRecord::to_plugin).collect();
+        let running_keys: Vec<String> =
+            running.iter().map(|t| history.session.key(&t.architecture, &t.hparams)).collect();
         let mut last = String::new();
         for _ in 0..MAX_REJECTED_IN_A_ROW {
-            let proposed = history.session.propose(&running_plugin, 1);
+            let proposed = history.session.propose(&running, 1);
             notes.extend(history.session.take_rebuild());
             let Some(proposal) = proposed.map_err(|e| e.to_string())?.into_iter().next() else {
                 return Ok(None);
             };
             let key = history.session.key(&proposal.architecture, &proposal.hparams);
-            let repeated = history.trained(&key).map(|id| format!("it repeats trial {id}")).or_else(|| {
-                running_plugin
-                    .iter()
-                    .find(|t| history.session.key(&t.architecture, &t.hparams) == key)
-                    .map(|t| format!("it repeats trial {}, which is running", t.id))
-            });
-            let proposed = Proposed { stage: self.name, proposal };
-            let invalid = history.session.invalid(&proposed.proposal).or_else(|| {
-                if repeated.is_some() {
-                    return None;
-                }
-                self.unbuildable(&proposed).map(|e| format!("it cannot be built: {e}"))
-            });
-            let Some(reason) = invalid.clone().or(repeated) else { return Ok(Some(proposed)) };
-            stage.rejected_proposals += 1;
-            if invalid.is_some() {
-                let arch: Vec<&str> = proposed.proposal.architecture.iter().map(|b| b.name.as_str()).collect();
+            let running_twin = running_keys.iter().position(|k| *k == key).map(|i| running[i].id);
+            // A mere repeat is only counted; a proposal that cannot be trained is also logged.
+            let reason = if let Some(id) = history.trained(&key) {
+                format!("it repeats trial {id}")
+            } else if let Some(id) = running_twin {
+                format!("it repeats trial {id}, which is running")
+            } else if let Some(reason) = history
+                .session
+                .invalid(&proposal)
+                .or_else(|| self.unbuildable(&proposal).map(|e| format!("it cannot be built: {e}")))
+            {
+                let arch: Vec<&str> = proposal.architecture.iter().map(|b| b.name.as_str()).collect();
                 notes.push(format!("proposal {} rejected: {reason}", arch.join(",")));
-            }
-            history.session.observe(vec![rejected(proposed.proposal, reason.clone())]);
+                reason
+            } else {
+                return Ok(Some(proposal));
+            };
+            stage.rejected_proposals += 1;
+            history.session.observe(vec![rejected(proposal, reason.clone())]);
             last = reason;
         }
         Err(format!(
@@ -464,13 +465,12 @@ impl Search<'_> {
     }
 
     /// Why a proposal's blocks cannot be built for the data, when trainers build them.
-    fn unbuildable(&self, proposed: &Proposed<'_>) -> Option<String> {
+    fn unbuildable(&self, proposal: &types::Proposal) -> Option<String> {
         if !matches!(self.trainer, Trainer::Burn) {
             return None;
         }
         let shape = &self.run.splits().ok()?.train.shape;
-        let record = Proposed { stage: proposed.stage, proposal: proposed.proposal.clone() }.into_record(0);
-        super::trainer::expand(self.run, &record, shape).err()
+        super::trainer::expand(self.run, &new_trial(0, self.name, proposal.clone()), shape).err()
     }
 
     /// Puts an interrupted trial back at the head of the queue.
@@ -490,28 +490,19 @@ impl Search<'_> {
     }
 }
 
-/// A proposal accepted for a stage, not yet given an id.
-struct Proposed<'a> {
-    stage: &'a str,
-    proposal: types::Proposal,
-}
-
-impl Proposed<'_> {
-    fn into_record(self, id: u64) -> TrialRecord {
-        let architecture = self
-            .proposal
-            .architecture
-            .into_iter()
-            .map(|b| BlockRef {
-                name: b.name,
-                params: b.params.into_iter().map(|p| (p.name, ParamValue::from_plugin(&p.value))).collect(),
-            })
-            .collect();
-        TrialRecord {
-            parent: self.proposal.parent,
-            teacher: self.proposal.teacher,
-            ..TrialRecord::new(id, self.stage, architecture, self.proposal.hparams)
-        }
+fn new_trial(id: u64, stage: &str, proposal: types::Proposal) -> TrialRecord {
+    let architecture = proposal
+        .architecture
+        .into_iter()
+        .map(|b| BlockRef {
+            name: b.name,
+            params: b.params.into_iter().map(|p| (p.name, ParamValue::from_plugin(&p.value))).collect(),
+        })
+        .collect();
+    TrialRecord {
+        parent: proposal.parent,
+        teacher: proposal.teacher,
+        ..TrialRecord::new(id, stage, architecture, proposal.hparams)
     }
 }
 

@@ -62,6 +62,11 @@ impl Table {
         Ok(Self { path: path.to_path_buf(), rows })
     }
 
+    /// Every architecture of the table (its key) with the loss a trial of it gets.
+    pub fn losses(&self) -> impl Iterator<Item = (&str, f64)> {
+        self.rows.iter().map(|(key, row)| (key.as_str(), loss_of(row)))
+    }
+
     /// Fills in the trial from its row, or fails it when the table lacks its architecture.
     fn evaluate(&self, trial: &mut TrialRecord) {
         let key = trial.arch_key();
@@ -71,7 +76,7 @@ impl Table {
             return;
         };
         let accuracy = row.get("accuracy").copied();
-        let loss = row.get("loss").copied().or(accuracy.map(|a| 1.0 - a)).unwrap_or(f64::INFINITY);
+        let loss = loss_of(row);
         let metrics =
             Metrics { samples: 0, loss, accuracy, r2: row.get("r2").copied(), rmse: row.get("rmse").copied() };
         trial.status = TrialStatus::Completed;
@@ -81,6 +86,11 @@ impl Table {
         trial.parameters = row.get("params").map_or(0, |&p| p as u64);
         trial.train_seconds = row.get("train_seconds").copied().unwrap_or(0.0);
     }
+}
+
+/// A row's `loss`, else 1 - its `accuracy`.
+fn loss_of(row: &BTreeMap<String, f64>) -> f64 {
+    row.get("loss").copied().or(row.get("accuracy").map(|a| 1.0 - a)).unwrap_or(f64::INFINITY)
 }
 
 /// Who evaluates the trials of a run.

@@ -108,9 +108,8 @@ impl BeamSearch {
         }
         // Nothing completed yet (Model Search starts at the minimum depth), or the beam's
         // neighbourhoods are spent.
-        let first = if beam.is_empty() { (min_depth, min_depth) } else { (min_depth, max_depth) };
-        unseen_random(&self.space, &mut self.seen, first, DRAWS / 2, &mut self.rng)
-            .or_else(|| unseen_random(&self.space, &mut self.seen, (min_depth, max_depth), DRAWS / 2, &mut self.rng))
+        let preferred = if beam.is_empty() { (min_depth, min_depth) } else { (min_depth, max_depth) };
+        unseen_random_preferring(&self.space, &mut self.seen, preferred, DRAWS, &mut self.rng)
     }
 }
 

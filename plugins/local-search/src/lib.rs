@@ -157,13 +157,12 @@ impl LocalSearch {
         // Starts are shallow (as in Model Search: growing a network that works beats
         // repairing a deep one); restarts and starts that would repeat take any depth.
         let (min_depth, max_depth) = depth_bounds(&self.space);
-        let first = if self.seen.len() < self.initial {
+        let preferred = if self.seen.len() < self.initial {
             (min_depth, (min_depth + 1).min(max_depth))
         } else {
             (min_depth, max_depth)
         };
-        unseen_random(&self.space, &mut self.seen, first, DRAWS / 2, &mut self.rng)
-            .or_else(|| unseen_random(&self.space, &mut self.seen, (min_depth, max_depth), DRAWS / 2, &mut self.rng))
+        unseen_random_preferring(&self.space, &mut self.seen, preferred, DRAWS, &mut self.rng)
     }
 }
 
