@@ -6,6 +6,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+// Training frees and re-allocates large tensors at every op: glibc's malloc returns them to
+// the kernel each time (page faults, TLB shootdowns), mimalloc keeps and reuses them.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         // Probing for a GPU where there is none makes wgpu's HAL log errors; they are not ours.

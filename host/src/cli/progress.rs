@@ -30,10 +30,8 @@ impl Progress {
         match event {
             TrainEvent::Batch { epoch, batch, batches, loss } => {
                 if let Some(bar) = &self.bar {
-                    if batch == 1 {
-                        bar.set_length(batches as u64);
-                        bar.set_prefix(format!("epoch {epoch}/{}", self.epochs));
-                    }
+                    bar.set_length(batches as u64);
+                    bar.set_prefix(format!("epoch {epoch}/{}", self.epochs));
                     bar.set_position(batch as u64);
                     bar.set_message(format!("loss {loss:.4}"));
                 }

@@ -15,6 +15,7 @@ use burn::tensor::activation;
 use burn::tensor::module::{avg_pool1d, avg_pool2d, max_pool1d, max_pool2d};
 use burn::tensor::ops::{AvgPoolOptions, MaxPoolOptions};
 
+use super::lowered;
 use crate::graph::{Op, Shape};
 
 /// A batch of values of one of the ranks the IR allows (batch axis included).
@@ -210,10 +211,10 @@ impl NodeModule {
         let batch = x.batch();
         match (self, op) {
             (Self::Dense(m), _) => each_rank!(x, t => m.forward(t)),
-            (Self::Conv1d(m), _) => Value::R3(m.forward(x.r3())),
-            (Self::Conv2d(m), _) => Value::R4(m.forward(x.r4())),
-            (Self::Separable1d(m), _) => Value::R3(m.pointwise.forward(m.depthwise.forward(x.r3()))),
-            (Self::Separable2d(m), _) => Value::R4(m.pointwise.forward(m.depthwise.forward(x.r4()))),
+            (Self::Conv1d(m), _) => Value::R3(lowered::conv1d(m, x.r3())),
+            (Self::Conv2d(m), _) => Value::R4(lowered::conv2d(m, x.r4())),
+            (Self::Separable1d(m), _) => Value::R3(lowered::conv1d(&m.pointwise, m.depthwise.forward(x.r3()))),
+            (Self::Separable2d(m), _) => Value::R4(lowered::conv2d(&m.pointwise, m.depthwise.forward(x.r4()))),
             (Self::BatchNorm(m), _) => each_rank!(x, t => m.forward(t)),
             (Self::LayerNorm(m), _) => match x {
                 Value::R2(t) => Value::R2(m.forward(t)),

@@ -173,6 +173,7 @@ pub struct EpochReport {
 /// Progress as the loop runs, for bars and logs.
 #[derive(Debug, Clone)]
 pub enum TrainEvent<'a> {
+    /// Sent every few batches and after the last; `loss` is the mean since the last event.
     Batch { epoch: usize, batch: usize, batches: usize, loss: f64 },
     Epoch(&'a EpochReport),
 }
@@ -267,6 +268,9 @@ pub struct Guidance<'a> {
     pub early_stop: Option<EpochRule<'a>>,
 }
 
+/// Batches between two reads of the training loss (progress events, divergence checks).
+const LOSS_READ_INTERVAL: usize = 8;
+
 /// Trains `spec` on `splits.train`, selecting the epoch with the best validation loss.
 pub fn train(
     spec: &ModelSpec,
@@ -327,6 +331,7 @@ pub fn train_until(
         let epoch_start = Instant::now();
         order.shuffle(&mut rng);
         let mut loss_sum = 0.0;
+        let (mut pending, mut pending_samples): (Option<Tensor<1>>, usize) = (None, 0);
         for (b, chunk) in order.chunks(config.batch_size).enumerate() {
             if stop.load(Ordering::Relaxed) {
                 outcome = Outcome::Interrupted { epoch };
@@ -350,17 +355,29 @@ pub fn train_until(
                 let teacher = Tensor::from_data(TensorData::new(rows, [chunk.len(), outputs]), &device);
                 loss = loss + distill_loss(output, teacher, distill, spec.task).mul_scalar(distill.lambda);
             }
-            let value = loss.clone().into_scalar::<f32>() as f64;
-            if !value.is_finite() {
-                outcome = Outcome::Diverged { epoch, step, loss: value };
-                break 'epochs;
-            }
+            // Reading the loss waits for the device: on a GPU that stalls the queue at
+            // every batch, so the sum stays on the device and is read every few batches.
+            let weighted = loss.clone().detach().mul_scalar(chunk.len() as f64);
+            pending = Some(match pending.take() {
+                Some(sum) => sum + weighted,
+                None => weighted,
+            });
+            pending_samples += chunk.len();
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             let lr = config.learning_rate_at(step);
             model = optimizer.step(lr, model, grads);
             step += 1;
-            loss_sum += value * chunk.len() as f64;
-            on_event(TrainEvent::Batch { epoch, batch: b + 1, batches, loss: value });
+            if (b + 1) % LOSS_READ_INTERVAL == 0 || b + 1 == batches {
+                let sum = pending.take().map_or(0.0, |t| t.into_scalar::<f32>() as f64);
+                let mean = sum / pending_samples as f64;
+                if !mean.is_finite() {
+                    outcome = Outcome::Diverged { epoch, step, loss: mean };
+                    break 'epochs;
+                }
+                loss_sum += sum;
+                pending_samples = 0;
+                on_event(TrainEvent::Batch { epoch, batch: b + 1, batches, loss: mean });
+            }
         }
         let snapshot = model.valid();
         let valid_set = if splits.valid.is_empty() { &splits.train } else { &splits.valid };
