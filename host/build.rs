@@ -19,9 +19,14 @@ fn main() {
     let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let root = manifest_dir.parent().expect("host/ sits in the repository").to_path_buf();
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    for path in
-        ["plugins/Cargo.toml", "plugins/Cargo.lock", "plugin-sdk/Cargo.toml", "plugin-sdk/src", "plugin-sdk/wit", "plugin-sdk/wit-0.1.0"]
-    {
+    for path in [
+        "plugins/Cargo.toml",
+        "plugins/Cargo.lock",
+        "plugin-sdk/Cargo.toml",
+        "plugin-sdk/src",
+        "plugin-sdk/wit",
+        "plugin-sdk/wit-0.1.0",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(path).display());
     }
     let target_dir = out_dir.join("plugins-target");

@@ -26,7 +26,7 @@ pub enum BenchCommand {
     },
     /// Engine + store cost per trial (table trainer) and memory over a long run.
     Engine(super::bench_engine::BenchEngineArgs),
-    /// Trials per minute with one vs two trainers on MNIST-1D.
+    /// Trials per minute with 1, 2 and 4 trainers on MNIST-1D, threads shared out or not.
     Trainers(super::bench_engine::BenchTrainersArgs),
     /// Reference results: a workflow against random search with the same budget.
     Search(super::bench_engine::BenchSearchArgs),
@@ -46,6 +46,9 @@ pub struct BenchTrainArgs {
     repeats: usize,
     #[arg(long, value_enum, default_value_t = Backend::Cpu)]
     backend: Backend,
+    /// CPU threads [default: all cores].
+    #[arg(long)]
+    threads: Option<usize>,
     /// Print JSON lines instead of a table.
     #[arg(long)]
     json: bool,
@@ -60,6 +63,9 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
         BenchCommand::Search(args) => return super::bench_engine::search(args),
         BenchCommand::Searchers(args) => return super::bench_searchers::searchers(args),
     };
+    if let Some(threads) = args.threads {
+        train::use_threads(threads).map_err(anyhow::Error::msg)?;
+    }
     let backend = args.backend.select()?;
     if !args.json {
         println!(

@@ -23,11 +23,14 @@ pub struct BenchEngineArgs {
 
 #[derive(Debug, Args)]
 pub struct BenchTrainersArgs {
-    /// Trials per run (all the same architecture, so both runs do equal work).
-    #[arg(long, default_value_t = 12)]
+    /// Trials per run: one architecture at different learning rates, so every trial costs the same.
+    #[arg(long, default_value_t = 24)]
     trials: u32,
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 10)]
     epochs: u32,
+    /// Trainer counts to measure.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 4])]
+    counts: Vec<usize>,
     /// The MNIST-1D training CSV.
     #[arg(long, default_value = "data/mnist1d/train.csv")]
     data: PathBuf,
@@ -93,6 +96,7 @@ pub fn run_in_process(
         run_dir: run_dir.to_path_buf(),
         trainers,
         backend: Some(msh::train::Backend::Cpu),
+        threads: None,
         worker_of: None,
     };
     let start = Instant::now();
@@ -190,7 +194,8 @@ pub fn trainers(args: BenchTrainersArgs) -> anyhow::Result<std::process::ExitCod
         &workflow,
         format!(
             "name: bench\nseed: 1\ndata: {{source: 'csv:{}', shape: [1, 40]}}\n\
-             space: {{blocks: [fixed_conv], min_depth: 2, max_depth: 2}}\n\
+             space: {{blocks: [fixed_conv], min_depth: 2, max_depth: 2,\n\
+               hparams: {{learning_rate: {{low: 0.0005, high: 0.005, log: true}}}}}}\n\
              searcher: {{plugin: random-search}}\ntraining: {{epochs: {}, batch_size: 64}}\n\
              budget: {{trials: {}}}\nstages: {{search: {{kind: search}}}}\n",
             data.display(),
@@ -198,19 +203,47 @@ pub fn trainers(args: BenchTrainersArgs) -> anyhow::Result<std::process::ExitCod
             args.trials
         ),
     )?;
-    let mut rates = Vec::new();
-    for trainers in [1, 2] {
-        let seconds =
-            run_in_process(&workflow, &scratch.0.join(format!("run{trainers}")), Some(trainers), |_| {})?.seconds;
-        let per_minute = args.trials as f64 * 60.0 / seconds;
-        println!("{trainers} trainer(s): {} trials in {seconds:.1} s, {per_minute:.1} trials/min", args.trials);
-        rates.push(per_minute);
+    let exe = std::env::current_exe().context("cannot find the msh binary")?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!("{cores} cores; {} trials of {} epochs per run; each run is a fresh `msh run`", args.trials, args.epochs);
+    println!("{:>8} {:>17} {:>9} {:>11} {:>14}", "trainers", "threads each", "seconds", "trials/min", "vs 1 trainer");
+    let mut one = None;
+    for &count in &args.counts {
+        let shared = msh::train::threads_per_trainer(count);
+        // The default (cores shared out) and, to show what it saves, every trainer on all cores.
+        let mut settings = vec![(shared, "shared")];
+        if shared != cores {
+            settings.push((cores, "all cores"));
+        }
+        for (threads, label) in settings {
+            let dir = scratch.0.join(format!("run-{count}-{threads}"));
+            let start = Instant::now();
+            let output = std::process::Command::new(&exe)
+                .arg("run")
+                .arg(&workflow)
+                .arg("--run-dir")
+                .arg(&dir)
+                .args(["--backend", "cpu", "--trainers", &count.to_string(), "--threads", &threads.to_string()])
+                .stdin(std::process::Stdio::null())
+                .output()
+                .context("cannot start msh run")?;
+            if !output.status.success() {
+                anyhow::bail!(
+                    "msh run with {count} trainer(s) failed ({}): {}",
+                    output.status,
+                    String::from_utf8_lossy(&output.stderr).trim()
+                );
+            }
+            let per_minute = args.trials as f64 * 60.0 / start.elapsed().as_secs_f64();
+            let base = *one.get_or_insert(per_minute);
+            println!(
+                "{count:>8} {:>17} {:>9.1} {per_minute:>11.1} {:>13.2}x",
+                format!("{threads} ({label})"),
+                start.elapsed().as_secs_f64(),
+                per_minute / base
+            );
+        }
     }
-    println!(
-        "2 vs 1 trainers: {:.2}x (target: at least 1.8x); peak memory {:.0} MiB",
-        rates[1] / rates[0],
-        memory_mib().1
-    );
     Ok(std::process::ExitCode::SUCCESS)
 }
 

@@ -28,6 +28,10 @@ pub struct RunArgs {
     /// Overrides `trainers.backend`.
     #[arg(long, value_enum)]
     backend: Option<Backend>,
+    /// CPU threads per trainer (overrides `trainers.threads`) [default: the cores divided
+    /// among the trainers].
+    #[arg(long)]
+    threads: Option<usize>,
     /// Internal: be one trainer of a search stage for a parent `msh run`.
     #[arg(long, hide = true)]
     worker_of: Option<String>,
@@ -66,6 +70,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let options = RunOptions {
         run_dir: run_dir.clone(),
         trainers: args.trainers,
+        threads: args.threads,
         backend: args.backend,
         worker_of: args.worker_of.clone(),
     };

@@ -65,6 +65,9 @@ pub struct TrainArgs {
     l2: f32,
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
     backend: Backend,
+    /// CPU threads [default: all cores].
+    #[arg(long)]
+    threads: Option<usize>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Save a checkpoint (model.json + weights.bpk) to this directory.
@@ -108,6 +111,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         l2: args.l2,
         seed: args.seed,
     };
+    if let Some(threads) = args.threads {
+        train::use_threads(threads).map_err(anyhow::Error::msg)?;
+    }
     let backend = args.backend.select()?;
     if !args.quiet {
         eprintln!(

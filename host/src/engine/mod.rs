@@ -22,8 +22,8 @@ pub use trainer::{Table, TableError};
 use crate::data::{self, DataError, Splits};
 use crate::plugin::{PackStore, PluginHost};
 use crate::store::{self, Owner, RunMeta, StageRecord, StageState, Store, StoreError, TrialRecord, TrialStatus};
-use crate::train::{Backend, Selected};
-use crate::workflow::{self, Resolved, StageKind, Workflow, WorkflowError};
+use crate::train::{self, Backend, Selected};
+use crate::workflow::{self, Resolved, StageKind, TrainerKind, Workflow, WorkflowError};
 
 /// Settings of `msh run` that are not part of the workflow.
 #[derive(Debug, Clone, Default)]
@@ -33,6 +33,8 @@ pub struct RunOptions {
     pub trainers: Option<usize>,
     /// Overrides `trainers.backend`.
     pub backend: Option<Backend>,
+    /// Overrides `trainers.threads`.
+    pub threads: Option<usize>,
     /// Work as one extra trainer of this search stage for a parent `msh run` (which
     /// reads the events this process prints) and run nothing else.
     pub worker_of: Option<String>,
@@ -121,6 +123,8 @@ pub(crate) struct Run {
     pub dir: PathBuf,
     pub trainers: usize,
     pub backend: Backend,
+    /// CPU threads of each trainer process.
+    pub threads: usize,
     /// Set in worker processes: which search stage this process helps with.
     pub worker_of: Option<String>,
     pub owner: Owner,
@@ -251,13 +255,20 @@ fn session_id() -> u64 {
 /// Runs (or resumes) the workflow at `path`.
 pub fn run_workflow(path: &Path, options: &RunOptions, report: Reporter) -> Result<RunEnd, EngineError> {
     let (source, wf) = workflow::load(path)?;
+    // Before anything runs on the pool (wasmtime compiles plugins on it too).
+    let trainers = options.trainers.unwrap_or(wf.trainers.count).max(1);
+    let threads = options.threads.or(wf.trainers.threads).unwrap_or_else(|| train::threads_per_trainer(trainers));
+    if wf.trainers.kind == TrainerKind::Burn {
+        train::use_threads(threads).map_err(EngineError::Stage)?;
+    }
     let host = PluginHost::new(wf.limits);
     let resolved = workflow::resolve(&source, &wf, &host, &PackStore::default_location())?;
     let store = open_run_dir(&options.run_dir, &source, &wf)?;
     let owner = Owner { pid: std::process::id(), session: session_id() };
     let requeued = recover(&store, &wf, &owner)?;
     let run = Arc::new(Run {
-        trainers: options.trainers.unwrap_or(wf.trainers.count).max(1),
+        trainers,
+        threads,
         backend: options.backend.unwrap_or(wf.trainers.backend),
         workflow: wf,
         workflow_path: path.to_path_buf(),
@@ -274,6 +285,13 @@ pub fn run_workflow(path: &Path, options: &RunOptions, report: Reporter) -> Resu
     });
     if requeued > 0 {
         run.note(format!("resuming: {requeued} interrupted trial(s) requeued"));
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if run.trainers > cores && run.workflow.trainers.kind == TrainerKind::Burn && run.worker_of.is_none() {
+        run.note(format!(
+            "{} trainers share {cores} cores: trials/min usually peaks at one trainer per core",
+            run.trainers
+        ));
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

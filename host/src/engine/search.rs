@@ -183,6 +183,7 @@ fn spawn_helpers(run: &Arc<Run>, stage: &str, count: usize) -> Result<Vec<Helper
             .arg("--run-dir")
             .arg(&run.dir)
             .args(["--trainers", "1", "--backend", &backend, "--worker-of", stage])
+            .args(["--threads", &run.threads.to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()

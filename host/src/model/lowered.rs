@@ -69,11 +69,8 @@ pub fn conv2d(m: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     }
     let out_h = (padded_h - span(kh, 0)) / m.stride[0] + 1;
     let out_w = (padded_w - span(kw, 1)) / m.stride[1] + 1;
-    let x = if top + bottom + left + right > 0 {
-        x.pad([(top, bottom), (left, right)], PadMode::Constant(0.0))
-    } else {
-        x
-    };
+    let x =
+        if top + bottom + left + right > 0 { x.pad([(top, bottom), (left, right)], PadMode::Constant(0.0)) } else { x };
     let taps = kh * kw;
     let cols = if taps == 1 && m.stride == [1, 1] {
         x.reshape([batch, channels, out_h * out_w])
@@ -162,7 +159,9 @@ mod tests {
 
     #[test]
     fn conv1d_matches_burn_on_search_shapes() {
-        for (kernel, stride, dilation, pad) in [(5, 1, 1, 2), (3, 1, 1, 1), (3, 2, 1, 1), (3, 1, 2, 2), (1, 1, 1, 0), (7, 3, 1, 0)] {
+        for (kernel, stride, dilation, pad) in
+            [(5, 1, 1, 2), (3, 1, 1, 1), (3, 2, 1, 1), (3, 1, 2, 2), (1, 1, 1, 0), (7, 3, 1, 0)]
+        {
             let config = Conv1dConfig::new(3, 4, kernel)
                 .with_stride(stride)
                 .with_dilation(dilation)
@@ -174,9 +173,13 @@ mod tests {
 
     #[test]
     fn conv2d_matches_burn_on_search_shapes() {
-        for (kernel, stride, dilation, pad) in
-            [([3, 3], 1, 1, [1, 1]), ([5, 5], 1, 1, [2, 2]), ([3, 3], 2, 1, [1, 1]), ([3, 1], 1, 2, [2, 0]), ([1, 1], 1, 1, [0, 0])]
-        {
+        for (kernel, stride, dilation, pad) in [
+            ([3, 3], 1, 1, [1, 1]),
+            ([5, 5], 1, 1, [2, 2]),
+            ([3, 3], 2, 1, [1, 1]),
+            ([3, 1], 1, 2, [2, 0]),
+            ([1, 1], 1, 1, [0, 0]),
+        ] {
             let config = Conv2dConfig::new([3, 5], kernel)
                 .with_stride([stride, stride])
                 .with_dilation([dilation, dilation])

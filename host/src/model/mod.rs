@@ -63,6 +63,27 @@ pub struct Model {
 }
 
 impl Model {
+    /// `new` with weights drawn on the CPU from `seed`, then moved to `device`: one seed
+    /// gives one starting model on every backend.
+    pub fn seeded(spec: &ModelSpec, seed: u64, device: &Device) -> Result<Self, GraphError> {
+        let cpu = Device::flex().autodiff();
+        cpu.seed(seed);
+        let model = Self::new(spec, &cpu)?;
+        if *device == cpu {
+            return Ok(model);
+        }
+        // Parameters are initialised lazily, on the device they live on when first read:
+        // read them all here, or the move would hand their initialisation to `device`.
+        struct Materialize;
+        impl ModuleVisitor for Materialize {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                let _ = param.val();
+            }
+        }
+        model.visit(&mut Materialize);
+        Ok(model.fork(device))
+    }
+
     /// Validates the architecture against the input shape and builds the module on `device`.
     pub fn new(spec: &ModelSpec, device: &Device) -> Result<Self, GraphError> {
         let mut current = spec.input_shape.clone();

@@ -13,7 +13,7 @@ pub enum Backend {
     Auto,
     /// burn's Flex backend (multi-threaded, SIMD).
     Cpu,
-    /// burn-wgpu on the best GPU adapter.
+    /// burn-wgpu on the best GPU adapter, or a software adapter (with a warning).
     Wgpu,
 }
 
@@ -25,8 +25,34 @@ pub struct Selected {
     pub description: String,
 }
 
+/// CPU threads for each of `trainers` trainer processes: the cores shared out evenly, so
+/// that trainers never oversubscribe them (at least one thread each).
+pub fn threads_per_trainer(trainers: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cores / trainers.max(1)).max(1)
+}
+
+/// Sizes this process's compute thread pool (burn-flex's kernels and its matmuls run on
+/// rayon's global pool). Only the first call can size it; a later call asking for a
+/// different size is an error.
+pub fn use_threads(threads: usize) -> Result<(), String> {
+    if threads == 0 {
+        return Err("`threads` must be at least 1".into());
+    }
+    match rayon::ThreadPoolBuilder::new().num_threads(threads).build_global() {
+        Ok(()) => Ok(()),
+        Err(_) if rayon::current_num_threads() == threads => Ok(()),
+        Err(_) => Err(format!(
+            "cannot use {threads} compute threads: this process already runs {}",
+            rayon::current_num_threads()
+        )),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
-#[error("backend `wgpu` was asked for, but wgpu finds no GPU adapter ({found}); use --backend cpu")]
+#[error(
+    "backend `wgpu` was asked for, but wgpu finds no adapter, not even a software one ({found}); use --backend cpu"
+)]
 pub struct NoGpu {
     found: String,
 }
@@ -38,7 +64,9 @@ impl Backend {
         match self {
             Backend::Cpu => Ok(cpu()),
             Backend::Auto => Ok(find_gpu().unwrap_or_else(cpu)),
-            Backend::Wgpu => find_gpu().ok_or_else(|| NoGpu { found: describe_adapters() }),
+            // Asked for by name, a software adapter (lavapipe, llvmpipe) is better than a
+            // refusal: it runs the GPU code path, slowly, where no GPU exists (CI, tests).
+            Backend::Wgpu => find_gpu().or_else(find_software).ok_or_else(|| NoGpu { found: describe_adapters() }),
         }
     }
 }
@@ -49,7 +77,7 @@ fn adapters() -> Vec<wgpu::AdapterInfo> {
 }
 
 /// The best real GPU: discrete, then integrated, then virtual. Software adapters such as
-/// llvmpipe report `DeviceType::Cpu` and are never chosen.
+/// llvmpipe report `DeviceType::Cpu` and are never chosen here.
 fn find_gpu() -> Option<Selected> {
     let infos = adapters();
     let ranked = [
@@ -63,6 +91,21 @@ fn find_gpu() -> Option<Selected> {
             device: Device::wgpu(device_kind),
             description: format!("wgpu: {} ({:?})", info.name, info.backend),
         })
+    })
+}
+
+/// A software adapter, with a warning: it is correct but much slower than burn's CPU backend.
+fn find_software() -> Option<Selected> {
+    let infos = adapters();
+    let info = infos.iter().find(|i| i.device_type == wgpu::DeviceType::Cpu)?;
+    tracing::warn!(
+        "no GPU found; wgpu runs on the software adapter {} ({:?}), which is much slower than --backend cpu",
+        info.name,
+        info.backend
+    );
+    Some(Selected {
+        device: Device::wgpu(DeviceKind::Cpu),
+        description: format!("wgpu: {} ({:?}, software)", info.name, info.backend),
     })
 }
 

@@ -5,7 +5,7 @@ mod checkpoint;
 mod ensemble;
 mod metrics;
 
-pub use backend::{Backend, NoGpu, Selected};
+pub use backend::{Backend, NoGpu, Selected, threads_per_trainer, use_threads};
 pub use checkpoint::{CHECKPOINT_VERSION, Checkpoint, CheckpointError, CheckpointMeta};
 pub use ensemble::{
     Combine, ENSEMBLE_FILE, EnsembleFile, Member, Predictor, add_outputs, combine, learn_weights, to_probabilities,
@@ -174,7 +174,12 @@ pub struct EpochReport {
 #[derive(Debug, Clone)]
 pub enum TrainEvent<'a> {
     /// Sent every few batches and after the last; `loss` is the mean since the last event.
-    Batch { epoch: usize, batch: usize, batches: usize, loss: f64 },
+    Batch {
+        epoch: usize,
+        batch: usize,
+        batches: usize,
+        loss: f64,
+    },
     Epoch(&'a EpochReport),
 }
 
@@ -316,7 +321,7 @@ pub fn train_until(
             splits.train.len()
         )));
     }
-    let (mut model, inherited) = inherit(Model::new(spec, &device)?, &guidance.donors)?;
+    let (mut model, inherited) = inherit(Model::seeded(spec, config.seed, &device)?, &guidance.donors)?;
     let parameters = model.parameter_count();
     let mut optimizer = config.optimizer();
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(config.seed ^ 0x9e37_79b9_7f4a_7c15);

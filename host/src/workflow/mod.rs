@@ -405,6 +405,9 @@ pub struct TrainersSpec {
     pub table: Option<PathBuf>,
     #[serde(default)]
     pub backend: Backend,
+    /// CPU threads of each burn trainer [default: the cores divided among the trainers].
+    #[serde(default)]
+    pub threads: Option<usize>,
 }
 
 fn one_usize() -> usize {
@@ -413,7 +416,7 @@ fn one_usize() -> usize {
 
 impl Default for TrainersSpec {
     fn default() -> Self {
-        Self { count: 1, kind: TrainerKind::Burn, table: None, backend: Backend::Auto }
+        Self { count: 1, kind: TrainerKind::Burn, table: None, backend: Backend::Auto, threads: None }
     }
 }
 
