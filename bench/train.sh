@@ -29,12 +29,12 @@ def load(name):
     return rows
 msh, torch = load("msh.jsonl"), load("torch.jsonl")
 print(f"threads {threads}; median samples/s over rounds")
-print(f"{'model':<12} {'msh':>10} {'pytorch':>10} {'msh/pytorch':>12}")
+print(f"{'model':<15} {'msh':>10} {'pytorch':>10} {'msh/pytorch':>12}")
 for model, rates in msh.items():
     m = statistics.median(rates)
     if model in torch:
         t = statistics.median(torch[model])
-        print(f"{model:<12} {m:>10.0f} {t:>10.0f} {m / t:>12.2f}")
+        print(f"{model:<15} {m:>10.0f} {t:>10.0f} {m / t:>12.2f}")
     else:
-        print(f"{model:<12} {m:>10.0f} {'skipped':>10} {'-':>12}")
+        print(f"{model:<15} {m:>10.0f} {'skipped':>10} {'-':>12}")
 PY

@@ -10,9 +10,16 @@ use msh::model::{ModelSpec, Task};
 use msh::train::{self, Backend, TrainConfig};
 use serde_json::json;
 
-/// The MNIST-1D CNN of the test suite and the CIFAR-shaped CNN (conv32-pool-conv64-pool-dense10).
-const MNIST1D_CNN: &str = include_str!("../../../workflows/archs/mnist1d_cnn.yaml");
-const CIFAR_CNN: &str = include_str!("../../../workflows/archs/cifar_cnn.yaml");
+/// The reference models: the MNIST-1D CNN of the test suite, a CIFAR-shaped CNN
+/// (conv32-pool-conv64-pool-dense10), and what searches produce on MNIST-1D: a 1-D ResNet
+/// of core-blocks' blocks and a conv stem feeding an LSTM. `bench/torch_train.py` has their
+/// PyTorch twins.
+const REFERENCE_MODELS: [(&str, &str, [usize; 3]); 4] = [
+    ("mnist1d_cnn", include_str!("../../../workflows/archs/mnist1d_cnn.yaml"), [1, 40, 0]),
+    ("cifar_cnn", include_str!("../../../workflows/archs/cifar_cnn.yaml"), [3, 32, 32]),
+    ("mnist1d_resnet", include_str!("../../../workflows/archs/mnist1d_resnet.yaml"), [1, 40, 0]),
+    ("mnist1d_lstm", include_str!("../../../workflows/archs/mnist1d_lstm.yaml"), [1, 40, 0]),
+];
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
@@ -73,7 +80,9 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
             backend.description, args.batch_size, args.samples, args.repeats
         );
     }
-    for (name, text, shape) in [("mnist1d_cnn", MNIST1D_CNN, vec![1, 40]), ("cifar_cnn", CIFAR_CNN, vec![3, 32, 32])] {
+    for (name, text, dims) in REFERENCE_MODELS {
+        // A trailing 0 marks a rank-2 sample shape.
+        let shape: Vec<usize> = dims.into_iter().filter(|&d| d > 0).collect();
         let architecture = msh::arch_file::parse(text).with_context(|| format!("bundled {name}"))?;
         let spec = ModelSpec { architecture, input_shape: shape.clone(), task: Task::Classification { classes: 10 } };
         let splits = random_splits(&shape, args.samples);
@@ -101,7 +110,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
             );
         } else {
             println!(
-                "{name:<12} {median:>10.0} samples/s  ({} parameters; runs {:?})",
+                "{name:<15} {median:>10.0} samples/s  ({} parameters; runs {:?})",
                 trained.parameters,
                 timed.iter().map(|r| r.round()).collect::<Vec<_>>()
             );

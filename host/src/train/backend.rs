@@ -50,9 +50,7 @@ pub fn use_threads(threads: usize) -> Result<(), String> {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "backend `wgpu` was asked for, but wgpu finds no adapter, not even a software one ({found}); use --backend cpu"
-)]
+#[error("backend `wgpu` was asked for, but {found}; use --backend cpu")]
 pub struct NoGpu {
     found: String,
 }
@@ -112,7 +110,8 @@ fn find_software() -> Option<Selected> {
 fn describe_adapters() -> String {
     let infos = adapters();
     if infos.is_empty() {
-        return "no adapters at all".into();
+        return "wgpu finds no adapter, not even a software one".into();
     }
-    infos.iter().map(|i| format!("{} is {:?}", i.name, i.device_type)).collect::<Vec<_>>().join(", ")
+    let found = infos.iter().map(|i| format!("{} is {:?}", i.name, i.device_type)).collect::<Vec<_>>();
+    format!("wgpu finds no usable adapter ({})", found.join(", "))
 }
