@@ -56,6 +56,9 @@ pub struct BenchTrainArgs {
     /// CPU threads [default: all cores].
     #[arg(long)]
     threads: Option<usize>,
+    /// Only these reference models (mnist1d_cnn, cifar_cnn, mnist1d_resnet, mnist1d_lstm).
+    #[arg(long, value_delimiter = ',')]
+    models: Vec<String>,
     /// Print JSON lines instead of a table.
     #[arg(long)]
     json: bool,
@@ -80,7 +83,14 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
             backend.description, args.batch_size, args.samples, args.repeats
         );
     }
+    if let Some(unknown) = args.models.iter().find(|m| !REFERENCE_MODELS.iter().any(|(name, ..)| name == m)) {
+        let names: Vec<&str> = REFERENCE_MODELS.iter().map(|(name, ..)| *name).collect();
+        anyhow::bail!("no reference model `{unknown}`; there are {}", names.join(", "));
+    }
     for (name, text, dims) in REFERENCE_MODELS {
+        if !args.models.is_empty() && !args.models.iter().any(|m| m == name) {
+            continue;
+        }
         // A trailing 0 marks a rank-2 sample shape.
         let shape: Vec<usize> = dims.into_iter().filter(|&d| d > 0).collect();
         let architecture = msh::arch_file::parse(text).with_context(|| format!("bundled {name}"))?;

@@ -1,4 +1,4 @@
-//! Convolutions lowered to im2col and one batched matmul, in tensor ops.
+//! Convolutions and LSTMs lowered to fewer, larger tensor ops than burn-nn's.
 //!
 //! burn-flex's own convolution tiles im2col per output block and scatters each tile's
 //! result into the output channel by channel, and its gradients go through generic
@@ -8,10 +8,17 @@
 //! the product is one broadcast matmul per batch, and autodiff derives the gradients from
 //! those ops (slice, stack, matmul), whose backward passes are plain copies and matmuls.
 //! Grouped convolutions keep burn's implementation.
+//!
+//! burn-nn's LSTM runs eight matmuls per time step (four gates, input and hidden apart)
+//! and writes each step's output into a copy of the whole sequence. Here the gates'
+//! weights are stacked once per forward, each step is one matmul over the step's input
+//! beside the hidden state, and the outputs are stacked once at the end.
 
-use burn::nn::PaddingConfig1d;
-use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv1d, Conv2d};
+use burn::nn::lstm::Lstm;
+use burn::nn::activation::Activation;
+use burn::nn::{GateController, PaddingConfig1d, PaddingConfig2d};
+use burn::tensor::activation::{sigmoid, tanh};
 use burn::prelude::*;
 use burn::tensor::Slice;
 use burn::tensor::ops::PadMode;
@@ -91,6 +98,70 @@ pub fn conv2d(m: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     match &m.bias {
         Some(bias) => out + bias.val().reshape([1, filters, 1, 1]),
         None => out,
+    }
+}
+
+/// Runs `m` over `x` (`[B, T, C]`), from the last step to the first when `reverse`, from
+/// zero states. Returns every step's hidden state (`[B, T, H]`, in input order) and the
+/// last one computed (`[B, H]`), as `m.forward_iter` does.
+pub fn lstm(m: &Lstm, x: Tensor<3>, reverse: bool) -> (Tensor<3>, Tensor<2>) {
+    let [batch, steps, _] = x.dims();
+    let standard = m.clip.is_none()
+        && matches!(m.gate_activation, Activation::Sigmoid(_))
+        && matches!(m.cell_activation, Activation::Tanh(_))
+        && matches!(m.hidden_activation, Activation::Tanh(_));
+    let Some(forget) = m.forget_gate.as_ref().filter(|_| standard && steps > 0) else {
+        let device = x.device();
+        let timesteps = x.iter_dim(1).enumerate();
+        let (seq, state) = if reverse {
+            m.forward_iter(timesteps.rev(), None, batch, steps, &device)
+        } else {
+            m.forward_iter(timesteps, None, batch, steps, &device)
+        };
+        return (seq, state.hidden);
+    };
+    let hidden = m.d_hidden;
+    let gates = [&m.input_gate, forget, &m.output_gate, &m.cell_gate];
+    // [C + H, 4H]: rows read the step's input then the hidden state; columns are the
+    // input, forget, output and cell gates.
+    let weights = Tensor::cat(
+        vec![
+            Tensor::cat(gates.iter().map(|g| g.input_transform.weight.val()).collect(), 1),
+            Tensor::cat(gates.iter().map(|g| g.hidden_transform.weight.val()).collect(), 1),
+        ],
+        0,
+    );
+    let bias: Option<Tensor<2>> = gates
+        .iter()
+        .map(|g| gate_bias(g))
+        .collect::<Option<Vec<_>>>()
+        .map(|b| Tensor::cat(b, 0).reshape([1, 4 * hidden]));
+    let device = x.device();
+    let mut h = Tensor::<2>::zeros([batch, hidden], &device);
+    let mut c = Tensor::<2>::zeros([batch, hidden], &device);
+    let mut outputs: Vec<Option<Tensor<2>>> = vec![None; steps];
+    let order: Box<dyn Iterator<Item = usize>> = if reverse { Box::new((0..steps).rev()) } else { Box::new(0..steps) };
+    for t in order {
+        let step = x.clone().narrow(1, t, 1).reshape([batch, x.dims()[2]]);
+        let mut z = Tensor::cat(vec![step, h], 1).matmul(weights.clone());
+        if let Some(bias) = &bias {
+            z = z + bias.clone();
+        }
+        let [i, f, o, g]: [Tensor<2>; 4] = z.chunk(4, 1).try_into().expect("4H columns make four chunks");
+        c = sigmoid(f) * c + sigmoid(i) * tanh(g);
+        h = sigmoid(o) * tanh(c.clone());
+        outputs[t] = Some(h.clone());
+    }
+    let outputs = outputs.into_iter().map(|o| o.expect("every step ran")).collect();
+    (Tensor::stack(outputs, 1), h)
+}
+
+/// A gate's two biases summed (`None` when the LSTM has none).
+fn gate_bias(gate: &GateController) -> Option<Tensor<1>> {
+    match (&gate.input_transform.bias, &gate.hidden_transform.bias) {
+        (Some(a), Some(b)) => Some(a.val() + b.val()),
+        (Some(a), None) | (None, Some(a)) => Some(a.val()),
+        (None, None) => None,
     }
 }
 
@@ -186,6 +257,34 @@ mod tests {
                 .with_padding(PaddingConfig2d::Explicit(pad[0], pad[1], pad[0], pad[1]));
             check_2d(config.clone(), [2, 3, 8, 7]);
             check_2d(config.with_bias(false), [1, 3, 6, 6]);
+        }
+    }
+
+    #[test]
+    fn lstm_matches_burn_in_both_directions_with_gradients() {
+        use burn::nn::lstm::LstmConfig;
+        let device = Device::flex().autodiff();
+        for bias in [true, false] {
+            let m = LstmConfig::new(3, 5, bias).init(&device);
+            for reverse in [false, true] {
+                let x = input([2, 4, 3], &device).require_grad();
+                let (seq, last) = lstm(&m, x.clone(), reverse);
+                let timesteps = x.clone().iter_dim(1).enumerate();
+                let (their_seq, state) = if reverse {
+                    m.forward_iter(timesteps.rev(), None, 2, 4, &device)
+                } else {
+                    m.forward_iter(timesteps, None, 2, 4, &device)
+                };
+                let what = format!("lstm bias {bias} reverse {reverse}");
+                assert_close(values(seq.clone()), values(their_seq.clone()), &what);
+                assert_close(values(last.clone()), values(state.hidden.clone()), &format!("{what}: last"));
+                let ours = seq.powi_scalar(2).sum() + last.sum();
+                let theirs = their_seq.powi_scalar(2).sum() + state.hidden.sum();
+                let (g_ours, g_theirs) = (ours.backward(), theirs.backward());
+                assert_close(values(x.grad(&g_ours).unwrap()), values(x.grad(&g_theirs).unwrap()), &what);
+                let w = m.cell_gate.hidden_transform.weight.val();
+                assert_close(values(w.grad(&g_ours).unwrap()), values(w.grad(&g_theirs).unwrap()), &what);
+            }
         }
     }
 

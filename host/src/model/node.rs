@@ -223,15 +223,17 @@ impl NodeModule {
             },
             (Self::Dropout(m), _) => each_rank!(x, t => m.forward(t)),
             (Self::Lstm(m), Op::Lstm { return_sequences, .. }) => {
-                let (seq, state) = m.forward(x.r3().swap_dims(1, 2), None);
-                if *return_sequences { Value::R3(seq.swap_dims(1, 2)) } else { Value::R2(state.hidden) }
+                let (seq, last) = lowered::lstm(m, x.r3().swap_dims(1, 2), false);
+                if *return_sequences { Value::R3(seq.swap_dims(1, 2)) } else { Value::R2(last) }
             }
             (Self::BiLstm(m), Op::Lstm { return_sequences, .. }) => {
-                let (seq, state) = m.forward(x.r3().swap_dims(1, 2), None);
+                let x = x.r3().swap_dims(1, 2);
+                let (seq, last) = lowered::lstm(&m.forward, x.clone(), false);
+                let (seq_back, last_back) = lowered::lstm(&m.reverse, x, true);
                 if *return_sequences {
-                    Value::R3(seq.swap_dims(1, 2))
+                    Value::R3(Tensor::cat(vec![seq, seq_back], 2).swap_dims(1, 2))
                 } else {
-                    Value::R2(final_states(state.hidden, batch))
+                    Value::R2(Tensor::cat(vec![last, last_back], 1))
                 }
             }
             (Self::Gru(m), Op::Gru { return_sequences, .. }) => {
