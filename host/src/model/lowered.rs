@@ -14,13 +14,13 @@
 //! weights are stacked once per forward, each step is one matmul over the step's input
 //! beside the hidden state, and the outputs are stacked once at the end.
 
+use burn::nn::activation::Activation;
 use burn::nn::conv::{Conv1d, Conv2d};
 use burn::nn::lstm::Lstm;
-use burn::nn::activation::Activation;
 use burn::nn::{GateController, PaddingConfig1d, PaddingConfig2d};
-use burn::tensor::activation::{sigmoid, tanh};
 use burn::prelude::*;
 use burn::tensor::Slice;
+use burn::tensor::activation::{sigmoid, tanh};
 use burn::tensor::ops::PadMode;
 
 /// `m.forward(x)`, computed as im2col + matmul where that applies.
@@ -189,43 +189,44 @@ mod tests {
         Tensor::from_data(TensorData::new(data, shape), device)
     }
 
-    /// Output, input gradient and weight/bias gradients against burn's own convolution.
+    /// Our output, and the gradients it gives the input, weight and bias, against burn's.
+    fn compare<const D: usize>(
+        what: &str,
+        x: &Tensor<D>,
+        (ours, theirs): (Tensor<D>, Tensor<D>),
+        weight: Tensor<D>,
+        bias: Option<Tensor<1>>,
+    ) {
+        assert_eq!(ours.dims(), theirs.dims(), "{what}");
+        assert_close(values(ours.clone()), values(theirs.clone()), what);
+        let (g_ours, g_theirs) = (ours.powi_scalar(2).sum().backward(), theirs.powi_scalar(2).sum().backward());
+        assert_close(values(x.grad(&g_ours).unwrap()), values(x.grad(&g_theirs).unwrap()), &format!("{what}: input"));
+        assert_close(values(weight.grad(&g_ours).unwrap()), values(weight.grad(&g_theirs).unwrap()), what);
+        if let Some(b) = bias {
+            assert_close(
+                values(b.grad(&g_ours).unwrap()),
+                values(b.grad(&g_theirs).unwrap()),
+                &format!("{what}: bias"),
+            );
+        }
+    }
+
     fn check_1d(config: Conv1dConfig, shape: [usize; 3]) {
         let device = Device::flex().autodiff();
         let m = config.init(&device);
         let x = input(shape, &device).require_grad();
-        let ours = conv1d(&m, x.clone());
-        let theirs = m.forward(x.clone());
+        let outputs = (conv1d(&m, x.clone()), m.forward(x.clone()));
         let what = format!("{config:?} on {shape:?}");
-        assert_eq!(ours.dims(), theirs.dims(), "{what}");
-        assert_close(values(ours.clone()), values(theirs.clone()), &what);
-        let (g_ours, g_theirs) = (ours.powi_scalar(2).sum().backward(), theirs.powi_scalar(2).sum().backward());
-        let grad = |g: &_, t: &Tensor<3>| values(t.grad(g).unwrap());
-        assert_close(grad(&g_ours, &x), grad(&g_theirs, &x), &format!("{what}: input gradient"));
-        assert_close(grad(&g_ours, &m.weight.val()), grad(&g_theirs, &m.weight.val()), &format!("{what}: weight"));
-        if let Some(bias) = &m.bias {
-            let b = bias.val();
-            assert_close(values(b.grad(&g_ours).unwrap()), values(b.grad(&g_theirs).unwrap()), &what);
-        }
+        compare(&what, &x, outputs, m.weight.val(), m.bias.as_ref().map(|b| b.val()));
     }
 
     fn check_2d(config: Conv2dConfig, shape: [usize; 4]) {
         let device = Device::flex().autodiff();
         let m = config.init(&device);
         let x = input(shape, &device).require_grad();
-        let ours = conv2d(&m, x.clone());
-        let theirs = m.forward(x.clone());
+        let outputs = (conv2d(&m, x.clone()), m.forward(x.clone()));
         let what = format!("{config:?} on {shape:?}");
-        assert_eq!(ours.dims(), theirs.dims(), "{what}");
-        assert_close(values(ours.clone()), values(theirs.clone()), &what);
-        let (g_ours, g_theirs) = (ours.powi_scalar(2).sum().backward(), theirs.powi_scalar(2).sum().backward());
-        let grad = |g: &_, t: &Tensor<4>| values(t.grad(g).unwrap());
-        assert_close(grad(&g_ours, &x), grad(&g_theirs, &x), &format!("{what}: input gradient"));
-        assert_close(grad(&g_ours, &m.weight.val()), grad(&g_theirs, &m.weight.val()), &format!("{what}: weight"));
-        if let Some(bias) = &m.bias {
-            let b = bias.val();
-            assert_close(values(b.grad(&g_ours).unwrap()), values(b.grad(&g_theirs).unwrap()), &what);
-        }
+        compare(&what, &x, outputs, m.weight.val(), m.bias.as_ref().map(|b| b.val()));
     }
 
     #[test]
