@@ -12,10 +12,10 @@ use burn::nn::{
 };
 use burn::prelude::*;
 use burn::tensor::activation;
-use burn::tensor::module::{avg_pool1d, avg_pool2d, max_pool1d, max_pool2d};
-use burn::tensor::ops::{AvgPoolOptions, MaxPoolOptions};
+use burn::tensor::module::{avg_pool1d, avg_pool2d};
+use burn::tensor::ops::AvgPoolOptions;
 
-use super::lowered;
+use super::{lowered, max_pool};
 use crate::graph::{Op, Shape};
 
 /// A batch of values of one of the ranks the IR allows (batch axis included).
@@ -309,8 +309,8 @@ fn stateless(op: &Op, x: Value, out: &Shape, batch: usize) -> Value {
         Op::MaxPool { size, stride } => {
             let s = stride.unwrap_or(*size);
             match x {
-                Value::R3(t) => Value::R3(max_pool1d(t, MaxPoolOptions::new([*size]).with_stride([s]))),
-                Value::R4(t) => Value::R4(max_pool2d(t, MaxPoolOptions::new([*size, *size]).with_stride([s, s]))),
+                Value::R3(t) => Value::R3(max_pool::max_pool1d(t, *size, s)),
+                Value::R4(t) => Value::R4(max_pool::max_pool2d(t, *size, s)),
                 other => unreachable!("validated: pooling reads rank 2 or 3, got {other:?}"),
             }
         }

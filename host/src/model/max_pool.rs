@@ -1,0 +1,237 @@
+//! Max pooling without padding as a burn backend extension: a Flex kernel for `f32` (the
+//! forward pass keeps each window's argmax, the backward pass scatter-adds the gradient to
+//! it), burn's own pooling on the other backends, and an autodiff rule joining the two.
+//!
+//! burn-flex pools one output at a time through a generic kernel that recomputes the
+//! window's bounds for every output and runs one rayon task per channel: a fifth of a
+//! CIFAR-shaped CNN's training step. Searches pool 2x2 or 3x3 windows without padding, and
+//! that case is a plain loop over each plane.
+
+use burn::backend::ops::{MaxPool2dBackward, MaxPool2dWithIndices, ModuleOps};
+use burn::backend::tensor::{FloatTensor, IntTensor};
+use burn::backend::{Backend, DType, Dispatch, Flex, TensorMetadata, backend_extension, get_or_init_device_settings};
+use burn::prelude::*;
+use burn::tensor::{Bytes, IntDType, Shape as TensorShape};
+use burn_autodiff::Autodiff;
+use burn_autodiff::checkpoint::base::Checkpointer;
+use burn_autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn_autodiff::grads::Gradients;
+use burn_autodiff::ops::{Backward, Ops, OpsKind, unary};
+use burn_flex::{FlexTensor, Layout};
+use rayon::prelude::*;
+
+/// Max pooling of `[B, C, H, W]` over `size`x`size` windows every `stride`, no padding.
+pub fn max_pool2d(x: Tensor<4>, size: usize, stride: usize) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as MaxPoolOps>::max_pool(x.into_dispatch(), size, stride))
+}
+
+/// Max pooling of `[B, C, L]` over windows of `size` every `stride`, no padding.
+pub fn max_pool1d(x: Tensor<3>, size: usize, stride: usize) -> Tensor<3> {
+    let [batch, channels, length] = x.dims();
+    let pooled = Tensor::from_dispatch(<Dispatch as MaxPoolOps>::max_pool_rows(
+        x.reshape([batch, channels, 1, length]).into_dispatch(),
+        size,
+        stride,
+    ));
+    let [_, _, _, out] = pooled.dims();
+    pooled.reshape([batch, channels, out])
+}
+
+#[backend_extension(Flex, Cube, Autodiff)]
+pub trait MaxPoolOps: Backend {
+    /// `size`x`size` windows: the pooled tensor.
+    fn max_pool(x: FloatTensor<Self>, size: usize, stride: usize) -> FloatTensor<Self> {
+        Self::max_pool_with_argmax(x, [size, size], [stride, stride]).0
+    }
+
+    /// 1x`size` windows along the last axis (1-D pooling of a `[B, C, 1, L]` tensor).
+    fn max_pool_rows(x: FloatTensor<Self>, size: usize, stride: usize) -> FloatTensor<Self> {
+        Self::max_pool_with_argmax(x, [1, size], [1, stride]).0
+    }
+
+    /// The pooled tensor and, per output, where its maximum is.
+    fn max_pool_with_argmax(
+        x: FloatTensor<Self>,
+        size: [usize; 2],
+        stride: [usize; 2],
+    ) -> (FloatTensor<Self>, IntTensor<Self>) {
+        // The device's own integer type: wgpu has no 64-bit integers.
+        let indices = get_or_init_device_settings::<Self>(&x.device()).int_dtype;
+        let pooled: MaxPool2dWithIndices<Self> =
+            Self::max_pool2d_with_indices(x, size, stride, [0, 0], [1, 1], false, indices);
+        (pooled.output, pooled.indices)
+    }
+
+    /// The input's gradient from the output's and the argmax of `max_pool_with_argmax`.
+    fn max_pool_backward(
+        x: FloatTensor<Self>,
+        size: [usize; 2],
+        stride: [usize; 2],
+        grad: FloatTensor<Self>,
+        argmax: IntTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let backward: MaxPool2dBackward<Self> =
+            Self::max_pool2d_with_indices_backward(x, size, stride, [0, 0], [1, 1], false, grad, argmax);
+        backward.x_grad
+    }
+}
+
+impl MaxPoolOps for burn_cubecl::CubeBackend {}
+
+impl MaxPoolOps for Flex {
+    fn max_pool_with_argmax(x: FlexTensor, size: [usize; 2], stride: [usize; 2]) -> (FlexTensor, FlexTensor) {
+        if x.dtype() != DType::F32 {
+            let pooled = Self::max_pool2d_with_indices(x, size, stride, [0, 0], [1, 1], false, IntDType::I64);
+            return (pooled.output, pooled.indices);
+        }
+        let x = x.to_contiguous();
+        let [batch, channels, height, width] = dims4(&x);
+        let (out_h, out_w) = ((height - size[0]) / stride[0] + 1, (width - size[1]) / stride[1] + 1);
+        let plane_out = out_h * out_w;
+        let input: &[f32] = x.storage();
+        let mut output = vec![0f32; batch * channels * plane_out];
+        let mut argmax = vec![0i64; batch * channels * plane_out];
+        output.par_chunks_mut(plane_out).zip(argmax.par_chunks_mut(plane_out)).enumerate().for_each(
+            |(plane, (out, arg))| {
+                let src = &input[plane * height * width..(plane + 1) * height * width];
+                for oh in 0..out_h {
+                    for ow in 0..out_w {
+                        let (top, left) = (oh * stride[0], ow * stride[1]);
+                        let mut best = top * width + left;
+                        for h in top..top + size[0] {
+                            for w in left..left + size[1] {
+                                let at = h * width + w;
+                                // NaN wins, as in burn's and PyTorch's pooling.
+                                if src[at] > src[best] || src[at].is_nan() {
+                                    best = at;
+                                }
+                            }
+                        }
+                        out[oh * out_w + ow] = src[best];
+                        arg[oh * out_w + ow] = best as i64;
+                    }
+                }
+            },
+        );
+        let shape = |h, w| TensorShape::from(vec![batch, channels, h, w]);
+        (
+            FlexTensor::new(Bytes::from_elems(output), Layout::contiguous(shape(out_h, out_w)), DType::F32),
+            FlexTensor::new(Bytes::from_elems(argmax), Layout::contiguous(shape(out_h, out_w)), DType::I64),
+        )
+    }
+
+    fn max_pool_backward(
+        x: FlexTensor,
+        size: [usize; 2],
+        stride: [usize; 2],
+        grad: FlexTensor,
+        argmax: FlexTensor,
+    ) -> FlexTensor {
+        if x.dtype() != DType::F32 || argmax.dtype() != DType::I64 {
+            return Self::max_pool2d_with_indices_backward(x, size, stride, [0, 0], [1, 1], false, grad, argmax).x_grad;
+        }
+        let [batch, channels, height, width] = dims4(&x);
+        let (grad, argmax) = (grad.to_contiguous(), argmax.to_contiguous());
+        let plane_out = grad.layout().shape().num_elements() / (batch * channels).max(1);
+        let (grad, argmax): (&[f32], &[i64]) = (grad.storage(), argmax.storage());
+        let mut x_grad = vec![0f32; batch * channels * height * width];
+        x_grad.par_chunks_mut(height * width).enumerate().for_each(|(plane, dst)| {
+            let range = plane * plane_out..(plane + 1) * plane_out;
+            for (&g, &at) in grad[range.clone()].iter().zip(&argmax[range]) {
+                dst[at as usize] += g;
+            }
+        });
+        let shape = TensorShape::from(vec![batch, channels, height, width]);
+        FlexTensor::new(Bytes::from_elems(x_grad), Layout::contiguous(shape), DType::F32)
+    }
+}
+
+fn dims4(x: &FlexTensor) -> [usize; 4] {
+    let shape = x.layout().shape();
+    [shape[0], shape[1], shape[2], shape[3]]
+}
+
+impl<B: Backend + MaxPoolOps, C: CheckpointStrategy> MaxPoolOps for Autodiff<B, C> {
+    fn max_pool(x: FloatTensor<Self>, size: usize, stride: usize) -> FloatTensor<Self> {
+        pool_tracked::<B, C>(x, [size, size], [stride, stride])
+    }
+
+    fn max_pool_rows(x: FloatTensor<Self>, size: usize, stride: usize) -> FloatTensor<Self> {
+        pool_tracked::<B, C>(x, [1, size], [1, stride])
+    }
+}
+
+/// The autodiff rule: the forward keeps the input and the argmax for the backward.
+fn pool_tracked<B: Backend + MaxPoolOps, C: CheckpointStrategy>(
+    x: FloatTensor<Autodiff<B, C>>,
+    size: [usize; 2],
+    stride: [usize; 2],
+) -> FloatTensor<Autodiff<B, C>> {
+    #[derive(Debug)]
+    struct MaxPool;
+
+    impl<B: Backend + MaxPoolOps> Backward<B, 1> for MaxPool {
+        type State = (B::FloatTensorPrimitive, IntTensor<B>, [usize; 2], [usize; 2]);
+
+        fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+            let (x, argmax, size, stride) = ops.state;
+            unary::<B, _>(ops.parents, ops.node, grads, |grad| B::max_pool_backward(x, size, stride, grad, argmax));
+        }
+    }
+
+    let node = x.node();
+    let input = x.into_primitive();
+    let (pooled, argmax) = B::max_pool_with_argmax(input.clone(), size, stride);
+    match MaxPool.prepare::<C>([node]).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => prep.finish((input, argmax, size, stride), pooled),
+        OpsKind::UnTracked(prep) => prep.finish(pooled),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::module;
+    use burn::tensor::ops::MaxPoolOptions;
+
+    use super::*;
+
+    /// Values without ties in any window, so that the argmax is unique.
+    fn input<const D: usize>(shape: [usize; D], device: &Device) -> Tensor<D> {
+        let len: usize = shape.iter().product();
+        let data: Vec<f32> = (0..len).map(|i| ((i * 7919 % 997) as f32 / 498.0) - 1.0).collect();
+        Tensor::from_data(TensorData::new(data, shape), device)
+    }
+
+    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    #[test]
+    fn pooling_and_its_gradient_match_burn() {
+        let device = Device::flex().autodiff();
+        for (size, stride) in [(2, 2), (3, 3), (3, 1), (3, 2), (2, 3)] {
+            let x = input([2, 3, 9, 8], &device).require_grad();
+            let ours = max_pool2d(x.clone(), size, stride);
+            let options = MaxPoolOptions::new([size, size]).with_stride([stride, stride]);
+            let theirs = module::max_pool2d(x.clone(), options);
+            assert_eq!(ours.dims(), theirs.dims(), "2-D size {size} stride {stride}");
+            assert_eq!(values(ours.clone()), values(theirs.clone()), "2-D size {size} stride {stride}");
+            let (g_ours, g_theirs) = (ours.powi_scalar(2).sum().backward(), theirs.powi_scalar(2).sum().backward());
+            assert_eq!(values(x.grad(&g_ours).unwrap()), values(x.grad(&g_theirs).unwrap()), "2-D gradient");
+
+            let x = input([2, 3, 11], &device).require_grad();
+            let ours = max_pool1d(x.clone(), size, stride);
+            let theirs = module::max_pool1d(x.clone(), MaxPoolOptions::new([size]).with_stride([stride]));
+            assert_eq!(values(ours.clone()), values(theirs.clone()), "1-D size {size} stride {stride}");
+            let (g_ours, g_theirs) = (ours.powi_scalar(2).sum().backward(), theirs.powi_scalar(2).sum().backward());
+            assert_eq!(values(x.grad(&g_ours).unwrap()), values(x.grad(&g_theirs).unwrap()), "1-D gradient");
+        }
+    }
+
+    #[test]
+    fn nan_wins_its_window() {
+        let device = Device::flex();
+        let x = Tensor::<4>::from_data(TensorData::new(vec![1.0, f32::NAN, 3.0, 2.0], [1, 1, 2, 2]), &device);
+        assert!(values(max_pool2d(x, 2, 2))[0].is_nan());
+    }
+}
