@@ -15,7 +15,7 @@ use burn::tensor::activation;
 use burn::tensor::module::{avg_pool1d, avg_pool2d};
 use burn::tensor::ops::AvgPoolOptions;
 
-use super::{lowered, max_pool};
+use super::{conv, lstm, max_pool};
 use crate::graph::{Op, Shape};
 
 /// A batch of values of one of the ranks the IR allows (batch axis included).
@@ -211,10 +211,10 @@ impl NodeModule {
         let batch = x.batch();
         match (self, op) {
             (Self::Dense(m), _) => each_rank!(x, t => m.forward(t)),
-            (Self::Conv1d(m), _) => Value::R3(lowered::conv1d(m, x.r3())),
-            (Self::Conv2d(m), _) => Value::R4(lowered::conv2d(m, x.r4())),
-            (Self::Separable1d(m), _) => Value::R3(lowered::conv1d(&m.pointwise, m.depthwise.forward(x.r3()))),
-            (Self::Separable2d(m), _) => Value::R4(lowered::conv2d(&m.pointwise, m.depthwise.forward(x.r4()))),
+            (Self::Conv1d(m), _) => Value::R3(conv::conv1d_module(m, x.r3())),
+            (Self::Conv2d(m), _) => Value::R4(conv::conv2d_module(m, x.r4())),
+            (Self::Separable1d(m), _) => Value::R3(conv::conv1d_module(&m.pointwise, m.depthwise.forward(x.r3()))),
+            (Self::Separable2d(m), _) => Value::R4(conv::conv2d_module(&m.pointwise, m.depthwise.forward(x.r4()))),
             (Self::BatchNorm(m), _) => each_rank!(x, t => m.forward(t)),
             (Self::LayerNorm(m), _) => match x {
                 Value::R2(t) => Value::R2(m.forward(t)),
@@ -223,13 +223,13 @@ impl NodeModule {
             },
             (Self::Dropout(m), _) => each_rank!(x, t => m.forward(t)),
             (Self::Lstm(m), Op::Lstm { return_sequences, .. }) => {
-                let (seq, last) = lowered::lstm(m, x.r3().swap_dims(1, 2), false);
+                let (seq, last) = lstm::lstm(m, x.r3().swap_dims(1, 2), false);
                 if *return_sequences { Value::R3(seq.swap_dims(1, 2)) } else { Value::R2(last) }
             }
             (Self::BiLstm(m), Op::Lstm { return_sequences, .. }) => {
                 let x = x.r3().swap_dims(1, 2);
-                let (seq, last) = lowered::lstm(&m.forward, x.clone(), false);
-                let (seq_back, last_back) = lowered::lstm(&m.reverse, x, true);
+                let (seq, last) = lstm::lstm(&m.forward, x.clone(), false);
+                let (seq_back, last_back) = lstm::lstm(&m.reverse, x, true);
                 if *return_sequences {
                     Value::R3(Tensor::cat(vec![seq, seq_back], 2).swap_dims(1, 2))
                 } else {
