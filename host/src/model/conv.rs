@@ -190,6 +190,12 @@ impl Dims {
     }
 }
 
+/// Chunks of `len` values per parallel task: enough that waking a thread pays off (small
+/// tensors stay on one thread; rayon's wake-ups cost more than the copies).
+pub(super) fn per_task(len: usize) -> usize {
+    (1 << 15) / len.max(1) + 1
+}
+
 fn f32_tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
     FlexTensor::new(Bytes::from_elems(values), Layout::contiguous(TensorShape::from(shape)), DType::F32)
 }
@@ -200,7 +206,7 @@ fn im2col(x: &FlexTensor, d: &Dims) -> FlexTensor {
     let (rows, outputs, plane) = (d.patch_rows(), d.outputs(), d.channels * d.height * d.width);
     let step = d.g.stride[1];
     let mut cols = vec![0f32; d.batch * rows * outputs];
-    cols.par_chunks_mut(rows * outputs).enumerate().for_each(|(b, dst)| {
+    cols.par_chunks_mut(rows * outputs).with_min_len(per_task(rows * outputs)).enumerate().for_each(|(b, dst)| {
         let src = &input[b * plane..(b + 1) * plane];
         d.for_each_run(|row, out, at, count| {
             let dst = &mut dst[row * outputs + out..][..count];
@@ -220,7 +226,7 @@ fn col2im(cols: &FlexTensor, d: &Dims) -> FlexTensor {
     let (rows, outputs, plane) = (d.patch_rows(), d.outputs(), d.channels * d.height * d.width);
     let step = d.g.stride[1];
     let mut x_grad = vec![0f32; d.batch * plane];
-    x_grad.par_chunks_mut(plane).enumerate().for_each(|(b, dst)| {
+    x_grad.par_chunks_mut(plane).with_min_len(per_task(plane)).enumerate().for_each(|(b, dst)| {
         let src = &cols[b * rows * outputs..(b + 1) * rows * outputs];
         d.for_each_run(|row, out, at, count| {
             let src = &src[row * outputs + out..][..count];

@@ -20,6 +20,8 @@ use burn_autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn_flex::{FlexTensor, Layout};
 use rayon::prelude::*;
 
+use super::conv::per_task;
+
 /// Max pooling of `[B, C, H, W]` over `size`x`size` windows every `stride`, no padding.
 pub fn max_pool2d(x: Tensor<4>, size: usize, stride: usize) -> Tensor<4> {
     Tensor::from_dispatch(<Dispatch as MaxPoolOps>::max_pool(x.into_dispatch(), size, stride))
@@ -91,28 +93,30 @@ impl MaxPoolOps for Flex {
         let input: &[f32] = x.storage();
         let mut output = vec![0f32; batch * channels * plane_out];
         let mut argmax = vec![0i64; batch * channels * plane_out];
-        output.par_chunks_mut(plane_out).zip(argmax.par_chunks_mut(plane_out)).enumerate().for_each(
-            |(plane, (out, arg))| {
-                let src = &input[plane * height * width..(plane + 1) * height * width];
-                for oh in 0..out_h {
-                    for ow in 0..out_w {
-                        let (top, left) = (oh * stride[0], ow * stride[1]);
-                        let mut best = top * width + left;
-                        for h in top..top + size[0] {
-                            for w in left..left + size[1] {
-                                let at = h * width + w;
-                                // NaN wins, as in burn's and PyTorch's pooling.
-                                if src[at] > src[best] || src[at].is_nan() {
-                                    best = at;
-                                }
+        let tasks = output.par_chunks_mut(plane_out).zip(argmax.par_chunks_mut(plane_out));
+        tasks.with_min_len(per_task(height * width)).enumerate().for_each(|(plane, (out, arg))| {
+            let src = &input[plane * height * width..(plane + 1) * height * width];
+            for oh in 0..out_h {
+                let top = oh * stride[0] * width;
+                let window_rows = &src[top..top + size[0] * width];
+                let outputs = out[oh * out_w..(oh + 1) * out_w].iter_mut().zip(&mut arg[oh * out_w..(oh + 1) * out_w]);
+                for (ow, (out, arg)) in outputs.enumerate() {
+                    let left = ow * stride[1];
+                    let (mut value, mut best) = (window_rows[left], left);
+                    for h in 0..size[0] {
+                        let row = &window_rows[h * width + left..][..size[1]];
+                        for (w, &v) in row.iter().enumerate() {
+                            // NaN wins, as in burn's and PyTorch's pooling.
+                            if v > value || v.is_nan() {
+                                (value, best) = (v, h * width + left + w);
                             }
                         }
-                        out[oh * out_w + ow] = src[best];
-                        arg[oh * out_w + ow] = best as i64;
                     }
+                    *out = value;
+                    *arg = (top + best) as i64;
                 }
-            },
-        );
+            }
+        });
         let shape = |h, w| TensorShape::from(vec![batch, channels, h, w]);
         (
             FlexTensor::new(Bytes::from_elems(output), Layout::contiguous(shape(out_h, out_w)), DType::F32),
@@ -135,12 +139,14 @@ impl MaxPoolOps for Flex {
         let plane_out = grad.layout().shape().num_elements() / (batch * channels).max(1);
         let (grad, argmax): (&[f32], &[i64]) = (grad.storage(), argmax.storage());
         let mut x_grad = vec![0f32; batch * channels * height * width];
-        x_grad.par_chunks_mut(height * width).enumerate().for_each(|(plane, dst)| {
-            let range = plane * plane_out..(plane + 1) * plane_out;
-            for (&g, &at) in grad[range.clone()].iter().zip(&argmax[range]) {
-                dst[at as usize] += g;
-            }
-        });
+        x_grad.par_chunks_mut(height * width).with_min_len(per_task(height * width)).enumerate().for_each(
+            |(plane, dst)| {
+                let range = plane * plane_out..(plane + 1) * plane_out;
+                for (&g, &at) in grad[range.clone()].iter().zip(&argmax[range]) {
+                    dst[at as usize] += g;
+                }
+            },
+        );
         let shape = TensorShape::from(vec![batch, channels, height, width]);
         FlexTensor::new(Bytes::from_elems(x_grad), Layout::contiguous(shape), DType::F32)
     }
