@@ -149,3 +149,10 @@ fn a_misspelt_searcher_setting_is_located_with_a_suggestion() {
     assert!(err.contains("w.yaml:10:12: `beam_siz` is not a setting of searcher `beam-search`"), "{err}");
     assert!(err.contains("did you mean `beam_size`?"), "{err}");
 }
+
+#[test]
+fn zero_threads_per_trainer_is_located() {
+    let err = invalid(&replace("budget:\n", "trainers: {count: 2, threads: 0}\nbudget:\n"));
+    assert!(err.contains("w.yaml:10:"), "{err}");
+    assert!(err.contains("`threads` must be at least 1"), "{err}");
+}

@@ -204,7 +204,7 @@ pub fn trainers(args: BenchTrainersArgs) -> anyhow::Result<std::process::ExitCod
         ),
     )?;
     let exe = std::env::current_exe().context("cannot find the msh binary")?;
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = msh::train::cores();
     println!("{cores} cores; {} trials of {} epochs per run; each run is a fresh `msh run`", args.trials, args.epochs);
     println!("{:>8} {:>17} {:>9} {:>11} {:>14}", "trainers", "threads each", "seconds", "trials/min", "vs 1 trainer");
     let mut one = None;

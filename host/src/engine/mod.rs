@@ -286,7 +286,7 @@ pub fn run_workflow(path: &Path, options: &RunOptions, report: Reporter) -> Resu
     if requeued > 0 {
         run.note(format!("resuming: {requeued} interrupted trial(s) requeued"));
     }
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = train::cores();
     if run.trainers > cores && run.workflow.trainers.kind == TrainerKind::Burn && run.worker_of.is_none() {
         run.note(format!(
             "{} trainers share {cores} cores: trials/min usually peaks at one trainer per core",

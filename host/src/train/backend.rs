@@ -25,11 +25,15 @@ pub struct Selected {
     pub description: String,
 }
 
+/// The cores this process may use.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// CPU threads for each of `trainers` trainer processes: the cores shared out evenly, so
 /// that trainers never oversubscribe them (at least one thread each).
 pub fn threads_per_trainer(trainers: usize) -> usize {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    (cores / trainers.max(1)).max(1)
+    (cores() / trainers.max(1)).max(1)
 }
 
 /// Sizes this process's compute thread pool (burn-flex's kernels and its matmuls run on

@@ -5,7 +5,7 @@ mod checkpoint;
 mod ensemble;
 mod metrics;
 
-pub use backend::{Backend, NoGpu, Selected, threads_per_trainer, use_threads};
+pub use backend::{Backend, NoGpu, Selected, cores, threads_per_trainer, use_threads};
 pub use checkpoint::{CHECKPOINT_VERSION, Checkpoint, CheckpointError, CheckpointMeta};
 pub use ensemble::{
     Combine, ENSEMBLE_FILE, EnsembleFile, Member, Predictor, add_outputs, combine, learn_weights, to_probabilities,

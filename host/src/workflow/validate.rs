@@ -239,6 +239,9 @@ pub fn resolve(
             _ => {}
         }
     }
+    if wf.trainers.threads == Some(0) {
+        return Err(err(&[Key("trainers"), Key("threads")], None, "`threads` must be at least 1".into()));
+    }
     if wf.objectives.max_parameters == Some(0) {
         return Err(err(
             &[Key("objectives"), Key("max_parameters")],
