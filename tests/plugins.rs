@@ -320,3 +320,57 @@ fn pack_store_installs_verifies_and_removes() {
     let (ok, text) = run(&["pack", "remove", "core_blocks"]);
     assert!(!ok && text.contains("no installed pack matches `core_blocks`"), "{text}");
 }
+
+/// A run records every plugin's SHA-256; resuming with a `.wasm` whose content changed is
+/// refused with both digests named, unless `--allow-changed-plugins`, which logs the change.
+#[test]
+fn a_changed_plugin_file_is_refused_on_resume() {
+    let dir = common::TempDir::new();
+    let searcher = dir.path().join("searcher.wasm");
+    std::fs::copy(env!("MSH_PLUGIN_RANDOM_SEARCH"), &searcher).unwrap();
+    let workflow = dir.path().join("w.yaml");
+    std::fs::write(
+        &workflow,
+        format!(
+            "name: changed\ndata: {{source: 'csv:{}'}}\nspace: {{blocks: [dense], max_depth: 1}}\n\
+             searcher: {{plugin: '{}'}}\ntraining: {{epochs: 1}}\nbudget: {{trials: 1}}\n\
+             stages: {{search: {{kind: search}}}}\n",
+            common::root().join("data/iris/iris.csv").display(),
+            searcher.display()
+        ),
+    )
+    .unwrap();
+    let run_dir = dir.path().join("run");
+    let args = |extra: &[&str]| {
+        let mut all =
+            vec!["run", workflow.to_str().unwrap(), "--run-dir", run_dir.to_str().unwrap(), "--backend", "cpu"];
+        all.extend_from_slice(extra);
+        common::run(&all)
+    };
+    let first = args(&[]);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    // The same file again resumes (and finds the run done).
+    assert!(args(&[]).status.success());
+
+    std::fs::copy(env!("MSH_PLUGIN_GRID_SEARCH"), &searcher).unwrap();
+    let refused = args(&[]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "a changed plugin must be refused");
+    assert!(
+        stderr.contains("has changed since run directory") && stderr.contains("--allow-changed-plugins"),
+        "{stderr}"
+    );
+    let digest = |path: &str| {
+        use sha2::Digest;
+        msh::plugin::hex(&sha2::Sha256::digest(std::fs::read(path).unwrap()))
+    };
+    assert!(stderr.contains(&digest(env!("MSH_PLUGIN_RANDOM_SEARCH"))), "{stderr}");
+    assert!(stderr.contains(&digest(env!("MSH_PLUGIN_GRID_SEARCH"))), "{stderr}");
+
+    let allowed = args(&["--allow-changed-plugins"]);
+    let stderr = String::from_utf8_lossy(&allowed.stderr);
+    assert!(allowed.status.success(), "{stderr}");
+    assert!(stderr.contains("changed (sha256"), "the change is reported: {stderr}");
+    // Accepted once, the new plugin is the run's: resuming with it needs no flag.
+    assert!(args(&[]).status.success());
+}

@@ -97,6 +97,7 @@ pub fn run_in_process(
         trainers,
         backend: Some(msh::train::Backend::Cpu),
         threads: None,
+        allow_changed_plugins: false,
         worker_of: None,
     };
     let start = Instant::now();

@@ -32,6 +32,10 @@ pub struct RunArgs {
     /// among the trainers].
     #[arg(long)]
     threads: Option<usize>,
+    /// Resume even where a plugin (a `.wasm` file, an installed or built-in pack) differs
+    /// from the one the run started with; the change is logged.
+    #[arg(long)]
+    allow_changed_plugins: bool,
     /// Internal: be one trainer of a search stage for a parent `msh run`.
     #[arg(long, hide = true)]
     worker_of: Option<String>,
@@ -71,6 +75,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         run_dir: run_dir.clone(),
         trainers: args.trainers,
         threads: args.threads,
+        allow_changed_plugins: args.allow_changed_plugins,
         backend: args.backend,
         worker_of: args.worker_of.clone(),
     };

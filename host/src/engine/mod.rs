@@ -35,6 +35,8 @@ pub struct RunOptions {
     pub backend: Option<Backend>,
     /// Overrides `trainers.threads`.
     pub threads: Option<usize>,
+    /// Resume even where a plugin's content differs from the one the run started with.
+    pub allow_changed_plugins: bool,
     /// Work as one extra trainer of this search stage for a parent `msh run` (which
     /// reads the events this process prints) and run nothing else.
     pub worker_of: Option<String>,
@@ -97,6 +99,12 @@ pub enum EngineError {
         dir.display(), dir.join("workflow.yaml").display()
     )]
     DifferentWorkflow { dir: PathBuf },
+    #[error(
+        "plugin `{plugin}` has changed since run directory {} started (sha256 {recorded} then, {now} now); \
+         resume with the plugin it started with, or pass --allow-changed-plugins to go on with this one",
+        dir.display()
+    )]
+    ChangedPlugin { dir: PathBuf, plugin: String, recorded: String, now: String },
     #[error("{0}")]
     Stage(String),
     #[error("cannot write {}: {source}", path.display())]
@@ -184,15 +192,53 @@ fn owner_alive(owner: &Owner, me: &Owner) -> bool {
 }
 
 /// Opens or creates the run directory; refuses to resume a different workflow.
-fn open_run_dir(dir: &Path, source: &workflow::Source, wf: &Workflow) -> Result<Store, EngineError> {
+/// Opens (or creates) the run's store. A resumed run must have the same workflow text and
+/// the same plugins (by content) unless `allow_changed_plugins`; the changes allowed are
+/// logged and returned.
+fn open_run_dir(
+    dir: &Path,
+    source: &workflow::Source,
+    wf: &Workflow,
+    plugins: BTreeMap<String, String>,
+    allow_changed_plugins: bool,
+) -> Result<(Store, Vec<String>), EngineError> {
     let store = Store::open(dir)?;
     let copy = dir.join("workflow.yaml");
+    let mut changes = Vec::new();
     store.write(|t| -> Result<(), EngineError> {
         match t.run_meta()? {
             Some(meta) if meta.workflow_text != source.text => {
                 Err(EngineError::DifferentWorkflow { dir: dir.to_path_buf() })
             }
-            Some(_) => Ok(()),
+            Some(mut meta) => {
+                for (plugin, now) in &plugins {
+                    match meta.plugins.get(plugin) {
+                        Some(recorded) if recorded == now => continue,
+                        Some(recorded) if !allow_changed_plugins => {
+                            return Err(EngineError::ChangedPlugin {
+                                dir: dir.to_path_buf(),
+                                plugin: plugin.clone(),
+                                recorded: recorded.clone(),
+                                now: now.clone(),
+                            });
+                        }
+                        Some(recorded) => {
+                            let change = format!(
+                                "plugin `{plugin}` changed (sha256 {recorded} then, {now} now); going on with it"
+                            );
+                            t.log(None, None, change.clone())?;
+                            changes.push(change);
+                        }
+                        // Runs from before plugins were recorded learn them now.
+                        None => {}
+                    }
+                }
+                if meta.plugins != plugins {
+                    meta.plugins = plugins.clone();
+                    t.put_run_meta(&meta)?;
+                }
+                Ok(())
+            }
             None => {
                 crate::atomic_file::write_atomic(&copy, source.text.as_bytes())
                     .map_err(|e| EngineError::Io { path: copy.clone(), source: e })?;
@@ -202,13 +248,14 @@ fn open_run_dir(dir: &Path, source: &workflow::Source, wf: &Workflow) -> Result<
                     workflow_text: source.text.clone(),
                     created: store::now(),
                     msh_version: env!("CARGO_PKG_VERSION").into(),
+                    plugins: plugins.clone(),
                 })?;
                 t.log(None, None, format!("run of `{}` created", wf.name))?;
                 Ok(())
             }
         }
     })?;
-    Ok(store)
+    Ok((store, changes))
 }
 
 /// Requeues trials whose process is gone and recounts every search stage.
@@ -263,7 +310,10 @@ pub fn run_workflow(path: &Path, options: &RunOptions, report: Reporter) -> Resu
     }
     let host = PluginHost::new(wf.limits);
     let resolved = workflow::resolve(&source, &wf, &host, &PackStore::default_location())?;
-    let store = open_run_dir(&options.run_dir, &source, &wf)?;
+    let plugins =
+        resolved.packs.iter().chain(resolved.searchers.values()).map(|p| (p.name.clone(), p.sha256.clone())).collect();
+    let (store, changed_plugins) =
+        open_run_dir(&options.run_dir, &source, &wf, plugins, options.allow_changed_plugins)?;
     let owner = Owner { pid: std::process::id(), session: session_id() };
     let requeued = recover(&store, &wf, &owner)?;
     let run = Arc::new(Run {
@@ -283,6 +333,9 @@ pub fn run_workflow(path: &Path, options: &RunOptions, report: Reporter) -> Resu
         splits: Mutex::new(None),
         teachers: Default::default(),
     });
+    for change in changed_plugins {
+        run.note(change);
+    }
     if requeued > 0 {
         run.note(format!("resuming: {requeued} interrupted trial(s) requeued"));
     }

@@ -1,6 +1,7 @@
 //! The records the store keeps, as MessagePack maps (field names included, so that a
 //! field added later reads as its default in older records).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -17,6 +18,9 @@ pub struct RunMeta {
     pub workflow_text: String,
     pub created: f64,
     pub msh_version: String,
+    /// The SHA-256 of every plugin the run uses, by name: a resumed run must use the same.
+    #[serde(default)]
+    pub plugins: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
