@@ -156,3 +156,21 @@ fn zero_threads_per_trainer_is_located() {
     assert!(err.contains("w.yaml:10:"), "{err}");
     assert!(err.contains("`threads` must be at least 1"), "{err}");
 }
+
+#[test]
+fn hyper_parameter_ranges_outside_their_domain_are_located() {
+    let with = |line: &str| invalid(&replace("  max_depth: 3\n", &format!("  max_depth: 3\n  hparams:\n    {line}\n")));
+    let err = with("batch_size: {low: -5, high: 64}");
+    assert!(
+        err.contains("w.yaml:9:") && err.contains("`batch_size` must be an integer in [1, 65536], got -5"),
+        "{err}"
+    );
+    let err = with("epochs: {choices: [10, 1000000000]}");
+    assert!(err.contains("`epochs` must be an integer in [1, 10000], got 1000000000"), "{err}");
+    let err = with("gradient_clip: {low: -1, high: 1}");
+    assert!(err.contains("`gradient_clip` must be a number in (0, 1000000], got -1"), "{err}");
+    let err = with("optimizer: {choices: [0, 99]}");
+    assert!(err.contains("`optimizer` must be an integer in [0, 3], got 99"), "{err}");
+    let err = invalid(&replace("budget:\n", "training: {epochs: 1000000000}\nbudget:\n"));
+    assert!(err.contains("w.yaml:10:") && err.contains("`epochs` must be in 1..=10000"), "{err}");
+}

@@ -42,6 +42,11 @@ pub enum OptimizerKind {
     Adagrad,
 }
 
+/// The most epochs one training run may ask for.
+pub const MAX_EPOCHS: usize = 10_000;
+/// The largest batch one training run may ask for.
+pub const MAX_BATCH_SIZE: usize = 1 << 16;
+
 fn default_epochs() -> usize {
     20
 }
@@ -96,13 +101,19 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
-    fn check(&self) -> Result<(), TrainError> {
+    /// Every setting in its range: the first one that is not, as an error.
+    pub fn check(&self) -> Result<(), TrainError> {
         let bad = |what: String| Err(TrainError::Config(what));
-        if self.epochs == 0 {
-            return bad("`epochs` must be at least 1".into());
+        if !(1..=MAX_EPOCHS).contains(&self.epochs) {
+            return bad(format!("`epochs` must be in 1..={MAX_EPOCHS}, got {}", self.epochs));
         }
-        if self.batch_size == 0 {
-            return bad("`batch_size` must be at least 1".into());
+        if !(1..=MAX_BATCH_SIZE).contains(&self.batch_size) {
+            return bad(format!("`batch_size` must be in 1..={MAX_BATCH_SIZE}, got {}", self.batch_size));
+        }
+        if let Some(clip) = self.gradient_clip
+            && !(clip.is_finite() && clip > 0.0)
+        {
+            return bad(format!("`gradient_clip` must be positive, got {clip}"));
         }
         if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
             return bad(format!("`learning_rate` must be positive, got {}", self.learning_rate));

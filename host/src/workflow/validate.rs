@@ -239,6 +239,9 @@ pub fn resolve(
             _ => {}
         }
     }
+    if let Err(e) = wf.training.check() {
+        return Err(err(&[Key("training")], None, e.to_string()));
+    }
     if wf.trainers.threads == Some(0) {
         return Err(err(&[Key("trainers"), Key("threads")], None, "`threads` must be at least 1".into()));
     }
@@ -568,6 +571,10 @@ fn hparam_range(name: &str, spec: &HparamSpec) -> Result<types::HparamRange, Str
         }
         range.low = range.choices.iter().copied().fold(f64::INFINITY, f64::min);
         range.high = range.choices.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        if let Some(c) = range.choices.iter().find(|c| name == "optimizer" && c.fract() != 0.0) {
+            return Err(format!("`optimizer` choices are names or indices, got {c}"));
+        }
+        in_domain(name, &range)?;
         return Ok(range);
     }
     let (Some(low), Some(high)) = (spec.low, spec.high) else {
@@ -581,5 +588,18 @@ fn hparam_range(name: &str, spec: &HparamSpec) -> Result<types::HparamRange, Str
     }
     range.low = low;
     range.high = high;
+    in_domain(name, &range)?;
     Ok(range)
+}
+
+/// A range (or its choices) must lie inside the hyper-parameter's domain: a negative batch
+/// size or a billion epochs is an error here, not a crash in the trainer.
+fn in_domain(name: &str, range: &types::HparamRange) -> Result<(), String> {
+    let values = if range.choices.is_empty() { vec![range.low, range.high] } else { range.choices.clone() };
+    for value in values {
+        if let Some(reason) = super::hparam_outside_domain(name, value) {
+            return Err(reason);
+        }
+    }
+    Ok(())
 }
