@@ -86,7 +86,31 @@ blocks:
       - {op: lstm, hidden: 3}                                         # [3]
       - {op: relu}
 "#;
-    train_briefly(yaml, &common::synthetic(&[4, 12], 32, 3, false));
+    let trained = train_briefly(yaml, &common::synthetic(&[4, 12], 32, 3, false));
+    // The count from shapes alone (what budgets and bounds use) is what the model holds.
+    assert_eq!(msh::graph::parameter_count(&arch(yaml), &[4, 12], 3).unwrap(), trained.parameters as u64);
+}
+
+#[test]
+fn parameters_are_counted_from_shapes_as_the_model_holds_them() {
+    let archs = [
+        ("mnist1d_cnn", vec![1, 40], 10),
+        ("mnist1d_resnet", vec![1, 40], 10),
+        ("mnist1d_lstm", vec![1, 40], 10),
+        ("mnist1d_attention", vec![1, 40], 10),
+        ("cifar_cnn", vec![3, 32, 32], 10),
+        ("digits_cnn", vec![1, 8, 8], 10),
+        ("iris_mlp", vec![4], 3),
+        ("diabetes_mlp", vec![10], 1),
+    ];
+    for (name, shape, outputs) in archs {
+        let text = std::fs::read_to_string(common::root().join(format!("workflows/archs/{name}.yaml"))).unwrap();
+        let architecture = arch(&text);
+        let task = if outputs == 1 { Task::Regression } else { Task::Classification { classes: outputs } };
+        let spec = ModelSpec { architecture: architecture.clone(), input_shape: shape.clone(), task };
+        let held = Model::new(&spec, &Device::flex()).unwrap().parameter_count() as u64;
+        assert_eq!(msh::graph::parameter_count(&architecture, &shape, outputs).unwrap(), held, "{name}");
+    }
 }
 
 #[test]
@@ -94,6 +118,7 @@ fn embedding_of_token_ids_trains() {
     let yaml = "blocks:\n- name: e\n  nodes:\n  - {op: embedding, vocab: 10, dim: 4}\n  - {op: global_avg_pool}\n";
     let trained = train_briefly(yaml, &common::synthetic(&[5], 32, 2, true));
     assert_eq!(trained.parameters, 10 * 4 + 4 * 2 + 2);
+    assert_eq!(msh::graph::parameter_count(&arch(yaml), &[5], 2).unwrap(), trained.parameters as u64);
 }
 
 #[test]

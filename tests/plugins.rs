@@ -42,6 +42,11 @@ fn hostile_plugins_are_contained_and_named() {
     expect("unknown_op", &["invalid graph", "node 1 (conv9d)", "unknown variant `conv9d`"]);
     expect("huge", &["returned 100000 nodes, more than the limit of 4096"]);
     expect("bad_rank", &["node 1 (conv1d): expects rank 2"]);
+    // Sizes are bounded before any arithmetic or allocation.
+    expect("wide", &["node 1 (dense): `units` = 1099511627776 is over the limit of 16777216"]);
+    expect("overflow", &["node 1 (reshape): [8388608, 8388608, 8388608] holds more than 67108864 values"]);
+    expect("padding", &["node 3 (conv1d): `explicit` = 4611686018427387903 is over the limit"]);
+    expect("params", &["node 2 (dense): would hold 281474993487872 parameters; at most 268435456"]);
 }
 
 #[test]

@@ -327,9 +327,10 @@ fn train_trial(run: &Run, trainer: usize, trial: &mut TrialRecord) -> Result<boo
     };
     let spec = ModelSpec { architecture, input_shape: splits.train.shape.clone(), task: splits.task };
     if let Some(budget) = run.workflow.objectives.max_parameters {
-        // Counting builds the model once on the CPU: far cheaper than training it.
-        let parameters = match crate::model::Model::new(&spec, &burn::prelude::Device::flex()) {
-            Ok(model) => model.parameter_count() as u64,
+        // Counted from the inferred shapes: nothing is allocated for a model over budget.
+        let parameters = match crate::graph::parameter_count(&spec.architecture, &spec.input_shape, spec.task.outputs())
+        {
+            Ok(parameters) => parameters,
             Err(e) => {
                 fail(trial, TrialStatus::Failed, e.to_string());
                 return Ok(true);

@@ -3,6 +3,42 @@
 
 use super::{Architecture, BlockGraph, GraphError, Node, Op, Shape, shape_text};
 
+/// The most nodes one block may have.
+pub const MAX_NODES: usize = 4096;
+/// The largest integer an op parameter may hold (filters, kernel, stride, units, ...).
+pub const MAX_OP_VALUE: u64 = 1 << 24;
+/// The most values one node may produce per sample (256 MiB of `f32`).
+pub const MAX_ELEMENTS: usize = 1 << 26;
+
+/// The most trainable values one node may hold (1 GiB of `f32`).
+pub const MAX_NODE_PARAMETERS: u64 = 1 << 28;
+/// The most trainable values one model may hold (4 GiB of `f32`).
+pub const MAX_MODEL_PARAMETERS: u64 = 1 << 30;
+
+/// Values in a tensor of `shape`, if at most `MAX_ELEMENTS` (checked: plugins choose shapes).
+fn elements(shape: &[usize]) -> Result<usize, String> {
+    shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .filter(|&n| n <= MAX_ELEMENTS)
+        .ok_or_else(|| format!("{} holds more than {MAX_ELEMENTS} values per sample", shape_text(shape)))
+}
+
+/// Every integer parameter of `op` within `MAX_OP_VALUE`: bounds all shape arithmetic below.
+fn op_in_bounds(op: &Op) -> Result<(), String> {
+    fn check(name: &str, value: &serde_json::Value) -> Result<(), String> {
+        match value {
+            serde_json::Value::Number(n) if n.as_u64().is_some_and(|v| v > MAX_OP_VALUE) => {
+                Err(format!("`{name}` = {n} is over the limit of {MAX_OP_VALUE}"))
+            }
+            serde_json::Value::Array(items) => items.iter().try_for_each(|v| check(name, v)),
+            serde_json::Value::Object(fields) => fields.iter().try_for_each(|(k, v)| check(k, v)),
+            _ => Ok(()),
+        }
+    }
+    check("op", &serde_json::to_value(op).unwrap_or_default())
+}
+
 /// Infers the shape of every node of `block` (index 0 is the input) from the input shape.
 pub fn infer_block(block: &BlockGraph, block_index: usize, input: &[usize]) -> Result<Vec<Shape>, GraphError> {
     let fail = |node: usize, op: &str, reason: String| GraphError {
@@ -14,6 +50,9 @@ pub fn infer_block(block: &BlockGraph, block_index: usize, input: &[usize]) -> R
     };
     if block.nodes.is_empty() {
         return Err(fail(0, "input", "the block has no nodes".into()));
+    }
+    if block.nodes.len() > MAX_NODES {
+        return Err(fail(0, "input", format!("the block has {} nodes; at most {MAX_NODES}", block.nodes.len())));
     }
     if input.contains(&0) || input.is_empty() {
         return Err(fail(0, "input", format!("input shape {} is empty", shape_text(input))));
@@ -40,7 +79,13 @@ pub fn infer_block(block: &BlockGraph, block_index: usize, input: &[usize]) -> R
             }
         }
         let in_shapes: Vec<&Shape> = inputs.iter().map(|&s| &shapes[s]).collect();
+        op_in_bounds(&node.op).map_err(|reason| fail(id, op, reason))?;
         let out = infer_node(node, &in_shapes).map_err(|reason| fail(id, op, reason))?;
+        elements(&out).map_err(|reason| fail(id, op, format!("produces {reason}")))?;
+        let parameters = node_parameters(&node.op, in_shapes[0]);
+        if parameters > MAX_NODE_PARAMETERS {
+            return Err(fail(id, op, format!("would hold {parameters} parameters; at most {MAX_NODE_PARAMETERS}")));
+        }
         if out.contains(&0) || out.is_empty() {
             return Err(fail(
                 id,
@@ -63,6 +108,67 @@ pub fn infer_architecture(arch: &Architecture, input: &[usize]) -> Result<Vec<Sh
         outputs.push(current.clone());
     }
     Ok(outputs)
+}
+
+/// Trainable values of a model of `arch` on samples of shape `input` with `outputs` head
+/// units, counted from the inferred shapes: nothing is allocated. Batch-norm running
+/// statistics are not trainable and not counted.
+pub fn parameter_count(arch: &Architecture, input: &[usize], outputs: usize) -> Result<u64, GraphError> {
+    let mut current = input.to_vec();
+    let mut total: u64 = 0;
+    for (index, block) in arch.blocks.iter().enumerate() {
+        let shapes = infer_block(block, index, &current)?;
+        for (i, node) in block.nodes.iter().enumerate() {
+            total = total.saturating_add(node_parameters(&node.op, &shapes[node.input_ids(i + 1)[0]]));
+        }
+        current = shapes.last().cloned().unwrap_or_default();
+    }
+    let features = current.iter().map(|&d| d as u64).product::<u64>();
+    total = total.saturating_add((features + 1).saturating_mul(outputs as u64));
+    if total > MAX_MODEL_PARAMETERS {
+        let last = arch.blocks.len().saturating_sub(1);
+        return Err(GraphError {
+            block: arch.blocks.last().map(|b| b.name.clone()).unwrap_or_default(),
+            block_index: last,
+            node: 0,
+            op: "model".into(),
+            reason: format!("the model would hold {total} parameters; at most {MAX_MODEL_PARAMETERS}"),
+        });
+    }
+    Ok(total)
+}
+
+/// Trainable values of one node reading `x` (its first input), as burn's modules hold them.
+fn node_parameters(op: &Op, x: &[usize]) -> u64 {
+    let c = x.first().copied().unwrap_or(0) as u64;
+    let product = |values: &[u64]| values.iter().fold(1u64, |n, &v| n.saturating_mul(v));
+    let gates = |gates: u64, hidden: usize, bidirectional: bool| {
+        let h = hidden as u64;
+        // Per gate an input and a hidden transform, each with a bias.
+        let one = gates.saturating_mul(product(&[c, h]) + product(&[h, h]) + 2 * h);
+        if bidirectional { one.saturating_mul(2) } else { one }
+    };
+    match op {
+        Op::Dense { units, bias } => product(&[c, *units as u64]) + if *bias { *units as u64 } else { 0 },
+        Op::Conv1d { filters, kernel, groups, .. } => {
+            product(&[*filters as u64, c / (*groups).max(1) as u64, *kernel as u64]) + *filters as u64
+        }
+        Op::Conv2d { filters, kernel, groups, .. } => {
+            let taps = product(&[kernel.along(0) as u64, kernel.along(1) as u64]);
+            product(&[*filters as u64, c / (*groups).max(1) as u64, taps]) + *filters as u64
+        }
+        Op::SeparableConv { filters, kernel, .. } => {
+            let taps = (*kernel as u64).saturating_pow(x.len().saturating_sub(1) as u32);
+            let depthwise = product(&[c, taps]) + c;
+            depthwise + product(&[c, *filters as u64]) + *filters as u64
+        }
+        Op::BatchNorm | Op::LayerNorm => 2 * c,
+        Op::Lstm { hidden, bidirectional, .. } => gates(4, *hidden, *bidirectional),
+        Op::Gru { hidden, bidirectional, .. } => gates(3, *hidden, *bidirectional),
+        Op::SelfAttention { .. } => 4 * (product(&[c, c]) + c),
+        Op::Embedding { vocab, dim } => product(&[*vocab as u64, *dim as u64]),
+        _ => 0,
+    }
 }
 
 fn need_rank(shape: &[usize], ranks: &[usize], layout: &str) -> Result<(), String> {
@@ -163,10 +269,10 @@ fn infer_node(node: &Node, inputs: &[&Shape]) -> Result<Shape, String> {
             need_rank(x, &[2, 3], "rank 2 [channels, length] or rank 3 [channels, height, width]")?;
             vec![x[0]]
         }
-        Op::Flatten => vec![x.iter().product()],
+        Op::Flatten => vec![elements(x)?],
         Op::Reshape { shape } => {
             need_rank(shape, &[1, 2, 3], "a target shape of rank 1, 2 or 3")?;
-            let (from, to): (usize, usize) = (x.iter().product(), shape.iter().product());
+            let (from, to) = (elements(x)?, elements(shape)?);
             if from != to {
                 return Err(format!(
                     "cannot reshape {} ({from} values) to {} ({to} values)",

@@ -7,7 +7,10 @@
 mod infer;
 mod ops;
 
-pub use infer::{infer_architecture, infer_block};
+pub use infer::{
+    MAX_ELEMENTS, MAX_MODEL_PARAMETERS, MAX_NODE_PARAMETERS, MAX_OP_VALUE, infer_architecture, infer_block,
+    parameter_count,
+};
 pub use ops::{Kernel, Node, Op, Padding};
 
 use serde::{Deserialize, Serialize};

@@ -88,6 +88,8 @@ impl Model {
 
     /// Validates the architecture against the input shape and builds the module on `device`.
     pub fn new(spec: &ModelSpec, device: &Device) -> Result<Self, GraphError> {
+        // Bounded before anything is allocated (plugins choose the sizes).
+        crate::graph::parameter_count(&spec.architecture, &spec.input_shape, spec.task.outputs())?;
         let mut current = spec.input_shape.clone();
         let mut blocks = Vec::with_capacity(spec.architecture.blocks.len());
         for (index, graph) in spec.architecture.blocks.iter().enumerate() {

@@ -5,8 +5,10 @@ use msh_plugin_sdk::*;
 
 struct Hostile;
 
-const NAMES: [&str; 10] =
-    ["good", "loop", "alloc", "panic", "cycle", "mismatch", "unknown_op", "huge", "io", "bad_rank"];
+const NAMES: [&str; 14] = [
+    "good", "loop", "alloc", "panic", "cycle", "mismatch", "unknown_op", "huge", "io", "bad_rank", "wide", "overflow",
+    "padding", "params",
+];
 
 fn good() -> BlockGraph {
     let mut g = GraphBuilder::new("good");
@@ -82,6 +84,30 @@ impl Guest for Hostile {
             "bad_rank" => {
                 let mut g = GraphBuilder::new("bad_rank");
                 g.op("conv1d", vec![int("filters", 4), int("kernel", 3)]);
+                Ok(g.build())
+            }
+            // Sizes meant to overflow shape arithmetic or exhaust the host's memory.
+            "wide" => {
+                let mut g = GraphBuilder::new("wide");
+                g.op("dense", vec![int("units", 1 << 40)]);
+                Ok(g.build())
+            }
+            "overflow" => {
+                let mut g = GraphBuilder::new("overflow");
+                g.op("reshape", vec![ints("shape", &[1 << 23, 1 << 23, 1 << 23])]);
+                Ok(g.build())
+            }
+            "padding" => {
+                let mut g = GraphBuilder::new("padding");
+                g.op("flatten", vec![]);
+                g.op("reshape", vec![ints("shape", &[1, 8])]);
+                g.op("conv1d", vec![int("filters", 1), int("kernel", 1), int("padding", i64::MAX / 2)]);
+                Ok(g.build())
+            }
+            "params" => {
+                let mut g = GraphBuilder::new("params");
+                g.op("dense", vec![int("units", 1 << 24)]);
+                g.op("dense", vec![int("units", 1 << 24)]);
                 Ok(g.build())
             }
             other => Err(format!("unknown block `{other}`")),
