@@ -8,8 +8,9 @@ use std::process::Command;
 const EMBEDDED: [&str; 6] =
     ["core-blocks", "random-search", "beam-search", "regularized-evolution", "local-search", "grid-search"];
 /// Test fixtures: built beside the embedded ones, their paths given to the tests.
-const FIXTURES: [(&str, &str); 4] = [
+const FIXTURES: [(&str, &str); 5] = [
     ("hostile", "MSH_HOSTILE_PLUGIN"),
+    ("hostile-searcher", "MSH_HOSTILE_SEARCHER_PLUGIN"),
     ("legacy-searcher", "MSH_LEGACY_SEARCHER_PLUGIN"),
     ("simple-local-search", "MSH_SIMPLE_LOCAL_SEARCH_PLUGIN"),
     ("flaky-searcher", "MSH_FLAKY_SEARCHER_PLUGIN"),

@@ -375,6 +375,41 @@ fn a_searcher_that_traps_is_rebuilt_from_the_trials_it_was_told() {
 }
 
 #[test]
+fn proposals_that_cannot_be_trained_are_rejected_value_by_value() {
+    // The hostile searcher proposes, one per call: epochs 1e9, batch size -5, clip norm -1,
+    // optimizer 99, a NaN learning rate, an unknown setting, and an unknown block
+    // parameter; then valid trials. None of the bad ones is trained or aborts the run.
+    let hostile = env!("MSH_HOSTILE_SEARCHER_PLUGIN");
+    let space = "max_depth: 2, hparams: {epochs: {choices: [1, 2]}, batch_size: {choices: [16]}, \
+                 gradient_clip: {low: 0.5, high: 1}, optimizer: {choices: [adam, sgd]}, \
+                 learning_rate: {low: 0.001, high: 0.01}}}";
+    let (dir, workflow, run_dir) = start(&table_workflow(hostile, "a, b, c", 3).replace("max_depth: 2}", space));
+    abc_table(dir.path());
+    run_ok(&workflow, &run_dir);
+    let all = trials(run_dir.to_str().unwrap());
+    assert_eq!(all.len(), 3, "{all:#?}");
+    assert!(all.iter().all(|t| t["status"] == "completed"), "{all:#?}");
+    let status = common::run(&["status", run_dir.to_str().unwrap(), "--events", "100"]);
+    let events = String::from_utf8_lossy(&status.stdout);
+    for reason in [
+        "hyper-parameter `epochs` = 1000000000 is outside the workflow's space",
+        "hyper-parameter `batch_size` = -5 is outside the workflow's space",
+        "hyper-parameter `gradient_clip` = -1 is outside the workflow's space",
+        "hyper-parameter `optimizer` = 99 is outside the workflow's space",
+        "hyper-parameter `learning_rate` = NaN is outside the workflow's space",
+        "hyper-parameter `no_such_setting` is not in the workflow's space.hparams",
+        "parameter `no_such_param` is not a parameter of the block",
+    ] {
+        assert!(
+            events
+                .lines()
+                .any(|l| l.contains("searcher `hostile_searcher`: proposal a rejected") && l.contains(reason)),
+            "no rejection naming the searcher and {reason:?} in:\n{events}"
+        );
+    }
+}
+
+#[test]
 fn a_searcher_that_only_repeats_itself_is_stopped_with_a_clear_error() {
     // On a one-block space the 0.1.0 searcher can only propose `a` again.
     let legacy = env!("MSH_LEGACY_SEARCHER_PLUGIN");

@@ -450,7 +450,8 @@ impl Search<'_> {
                 .or_else(|| self.unbuildable(&proposal).map(|e| format!("it cannot be built: {e}")))
             {
                 let arch: Vec<&str> = proposal.architecture.iter().map(|b| b.name.as_str()).collect();
-                notes.push(format!("proposal {} rejected: {reason}", arch.join(",")));
+                let searcher = &history.session.plugin().name;
+                notes.push(format!("searcher `{searcher}`: proposal {} rejected: {reason}", arch.join(",")));
                 reason
             } else {
                 return Ok(Some(proposal));

@@ -6,8 +6,20 @@ use msh_plugin_sdk::*;
 struct Hostile;
 
 const NAMES: [&str; 14] = [
-    "good", "loop", "alloc", "panic", "cycle", "mismatch", "unknown_op", "huge", "io", "bad_rank", "wide", "overflow",
-    "padding", "params",
+    "good",
+    "loop",
+    "alloc",
+    "panic",
+    "cycle",
+    "mismatch",
+    "unknown_op",
+    "huge",
+    "io",
+    "bad_rank",
+    "wide",
+    "overflow",
+    "padding",
+    "params",
 ];
 
 fn good() -> BlockGraph {
