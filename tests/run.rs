@@ -176,6 +176,84 @@ fn a_killed_run_resumes_without_losing_or_retraining_completed_trials() {
     assert_resumed(run_dir_text, &before, 8);
 }
 
+/// SIGKILL at 20 random moments of a 1,000-trial table search (grid search over 1,110
+/// architectures): after every kill no completed trial has changed or disappeared, and the
+/// last run completes the budget with no completed trial trained again.
+#[test]
+fn a_search_killed_at_twenty_moments_loses_and_repeats_nothing() {
+    let blocks: Vec<String> = ('a'..='j').map(String::from).collect();
+    let text = table_workflow("grid-search", &blocks.join(", "), 1000).replace("max_depth: 2", "max_depth: 3");
+    let (dir, workflow, run_dir) = start(&text);
+    let run_dir_text = run_dir.to_str().unwrap();
+    // Every architecture of depth 1-3 with an accuracy of its own.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut table = String::from("arch,accuracy\n");
+    let mut archs: Vec<Vec<&str>> = blocks.iter().map(|b| vec![b.as_str()]).collect();
+    for _ in 1..3 {
+        let longer: Vec<Vec<&str>> = archs
+            .iter()
+            .filter(|a| a.len() == archs.last().unwrap().len())
+            .flat_map(|a| blocks.iter().map(move |b| [a.clone(), vec![b.as_str()]].concat()))
+            .collect();
+        archs.extend(longer);
+    }
+    for arch in &archs {
+        table.push_str(&format!("\"{}\",0.{:04}\n", arch.join(","), next() % 10_000));
+    }
+    std::fs::write(dir.path().join("table.csv"), table).unwrap();
+    std::fs::write(dir.path().join("data.csv"), "label,x\n0,1\n1,2\n").unwrap();
+
+    let mut known: BTreeMap<u64, Value> = BTreeMap::new();
+    let mut mid_search = 0;
+    for round in 0..20 {
+        let mut child = msh()
+            .args(["run", workflow.to_str().unwrap(), "--run-dir", run_dir_text])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A random moment once the run is training (plugins compile first): after 1-40
+        // completions, then up to 3 ms more, so that some kills land inside a transaction.
+        let target = 1 + next() % 40;
+        let lines = std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
+        let mut completions = 0;
+        for line in lines.map_while(Result::ok) {
+            completions += usize::from(line.contains(" completed"));
+            if completions as u64 >= target {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_micros(next() % 3000));
+        let _ = child.kill(); // SIGKILL
+        child.wait().unwrap();
+        // The earliest kills may come before the store exists.
+        let now = if run_dir.join("store").exists() { completed_by_id(run_dir_text) } else { BTreeMap::new() };
+        for (id, trial) in &known {
+            assert_eq!(now.get(id), Some(trial), "kill {round}: completed trial {id} changed or disappeared");
+        }
+        if (1..1000).contains(&now.len()) {
+            mid_search += 1;
+        }
+        known = now;
+    }
+    assert_eq!(mid_search, 20, "every kill came mid-search");
+    run_ok(&workflow, &run_dir);
+    // A trial killed while training is trained again (its `attempts` counts it), but none
+    // completed is ever trained again: each is as it was when first seen completed.
+    let after = completed_by_id(run_dir_text);
+    assert_eq!(trials(run_dir_text).len(), 1000, "exactly the budget of trials");
+    assert_eq!(after.len(), 1000, "all of them completed");
+    for (id, trial) in &known {
+        assert_eq!(after.get(id), Some(trial), "completed trial {id} changed after the last run");
+    }
+}
+
 #[test]
 fn ctrl_c_stops_cleanly_and_the_next_run_resumes() {
     let (_dir, workflow, run_dir) = start(&mnist1d_workflow(5, 6, 1, ""));

@@ -117,6 +117,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// One progress line on stderr. A reader that goes away (`msh run 2>&1 | head`) must not
+/// stop the run mid-transaction, so write errors are ignored: the run goes on to its end.
+fn plain_line(text: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{text}");
+}
+
 /// Progress bars per stage and per trainer on a terminal, plain lines otherwise.
 struct Display {
     bars: Option<MultiProgress>,
@@ -138,7 +145,7 @@ impl Display {
             Some(bars) => {
                 let _ = bars.println(text);
             }
-            None => eprintln!("{text}"),
+            None => plain_line(&text),
         }
     }
 
@@ -173,7 +180,7 @@ impl Display {
                     bar.set_position(0);
                     bar.set_message(format!("trial {trial}: {arch}"));
                 } else {
-                    eprintln!("[{stage}] trial {trial} started on trainer {trainer}: {arch}");
+                    plain_line(&format!("[{stage}] trial {trial} started on trainer {trainer}: {arch}"));
                 }
             }
             EngineEvent::TrialEpoch { trainer, epoch, epochs, .. } => {
