@@ -81,23 +81,7 @@ mod tests {
     use burn::prelude::*;
 
     use super::*;
-
-    fn assert_close(ours: Vec<f32>, theirs: Vec<f32>, what: &str) {
-        assert_eq!(ours.len(), theirs.len(), "{what}: lengths");
-        for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
-            assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{what}[{i}]: {a} vs burn's {b}");
-        }
-    }
-
-    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.into_data().try_to_vec::<f32>().unwrap()
-    }
-
-    fn input<const D: usize>(shape: [usize; D], device: &Device) -> Tensor<D> {
-        let len: usize = shape.iter().product();
-        let data: Vec<f32> = (0..len).map(|i| ((i * 7919 % 97) as f32 / 48.0) - 1.0).collect();
-        Tensor::from_data(TensorData::new(data, shape), device)
-    }
+    use crate::model::testing::{assert_close, input, values};
 
     #[test]
     fn lstm_matches_burn_in_both_directions_with_gradients() {

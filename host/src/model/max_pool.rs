@@ -200,17 +200,7 @@ mod tests {
     use burn::tensor::ops::MaxPoolOptions;
 
     use super::*;
-
-    /// Values without ties in any window, so that the argmax is unique.
-    fn input<const D: usize>(shape: [usize; D], device: &Device) -> Tensor<D> {
-        let len: usize = shape.iter().product();
-        let data: Vec<f32> = (0..len).map(|i| ((i * 7919 % 997) as f32 / 498.0) - 1.0).collect();
-        Tensor::from_data(TensorData::new(data, shape), device)
-    }
-
-    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.into_data().try_to_vec::<f32>().unwrap()
-    }
+    use crate::model::testing::{input, values};
 
     #[test]
     fn pooling_and_its_gradient_match_burn() {

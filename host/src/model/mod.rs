@@ -7,6 +7,8 @@ mod conv;
 mod lstm;
 mod max_pool;
 mod node;
+#[cfg(test)]
+mod testing;
 mod transfer;
 
 use burn::module::{Module, ModuleVisitor, Param};
