@@ -176,13 +176,13 @@ fn a_killed_run_resumes_without_losing_or_retraining_completed_trials() {
     assert_resumed(run_dir_text, &before, 8);
 }
 
-/// SIGKILL at 20 random moments of a 1,000-trial table search (grid search over 1,110
+/// SIGKILL at 20 random moments of a 1,000-trial table search (random search over 1,110
 /// architectures): after every kill no completed trial has changed or disappeared, and the
 /// last run completes the budget with no completed trial trained again.
 #[test]
 fn a_search_killed_at_twenty_moments_loses_and_repeats_nothing() {
     let blocks: Vec<String> = ('a'..='j').map(String::from).collect();
-    let text = table_workflow("grid-search", &blocks.join(", "), 1000).replace("max_depth: 2", "max_depth: 3");
+    let text = table_workflow("random-search", &blocks.join(", "), 1000).replace("max_depth: 2", "max_depth: 3");
     let (dir, workflow, run_dir) = start(&text);
     let run_dir_text = run_dir.to_str().unwrap();
     // Every architecture of depth 1-3 with an accuracy of its own.

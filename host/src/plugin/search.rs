@@ -155,13 +155,18 @@ impl SearchSession {
         let plugin = &self.plugin;
         let Kind::Live { live, observed, told } = &mut self.kind else { unreachable!("a live session") };
         if live.is_none() {
+            // A searcher rebuilt after a restart or a trap gets a seed of its own: with the
+            // first one it would redraw everything it proposed before (now seen, so skipped)
+            // and, past a few hundred trials, give up before reaching anything new.
+            let mut context = self.context.clone();
+            context.seed ^= (observed.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
             let mut store = sandbox::store(&plugin.engine, &plugin.limits);
             let bindings = Searcher::instantiate(&mut store, &plugin.component, &plugin.linker)
                 .map_err(|e| plugin.call_error("instantiate", e))?;
             let handle = bindings
                 .msh_plugin_search()
                 .searcher()
-                .call_constructor(&mut store, &self.context, &self.space)
+                .call_constructor(&mut store, &context, &self.space)
                 .map_err(|e| plugin.call_error("searcher constructor", e))?;
             *live = Some(Live { store, bindings, handle });
             *told = 0;
