@@ -14,11 +14,11 @@ use serde_json::json;
 /// (conv32-pool-conv64-pool-dense10), and what searches produce on MNIST-1D: a 1-D ResNet
 /// of core-blocks' blocks and a conv stem feeding an LSTM. `bench/torch_train.py` has their
 /// PyTorch twins.
-const REFERENCE_MODELS: [(&str, &str, [usize; 3]); 4] = [
-    ("mnist1d_cnn", include_str!("../../../workflows/archs/mnist1d_cnn.yaml"), [1, 40, 0]),
-    ("cifar_cnn", include_str!("../../../workflows/archs/cifar_cnn.yaml"), [3, 32, 32]),
-    ("mnist1d_resnet", include_str!("../../../workflows/archs/mnist1d_resnet.yaml"), [1, 40, 0]),
-    ("mnist1d_lstm", include_str!("../../../workflows/archs/mnist1d_lstm.yaml"), [1, 40, 0]),
+const REFERENCE_MODELS: [(&str, &str, &[usize]); 4] = [
+    ("mnist1d_cnn", include_str!("../../../workflows/archs/mnist1d_cnn.yaml"), &[1, 40]),
+    ("cifar_cnn", include_str!("../../../workflows/archs/cifar_cnn.yaml"), &[3, 32, 32]),
+    ("mnist1d_resnet", include_str!("../../../workflows/archs/mnist1d_resnet.yaml"), &[1, 40]),
+    ("mnist1d_lstm", include_str!("../../../workflows/archs/mnist1d_lstm.yaml"), &[1, 40]),
 ];
 
 #[derive(Debug, Subcommand)]
@@ -87,15 +87,13 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
         let names: Vec<&str> = REFERENCE_MODELS.iter().map(|(name, ..)| *name).collect();
         anyhow::bail!("no reference model `{unknown}`; there are {}", names.join(", "));
     }
-    for (name, text, dims) in REFERENCE_MODELS {
+    for (name, text, shape) in REFERENCE_MODELS {
         if !args.models.is_empty() && !args.models.iter().any(|m| m == name) {
             continue;
         }
-        // A trailing 0 marks a rank-2 sample shape.
-        let shape: Vec<usize> = dims.into_iter().filter(|&d| d > 0).collect();
         let architecture = msh::arch_file::parse(text).with_context(|| format!("bundled {name}"))?;
-        let spec = ModelSpec { architecture, input_shape: shape.clone(), task: Task::Classification { classes: 10 } };
-        let splits = random_splits(&shape, args.samples);
+        let spec = ModelSpec { architecture, input_shape: shape.to_vec(), task: Task::Classification { classes: 10 } };
+        let splits = random_splits(shape, args.samples);
         let config = TrainConfig { epochs: 1 + args.repeats, batch_size: args.batch_size, ..TrainConfig::default() };
         let mut last = Instant::now();
         let mut rates = Vec::new();

@@ -114,14 +114,23 @@ pub fn infer_architecture(arch: &Architecture, input: &[usize]) -> Result<Vec<Sh
 /// units, counted from the inferred shapes: nothing is allocated. Batch-norm running
 /// statistics are not trainable and not counted.
 pub fn parameter_count(arch: &Architecture, input: &[usize], outputs: usize) -> Result<u64, GraphError> {
+    infer_model(arch, input, outputs).map(|(_, parameters)| parameters)
+}
+
+/// Every block's node shapes (as `infer_block`) and the model's parameter count (as
+/// `parameter_count`), bounded by `MAX_MODEL_PARAMETERS`: all a model builder needs to
+/// know before it allocates.
+pub fn infer_model(arch: &Architecture, input: &[usize], outputs: usize) -> Result<(Vec<Vec<Shape>>, u64), GraphError> {
     let mut current = input.to_vec();
     let mut total: u64 = 0;
+    let mut blocks = Vec::with_capacity(arch.blocks.len());
     for (index, block) in arch.blocks.iter().enumerate() {
         let shapes = infer_block(block, index, &current)?;
         for (i, node) in block.nodes.iter().enumerate() {
             total = total.saturating_add(node_parameters(&node.op, &shapes[node.input_ids(i + 1)[0]]));
         }
         current = shapes.last().cloned().unwrap_or_default();
+        blocks.push(shapes);
     }
     let features = current.iter().map(|&d| d as u64).product::<u64>();
     total = total.saturating_add((features + 1).saturating_mul(outputs as u64));
@@ -135,7 +144,7 @@ pub fn parameter_count(arch: &Architecture, input: &[usize], outputs: usize) -> 
             reason: format!("the model would hold {total} parameters; at most {MAX_MODEL_PARAMETERS}"),
         });
     }
-    Ok(total)
+    Ok((blocks, total))
 }
 
 /// Trainable values of one node reading `x` (its first input), as burn's modules hold them.

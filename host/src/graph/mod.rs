@@ -9,7 +9,7 @@ mod ops;
 
 pub use infer::{
     MAX_ELEMENTS, MAX_MODEL_PARAMETERS, MAX_NODE_PARAMETERS, MAX_OP_VALUE, infer_architecture, infer_block,
-    parameter_count,
+    infer_model, parameter_count,
 };
 pub use ops::{Kernel, Node, Op, Padding};
 

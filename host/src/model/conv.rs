@@ -103,11 +103,19 @@ pub trait ConvOps: Backend {
         padding: [usize; 2],
         dilation: [usize; 2],
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let options = ConvOptions::new(stride, padding, dilation, 1);
-        let x_grad = Self::conv2d_x_backward(x.clone(), weight.clone(), grad.clone(), options.clone());
-        let weight_grad = Self::conv2d_weight_backward(x, weight, grad, options);
-        (x_grad, weight_grad)
+        burn_conv2d_backward::<Self>(x, weight, grad, ConvOptions::new(stride, padding, dilation, 1))
     }
+}
+
+/// burn's own gradients of an ungrouped convolution: the input's, then the weight's.
+fn burn_conv2d_backward<B: Backend>(
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    grad: FloatTensor<B>,
+    options: ConvOptions<2>,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let x_grad = B::conv2d_x_backward(x.clone(), weight.clone(), grad.clone(), options.clone());
+    (x_grad, B::conv2d_weight_backward(x, weight, grad, options))
 }
 
 impl ConvOps for burn_cubecl::CubeBackend {}
@@ -268,9 +276,7 @@ impl ConvOps for Flex {
         dilation: [usize; 2],
     ) -> (FlexTensor, FlexTensor) {
         if [x.dtype(), weight.dtype(), grad.dtype()] != [DType::F32; 3] {
-            let options = ConvOptions::new(stride, padding, dilation, 1);
-            let x_grad = Self::conv2d_x_backward(x.clone(), weight.clone(), grad.clone(), options.clone());
-            return (x_grad, Self::conv2d_weight_backward(x, weight, grad, options));
+            return burn_conv2d_backward::<Self>(x, weight, grad, ConvOptions::new(stride, padding, dilation, 1));
         }
         let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
         let d = Dims::of(&x, &weight, Geometry { stride, padding, dilation });

@@ -7,11 +7,11 @@
 //! CIFAR-shaped CNN's training step. Searches pool 2x2 or 3x3 windows without padding, and
 //! that case is a plain loop over each plane.
 
-use burn::backend::ops::{MaxPool2dBackward, MaxPool2dWithIndices, ModuleOps};
+use burn::backend::ops::{MaxPool2dBackward, MaxPool2dWithIndices};
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{Backend, DType, Dispatch, Flex, TensorMetadata, backend_extension, get_or_init_device_settings};
 use burn::prelude::*;
-use burn::tensor::{Bytes, IntDType, Shape as TensorShape};
+use burn::tensor::{Bytes, Shape as TensorShape};
 use burn_autodiff::Autodiff;
 use burn_autodiff::checkpoint::base::Checkpointer;
 use burn_autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -24,16 +24,16 @@ use super::conv::per_task;
 
 /// Max pooling of `[B, C, H, W]` over `size`x`size` windows every `stride`, no padding.
 pub fn max_pool2d(x: Tensor<4>, size: usize, stride: usize) -> Tensor<4> {
-    Tensor::from_dispatch(<Dispatch as MaxPoolOps>::max_pool(x.into_dispatch(), size, stride))
+    Tensor::from_dispatch(<Dispatch as MaxPoolOps>::max_pool(x.into_dispatch(), [size, size], [stride, stride]))
 }
 
 /// Max pooling of `[B, C, L]` over windows of `size` every `stride`, no padding.
 pub fn max_pool1d(x: Tensor<3>, size: usize, stride: usize) -> Tensor<3> {
     let [batch, channels, length] = x.dims();
-    let pooled = Tensor::from_dispatch(<Dispatch as MaxPoolOps>::max_pool_rows(
+    let pooled = Tensor::from_dispatch(<Dispatch as MaxPoolOps>::max_pool(
         x.reshape([batch, channels, 1, length]).into_dispatch(),
-        size,
-        stride,
+        [1, size],
+        [1, stride],
     ));
     let [_, _, _, out] = pooled.dims();
     pooled.reshape([batch, channels, out])
@@ -41,14 +41,9 @@ pub fn max_pool1d(x: Tensor<3>, size: usize, stride: usize) -> Tensor<3> {
 
 #[backend_extension(Flex, Cube, Autodiff)]
 pub trait MaxPoolOps: Backend {
-    /// `size`x`size` windows: the pooled tensor.
-    fn max_pool(x: FloatTensor<Self>, size: usize, stride: usize) -> FloatTensor<Self> {
-        Self::max_pool_with_argmax(x, [size, size], [stride, stride]).0
-    }
-
-    /// 1x`size` windows along the last axis (1-D pooling of a `[B, C, 1, L]` tensor).
-    fn max_pool_rows(x: FloatTensor<Self>, size: usize, stride: usize) -> FloatTensor<Self> {
-        Self::max_pool_with_argmax(x, [1, size], [1, stride]).0
+    /// `size` (height, width) windows every `stride`: the pooled tensor.
+    fn max_pool(x: FloatTensor<Self>, size: [usize; 2], stride: [usize; 2]) -> FloatTensor<Self> {
+        Self::max_pool_with_argmax(x, size, stride).0
     }
 
     /// The pooled tensor and, per output, where its maximum is.
@@ -57,11 +52,7 @@ pub trait MaxPoolOps: Backend {
         size: [usize; 2],
         stride: [usize; 2],
     ) -> (FloatTensor<Self>, IntTensor<Self>) {
-        // The device's own integer type: wgpu has no 64-bit integers.
-        let indices = get_or_init_device_settings::<Self>(&x.device()).int_dtype;
-        let pooled: MaxPool2dWithIndices<Self> =
-            Self::max_pool2d_with_indices(x, size, stride, [0, 0], [1, 1], false, indices);
-        (pooled.output, pooled.indices)
+        burn_max_pool::<Self>(x, size, stride)
     }
 
     /// The input's gradient from the output's and the argmax of `max_pool_with_argmax`.
@@ -72,10 +63,32 @@ pub trait MaxPoolOps: Backend {
         grad: FloatTensor<Self>,
         argmax: IntTensor<Self>,
     ) -> FloatTensor<Self> {
-        let backward: MaxPool2dBackward<Self> =
-            Self::max_pool2d_with_indices_backward(x, size, stride, [0, 0], [1, 1], false, grad, argmax);
-        backward.x_grad
+        burn_max_pool_backward::<Self>(x, size, stride, grad, argmax)
     }
+}
+
+/// burn's own pooling, for the backends and element types without a kernel here.
+fn burn_max_pool<B: Backend>(
+    x: FloatTensor<B>,
+    size: [usize; 2],
+    stride: [usize; 2],
+) -> (FloatTensor<B>, IntTensor<B>) {
+    // The device's own integer type: wgpu has no 64-bit integers.
+    let indices = get_or_init_device_settings::<B>(&x.device()).int_dtype;
+    let pooled: MaxPool2dWithIndices<B> = B::max_pool2d_with_indices(x, size, stride, [0, 0], [1, 1], false, indices);
+    (pooled.output, pooled.indices)
+}
+
+fn burn_max_pool_backward<B: Backend>(
+    x: FloatTensor<B>,
+    size: [usize; 2],
+    stride: [usize; 2],
+    grad: FloatTensor<B>,
+    argmax: IntTensor<B>,
+) -> FloatTensor<B> {
+    let backward: MaxPool2dBackward<B> =
+        B::max_pool2d_with_indices_backward(x, size, stride, [0, 0], [1, 1], false, grad, argmax);
+    backward.x_grad
 }
 
 impl MaxPoolOps for burn_cubecl::CubeBackend {}
@@ -83,8 +96,7 @@ impl MaxPoolOps for burn_cubecl::CubeBackend {}
 impl MaxPoolOps for Flex {
     fn max_pool_with_argmax(x: FlexTensor, size: [usize; 2], stride: [usize; 2]) -> (FlexTensor, FlexTensor) {
         if x.dtype() != DType::F32 {
-            let pooled = Self::max_pool2d_with_indices(x, size, stride, [0, 0], [1, 1], false, IntDType::I64);
-            return (pooled.output, pooled.indices);
+            return burn_max_pool::<Self>(x, size, stride);
         }
         let x = x.to_contiguous();
         let [batch, channels, height, width] = dims4(&x);
@@ -132,7 +144,7 @@ impl MaxPoolOps for Flex {
         argmax: FlexTensor,
     ) -> FlexTensor {
         if x.dtype() != DType::F32 || argmax.dtype() != DType::I64 {
-            return Self::max_pool2d_with_indices_backward(x, size, stride, [0, 0], [1, 1], false, grad, argmax).x_grad;
+            return burn_max_pool_backward::<Self>(x, size, stride, grad, argmax);
         }
         let [batch, channels, height, width] = dims4(&x);
         let (grad, argmax) = (grad.to_contiguous(), argmax.to_contiguous());
@@ -157,40 +169,28 @@ fn dims4(x: &FlexTensor) -> [usize; 4] {
     [shape[0], shape[1], shape[2], shape[3]]
 }
 
-impl<B: Backend + MaxPoolOps, C: CheckpointStrategy> MaxPoolOps for Autodiff<B, C> {
-    fn max_pool(x: FloatTensor<Self>, size: usize, stride: usize) -> FloatTensor<Self> {
-        pool_tracked::<B, C>(x, [size, size], [stride, stride])
-    }
-
-    fn max_pool_rows(x: FloatTensor<Self>, size: usize, stride: usize) -> FloatTensor<Self> {
-        pool_tracked::<B, C>(x, [1, size], [1, stride])
-    }
-}
-
 /// The autodiff rule: the forward keeps the input and the argmax for the backward.
-fn pool_tracked<B: Backend + MaxPoolOps, C: CheckpointStrategy>(
-    x: FloatTensor<Autodiff<B, C>>,
-    size: [usize; 2],
-    stride: [usize; 2],
-) -> FloatTensor<Autodiff<B, C>> {
-    #[derive(Debug)]
-    struct MaxPool;
+impl<B: Backend + MaxPoolOps, C: CheckpointStrategy> MaxPoolOps for Autodiff<B, C> {
+    fn max_pool(x: FloatTensor<Self>, size: [usize; 2], stride: [usize; 2]) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct MaxPool;
 
-    impl<B: Backend + MaxPoolOps> Backward<B, 1> for MaxPool {
-        type State = (B::FloatTensorPrimitive, IntTensor<B>, [usize; 2], [usize; 2]);
+        impl<B: Backend + MaxPoolOps> Backward<B, 1> for MaxPool {
+            type State = (FloatTensor<B>, IntTensor<B>, [usize; 2], [usize; 2]);
 
-        fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-            let (x, argmax, size, stride) = ops.state;
-            unary::<B, _>(ops.parents, ops.node, grads, |grad| B::max_pool_backward(x, size, stride, grad, argmax));
+            fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+                let (x, argmax, size, stride) = ops.state;
+                unary::<B, _>(ops.parents, ops.node, grads, |grad| B::max_pool_backward(x, size, stride, grad, argmax));
+            }
         }
-    }
 
-    let node = x.node();
-    let input = x.into_primitive();
-    let (pooled, argmax) = B::max_pool_with_argmax(input.clone(), size, stride);
-    match MaxPool.prepare::<C>([node]).compute_bound().stateful() {
-        OpsKind::Tracked(prep) => prep.finish((input, argmax, size, stride), pooled),
-        OpsKind::UnTracked(prep) => prep.finish(pooled),
+        let node = x.node();
+        let input = x.into_primitive();
+        let (pooled, argmax) = B::max_pool_with_argmax(input.clone(), size, stride);
+        match MaxPool.prepare::<C>([node]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((input, argmax, size, stride), pooled),
+            OpsKind::UnTracked(prep) => prep.finish(pooled),
+        }
     }
 }
 

@@ -16,7 +16,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::graph::{Architecture, BlockGraph, GraphError, Shape, infer_block};
+use crate::graph::{Architecture, BlockGraph, GraphError, Shape, infer_model};
 use node::{NodeModule, Value};
 pub use transfer::{Donor, TransferError, inherit};
 
@@ -90,22 +90,26 @@ impl Model {
 
     /// Validates the architecture against the input shape and builds the module on `device`.
     pub fn new(spec: &ModelSpec, device: &Device) -> Result<Self, GraphError> {
-        // Bounded before anything is allocated (plugins choose the sizes).
-        crate::graph::parameter_count(&spec.architecture, &spec.input_shape, spec.task.outputs())?;
-        let mut current = spec.input_shape.clone();
-        let mut blocks = Vec::with_capacity(spec.architecture.blocks.len());
-        for (index, graph) in spec.architecture.blocks.iter().enumerate() {
-            let shapes = infer_block(graph, index, &current)?;
-            let nodes = graph
-                .nodes
-                .iter()
-                .enumerate()
-                .map(|(i, n)| NodeModule::new(&n.op, &shapes[n.input_ids(i + 1)[0]], device))
-                .collect();
-            current = shapes.last().cloned().unwrap_or_default();
-            blocks.push(BlockModule { nodes, graph: graph.clone(), shapes });
-        }
-        let features = current.iter().product();
+        // Every shape and the parameter count are bounded before anything is allocated
+        // (plugins choose the sizes).
+        let (shapes, _) = infer_model(&spec.architecture, &spec.input_shape, spec.task.outputs())?;
+        let features =
+            shapes.last().map_or(&spec.input_shape, |s| s.last().expect("a block has nodes")).iter().product();
+        let blocks = spec
+            .architecture
+            .blocks
+            .iter()
+            .zip(shapes)
+            .map(|(graph, shapes)| {
+                let nodes = graph
+                    .nodes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| NodeModule::new(&n.op, &shapes[n.input_ids(i + 1)[0]], device))
+                    .collect();
+                BlockModule { nodes, graph: graph.clone(), shapes }
+            })
+            .collect();
         let head = LinearConfig::new(features, spec.task.outputs()).init(device);
         Ok(Self { blocks, head, spec: spec.clone() })
     }

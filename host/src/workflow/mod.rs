@@ -27,33 +27,36 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// Hyper-parameters the trainers understand, as searchers name them.
 pub const HPARAMS: [&str; 7] =
     ["learning_rate", "batch_size", "epochs", "optimizer", "l2", "gradient_clip", "lr_decay_rate"];
-/// The values each hyper-parameter may take: `(low, high, integer)`, `low` exclusive where
-/// zero makes no sense (a rate, a clip norm). A workflow's range must lie inside.
-pub fn hparam_domain(name: &str) -> Option<(f64, f64, bool)> {
-    use crate::train::{MAX_BATCH_SIZE, MAX_EPOCHS};
-    Some(match name {
-        "learning_rate" => (0.0, 10.0, false),
-        "batch_size" => (1.0, MAX_BATCH_SIZE as f64, true),
-        "epochs" => (1.0, MAX_EPOCHS as f64, true),
-        "optimizer" => (0.0, (OPTIMIZERS.len() - 1) as f64, true),
-        "l2" => (0.0, 10.0, false),
-        "gradient_clip" => (0.0, 1e6, false),
-        "lr_decay_rate" => (0.0, 1.0, false),
-        _ => return None,
-    })
+/// The values one hyper-parameter may take; a workflow's range must lie inside.
+struct HparamDomain {
+    low: f64,
+    high: f64,
+    /// Zero makes no sense (a rate, a clip norm): `low` itself is outside.
+    low_open: bool,
+    integer: bool,
 }
 
-/// Whether zero is outside `name`'s domain (its `low` is exclusive).
-fn zero_excluded(name: &str) -> bool {
-    matches!(name, "learning_rate" | "gradient_clip" | "lr_decay_rate")
+fn hparam_domain(name: &str) -> Option<HparamDomain> {
+    use crate::train::{MAX_BATCH_SIZE, MAX_EPOCHS};
+    let (low, high, low_open, integer) = match name {
+        "learning_rate" => (0.0, 10.0, true, false),
+        "batch_size" => (1.0, MAX_BATCH_SIZE as f64, false, true),
+        "epochs" => (1.0, MAX_EPOCHS as f64, false, true),
+        "optimizer" => (0.0, (OPTIMIZERS.len() - 1) as f64, false, true),
+        "l2" => (0.0, 10.0, false, false),
+        "gradient_clip" => (0.0, 1e6, true, false),
+        "lr_decay_rate" => (0.0, 1.0, true, false),
+        _ => return None,
+    };
+    Some(HparamDomain { low, high, low_open, integer })
 }
 
 /// Where `value` falls outside hyper-parameter `name`'s domain: the reason.
 pub fn hparam_outside_domain(name: &str, value: f64) -> Option<String> {
-    let (low, high, integer) = hparam_domain(name)?;
-    let above_low = if zero_excluded(name) { value > low } else { value >= low };
+    let HparamDomain { low, high, low_open, integer } = hparam_domain(name)?;
+    let above_low = if low_open { value > low } else { value >= low };
     let kind = if integer { "an integer" } else { "a number" };
-    let bound = if zero_excluded(name) { format!("({low}, {high}]") } else { format!("[{low}, {high}]") };
+    let bound = if low_open { format!("({low}, {high}]") } else { format!("[{low}, {high}]") };
     (!(value.is_finite() && above_low && value <= high))
         .then(|| format!("`{name}` must be {kind} in {bound}, got {value}"))
 }
