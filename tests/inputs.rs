@@ -1,11 +1,13 @@
 //! Bad inputs through the `msh` binary: each gets a message naming the file and the row,
-//! record or node at fault. Also the CIFAR-10 and image-folder providers on written data.
+//! record or node at fault. Also the CIFAR-10, image-folder and NumPy providers on written
+//! data (the NumPy fixtures are written by NumPy: tests/fixtures/numpy/make.py).
 
 mod common;
 
 use std::path::Path;
 
 use common::{failure, train_json};
+use msh::data::{DataSpec, Source, TaskKind};
 
 const IRIS_ARCH: &str = "workflows/archs/iris_mlp.yaml";
 
@@ -98,24 +100,10 @@ fn architecture_that_does_not_fit_names_block_and_node() {
     );
 }
 
-/// Writes CIFAR-10 binary files with `records` records each; labels cycle through 0..10 and
-/// each class gets a distinct mean brightness, so a model can learn it.
-fn write_cifar(dir: &Path, records: usize) {
-    for name in ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"] {
-        let mut bytes = Vec::with_capacity(records * 3073);
-        for i in 0..records {
-            let label = (i % 10) as u8;
-            bytes.push(label);
-            bytes.extend((0..3072).map(|p| label * 20 + (p % 7) as u8));
-        }
-        std::fs::write(dir.join(format!("{name}.bin")), bytes).unwrap();
-    }
-}
-
 #[test]
 fn cifar10_binary_trains_and_truncation_is_reported() {
     let dir = common::TempDir::new();
-    write_cifar(dir.path(), 20);
+    common::write_cifar(dir.path(), 20);
     let data = format!("cifar10:{}", dir.path().display());
     let r = train_json(&[
         "--data",
@@ -129,6 +117,9 @@ fn cifar10_binary_trains_and_truncation_is_reported() {
     ]);
     assert_eq!(r["test"]["samples"], 20);
     assert_eq!(r["valid"]["samples"], 10);
+    // A subset of the training batches; the test batch stays whole.
+    let r = train_json(&["--data", &data, "--arch", "workflows/archs/cifar_cnn.yaml", "--epochs", "1", "--subset", "40"]);
+    assert_eq!((r["test"]["samples"].as_u64(), r["valid"]["samples"].as_u64()), (Some(20), Some(4)));
 
     let batch3 = dir.path().join("data_batch_3.bin");
     let mut bytes = std::fs::read(&batch3).unwrap();
@@ -173,4 +164,128 @@ fn image_folders_train_and_a_broken_image_is_named() {
     std::fs::write(&broken, b"not a png").unwrap();
     let err = failure(&["train", "--data", &data, "--arch", "workflows/archs/digits_cnn.yaml"]);
     assert!(err.contains(&format!("{}: cannot read image", broken.display())), "{err}");
+}
+
+const NUMPY: &str = "tests/fixtures/numpy";
+
+/// Reads a source as it is, with the library (paths from the repository root).
+fn read_source(source: &str, task: TaskKind) -> msh::data::Dataset {
+    let source: Source = source.parse().unwrap();
+    let spec = DataSpec { task, ..DataSpec::new(source.relative_to(&common::root())) };
+    msh::data::read(&spec.source, &spec).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn assert_same_values(a: &[f32], b: &[f32]) {
+    assert_eq!(a.len(), b.len());
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!((x - y).abs() <= 1e-6 * x.abs().max(1.0), "value {i}: {x} against {y}");
+    }
+}
+
+#[test]
+fn numpy_arrays_hold_what_the_csv_holds_in_every_layout() {
+    let csv = read_source("csv:data/digits/digits.csv", TaskKind::Classification);
+    // Deflated .npz, uint8 samples of shape [1, 8, 8] and int64 labels.
+    let npz = read_source(&format!("npz:{NUMPY}/digits.npz"), TaskKind::Classification);
+    assert_eq!(npz.shape, [1, 8, 8]);
+    assert_same_values(&npz.features, &csv.features);
+    assert_eq!(npz.targets, csv.targets);
+    // A pair of .npy files: big-endian float32 in Fortran order, labels of shape [N, 1].
+    let npy = read_source(&format!("npy:{NUMPY}/digits_x.npy,{NUMPY}/digits_y.npy"), TaskKind::Classification);
+    assert_eq!((npy.len(), npy.shape.as_slice()), (600, &[64][..]));
+    assert_same_values(&npy.features, &csv.features[..600 * 64]);
+    assert_eq!(npy.targets, csv.targets[..600]);
+    // Named float64 arrays of an uncompressed .npz, regression targets.
+    let csv = read_source("csv:data/diabetes/diabetes.csv", TaskKind::Regression);
+    let npz = read_source(&format!("npz:{NUMPY}/diabetes.npz:features,target"), TaskKind::Regression);
+    assert_same_values(&npz.features, &csv.features);
+    assert_same_values(&npz.targets, &csv.targets);
+}
+
+#[test]
+fn numpy_data_trains_through_the_binary() {
+    let data = format!("npz:{NUMPY}/digits.npz");
+    let r = train_json(&["--data", &data, "--arch", "workflows/archs/digits_cnn.yaml", "--epochs", "4"]);
+    let acc = common::test_metric(&r, "accuracy");
+    assert!(acc > 0.9, "digits from .npz: test accuracy {acc}");
+    let data = format!("npz:{NUMPY}/diabetes.npz:features,target");
+    let r = train_json(&[
+        "--data",
+        &data,
+        "--task",
+        "regression",
+        "--arch",
+        "workflows/archs/diabetes_mlp.yaml",
+        "--epochs",
+        "20",
+        "--seed",
+        "3",
+    ]);
+    let r2 = common::test_metric(&r, "r2");
+    assert!(r2 > 0.2, "diabetes from .npz: test r2 {r2}");
+}
+
+/// A `.npy` file with `header` (a Python dict literal) and `body`.
+fn npy_bytes(header: &str, body: &[u8]) -> Vec<u8> {
+    let mut text = format!("{header}\n");
+    while (10 + text.len()) % 64 != 0 {
+        text.insert(text.len() - 1, ' ');
+    }
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend((text.len() as u16).to_le_bytes());
+    bytes.extend(text.as_bytes());
+    bytes.extend(body);
+    bytes
+}
+
+fn f32_npy(dir: &Path, name: &str, shape: &str, values: &[f32]) -> String {
+    let body: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let bytes = npy_bytes(&format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}"), &body);
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn bad_numpy_inputs_name_the_file_and_the_fault() {
+    let dir = common::TempDir::new();
+    let train = |data: String| failure(&["train", "--backend", "cpu", "--data", &data, "--arch", IRIS_ARCH]);
+    let x = f32_npy(dir.path(), "x.npy", "(4, 2)", &[1., 2., 3., 4., 5., f32::NAN, 7., 8.]);
+    let y = f32_npy(dir.path(), "y.npy", "(3,)", &[0., 1., 0.]);
+    let err = train(format!("npy:{x},{y}"));
+    assert!(err.contains("features have shape [4, 2] and targets [3]"), "{err}");
+
+    let y = f32_npy(dir.path(), "y4.npy", "(4,)", &[0., 1., 0., 1.]);
+    let err = train(format!("npy:{x},{y}"));
+    assert!(err.contains(&format!("{x}: sample 2, value 1: NaN is not finite")), "{err}");
+
+    let bad_label = f32_npy(dir.path(), "half.npy", "(4,)", &[0., 1.5, 0., 1.]);
+    let x = f32_npy(dir.path(), "x_ok.npy", "(4, 2)", &[1., 2., 3., 4., 5., 6., 7., 8.]);
+    let err = train(format!("npy:{x},{bad_label}"));
+    assert!(err.contains(&format!("{bad_label}: target 1: 1.5 is not a class index")), "{err}");
+
+    // A header that promises more than the file holds is refused before allocating.
+    let liar = dir.path().join("liar.npy");
+    std::fs::write(&liar, npy_bytes("{'descr': '<f8', 'fortran_order': False, 'shape': (4000000000, 1000), }", &[0; 16]))
+        .unwrap();
+    let err = train(format!("npy:{},{y}", liar.display()));
+    assert!(err.contains(&format!("{}: header declares shape [4000000000, 1000]", liar.display())), "{err}");
+
+    let objects = dir.path().join("objects.npy");
+    std::fs::write(&objects, npy_bytes("{'descr': '|O', 'fortran_order': False, 'shape': (4,), }", &[0; 32])).unwrap();
+    let err = train(format!("npy:{x},{}", objects.display()));
+    assert!(err.contains(&format!("{}: unsupported .npy header", objects.display())), "{err}");
+
+    let not_npy = write(dir.path(), "text.npy", "label,a\n0,1\n");
+    let err = train(format!("npy:{not_npy},{y}"));
+    assert!(err.contains(&format!("{not_npy}: not a NumPy .npy array")), "{err}");
+
+    let err = train(format!("npz:{NUMPY}/diabetes.npz"));
+    assert!(
+        err.contains("diabetes.npz: has no array `x`; it holds features, target")
+            && err.contains("npz:tests/fixtures/numpy/diabetes.npz:FEATURES,TARGETS"),
+        "{err}"
+    );
+    let err = train(format!("npz:{not_npy}"));
+    assert!(err.contains(&format!("{not_npy}: not an .npz (zip) file")), "{err}");
 }

@@ -51,6 +51,20 @@ pub fn test_metric(result: &serde_json::Value, name: &str) -> f64 {
     value
 }
 
+/// Writes CIFAR-10 binary files with `records` records each into `dir`; labels cycle
+/// through 0..10 and each class gets a distinct mean brightness, so a model can learn it.
+pub fn write_cifar(dir: &std::path::Path, records: usize) {
+    for name in ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"] {
+        let mut bytes = Vec::with_capacity(records * 3073);
+        for i in 0..records {
+            let label = (i % 10) as u8;
+            bytes.push(label);
+            bytes.extend((0..3072).map(|p| label * 20 + (p % 7) as u8));
+        }
+        std::fs::write(dir.join(format!("{name}.bin")), bytes).unwrap();
+    }
+}
+
 /// A fresh directory under the system temp dir, removed on drop.
 pub struct TempDir(PathBuf);
 

@@ -241,7 +241,8 @@ pub struct PredictArgs {
     /// A run directory (its best trial or ensemble), or an exported or saved model or
     /// ensemble directory.
     model: PathBuf,
-    /// Samples: csv:PATH, cifar10:DIR or images:DIR (labels, when present, give metrics).
+    /// Samples: csv:PATH, cifar10:DIR, images:DIR, npy:X.npy,Y.npy or npz:FILE.npz[:X,Y]
+    /// (labels, when present, give metrics).
     #[arg(long)]
     data: Source,
     /// CSV label column, by name or 0-based index [default: label, target, else 0].

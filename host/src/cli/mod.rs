@@ -4,6 +4,7 @@ mod bench;
 mod bench_engine;
 mod bench_searchers;
 mod blocks;
+mod data;
 mod inspect;
 mod pack;
 mod progress;
@@ -40,6 +41,9 @@ enum Command {
     /// Blocks offered by block packs.
     #[command(subcommand)]
     Blocks(blocks::BlocksCommand),
+    /// Data sets: download and verify.
+    #[command(subcommand)]
+    Data(data::DataCommand),
     /// Shared plugins: install, list, remove, verify.
     #[command(subcommand)]
     Pack(pack::PackCommand),
@@ -61,6 +65,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Predict(args) => inspect::predict(args),
         Command::Train(args) => train::run(args),
         Command::Blocks(cmd) => blocks::run_blocks(cmd),
+        Command::Data(cmd) => data::run(cmd),
         Command::Pack(cmd) => pack::run(cmd),
         Command::Plugin(cmd) => blocks::run_plugin(cmd),
         Command::Bench(cmd) => bench::run(cmd),

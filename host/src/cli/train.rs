@@ -15,7 +15,8 @@ use super::progress::Progress;
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// Training data: csv:PATH, cifar10:DIR or images:DIR.
+    /// Training data: csv:PATH, cifar10:DIR, images:DIR, npy:X.npy,Y.npy or
+    /// npz:FILE.npz[:X,Y].
     #[arg(long)]
     data: Source,
     /// A separate test set (same format); otherwise --test-fraction of --data.
@@ -35,6 +36,10 @@ pub struct TrainArgs {
     shape: Option<Vec<usize>>,
     #[arg(long, value_enum, default_value_t = TaskKind::Classification)]
     task: TaskKind,
+    /// Train and validate on this many samples of --data, drawn with --seed (the test
+    /// set stays whole).
+    #[arg(long)]
+    subset: Option<usize>,
     #[arg(long, default_value_t = 0.1)]
     valid_fraction: f64,
     #[arg(long, default_value_t = 0.2)]
@@ -92,6 +97,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         test_fraction: args.test_fraction,
         normalize: args.normalize,
         image_size: args.image_size,
+        subset: args.subset,
         ..DataSpec::new(args.data.clone())
     };
     let splits = data::load(&spec, args.seed).with_context(|| format!("cannot load data {}", args.data))?;

@@ -1,9 +1,12 @@
-//! Data sets: providers (CSV, CIFAR-10 binary, image folders), splits, normalisation and
-//! batches. Every bad input is a `DataError` naming the file and row or record.
+//! Data sets: providers (CSV, CIFAR-10 binary, image folders, NumPy arrays), downloads,
+//! splits, normalisation and batches. Every bad input is a `DataError` naming the file and
+//! row or record.
 
 mod cifar;
 mod csv_source;
+pub mod fetch;
 mod images;
+mod numpy;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -40,24 +43,47 @@ pub enum Source {
     Cifar10(PathBuf),
     /// A directory with one sub-directory of PNG/JPEG images per class.
     Images(PathBuf),
+    /// Features and targets as two NumPy `.npy` files.
+    Npy { features: PathBuf, targets: PathBuf },
+    /// Features and targets as two arrays of one NumPy `.npz` file (`x` and `y` by default).
+    Npz { path: PathBuf, arrays: [String; 2] },
 }
 
 impl FromStr for Source {
     type Err = DataError;
 
-    /// Parses `csv:PATH`, `cifar10:DIR` or `images:DIR`.
+    /// Parses `csv:PATH`, `cifar10:DIR`, `images:DIR`, `npy:FEATURES.npy,TARGETS.npy`,
+    /// `npz:FILE.npz` or `npz:FILE.npz:FEATURES,TARGETS`.
     fn from_str(text: &str) -> Result<Self, DataError> {
-        let (kind, path) = text.split_once(':').ok_or_else(|| {
-            DataError::Spec(format!("data source `{text}` needs a format: csv:PATH, cifar10:DIR or images:DIR"))
-        })?;
-        let path = PathBuf::from(path);
+        const FORMATS: &str =
+            "csv:PATH, cifar10:DIR, images:DIR, npy:FEATURES.npy,TARGETS.npy or npz:FILE.npz[:FEATURES,TARGETS]";
+        let (kind, rest) = text
+            .split_once(':')
+            .ok_or_else(|| DataError::Spec(format!("data source `{text}` needs a format: {FORMATS}")))?;
+        let path = PathBuf::from(rest);
         match kind {
             "csv" => Ok(Source::Csv(path)),
             "cifar10" => Ok(Source::Cifar10(path)),
             "images" => Ok(Source::Images(path)),
-            other => Err(DataError::Spec(format!(
-                "unknown data format `{other}` in `{text}`: expected csv, cifar10 or images"
-            ))),
+            "npy" => match rest.split_once(',') {
+                Some((features, targets)) if !features.is_empty() && !targets.is_empty() => {
+                    Ok(Source::Npy { features: features.into(), targets: targets.into() })
+                }
+                _ => Err(DataError::Spec(format!(
+                    "`{text}` needs two arrays: npy:FEATURES.npy,TARGETS.npy"
+                ))),
+            },
+            "npz" => {
+                // A trailing `:A,B` names the arrays; anything else is part of the path.
+                let named = rest.rsplit_once(':').and_then(|(path, names)| {
+                    let (x, y) = names.split_once(',')?;
+                    let plain = |n: &str| !n.is_empty() && !n.contains(['/', '\\', ',']);
+                    (plain(x) && plain(y)).then(|| (path, [x.to_string(), y.to_string()]))
+                });
+                let (path, arrays) = named.unwrap_or((rest, numpy::DEFAULT_ARRAYS.map(String::from)));
+                Ok(Source::Npz { path: path.into(), arrays })
+            }
+            other => Err(DataError::Spec(format!("unknown data format `{other}` in `{text}`: expected {FORMATS}"))),
         }
     }
 }
@@ -66,6 +92,36 @@ impl TryFrom<String> for Source {
     type Error = DataError;
     fn try_from(text: String) -> Result<Self, DataError> {
         text.parse()
+    }
+}
+
+impl Source {
+    /// The same source with relative paths taken from `base`.
+    pub fn relative_to(&self, base: &Path) -> Source {
+        match self {
+            Source::Csv(p) => Source::Csv(base.join(p)),
+            Source::Cifar10(p) => Source::Cifar10(base.join(p)),
+            Source::Images(p) => Source::Images(base.join(p)),
+            Source::Npy { features, targets } => Source::Npy { features: base.join(features), targets: base.join(targets) },
+            Source::Npz { path, arrays } => Source::Npz { path: base.join(path), arrays: arrays.clone() },
+        }
+    }
+
+    /// Why the data is not where this source says, with what to do about it.
+    pub fn missing(&self) -> Option<String> {
+        let file = |p: &Path| (!p.is_file()).then(|| format!("data file {} does not exist", p.display()));
+        match self {
+            Source::Csv(p) | Source::Npz { path: p, .. } => file(p),
+            Source::Npy { features, targets } => file(features).or_else(|| file(targets)),
+            Source::Cifar10(dir) if !fetch::is_complete(&fetch::CIFAR10, dir) => Some(format!(
+                "CIFAR-10 is not at {}: run `msh data fetch cifar10 --dir {}`, or set `fetch: true` under \
+                 `data:` to download it on the first run",
+                dir.display(),
+                dir.parent().map_or_else(|| ".".into(), |p| p.display().to_string())
+            )),
+            Source::Images(dir) if !dir.is_dir() => Some(format!("image folder {} does not exist", dir.display())),
+            Source::Cifar10(_) | Source::Images(_) => None,
+        }
     }
 }
 
@@ -81,6 +137,9 @@ impl fmt::Display for Source {
             Source::Csv(p) => write!(f, "csv:{}", p.display()),
             Source::Cifar10(p) => write!(f, "cifar10:{}", p.display()),
             Source::Images(p) => write!(f, "images:{}", p.display()),
+            Source::Npy { features, targets } => write!(f, "npy:{},{}", features.display(), targets.display()),
+            Source::Npz { path, arrays } if *arrays == numpy::DEFAULT_ARRAYS => write!(f, "npz:{}", path.display()),
+            Source::Npz { path, arrays: [x, y] } => write!(f, "npz:{}:{x},{y}", path.display()),
         }
     }
 }
@@ -161,6 +220,48 @@ pub struct DataSpec {
     /// Side length images are resized to.
     #[serde(default = "default_image_size")]
     pub image_size: usize,
+    /// Train and validate on this many samples of `source`, drawn with the seed; the test
+    /// set stays whole. For a first look at a large data set on a small machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subset: Option<usize>,
+    /// Download the data set on the first run if it is missing (CIFAR-10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetch: Option<FetchSetting>,
+}
+
+/// `fetch: true` downloads from where a data set's authors publish it; `fetch: {url, md5 or
+/// sha256}` from a mirror.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum FetchSetting {
+    Published(bool),
+    Mirror(fetch::Archive),
+}
+
+/// A download `ensure` can carry out: which data set, into which directory, from where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchPlan {
+    pub dataset: fetch::KnownDataset,
+    pub dest: PathBuf,
+    pub archive: fetch::Archive,
+}
+
+impl DataSpec {
+    /// What `fetch:` asks to download, if anything; an error says why it cannot be.
+    pub fn fetch_plan(&self) -> Result<Option<FetchPlan>, String> {
+        let archive = match &self.fetch {
+            None | Some(FetchSetting::Published(false)) => return Ok(None),
+            Some(FetchSetting::Published(true)) => fetch::Archive::published(&fetch::CIFAR10),
+            Some(FetchSetting::Mirror(archive)) => {
+                archive.check()?;
+                archive.clone()
+            }
+        };
+        match &self.source {
+            Source::Cifar10(dir) => Ok(Some(FetchPlan { dataset: fetch::CIFAR10, dest: dir.clone(), archive })),
+            other => Err(format!("`fetch` downloads cifar10 sources only; {other} must already be on disk")),
+        }
+    }
 }
 
 impl DataSpec {
@@ -176,6 +277,8 @@ impl DataSpec {
             test_fraction: default_test_fraction(),
             normalize: Normalize::Auto,
             image_size: default_image_size(),
+            subset: None,
+            fetch: None,
         }
     }
 }
@@ -354,6 +457,10 @@ fn load_source(source: &Source, spec: &DataSpec, is_test: bool) -> Result<Loaded
             let (data, class_names) = images::load(dir, spec.image_size)?;
             Ok(Loaded { data, class_names })
         }
+        Source::Npy { features, targets } => {
+            Ok(Loaded { data: numpy::load_npy(features, targets, spec)?, class_names: Vec::new() })
+        }
+        Source::Npz { path, arrays } => Ok(Loaded { data: numpy::load_npz(path, arrays, spec)?, class_names: Vec::new() }),
     }
 }
 
@@ -405,6 +512,12 @@ pub fn load(spec: &DataSpec, seed: u64) -> Result<Splits, DataError> {
             (data.select(&order[..n_test]), order[n_test..].to_vec())
         }
     };
+    let mut rest = rest;
+    match spec.subset {
+        Some(0) => return Err(DataError::Spec("`subset` must be at least 1".into())),
+        Some(n) => rest.truncate(n),
+        None => {}
+    }
     let n_valid = ((rest.len() as f64) * spec.valid_fraction).round() as usize;
     let valid = data.select(&rest[..n_valid]);
     let train = data.select(&rest[n_valid..]);
@@ -440,7 +553,8 @@ pub fn load(spec: &DataSpec, seed: u64) -> Result<Splits, DataError> {
 
 fn source_path(source: &Source) -> &Path {
     match source {
-        Source::Csv(p) | Source::Cifar10(p) | Source::Images(p) => p,
+        Source::Csv(p) | Source::Cifar10(p) | Source::Images(p) | Source::Npz { path: p, .. } => p,
+        Source::Npy { features, .. } => features,
     }
 }
 
@@ -481,5 +595,13 @@ mod tests {
         assert_eq!("csv:a/b.csv".parse::<Source>().unwrap(), Source::Csv("a/b.csv".into()));
         let err = "parquet:x".parse::<Source>().unwrap_err().to_string();
         assert!(err.contains("unknown data format `parquet`"), "{err}");
+        for text in ["npy:a/x.npy,a/y.npy", "npz:d/f.npz", "npz:d/f.npz:feat,lab", "npz:C:/d/f.npz"] {
+            assert_eq!(text.parse::<Source>().unwrap().to_string(), text);
+        }
+        assert_eq!(
+            "npz:d/f.npz:feat,lab".parse::<Source>().unwrap(),
+            Source::Npz { path: "d/f.npz".into(), arrays: ["feat".into(), "lab".into()] }
+        );
+        assert!("npy:x.npy".parse::<Source>().unwrap_err().to_string().contains("two arrays"));
     }
 }

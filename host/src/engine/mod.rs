@@ -89,6 +89,8 @@ pub enum EngineError {
     Store(#[from] StoreError),
     #[error("cannot load the data of {workflow}: {source}")]
     Data { workflow: String, source: DataError },
+    #[error("cannot fetch the data of {workflow}: {source}")]
+    Fetch { workflow: String, source: data::fetch::FetchError },
     #[error(transparent)]
     Table(#[from] TableError),
     #[error(transparent)]
@@ -109,6 +111,16 @@ pub enum EngineError {
     Stage(String),
     #[error("cannot write {}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
+}
+
+/// Downloads the data set a workflow's `fetch:` asks for, if it is not there yet.
+fn fetch_data(wf: &Workflow, resolved: &Resolved) -> Result<(), EngineError> {
+    let plan = resolved.data.fetch_plan().map_err(EngineError::Stage)?;
+    let Some(plan) = plan else { return Ok(()) };
+    let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    data::fetch::ensure(&plan.dataset, &plan.dest, &plan.archive, progress, &|line| eprintln!("msh: {line}"))
+        .map_err(|source| EngineError::Fetch { workflow: wf.name.clone(), source })?;
+    Ok(())
 }
 
 /// How a run ended.
@@ -310,6 +322,9 @@ pub fn run_workflow(path: &Path, options: &RunOptions, report: Reporter) -> Resu
     }
     let host = PluginHost::new(wf.limits);
     let resolved = workflow::resolve(&source, &wf, &host, &PackStore::default_location())?;
+    if options.worker_of.is_none() {
+        fetch_data(&wf, &resolved)?;
+    }
     let plugins =
         resolved.packs.iter().chain(resolved.searchers.values()).map(|p| (p.name.clone(), p.sha256.clone())).collect();
     let (store, changed_plugins) =

@@ -69,29 +69,6 @@ fn load_plugin(host: &PluginHost, store: &PackStore, base: &Path, reference: &st
     })
 }
 
-fn resolve_source(base: &Path, source: &DataSource) -> DataSource {
-    match source {
-        DataSource::Csv(p) => DataSource::Csv(base.join(p)),
-        DataSource::Cifar10(p) => DataSource::Cifar10(base.join(p)),
-        DataSource::Images(p) => DataSource::Images(base.join(p)),
-    }
-}
-
-/// Why the data is not where the workflow says, with what to do about it.
-fn missing_data(source: &DataSource) -> Option<String> {
-    match source {
-        DataSource::Csv(p) if !p.is_file() => Some(format!("data file {} does not exist", p.display())),
-        DataSource::Cifar10(dir) if !dir.join("data_batch_1.bin").is_file() => Some(format!(
-            "CIFAR-10 is not at {}: download the binary version (cifar-10-binary.tar.gz) from \
-             https://www.cs.toronto.edu/~kriz/cifar.html and extract it so that {} exists",
-            dir.display(),
-            dir.join("data_batch_1.bin").display()
-        )),
-        DataSource::Images(dir) if !dir.is_dir() => Some(format!("image folder {} does not exist", dir.display())),
-        _ => None,
-    }
-}
-
 /// Validates everything `parse` could not: the result runs as is.
 pub fn resolve(
     source: &Source,
@@ -113,15 +90,17 @@ pub fn resolve(
 
     // Data.
     let mut data = wf.data.clone();
-    data.source = resolve_source(&base, &data.source);
-    data.test = data.test.as_ref().map(|t| resolve_source(&base, t));
+    data.source = data.source.relative_to(&base);
+    data.test = data.test.as_ref().map(|t| t.relative_to(&base));
     if let Some(task) = wf.task {
         data.task = task;
     }
-    if let Some(message) = missing_data(&data.source) {
+    // A data set that `fetch:` downloads is missing until the run starts.
+    let fetched = data.fetch_plan().map_err(|message| err(&[Key("data"), Key("fetch")], None, message))?;
+    if let Some(message) = data.source.missing().filter(|_| fetched.is_none()) {
         return Err(err(&[Key("data"), Key("source")], None, message));
     }
-    if let Some(message) = data.test.as_ref().and_then(missing_data) {
+    if let Some(message) = data.test.as_ref().and_then(DataSource::missing) {
         return Err(err(&[Key("data"), Key("test")], None, message));
     }
 

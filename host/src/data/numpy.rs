@@ -1,0 +1,194 @@
+//! NumPy provider: features and targets as `.npy` arrays, apart or inside one `.npz`.
+//! The first axis counts samples; the rest is the sample shape (or `shape:` reshapes it).
+
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::Path;
+
+use npyz::{DType, NpyFile, Order, TypeChar};
+
+use super::{DataError, DataSpec, Dataset, TaskKind, apply_shape};
+
+/// The array names `npz:FILE` reads when none are given.
+pub const DEFAULT_ARRAYS: [&str; 2] = ["x", "y"];
+
+/// One array, as `f32`, in C order.
+struct Array {
+    shape: Vec<usize>,
+    values: Vec<f32>,
+}
+
+pub(super) fn load_npy(x: &Path, y: &Path, spec: &DataSpec) -> Result<Dataset, DataError> {
+    let features = read_npy_file(x)?;
+    let targets = read_npy_file(y)?;
+    assemble(features, targets, spec, x, y, &format!("{} and {}", x.display(), y.display()))
+}
+
+pub(super) fn load_npz(path: &Path, names: &[String; 2], spec: &DataSpec) -> Result<Dataset, DataError> {
+    let file = File::open(path).map_err(|source| DataError::Io { path: path.to_path_buf(), source })?;
+    let bad = |reason: String| DataError::File { path: path.to_path_buf(), reason };
+    let mut zip = zip::ZipArchive::new(BufReader::new(file)).map_err(|e| bad(format!("not an .npz (zip) file: {e}")))?;
+    let held: Vec<String> = zip.file_names().filter_map(|n| n.strip_suffix(".npy")).map(String::from).collect();
+    let mut read = |name: &str| -> Result<Array, DataError> {
+        let member = format!("{name}.npy");
+        let mut entry = match zip.by_name(&member) {
+            Ok(entry) => entry,
+            Err(zip::result::ZipError::FileNotFound) => {
+                return Err(bad(format!(
+                    "has no array `{name}`; it holds {}. Name the feature and target arrays: npz:{}:FEATURES,TARGETS",
+                    if held.is_empty() { "none".into() } else { held.join(", ") },
+                    path.display()
+                )));
+            }
+            Err(e) => return Err(bad(format!("cannot read array `{name}`: {e}"))),
+        };
+        let size = entry.size();
+        read_npy(&mut entry, size).map_err(|reason| bad(format!("array `{name}`: {reason}")))
+    };
+    let features = read(&names[0])?;
+    let targets = read(&names[1])?;
+    assemble(features, targets, spec, path, path, &path.display().to_string())
+}
+
+fn read_npy_file(path: &Path) -> Result<Array, DataError> {
+    let file = File::open(path).map_err(|source| DataError::Io { path: path.to_path_buf(), source })?;
+    let size = file.metadata().map_err(|source| DataError::Io { path: path.to_path_buf(), source })?.len();
+    read_npy(&mut BufReader::new(file), size).map_err(|reason| DataError::File { path: path.to_path_buf(), reason })
+}
+
+/// Reads one `.npy` stream of `size` bytes: numeric or boolean elements, any byte order,
+/// C or Fortran order. The header's shape is checked against `size` before allocating.
+fn read_npy(reader: &mut dyn Read, size: u64) -> Result<Array, String> {
+    let mut magic = [0u8; 6];
+    let is_npy = reader.read_exact(&mut magic).is_ok() && &magic == b"\x93NUMPY";
+    if !is_npy {
+        return Err("not a NumPy .npy array (it does not start with \\x93NUMPY)".into());
+    }
+    let npy = NpyFile::new(io::Cursor::new(magic).chain(reader))
+        .map_err(|e| format!("unsupported .npy header ({e}): msh reads arrays of numbers or booleans"))?;
+    let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
+    let DType::Plain(type_str) = npy.dtype() else {
+        return Err(format!("structured dtype {:?} is not supported: save plain numeric arrays", npy.dtype()));
+    };
+    let width = type_str.size_field();
+    let count = npy.shape().iter().try_fold(1u64, |n, &d| n.checked_mul(d));
+    match count.and_then(|n| n.checked_mul(width)) {
+        Some(bytes) if bytes <= size => {}
+        _ => return Err(format!("header declares shape {shape:?} of {type_str}, more than the file's {size} bytes")),
+    }
+    let order = npy.order();
+    let error = |e: io::Error| format!("cannot read the values: {e}");
+    let values: Vec<f32> = match (type_str.type_char(), width) {
+        (TypeChar::Float, 4) => npy.into_vec::<f32>().map_err(error)?,
+        (TypeChar::Float, 8) => convert(npy.into_vec::<f64>().map_err(error)?),
+        (TypeChar::Int, 1) => convert(npy.into_vec::<i8>().map_err(error)?),
+        (TypeChar::Int, 2) => convert(npy.into_vec::<i16>().map_err(error)?),
+        (TypeChar::Int, 4) => convert(npy.into_vec::<i32>().map_err(error)?),
+        (TypeChar::Int, 8) => convert(npy.into_vec::<i64>().map_err(error)?),
+        (TypeChar::Uint, 1) => convert(npy.into_vec::<u8>().map_err(error)?),
+        (TypeChar::Uint, 2) => convert(npy.into_vec::<u16>().map_err(error)?),
+        (TypeChar::Uint, 4) => convert(npy.into_vec::<u32>().map_err(error)?),
+        (TypeChar::Uint, 8) => convert(npy.into_vec::<u64>().map_err(error)?),
+        (TypeChar::Bool, 1) => npy.into_vec::<bool>().map_err(error)?.into_iter().map(f32::from).collect(),
+        _ => return Err(format!("dtype {type_str} is not supported: use floats, integers or booleans")),
+    };
+    let values = match order {
+        Order::C => values,
+        Order::Fortran => to_c_order(&values, &shape),
+    };
+    Ok(Array { shape, values })
+}
+
+fn convert<T: num_cast::ToF32>(values: Vec<T>) -> Vec<f32> {
+    values.into_iter().map(T::to_f32).collect()
+}
+
+mod num_cast {
+    /// Lossy conversion to `f32`, as NumPy's `astype(np.float32)`.
+    pub trait ToF32: Copy {
+        fn to_f32(self) -> f32;
+    }
+    macro_rules! to_f32 {
+        ($($t:ty),*) => {$(impl ToF32 for $t { fn to_f32(self) -> f32 { self as f32 } })*};
+    }
+    to_f32!(f64, i8, i16, i32, i64, u8, u16, u32, u64);
+}
+
+/// Reorders column-major values to row-major.
+fn to_c_order(values: &[f32], shape: &[usize]) -> Vec<f32> {
+    let mut out = vec![0f32; values.len()];
+    let mut index = vec![0usize; shape.len()];
+    for &v in values {
+        // Walks the Fortran order (first axis fastest) and writes at the C offset.
+        let offset = index.iter().zip(shape).fold(0, |o, (&i, &d)| o * d + i);
+        out[offset] = v;
+        for (i, &d) in index.iter_mut().zip(shape) {
+            *i += 1;
+            if *i < d {
+                break;
+            }
+            *i = 0;
+        }
+    }
+    out
+}
+
+/// Checks that features and targets pair up, and builds the data set.
+fn assemble(x: Array, y: Array, spec: &DataSpec, x_path: &Path, y_path: &Path, both: &str) -> Result<Dataset, DataError> {
+    let samples = *x.shape.first().ok_or_else(|| DataError::File {
+        path: x_path.to_path_buf(),
+        reason: "features are a 0-d array: the first axis must count samples".into(),
+    })?;
+    let target_ok = matches!(y.shape.as_slice(), [n] | [n, 1] if *n == samples);
+    if !target_ok {
+        return Err(DataError::Spec(format!(
+            "{both}: features have shape {:?} and targets {:?}; targets need shape [{samples}] (one per sample)",
+            x.shape, y.shape
+        )));
+    }
+    let sample_shape: Vec<usize> = if x.shape.len() == 1 { vec![1] } else { x.shape[1..].to_vec() };
+    let values: usize = sample_shape.iter().product();
+    let shape = match (&spec.shape, sample_shape.len()) {
+        (None, 1..=3) if !sample_shape.contains(&0) => sample_shape,
+        (None, _) => {
+            return Err(DataError::File {
+                path: x_path.to_path_buf(),
+                reason: format!(
+                    "samples of shape {sample_shape:?} are not [F], [C, L] or [C, H, W]; reshape them with `shape:`"
+                ),
+            });
+        }
+        (Some(_), _) => apply_shape(&spec.shape, values, x_path)?,
+    };
+    if let Some(i) = x.values.iter().position(|v| !v.is_finite()) {
+        return Err(DataError::File {
+            path: x_path.to_path_buf(),
+            reason: format!("sample {}, value {}: {} is not finite", i / values.max(1), i % values.max(1), x.values[i]),
+        });
+    }
+    for (i, &t) in y.values.iter().enumerate() {
+        let bad = match spec.task {
+            TaskKind::Classification => !(t >= 0.0 && t.fract() == 0.0 && t <= 1e6),
+            TaskKind::Regression => !t.is_finite(),
+        };
+        if bad {
+            let what = match spec.task {
+                TaskKind::Classification => "is not a class index (0, 1, 2, ...)",
+                TaskKind::Regression => "is not finite",
+            };
+            return Err(DataError::File { path: y_path.to_path_buf(), reason: format!("target {i}: {t} {what}") });
+        }
+    }
+    Ok(Dataset { features: x.values, targets: y.values, shape })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fortran_order_is_transposed() {
+        // [[0, 1, 2], [3, 4, 5]] stored column by column.
+        assert_eq!(to_c_order(&[0., 3., 1., 4., 2., 5.], &[2, 3]), vec![0., 1., 2., 3., 4., 5.]);
+    }
+}
