@@ -176,51 +176,32 @@ fn a_killed_run_resumes_without_losing_or_retraining_completed_trials() {
     assert_resumed(run_dir_text, &before, 8);
 }
 
-/// SIGKILL at 20 random moments of a 1,000-trial table search (random search over 1,110
-/// architectures): after every kill no completed trial has changed or disappeared, and the
-/// last run completes the budget with no completed trial trained again.
-#[test]
-fn a_search_killed_at_twenty_moments_loses_and_repeats_nothing() {
-    let blocks: Vec<String> = ('a'..='j').map(String::from).collect();
-    let text = table_workflow("random-search", &blocks.join(", "), 1000).replace("max_depth: 2", "max_depth: 3");
-    let (dir, workflow, run_dir) = start(&text);
-    let run_dir_text = run_dir.to_str().unwrap();
-    // Every architecture of depth 1-3 with an accuracy of its own.
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
+/// xorshift64: the same kill moments on every run of the suite.
+fn moments(seed: u64) -> impl FnMut() -> u64 {
+    let mut state = seed;
+    move || {
         state ^= state << 13;
         state ^= state >> 7;
         state ^= state << 17;
         state
-    };
-    let mut table = String::from("arch,accuracy\n");
-    let mut archs: Vec<Vec<&str>> = blocks.iter().map(|b| vec![b.as_str()]).collect();
-    for _ in 1..3 {
-        let longer: Vec<Vec<&str>> = archs
-            .iter()
-            .filter(|a| a.len() == archs.last().unwrap().len())
-            .flat_map(|a| blocks.iter().map(move |b| [a.clone(), vec![b.as_str()]].concat()))
-            .collect();
-        archs.extend(longer);
     }
-    for arch in &archs {
-        table.push_str(&format!("\"{}\",0.{:04}\n", arch.join(","), next() % 10_000));
-    }
-    std::fs::write(dir.path().join("table.csv"), table).unwrap();
-    std::fs::write(dir.path().join("data.csv"), "label,x\n0,1\n1,2\n").unwrap();
+}
 
+/// SIGKILLs `msh run` `kills` times, each after 1..=`most` trial completions and up to 3 ms
+/// more (so that some kills land inside a transaction). After every kill no completed trial
+/// has changed or disappeared, and the search is not over; then a last run completes the
+/// budget with every trial completed once and each completed trial as first seen.
+fn kill_repeatedly(workflow: &Path, run_dir: &Path, kills: usize, most: u64, budget: usize, next: &mut impl FnMut() -> u64) {
+    let run_dir_text = run_dir.to_str().unwrap();
     let mut known: BTreeMap<u64, Value> = BTreeMap::new();
-    let mut mid_search = 0;
-    for round in 0..20 {
+    for round in 0..kills {
         let mut child = msh()
             .args(["run", workflow.to_str().unwrap(), "--run-dir", run_dir_text])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        // A random moment once the run is training (plugins compile first): after 1-40
-        // completions, then up to 3 ms more, so that some kills land inside a transaction.
-        let target = 1 + next() % 40;
+        let target = 1 + next() % most;
         let lines = std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
         let mut completions = 0;
         for line in lines.map_while(Result::ok) {
@@ -237,21 +218,63 @@ fn a_search_killed_at_twenty_moments_loses_and_repeats_nothing() {
         for (id, trial) in &known {
             assert_eq!(now.get(id), Some(trial), "kill {round}: completed trial {id} changed or disappeared");
         }
-        if (1..1000).contains(&now.len()) {
-            mid_search += 1;
-        }
+        assert!(now.len() < budget, "kill {round} came after the search ended");
         known = now;
     }
-    assert_eq!(mid_search, 20, "every kill came mid-search");
-    run_ok(&workflow, &run_dir);
+    assert!(!known.is_empty(), "the kills came before any trial completed");
+    run_ok(workflow, run_dir);
     // A trial killed while training is trained again (its `attempts` counts it), but none
     // completed is ever trained again: each is as it was when first seen completed.
     let after = completed_by_id(run_dir_text);
-    assert_eq!(trials(run_dir_text).len(), 1000, "exactly the budget of trials");
-    assert_eq!(after.len(), 1000, "all of them completed");
+    assert_eq!(trials(run_dir_text).len(), budget, "exactly the budget of trials");
+    assert_eq!(after.len(), budget, "all of them completed");
     for (id, trial) in &known {
         assert_eq!(after.get(id), Some(trial), "completed trial {id} changed after the last run");
     }
+}
+
+/// SIGKILL at 20 random moments of a 1,000-trial table search (random search over 1,110
+/// architectures).
+#[test]
+fn a_search_killed_at_twenty_moments_loses_and_repeats_nothing() {
+    let blocks: Vec<String> = ('a'..='j').map(String::from).collect();
+    let text = table_workflow("random-search", &blocks.join(", "), 1000).replace("max_depth: 2", "max_depth: 3");
+    let (dir, workflow, run_dir) = start(&text);
+    let mut next = moments(0x9e37_79b9_7f4a_7c15);
+    // Every architecture of depth 1-3 with an accuracy of its own.
+    let mut table = String::from("arch,accuracy\n");
+    let mut archs: Vec<Vec<&str>> = blocks.iter().map(|b| vec![b.as_str()]).collect();
+    for _ in 1..3 {
+        let longer: Vec<Vec<&str>> = archs
+            .iter()
+            .filter(|a| a.len() == archs.last().unwrap().len())
+            .flat_map(|a| blocks.iter().map(move |b| [a.clone(), vec![b.as_str()]].concat()))
+            .collect();
+        archs.extend(longer);
+    }
+    for arch in &archs {
+        table.push_str(&format!("\"{}\",0.{:04}\n", arch.join(","), next() % 10_000));
+    }
+    std::fs::write(dir.path().join("table.csv"), table).unwrap();
+    std::fs::write(dir.path().join("data.csv"), "label,x\n0,1\n1,2\n").unwrap();
+    kill_repeatedly(&workflow, &run_dir, 20, 40, 1000, &mut next);
+}
+
+/// The same with burn trainers: two trainer processes training small dense networks on
+/// iris, SIGKILLed at 20 moments; killed trials are retrained, completed ones never.
+#[test]
+fn a_burn_search_killed_at_twenty_moments_loses_and_repeats_nothing() {
+    let iris = common::root().join("data/iris/iris.csv");
+    let text = format!(
+        "name: burn-kills\nseed: 5\ndata: {{source: 'csv:{}'}}\n\
+         space: {{blocks: [dense, dense_bn, dense_residual, low_rank_dense], min_depth: 1, max_depth: 3,\n\
+         \x20 hparams: {{learning_rate: {{low: 0.001, high: 0.03, log: true}}}}}}\n\
+         searcher: {{plugin: random-search}}\ntraining: {{epochs: 2, batch_size: 32}}\n\
+         trainers: {{count: 2, backend: cpu}}\nbudget: {{trials: 60}}\nstages: {{search: {{kind: search}}}}\n",
+        iris.display()
+    );
+    let (_dir, workflow, run_dir) = start(&text);
+    kill_repeatedly(&workflow, &run_dir, 20, 2, 60, &mut moments(0x2545_f491_4f6c_dd1d));
 }
 
 #[test]

@@ -5,6 +5,7 @@ mod bench_engine;
 mod bench_searchers;
 mod blocks;
 mod data;
+mod fuzz;
 mod inspect;
 mod pack;
 mod progress;
@@ -53,6 +54,9 @@ enum Command {
     /// Measure throughput.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Fuzz targets' seeds and replays (for fuzz/run.sh).
+    #[command(subcommand, hide = true)]
+    Fuzz(fuzz::FuzzCommand),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -69,5 +73,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pack(cmd) => pack::run(cmd),
         Command::Plugin(cmd) => blocks::run_plugin(cmd),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Fuzz(cmd) => fuzz::run(cmd),
     }
 }

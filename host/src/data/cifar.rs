@@ -26,27 +26,33 @@ pub(super) fn load(dir: &Path, files: &[String]) -> Result<Dataset, DataError> {
     for name in files {
         let path = dir.join(name);
         let bytes = std::fs::read(&path).map_err(|source| DataError::Io { path: path.clone(), source })?;
-        if bytes.len() % RECORD != 0 {
-            return Err(DataError::File {
-                path,
-                reason: format!(
-                    "truncated record {}: {} bytes is not a whole number of {RECORD}-byte records",
-                    bytes.len() / RECORD,
-                    bytes.len()
-                ),
-            });
-        }
-        features.reserve(bytes.len() / RECORD * PIXELS);
-        for (i, record) in bytes.chunks_exact(RECORD).enumerate() {
-            if record[0] as usize >= CLASSES.len() {
-                return Err(DataError::File {
-                    path,
-                    reason: format!("record {i}: label {} is not in 0..9", record[0]),
-                });
-            }
-            targets.push(record[0] as f32);
-            features.extend(record[1..].iter().map(|&p| p as f32 / 255.0));
-        }
+        parse(&bytes, &path, &mut features, &mut targets)?;
     }
     Ok(Dataset { features, targets, shape: vec![3, 32, 32] })
+}
+
+/// Appends the records of one batch file's `bytes`; errors name `path`.
+pub(crate) fn parse(
+    bytes: &[u8],
+    path: &Path,
+    features: &mut Vec<f32>,
+    targets: &mut Vec<f32>,
+) -> Result<(), DataError> {
+    let bad = |reason: String| DataError::File { path: path.to_path_buf(), reason };
+    if bytes.len() % RECORD != 0 {
+        return Err(bad(format!(
+            "truncated record {}: {} bytes is not a whole number of {RECORD}-byte records",
+            bytes.len() / RECORD,
+            bytes.len()
+        )));
+    }
+    features.reserve(bytes.len() / RECORD * PIXELS);
+    for (i, record) in bytes.chunks_exact(RECORD).enumerate() {
+        if record[0] as usize >= CLASSES.len() {
+            return Err(bad(format!("record {i}: label {} is not in 0..9", record[0])));
+        }
+        targets.push(record[0] as f32);
+        features.extend(record[1..].iter().map(|&p| p as f32 / 255.0));
+    }
+    Ok(())
 }

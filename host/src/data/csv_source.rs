@@ -6,7 +6,12 @@ use super::{DataError, DataSpec, Dataset, LabelColumn, TaskKind, apply_shape};
 
 pub(super) fn load(path: &Path, spec: &DataSpec) -> Result<Dataset, DataError> {
     let file = std::fs::File::open(path).map_err(|source| DataError::Io { path: path.to_path_buf(), source })?;
-    let mut reader = csv::ReaderBuilder::new().has_headers(spec.header).flexible(true).from_reader(file);
+    read(file, path, spec)
+}
+
+/// Parses CSV text from `input`; errors name `path`.
+pub(crate) fn read(input: impl std::io::Read, path: &Path, spec: &DataSpec) -> Result<Dataset, DataError> {
+    let mut reader = csv::ReaderBuilder::new().has_headers(spec.header).flexible(true).from_reader(input);
     let row_error = |line: u64, reason: String| DataError::Row { path: path.to_path_buf(), line, reason };
 
     let headers: Vec<String> = if spec.header {

@@ -2,11 +2,11 @@
 //! splits, normalisation and batches. Every bad input is a `DataError` naming the file and
 //! row or record.
 
-mod cifar;
-mod csv_source;
+pub(crate) mod cifar;
+pub(crate) mod csv_source;
 pub mod fetch;
 mod images;
-mod numpy;
+pub(crate) mod numpy;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -13,9 +13,9 @@ use super::{DataError, DataSpec, Dataset, TaskKind, apply_shape};
 pub const DEFAULT_ARRAYS: [&str; 2] = ["x", "y"];
 
 /// One array, as `f32`, in C order.
-struct Array {
-    shape: Vec<usize>,
-    values: Vec<f32>,
+pub(crate) struct Array {
+    pub(crate) shape: Vec<usize>,
+    pub(crate) values: Vec<f32>,
 }
 
 pub(super) fn load_npy(x: &Path, y: &Path, spec: &DataSpec) -> Result<Dataset, DataError> {
@@ -26,8 +26,18 @@ pub(super) fn load_npy(x: &Path, y: &Path, spec: &DataSpec) -> Result<Dataset, D
 
 pub(super) fn load_npz(path: &Path, names: &[String; 2], spec: &DataSpec) -> Result<Dataset, DataError> {
     let file = File::open(path).map_err(|source| DataError::Io { path: path.to_path_buf(), source })?;
+    read_npz(BufReader::new(file), path, names, spec)
+}
+
+/// Reads arrays `names` of the `.npz` in `input`; errors name `path`.
+pub(crate) fn read_npz(
+    input: impl Read + io::Seek,
+    path: &Path,
+    names: &[String; 2],
+    spec: &DataSpec,
+) -> Result<Dataset, DataError> {
     let bad = |reason: String| DataError::File { path: path.to_path_buf(), reason };
-    let mut zip = zip::ZipArchive::new(BufReader::new(file)).map_err(|e| bad(format!("not an .npz (zip) file: {e}")))?;
+    let mut zip = zip::ZipArchive::new(input).map_err(|e| bad(format!("not an .npz (zip) file: {e}")))?;
     let held: Vec<String> = zip.file_names().filter_map(|n| n.strip_suffix(".npy")).map(String::from).collect();
     let mut read = |name: &str| -> Result<Array, DataError> {
         let member = format!("{name}.npy");
@@ -58,7 +68,7 @@ fn read_npy_file(path: &Path) -> Result<Array, DataError> {
 
 /// Reads one `.npy` stream of `size` bytes: numeric or boolean elements, any byte order,
 /// C or Fortran order. The header's shape is checked against `size` before allocating.
-fn read_npy(reader: &mut dyn Read, size: u64) -> Result<Array, String> {
+pub(crate) fn read_npy(reader: &mut dyn Read, size: u64) -> Result<Array, String> {
     let mut magic = [0u8; 6];
     let is_npy = reader.read_exact(&mut magic).is_ok() && &magic == b"\x93NUMPY";
     if !is_npy {
@@ -134,7 +144,7 @@ fn to_c_order(values: &[f32], shape: &[usize]) -> Vec<f32> {
 }
 
 /// Checks that features and targets pair up, and builds the data set.
-fn assemble(x: Array, y: Array, spec: &DataSpec, x_path: &Path, y_path: &Path, both: &str) -> Result<Dataset, DataError> {
+pub(crate) fn assemble(x: Array, y: Array, spec: &DataSpec, x_path: &Path, y_path: &Path, both: &str) -> Result<Dataset, DataError> {
     let samples = *x.shape.first().ok_or_else(|| DataError::File {
         path: x_path.to_path_buf(),
         reason: "features are a 0-d array: the first axis must count samples".into(),

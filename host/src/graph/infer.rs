@@ -339,6 +339,10 @@ fn infer_node(node: &Node, inputs: &[&Shape]) -> Result<Shape, String> {
             if x[1] > *max_len {
                 return Err(format!("{} steps exceed `max_len` {max_len}", x[1]));
             }
+            // Sines and cosines come in pairs of features.
+            if x[0] % 2 != 0 {
+                return Err(format!("needs an even number of features, got {}", x[0]));
+            }
             x.clone()
         }
     })
@@ -362,6 +366,14 @@ mod tests {
 
     fn conv(filters: usize, kernel: usize) -> Node {
         Node::new(Op::Conv1d { filters, kernel, stride: 1, padding: Padding::Same, dilation: 1, groups: 1 })
+    }
+
+    #[test]
+    fn positional_encoding_needs_pairs_of_features() {
+        let b = block(vec![Node::new(Op::PositionalEncoding { max_len: 64 })]);
+        assert!(infer_block(&b, 0, &[4, 40]).is_ok());
+        let err = infer_block(&b, 0, &[5, 40]).unwrap_err().to_string();
+        assert!(err.contains("needs an even number of features, got 5"), "{err}");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! plugin, its contract version and the call.
 
 mod bindings;
-mod convert;
+pub(crate) mod convert;
 mod packs;
 mod sandbox;
 mod search;

@@ -180,6 +180,43 @@ fn decode<T: DeserializeOwned>(dir: &Path, table: &'static str, key: &[u8], byte
     Ok(value)
 }
 
+/// Decodes `bytes` as each kind of record, under keys of each table's shape (fuzzing).
+pub(crate) fn decode_every_record(bytes: &[u8]) {
+    let dir = Path::new("fuzz");
+    let (id, rung) = (7u64.to_be_bytes(), rung_key("search", 3));
+    let _ = decode::<RunMeta>(dir, "meta", b"run", bytes);
+    let _ = decode::<StageRecord>(dir, "stages", b"search", bytes);
+    let _ = decode::<RungRecord>(dir, "rungs", &rung, bytes);
+    let _ = decode::<Event>(dir, "events", &id, bytes);
+    if let Ok(trial) = decode::<TrialRecord>(dir, "trials", &id, bytes) {
+        let _ = trial.to_plugin();
+    }
+}
+
+/// One encoded record of each kind (fuzzing's starting inputs).
+pub(crate) fn record_seeds() -> Vec<Vec<u8>> {
+    let mut trial = TrialRecord::new(
+        7,
+        "search",
+        vec![BlockRef { name: "fixed_conv".into(), params: vec![("filters".into(), ParamValue::Int(32))] }],
+        vec![("learning_rate".into(), 0.001)],
+    );
+    trial.losses = vec![0.9, 0.5];
+    vec![
+        encode(&trial),
+        encode(&StageRecord::new("search", "search")),
+        encode(&RungRecord::default()),
+        encode(&RunMeta {
+            workflow_name: "w".into(),
+            workflow_path: "w.yaml".into(),
+            workflow_text: "name: w".into(),
+            created: 1.0,
+            msh_version: "0.1.0".into(),
+            plugins: [("core-blocks".to_string(), "ab".repeat(32))].into(),
+        }),
+    ]
+}
+
 /// The key of a stage's early-stopping record for `epoch`.
 fn rung_key(stage: &str, epoch: u32) -> Vec<u8> {
     let mut key = Vec::with_capacity(stage.len() + 5);

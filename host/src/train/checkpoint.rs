@@ -33,6 +33,39 @@ pub struct CheckpointMeta {
     pub metrics: std::collections::BTreeMap<String, Metrics>,
 }
 
+impl CheckpointMeta {
+    /// Parses `model.json` and checks what prediction relies on: the version, a sample
+    /// shape, and statistics that standardise to finite values.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, String> {
+        let meta: CheckpointMeta = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        if meta.version != CHECKPOINT_VERSION {
+            return Err(format!("format version {} is not {CHECKPOINT_VERSION}", meta.version));
+        }
+        let shape = &meta.spec.input_shape;
+        if shape.is_empty() || shape.contains(&0) {
+            return Err(format!("input shape {shape:?} is empty"));
+        }
+        let n = &meta.normalization;
+        let positive = |v: f32| v.is_finite() && v > 0.0;
+        if n.mean.is_empty() || n.mean.len() != n.std.len() || n.group == 0 {
+            return Err(format!(
+                "normalization has {} means, {} deviations and groups of {}: expected as many means as \
+                 deviations, at least one, in groups of at least 1",
+                n.mean.len(),
+                n.std.len(),
+                n.group
+            ));
+        }
+        if !(n.mean.iter().all(|v| v.is_finite()) && n.std.iter().all(|&v| positive(v))) {
+            return Err("normalization holds a non-finite mean or a deviation that is not positive".into());
+        }
+        if !(n.target_mean.is_finite() && positive(n.target_std)) {
+            return Err(format!("target normalization {} ± {} is not finite", n.target_mean, n.target_std));
+        }
+        Ok(meta)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     #[error("cannot write checkpoint {}: {source}", path.display())]
@@ -77,11 +110,7 @@ impl Checkpoint {
         let path = self.dir.join(META_FILE);
         let read_err = |reason: String| CheckpointError::Read { path: path.clone(), reason };
         let bytes = std::fs::read(&path).map_err(|e| read_err(e.to_string()))?;
-        let meta: CheckpointMeta = serde_json::from_slice(&bytes).map_err(|e| read_err(e.to_string()))?;
-        if meta.version != CHECKPOINT_VERSION {
-            return Err(read_err(format!("format version {} is not {CHECKPOINT_VERSION}", meta.version)));
-        }
-        Ok(meta)
+        CheckpointMeta::from_json(&bytes).map_err(read_err)
     }
 
     /// Rebuilds the model on `device` and loads its weights.

@@ -140,11 +140,34 @@ impl Predictor {
             return Err(read_err("has no members".into()));
         }
         let mut members = Vec::new();
-        let mut meta = None;
+        let mut meta: Option<CheckpointMeta> = None;
         for member in &ensemble.members {
+            // Members live inside the ensemble's directory.
+            let inside = member.checkpoint.components().all(|c| matches!(c, std::path::Component::Normal(_)));
+            if !inside || member.checkpoint.as_os_str().is_empty() {
+                return Err(read_err(format!(
+                    "member checkpoint `{}` is not a directory inside {}",
+                    member.checkpoint.display(),
+                    dir.display()
+                )));
+            }
+            if !(member.weight.is_finite() && member.weight >= 0.0) {
+                return Err(read_err(format!("member {}: weight {} is not a finite, non-negative number", member.trial, member.weight)));
+            }
             let (model, m) = Checkpoint::new(dir.join(&member.checkpoint)).load(device)?;
+            if let Some(first) = &meta
+                && (first.spec.input_shape != m.spec.input_shape || first.spec.task != m.spec.task)
+            {
+                return Err(read_err(format!(
+                    "member {} takes samples of shape {:?} for {:?}, the first takes {:?} for {:?}",
+                    member.trial, m.spec.input_shape, m.spec.task, first.spec.input_shape, first.spec.task
+                )));
+            }
             members.push((model, member.weight));
             meta.get_or_insert(m);
+        }
+        if ensemble.combine == Combine::Average && members.iter().all(|(_, w)| *w == 0.0) {
+            return Err(read_err("every member has weight 0".into()));
         }
         let meta = meta.expect("at least one member");
         Ok(Self { members, meta, ensemble: Some(ensemble) })
