@@ -14,7 +14,9 @@ RUNS=${RUNS:-1000000}
 MAX_SECONDS=${MAX_SECONDS:-0}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/msh/target}
 
-rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+rustup toolchain list | grep -q "^nightly" || rustup toolchain install nightly --profile minimal
+# msh embeds its default plugins, built for wasm32-wasip2 with the stable toolchain.
+export MSH_GUEST_TOOLCHAIN=stable
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 
 # Seeds: the repository's workflows, architectures and data, and files msh writes.

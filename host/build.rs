@@ -32,6 +32,7 @@ fn main() {
     }
     let target_dir = out_dir.join("plugins-target");
     // Tests that build guest crates of their own reuse these compiled dependencies.
+    println!("cargo:rerun-if-env-changed=MSH_GUEST_TOOLCHAIN");
     println!("cargo:rustc-env=MSH_PLUGINS_TARGET_DIR={}", target_dir.display());
     for package in EMBEDDED {
         println!("cargo:rerun-if-changed={}", root.join("plugins").join(package).display());
@@ -50,8 +51,16 @@ fn main() {
 
 /// Builds one plugin crate; returns the path of its `.wasm`.
 fn build_plugin(root: &Path, package: &str, target_dir: &Path) -> PathBuf {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
+    // MSH_GUEST_TOOLCHAIN builds the plugins with another rustup toolchain than the host's
+    // (fuzz/run.sh builds the host with nightly, which may lack wasm32-wasip2).
+    let mut cmd = match std::env::var("MSH_GUEST_TOOLCHAIN") {
+        Ok(toolchain) if !toolchain.is_empty() => {
+            let mut cmd = Command::new("rustup");
+            cmd.args(["run", &toolchain, "cargo"]).env_remove("RUSTC").env_remove("RUSTUP_TOOLCHAIN");
+            cmd
+        }
+        _ => Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())),
+    };
     cmd.args(["build", "--release", "--locked", "--target", "wasm32-wasip2", "-p", package, "--manifest-path"])
         .arg(root.join("plugins/Cargo.toml"))
         .arg("--target-dir")

@@ -1,15 +1,24 @@
-//! `msh pack`: install, list, remove and verify shared plugins in the pack store.
+//! `msh pack`: install, list, remove and verify shared plugins in the pack store; push them
+//! to OCI registries and pin a workflow's OCI plugins in a lock file.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::Subcommand;
+use msh::plugin::oci::{self, OciRef, PackLock};
 use msh::plugin::{Limits, PackStore, PluginHost};
+use msh::workflow;
 
 #[derive(Debug, Subcommand)]
 pub enum PackCommand {
-    /// Validate a plugin (.wasm) and add it to the store under its sha256.
-    Install { file: PathBuf },
+    /// Validate a plugin (FILE.wasm or oci://HOST/REPO:TAG, digest verified) and add it to
+    /// the store under its sha256.
+    Install { plugin: String },
+    /// Validate a plugin and push it to an OCI registry: oci://HOST[:PORT]/REPO:TAG.
+    Push { file: PathBuf, reference: String },
+    /// Pin the oci:// plugins a workflow names by tag: writes WORKFLOW.lock beside it.
+    Lock { workflow: PathBuf },
     /// List installed packs.
     List,
     /// Remove a pack: NAME, NAME@sha256:PREFIX or a sha256 prefix.
@@ -21,8 +30,16 @@ pub enum PackCommand {
 pub fn run(cmd: PackCommand) -> anyhow::Result<ExitCode> {
     let store = PackStore::default_location();
     match cmd {
-        PackCommand::Install { file } => {
-            let entry = store.install(&PluginHost::new(Limits::default()), &file)?;
+        PackCommand::Install { plugin } if plugin.starts_with(oci::SCHEME) => {
+            let reference: OciRef = plugin.parse()?;
+            let (entry, _) = store.fetch_oci(&PluginHost::new(Limits::default()), &reference)?;
+            println!(
+                "installed {}@sha256:{} ({}, msh:plugin@{}) from {}",
+                entry.name, entry.sha256, entry.world, entry.version, entry.source
+            );
+        }
+        PackCommand::Install { plugin } => {
+            let entry = store.install(&PluginHost::new(Limits::default()), &PathBuf::from(plugin))?;
             println!(
                 "installed {}@sha256:{} ({}, msh:plugin@{})",
                 entry.name, entry.sha256, entry.world, entry.version
@@ -39,6 +56,41 @@ pub fn run(cmd: PackCommand) -> anyhow::Result<ExitCode> {
                     e.name, e.world, e.version, e.sha256, e.source
                 );
             }
+        }
+        PackCommand::Push { file, reference } => {
+            let reference: OciRef = reference.parse()?;
+            let plugin = PluginHost::new(Limits::default()).load_file(&file)?;
+            let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let manifest = oci::push(&bytes, &reference)?;
+            println!(
+                "pushed {}@sha256:{} ({}) to {}@sha256:{manifest}",
+                plugin.name,
+                plugin.sha256,
+                plugin.world,
+                reference.without_digest()
+            );
+        }
+        PackCommand::Lock { workflow } => {
+            let (source, wf) = workflow::load(&workflow)?;
+            let searchers = wf.stages.values().filter_map(|s| s.searcher.as_ref()).chain([&wf.searcher]);
+            let named: Vec<&String> = wf.space.packs.iter().chain(searchers.map(|s| &s.plugin)).collect();
+            let host = PluginHost::new(wf.limits);
+            let mut lock = PackLock::default();
+            for text in named.into_iter().filter(|t| t.starts_with(oci::SCHEME)) {
+                let reference: OciRef = text.parse()?;
+                // Pulled, verified and installed now, so that the pinned runs need no registry.
+                let (entry, _) = store
+                    .fetch_oci(&host, &reference)
+                    .with_context(|| format!("{}: cannot lock {text}", source.path.display()))?;
+                let manifest = entry.source.rsplit_once("@sha256:").map(|(_, d)| d.to_string()).unwrap_or_default();
+                println!("{text} -> sha256:{manifest} ({}@sha256:{})", entry.name, entry.sha256);
+                lock.packs.insert(reference.without_digest(), manifest);
+            }
+            if lock.packs.is_empty() {
+                anyhow::bail!("{} names no oci:// plugins: nothing to lock", workflow.display());
+            }
+            let path = lock.write(&workflow).with_context(|| format!("cannot write the lock of {}", workflow.display()))?;
+            println!("wrote {}", path.display());
         }
         PackCommand::Remove { pack } => {
             let entry = store.remove(&pack)?;

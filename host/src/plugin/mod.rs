@@ -4,6 +4,7 @@
 
 mod bindings;
 pub(crate) mod convert;
+pub mod oci;
 mod packs;
 mod sandbox;
 mod search;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::oci::{self, OciRef};
 use super::{PluginError, PluginHost, hex};
 
 /// One installed plugin.
@@ -34,6 +35,8 @@ pub enum PackError {
     Ambiguous { query: String, matches: String },
     #[error("pack `{name}` is corrupt: {} has sha256 {actual}, installed as {expected}", path.display())]
     Corrupt { name: String, path: PathBuf, expected: String, actual: String },
+    #[error(transparent)]
+    Oci(#[from] super::oci::OciError),
 }
 
 /// The directory of installed packs and its index.
@@ -89,17 +92,29 @@ impl PackStore {
     /// Validates a plugin with `host` and stores it under its hash (installing the same
     /// bytes again is a no-op).
     pub fn install(&self, host: &PluginHost, path: &Path) -> Result<PackEntry, PackError> {
-        let plugin = host.load_file(path)?;
-        std::fs::create_dir_all(&self.dir).map_err(|e| self.fail(format!("cannot create: {e}")))?;
         let bytes = std::fs::read(path).map_err(|e| self.fail(format!("cannot read {}: {e}", path.display())))?;
-        crate::atomic_file::write_atomic(&self.file(&plugin.sha256), &bytes)
-            .map_err(|e| self.fail(format!("cannot store {}: {e}", path.display())))?;
+        let name = host.load_file(path)?.name;
+        self.install_bytes(host, &name, &bytes, &path.display().to_string())
+    }
+
+    /// Validates plugin `bytes` that came from `source` and stores them under their hash.
+    pub fn install_bytes(
+        &self,
+        host: &PluginHost,
+        name: &str,
+        bytes: &[u8],
+        source: &str,
+    ) -> Result<PackEntry, PackError> {
+        let plugin = host.load_bytes(name, bytes)?;
+        std::fs::create_dir_all(&self.dir).map_err(|e| self.fail(format!("cannot create: {e}")))?;
+        crate::atomic_file::write_atomic(&self.file(&plugin.sha256), bytes)
+            .map_err(|e| self.fail(format!("cannot store {source}: {e}")))?;
         let entry = PackEntry {
             name: plugin.name.clone(),
             world: plugin.world.to_string(),
             version: plugin.version.clone(),
             sha256: plugin.sha256.clone(),
-            source: path.display().to_string(),
+            source: source.to_string(),
         };
         let mut entries = self.list()?;
         entries.retain(|e| e.sha256 != entry.sha256);
@@ -153,6 +168,30 @@ impl PackStore {
         let path = self.verify(&entry)?;
         let bytes = std::fs::read(&path).map_err(|e| self.fail(format!("cannot read {}: {e}", path.display())))?;
         Ok(host.load_bytes(&entry.name, &bytes)?)
+    }
+
+    /// The plugin an `oci://` reference names, installed. A reference pinned to a manifest
+    /// digest that was installed before is loaded without asking the registry; a tag is
+    /// resolved to its digest first.
+    pub fn fetch_oci(&self, host: &PluginHost, reference: &OciRef) -> Result<(PackEntry, super::Plugin), PackError> {
+        let manifest = match reference.pinned() {
+            Some(digest) => digest.to_string(),
+            None => oci::resolve(reference)?,
+        };
+        // The manifest digest names the bytes, whichever tag or repository they came from.
+        let pinned = format!("@sha256:{manifest}");
+        let source = format!("{}{pinned}", reference.without_digest());
+        let installed = self.list()?.into_iter().find(|e| e.source.starts_with(oci::SCHEME) && e.source.ends_with(&pinned));
+        if let Some(entry) = installed {
+            let path = self.verify(&entry)?;
+            let bytes = std::fs::read(&path).map_err(|e| self.fail(format!("cannot read {}: {e}", path.display())))?;
+            let plugin = host.load_bytes(&entry.name, &bytes)?;
+            return Ok((entry, plugin));
+        }
+        let pulled = oci::pull(&reference.at_digest(&manifest))?;
+        let entry = self.install_bytes(host, reference.name(), &pulled.bytes, &source)?;
+        let plugin = host.load_bytes(&entry.name, &pulled.bytes)?;
+        Ok((entry, plugin))
     }
 
     pub fn remove(&self, query: &str) -> Result<PackEntry, PackError> {

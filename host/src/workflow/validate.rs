@@ -10,6 +10,7 @@ use super::{
     Choice, HparamSpec, OPTIMIZERS, SearcherSpec, Source, StageKind, Step, TrainerKind, Workflow, WorkflowError,
 };
 use crate::data::{DataSpec, Source as DataSource};
+use crate::plugin::oci::{self, OciRef, PackLock};
 use crate::plugin::{EMBEDDED, PackStore, Plugin, PluginHost, World, types};
 
 /// A validated workflow with its plugins loaded and its paths made absolute-or-cwd-relative.
@@ -44,10 +45,29 @@ fn with_hint(message: String, hint: Option<String>) -> String {
     }
 }
 
-/// A built-in name, a `.wasm` file (relative to the workflow) or an installed pack.
-fn load_plugin(host: &PluginHost, store: &PackStore, base: &Path, reference: &str) -> Result<Plugin, String> {
+/// Where plugins come from: the pack store, the workflow's directory, and the workflow's
+/// lock file for `oci://` plugins named by tag.
+struct PluginSources<'a> {
+    host: &'a PluginHost,
+    store: &'a PackStore,
+    base: PathBuf,
+    workflow: &'a Path,
+    lock: Option<PackLock>,
+}
+
+/// A built-in name, a `.wasm` file (relative to the workflow), an `oci://` reference or an
+/// installed pack.
+fn load_plugin(sources: &PluginSources<'_>, reference: &str) -> Result<Plugin, String> {
+    let PluginSources { host, store, base, .. } = sources;
     if EMBEDDED.iter().any(|(n, _)| *n == reference) {
         return host.embedded(reference).map_err(|e| e.to_string());
+    }
+    if reference.starts_with(oci::SCHEME) {
+        let mut wanted: OciRef = reference.parse().map_err(|e: oci::OciError| e.to_string())?;
+        if let Some(lock) = &sources.lock {
+            wanted = lock.pin(&wanted, sources.workflow)?;
+        }
+        return store.fetch_oci(host, &wanted).map(|(_, plugin)| plugin).map_err(|e| e.to_string());
     }
     let path = base.join(reference);
     if reference.ends_with(".wasm") || path.is_file() {
@@ -233,11 +253,13 @@ pub fn resolve(
     }
 
     // Packs and blocks.
+    let lock = PackLock::read(&source.path).map_err(|m| err(&[Key("space"), Key("packs")], None, m))?;
+    let sources = PluginSources { host, store, base: base.clone(), workflow: &source.path, lock };
     let mut packs = Vec::new();
     let mut offered: BTreeMap<String, usize> = BTreeMap::new();
     let mut infos_by_name: BTreeMap<String, types::BlockInfo> = BTreeMap::new();
     for (i, reference) in wf.space.packs.iter().enumerate() {
-        let pack = load_plugin(host, store, &base, reference)
+        let pack = load_plugin(&sources, reference)
             .map_err(|m| err(&[Key("space"), Key("packs"), Item(i)], None, m))?;
         if pack.world != World::BlockPack {
             return Err(err(
@@ -394,7 +416,7 @@ pub fn resolve(
                 let plugin = match loaded.get(&spec.plugin) {
                     Some(p) => p.clone(),
                     None => {
-                        let p = load_plugin(host, store, &base, &spec.plugin).map_err(|m| err(&path, None, m))?;
+                        let p = load_plugin(&sources, &spec.plugin).map_err(|m| err(&path, None, m))?;
                         if p.world != World::Searcher {
                             return Err(err(
                                 &path,
