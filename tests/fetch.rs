@@ -83,11 +83,7 @@ fn respond(mut stream: TcpStream, body: &[u8], range: Option<&str>, cut: bool) {
         let _ = write!(stream, "HTTP/1.1 416 Range Not Satisfiable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
         return;
     } else if start > 0 {
-        format!(
-            "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {start}-{}/{}\r\n",
-            body.len() - 1,
-            body.len()
-        )
+        format!("HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {start}-{}/{}\r\n", body.len() - 1, body.len())
     } else {
         "HTTP/1.1 200 OK\r\n".to_string()
     };
@@ -99,7 +95,17 @@ fn respond(mut stream: TcpStream, body: &[u8], range: Option<&str>, cut: bool) {
 }
 
 fn fetch(dir: &Path, url: &str, checksum: [&str; 2]) -> std::process::Output {
-    common::run(&["data", "fetch", "cifar10", "--dir", &dir.display().to_string(), "--url", url, checksum[0], checksum[1]])
+    common::run(&[
+        "data",
+        "fetch",
+        "cifar10",
+        "--dir",
+        &dir.display().to_string(),
+        "--url",
+        url,
+        checksum[0],
+        checksum[1],
+    ])
 }
 
 fn stderr(out: &std::process::Output) -> String {

@@ -118,7 +118,8 @@ fn cifar10_binary_trains_and_truncation_is_reported() {
     assert_eq!(r["test"]["samples"], 20);
     assert_eq!(r["valid"]["samples"], 10);
     // A subset of the training batches; the test batch stays whole.
-    let r = train_json(&["--data", &data, "--arch", "workflows/archs/cifar_cnn.yaml", "--epochs", "1", "--subset", "40"]);
+    let r =
+        train_json(&["--data", &data, "--arch", "workflows/archs/cifar_cnn.yaml", "--epochs", "1", "--subset", "40"]);
     assert_eq!((r["test"]["samples"].as_u64(), r["valid"]["samples"].as_u64()), (Some(20), Some(4)));
 
     let batch3 = dir.path().join("data_batch_3.bin");
@@ -266,8 +267,11 @@ fn bad_numpy_inputs_name_the_file_and_the_fault() {
 
     // A header that promises more than the file holds is refused before allocating.
     let liar = dir.path().join("liar.npy");
-    std::fs::write(&liar, npy_bytes("{'descr': '<f8', 'fortran_order': False, 'shape': (4000000000, 1000), }", &[0; 16]))
-        .unwrap();
+    std::fs::write(
+        &liar,
+        npy_bytes("{'descr': '<f8', 'fortran_order': False, 'shape': (4000000000, 1000), }", &[0; 16]),
+    )
+    .unwrap();
     let err = train(format!("npy:{},{y}", liar.display()));
     assert!(err.contains(&format!("{}: header declares shape [4000000000, 1000]", liar.display())), "{err}");
 

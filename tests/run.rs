@@ -191,7 +191,14 @@ fn moments(seed: u64) -> impl FnMut() -> u64 {
 /// more (so that some kills land inside a transaction). After every kill no completed trial
 /// has changed or disappeared, and the search is not over; then a last run completes the
 /// budget with every trial completed once and each completed trial as first seen.
-fn kill_repeatedly(workflow: &Path, run_dir: &Path, kills: usize, most: u64, budget: usize, next: &mut impl FnMut() -> u64) {
+fn kill_repeatedly(
+    workflow: &Path,
+    run_dir: &Path,
+    kills: usize,
+    most: u64,
+    budget: usize,
+    next: &mut impl FnMut() -> u64,
+) {
     let run_dir_text = run_dir.to_str().unwrap();
     let mut known: BTreeMap<u64, Value> = BTreeMap::new();
     for round in 0..kills {

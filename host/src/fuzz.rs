@@ -89,13 +89,50 @@ fn architecture_file(bytes: &[u8]) {
 /// mostly from the real ones, so that inputs reach shape inference.
 fn arbitrary_graph(u: &mut Unstructured<'_>) -> arbitrary::Result<types::BlockGraph> {
     const OPS: &[&str] = &[
-        "dense", "conv1d", "conv2d", "separable_conv", "batch_norm", "layer_norm", "dropout", "relu", "tanh",
-        "max_pool", "avg_pool", "global_avg_pool", "flatten", "reshape", "add", "multiply", "concat", "lstm", "gru",
-        "self_attention", "embedding", "positional_encoding", "identity",
+        "dense",
+        "conv1d",
+        "conv2d",
+        "separable_conv",
+        "batch_norm",
+        "layer_norm",
+        "dropout",
+        "relu",
+        "tanh",
+        "max_pool",
+        "avg_pool",
+        "global_avg_pool",
+        "flatten",
+        "reshape",
+        "add",
+        "multiply",
+        "concat",
+        "lstm",
+        "gru",
+        "self_attention",
+        "embedding",
+        "positional_encoding",
+        "identity",
     ];
     const PARAMS: &[&str] = &[
-        "units", "filters", "kernel", "stride", "dilation", "padding", "groups", "size", "rate", "shape", "hidden",
-        "heads", "dim", "bias", "bidirectional", "return_sequences", "vocab", "max_len", "dropout",
+        "units",
+        "filters",
+        "kernel",
+        "stride",
+        "dilation",
+        "padding",
+        "groups",
+        "size",
+        "rate",
+        "shape",
+        "hidden",
+        "heads",
+        "dim",
+        "bias",
+        "bidirectional",
+        "return_sequences",
+        "vocab",
+        "max_len",
+        "dropout",
     ];
     let name = |u: &mut Unstructured<'_>, known: &[&str]| -> arbitrary::Result<String> {
         Ok(if u.ratio(1, 16)? { String::arbitrary(u)? } else { u.choose(known)?.to_string() })
@@ -219,8 +256,9 @@ fn member_checkpoint() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = scratch().join("member");
-        let architecture = crate::arch_file::parse("blocks:\n  - name: head\n    nodes:\n      - {op: dense, units: 3}\n")
-            .expect("the member's architecture parses");
+        let architecture =
+            crate::arch_file::parse("blocks:\n  - name: head\n    nodes:\n      - {op: dense, units: 3}\n")
+                .expect("the member's architecture parses");
         let spec = ModelSpec { architecture, input_shape: vec![4], task: Task::Classification { classes: 3 } };
         let model = Model::new(&spec, &Device::flex()).expect("the member builds");
         let meta = CheckpointMeta {

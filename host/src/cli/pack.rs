@@ -89,7 +89,8 @@ pub fn run(cmd: PackCommand) -> anyhow::Result<ExitCode> {
             if lock.packs.is_empty() {
                 anyhow::bail!("{} names no oci:// plugins: nothing to lock", workflow.display());
             }
-            let path = lock.write(&workflow).with_context(|| format!("cannot write the lock of {}", workflow.display()))?;
+            let path =
+                lock.write(&workflow).with_context(|| format!("cannot write the lock of {}", workflow.display()))?;
             println!("wrote {}", path.display());
         }
         PackCommand::Remove { pack } => {

@@ -256,7 +256,12 @@ fn download_once(agent: &ureq::Agent, archive: &Archive, part: &Path, progress: 
         206 if content_range_start(header("content-range").as_deref()) == Some(have) => {
             (OpenOptions::new().append(true).open(part).map_err(|e| io("open", e))?, have)
         }
-        200 | 206 => (File::create(part).map_err(|e| io("create", e))?, 0),
+        206 => {
+            // A range other than the one asked for: start afresh.
+            File::create(part).map_err(|e| io("create", e))?;
+            return Err(Attempt::Retry(format!("the server resumed elsewhere than byte {have}")));
+        }
+        200 => (File::create(part).map_err(|e| io("create", e))?, 0),
         // Everything is here already; the checksum decides.
         416 if have > 0 => return Ok(have),
         500.. => return Err(Attempt::Retry(format!("the server answered {status}"))),
@@ -270,11 +275,9 @@ fn download_once(agent: &ureq::Agent, archive: &Archive, part: &Path, progress: 
     let bar = progress.then(|| {
         let bar = indicatif::ProgressBar::new(length.map_or(0, |l| l + start));
         bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-            )
-            .expect("the template is valid")
-            .progress_chars("=> "),
+            indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+                .expect("the template is valid")
+                .progress_chars("=> "),
         );
         bar.set_message(archive.file_name());
         bar.set_position(start);

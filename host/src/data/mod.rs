@@ -69,9 +69,7 @@ impl FromStr for Source {
                 Some((features, targets)) if !features.is_empty() && !targets.is_empty() => {
                     Ok(Source::Npy { features: features.into(), targets: targets.into() })
                 }
-                _ => Err(DataError::Spec(format!(
-                    "`{text}` needs two arrays: npy:FEATURES.npy,TARGETS.npy"
-                ))),
+                _ => Err(DataError::Spec(format!("`{text}` needs two arrays: npy:FEATURES.npy,TARGETS.npy"))),
             },
             "npz" => {
                 // A trailing `:A,B` names the arrays; anything else is part of the path.
@@ -102,7 +100,9 @@ impl Source {
             Source::Csv(p) => Source::Csv(base.join(p)),
             Source::Cifar10(p) => Source::Cifar10(base.join(p)),
             Source::Images(p) => Source::Images(base.join(p)),
-            Source::Npy { features, targets } => Source::Npy { features: base.join(features), targets: base.join(targets) },
+            Source::Npy { features, targets } => {
+                Source::Npy { features: base.join(features), targets: base.join(targets) }
+            }
             Source::Npz { path, arrays } => Source::Npz { path: base.join(path), arrays: arrays.clone() },
         }
     }
@@ -460,7 +460,9 @@ fn load_source(source: &Source, spec: &DataSpec, is_test: bool) -> Result<Loaded
         Source::Npy { features, targets } => {
             Ok(Loaded { data: numpy::load_npy(features, targets, spec)?, class_names: Vec::new() })
         }
-        Source::Npz { path, arrays } => Ok(Loaded { data: numpy::load_npz(path, arrays, spec)?, class_names: Vec::new() }),
+        Source::Npz { path, arrays } => {
+            Ok(Loaded { data: numpy::load_npz(path, arrays, spec)?, class_names: Vec::new() })
+        }
     }
 }
 

@@ -144,7 +144,14 @@ fn to_c_order(values: &[f32], shape: &[usize]) -> Vec<f32> {
 }
 
 /// Checks that features and targets pair up, and builds the data set.
-pub(crate) fn assemble(x: Array, y: Array, spec: &DataSpec, x_path: &Path, y_path: &Path, both: &str) -> Result<Dataset, DataError> {
+pub(crate) fn assemble(
+    x: Array,
+    y: Array,
+    spec: &DataSpec,
+    x_path: &Path,
+    y_path: &Path,
+    both: &str,
+) -> Result<Dataset, DataError> {
     let samples = *x.shape.first().ok_or_else(|| DataError::File {
         path: x_path.to_path_buf(),
         reason: "features are a 0-d array: the first axis must count samples".into(),

@@ -69,11 +69,8 @@ impl OciRef {
     /// The same repository pinned to `manifest` (a hex sha256).
     pub fn at_digest(&self, manifest: &str) -> OciRef {
         let r = &self.reference;
-        let reference = Reference::with_digest(
-            r.registry().to_string(),
-            r.repository().to_string(),
-            format!("sha256:{manifest}"),
-        );
+        let reference =
+            Reference::with_digest(r.registry().to_string(), r.repository().to_string(), format!("sha256:{manifest}"));
         OciRef { reference }
     }
 

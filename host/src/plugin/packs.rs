@@ -181,7 +181,8 @@ impl PackStore {
         // The manifest digest names the bytes, whichever tag or repository they came from.
         let pinned = format!("@sha256:{manifest}");
         let source = format!("{}{pinned}", reference.without_digest());
-        let installed = self.list()?.into_iter().find(|e| e.source.starts_with(oci::SCHEME) && e.source.ends_with(&pinned));
+        let installed =
+            self.list()?.into_iter().find(|e| e.source.starts_with(oci::SCHEME) && e.source.ends_with(&pinned));
         if let Some(entry) = installed {
             let path = self.verify(&entry)?;
             let bytes = std::fs::read(&path).map_err(|e| self.fail(format!("cannot read {}: {e}", path.display())))?;

@@ -142,17 +142,11 @@ impl Predictor {
         let mut members = Vec::new();
         let mut meta: Option<CheckpointMeta> = None;
         for member in &ensemble.members {
-            // Members live inside the ensemble's directory.
-            let inside = member.checkpoint.components().all(|c| matches!(c, std::path::Component::Normal(_)));
-            if !inside || member.checkpoint.as_os_str().is_empty() {
-                return Err(read_err(format!(
-                    "member checkpoint `{}` is not a directory inside {}",
-                    member.checkpoint.display(),
-                    dir.display()
-                )));
-            }
             if !(member.weight.is_finite() && member.weight >= 0.0) {
-                return Err(read_err(format!("member {}: weight {} is not a finite, non-negative number", member.trial, member.weight)));
+                return Err(read_err(format!(
+                    "member {}: weight {} is not a finite, non-negative number",
+                    member.trial, member.weight
+                )));
             }
             let (model, m) = Checkpoint::new(dir.join(&member.checkpoint)).load(device)?;
             if let Some(first) = &meta

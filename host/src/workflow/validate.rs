@@ -259,8 +259,8 @@ pub fn resolve(
     let mut offered: BTreeMap<String, usize> = BTreeMap::new();
     let mut infos_by_name: BTreeMap<String, types::BlockInfo> = BTreeMap::new();
     for (i, reference) in wf.space.packs.iter().enumerate() {
-        let pack = load_plugin(&sources, reference)
-            .map_err(|m| err(&[Key("space"), Key("packs"), Item(i)], None, m))?;
+        let pack =
+            load_plugin(&sources, reference).map_err(|m| err(&[Key("space"), Key("packs"), Item(i)], None, m))?;
         if pack.world != World::BlockPack {
             return Err(err(
                 &[Key("space"), Key("packs"), Item(i)],
