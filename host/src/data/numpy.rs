@@ -69,12 +69,8 @@ fn read_npy_file(path: &Path) -> Result<Array, DataError> {
 /// Reads one `.npy` stream of `size` bytes: numeric or boolean elements, any byte order,
 /// C or Fortran order. The header's shape is checked against `size` before allocating.
 pub(crate) fn read_npy(reader: &mut dyn Read, size: u64) -> Result<Array, String> {
-    let mut magic = [0u8; 6];
-    let is_npy = reader.read_exact(&mut magic).is_ok() && &magic == b"\x93NUMPY";
-    if !is_npy {
-        return Err("not a NumPy .npy array (it does not start with \\x93NUMPY)".into());
-    }
-    let npy = NpyFile::new(io::Cursor::new(magic).chain(reader))
+    let head = read_header(reader)?;
+    let npy = NpyFile::new(io::Cursor::new(head).chain(reader))
         .map_err(|e| format!("unsupported .npy header ({e}): msh reads arrays of numbers or booleans"))?;
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
     let DType::Plain(type_str) = npy.dtype() else {
@@ -107,6 +103,42 @@ pub(crate) fn read_npy(reader: &mut dyn Read, size: u64) -> Result<Array, String
         Order::Fortran => to_c_order(&values, &shape),
     };
     Ok(Array { shape, values })
+}
+
+/// Headers longer than this are not NumPy's (it writes a few hundred bytes at most).
+const MAX_HEADER: usize = 1 << 16;
+
+/// Reads the magic, version and header dict of a `.npy` stream, and refuses a header that
+/// nests deeper than a plain array's: npyz's parser takes exponential time on nested
+/// brackets, so a crafted 100-byte header would hang the read.
+fn read_header(reader: &mut dyn Read) -> Result<Vec<u8>, String> {
+    let mut head = vec![0u8; 8];
+    if reader.read_exact(&mut head).is_err() || &head[..6] != b"\x93NUMPY" {
+        return Err("not a NumPy .npy array (it does not start with \\x93NUMPY)".into());
+    }
+    let width = if head[6] == 1 { 2 } else { 4 };
+    let mut length = [0u8; 4];
+    reader.read_exact(&mut length[..width]).map_err(|e| format!("truncated .npy header: {e}"))?;
+    head.extend_from_slice(&length[..width]);
+    let length = u32::from_le_bytes(length) as usize;
+    if length > MAX_HEADER {
+        return Err(format!("the .npy header claims {length} bytes: not a NumPy array"));
+    }
+    let start = head.len();
+    head.resize(start + length, 0);
+    reader.read_exact(&mut head[start..]).map_err(|e| format!("truncated .npy header: {e}"))?;
+    let mut depth = 0usize;
+    for &b in &head[start..] {
+        match b {
+            b'{' | b'(' | b'[' => depth += 1,
+            b'}' | b')' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        if depth > 3 {
+            return Err("unsupported .npy header: it nests brackets deeper than a plain array's".into());
+        }
+    }
+    Ok(head)
 }
 
 fn convert<T: num_cast::ToF32>(values: Vec<T>) -> Vec<f32> {
@@ -202,6 +234,17 @@ pub(crate) fn assemble(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deeply_nested_headers_are_refused_before_parsing() {
+        // Found by fuzzing: npyz took over 10 s on a header like this one.
+        let header = format!("{{'descr': '<i4', {} 'fortran_order': False}}\n", "{".repeat(100));
+        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+        bytes.extend((header.len() as u16).to_le_bytes());
+        bytes.extend(header.as_bytes());
+        let err = read_npy(&mut &bytes[..], bytes.len() as u64).err().expect("refused");
+        assert!(err.contains("nests brackets deeper"), "{err}");
+    }
 
     #[test]
     fn fortran_order_is_transposed() {
