@@ -32,7 +32,7 @@ pub fn run(cmd: PackCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         PackCommand::Install { plugin } if plugin.starts_with(oci::SCHEME) => {
             let reference: OciRef = plugin.parse()?;
-            let (entry, _) = store.fetch_oci(&PluginHost::new(Limits::default()), &reference)?;
+            let entry = store.fetch_oci(&PluginHost::new(Limits::default()), &reference)?.entry;
             println!(
                 "installed {}@sha256:{} ({}, msh:plugin@{}) from {}",
                 entry.name, entry.sha256, entry.world, entry.version, entry.source
@@ -79,12 +79,11 @@ pub fn run(cmd: PackCommand) -> anyhow::Result<ExitCode> {
             for text in named.into_iter().filter(|t| t.starts_with(oci::SCHEME)) {
                 let reference: OciRef = text.parse()?;
                 // Pulled, verified and installed now, so that the pinned runs need no registry.
-                let (entry, _) = store
+                let pack = store
                     .fetch_oci(&host, &reference)
                     .with_context(|| format!("{}: cannot lock {text}", source.path.display()))?;
-                let manifest = entry.source.rsplit_once("@sha256:").map(|(_, d)| d.to_string()).unwrap_or_default();
-                println!("{text} -> sha256:{manifest} ({}@sha256:{})", entry.name, entry.sha256);
-                lock.packs.insert(reference.without_digest(), manifest);
+                println!("{text} -> sha256:{} ({}@sha256:{})", pack.manifest, pack.entry.name, pack.entry.sha256);
+                lock.packs.insert(reference.without_digest(), pack.manifest);
             }
             if lock.packs.is_empty() {
                 anyhow::bail!("{} names no oci:// plugins: nothing to lock", workflow.display());

@@ -332,7 +332,10 @@ fn verify(archive: &Archive, part: &Path) -> Result<(), FetchError> {
         md5.update(&buffer[..n]);
         sha256.update(&buffer[..n]);
     }
-    let actual = [("md5", hex(&md5.finalize()), &archive.md5), ("sha256", hex(&sha256.finalize()), &archive.sha256)];
+    let actual = [
+        ("md5", format!("{:x}", md5.finalize()), &archive.md5),
+        ("sha256", format!("{:x}", sha256.finalize()), &archive.sha256),
+    ];
     for (algorithm, actual, expected) in actual {
         if let Some(expected) = expected
             && !actual.eq_ignore_ascii_case(expected)
@@ -347,10 +350,6 @@ fn verify(archive: &Archive, part: &Path) -> Result<(), FetchError> {
         }
     }
     Ok(())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Unpacks the regular files and directories under the data set's root; `unpack_in`

@@ -84,17 +84,23 @@ pub(crate) fn read_npy(reader: &mut dyn Read, size: u64) -> Result<Array, String
     }
     let order = npy.order();
     let error = |e: io::Error| format!("cannot read the values: {e}");
+    // Lossy, as NumPy's `astype(np.float32)`.
+    macro_rules! as_f32 {
+        ($t:ty) => {
+            npy.into_vec::<$t>().map_err(error)?.into_iter().map(|v| v as f32).collect()
+        };
+    }
     let values: Vec<f32> = match (type_str.type_char(), width) {
         (TypeChar::Float, 4) => npy.into_vec::<f32>().map_err(error)?,
-        (TypeChar::Float, 8) => convert(npy.into_vec::<f64>().map_err(error)?),
-        (TypeChar::Int, 1) => convert(npy.into_vec::<i8>().map_err(error)?),
-        (TypeChar::Int, 2) => convert(npy.into_vec::<i16>().map_err(error)?),
-        (TypeChar::Int, 4) => convert(npy.into_vec::<i32>().map_err(error)?),
-        (TypeChar::Int, 8) => convert(npy.into_vec::<i64>().map_err(error)?),
-        (TypeChar::Uint, 1) => convert(npy.into_vec::<u8>().map_err(error)?),
-        (TypeChar::Uint, 2) => convert(npy.into_vec::<u16>().map_err(error)?),
-        (TypeChar::Uint, 4) => convert(npy.into_vec::<u32>().map_err(error)?),
-        (TypeChar::Uint, 8) => convert(npy.into_vec::<u64>().map_err(error)?),
+        (TypeChar::Float, 8) => as_f32!(f64),
+        (TypeChar::Int, 1) => as_f32!(i8),
+        (TypeChar::Int, 2) => as_f32!(i16),
+        (TypeChar::Int, 4) => as_f32!(i32),
+        (TypeChar::Int, 8) => as_f32!(i64),
+        (TypeChar::Uint, 1) => as_f32!(u8),
+        (TypeChar::Uint, 2) => as_f32!(u16),
+        (TypeChar::Uint, 4) => as_f32!(u32),
+        (TypeChar::Uint, 8) => as_f32!(u64),
         (TypeChar::Bool, 1) => npy.into_vec::<bool>().map_err(error)?.into_iter().map(f32::from).collect(),
         _ => return Err(format!("dtype {type_str} is not supported: use floats, integers or booleans")),
     };
@@ -139,21 +145,6 @@ fn read_header(reader: &mut dyn Read) -> Result<Vec<u8>, String> {
         }
     }
     Ok(head)
-}
-
-fn convert<T: num_cast::ToF32>(values: Vec<T>) -> Vec<f32> {
-    values.into_iter().map(T::to_f32).collect()
-}
-
-mod num_cast {
-    /// Lossy conversion to `f32`, as NumPy's `astype(np.float32)`.
-    pub trait ToF32: Copy {
-        fn to_f32(self) -> f32;
-    }
-    macro_rules! to_f32 {
-        ($($t:ty),*) => {$(impl ToF32 for $t { fn to_f32(self) -> f32 { self as f32 } })*};
-    }
-    to_f32!(f64, i8, i16, i32, i64, u8, u16, u32, u64);
 }
 
 /// Reorders column-major values to row-major.

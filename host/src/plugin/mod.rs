@@ -19,7 +19,7 @@ use wasmtime::{Config, Engine};
 
 use bindings::block_pack::BlockPack;
 pub use bindings::types;
-pub use packs::{PackEntry, PackError, PackStore};
+pub use packs::{OciPack, PackEntry, PackError, PackStore};
 use sandbox::Sandbox;
 pub use search::SearchSession;
 

@@ -39,6 +39,13 @@ pub enum PackError {
     Oci(#[from] super::oci::OciError),
 }
 
+/// A plugin `fetch_oci` installed (or found installed), with its manifest's digest (hex).
+pub struct OciPack {
+    pub entry: PackEntry,
+    pub plugin: super::Plugin,
+    pub manifest: String,
+}
+
 /// The directory of installed packs and its index.
 #[derive(Debug, Clone)]
 pub struct PackStore {
@@ -173,7 +180,7 @@ impl PackStore {
     /// The plugin an `oci://` reference names, installed. A reference pinned to a manifest
     /// digest that was installed before is loaded without asking the registry; a tag is
     /// resolved to its digest first.
-    pub fn fetch_oci(&self, host: &PluginHost, reference: &OciRef) -> Result<(PackEntry, super::Plugin), PackError> {
+    pub fn fetch_oci(&self, host: &PluginHost, reference: &OciRef) -> Result<OciPack, PackError> {
         let manifest = match reference.pinned() {
             Some(digest) => digest.to_string(),
             None => oci::resolve(reference)?,
@@ -187,12 +194,12 @@ impl PackStore {
             let path = self.verify(&entry)?;
             let bytes = std::fs::read(&path).map_err(|e| self.fail(format!("cannot read {}: {e}", path.display())))?;
             let plugin = host.load_bytes(&entry.name, &bytes)?;
-            return Ok((entry, plugin));
+            return Ok(OciPack { entry, plugin, manifest });
         }
         let pulled = oci::pull(&reference.at_digest(&manifest))?;
         let entry = self.install_bytes(host, reference.name(), &pulled.bytes, &source)?;
         let plugin = host.load_bytes(&entry.name, &pulled.bytes)?;
-        Ok((entry, plugin))
+        Ok(OciPack { entry, plugin, manifest })
     }
 
     pub fn remove(&self, query: &str) -> Result<PackEntry, PackError> {

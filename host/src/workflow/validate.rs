@@ -67,7 +67,7 @@ fn load_plugin(sources: &PluginSources<'_>, reference: &str) -> Result<Plugin, S
         if let Some(lock) = &sources.lock {
             wanted = lock.pin(&wanted, sources.workflow)?;
         }
-        return store.fetch_oci(host, &wanted).map(|(_, plugin)| plugin).map_err(|e| e.to_string());
+        return store.fetch_oci(host, &wanted).map(|pack| pack.plugin).map_err(|e| e.to_string());
     }
     let path = base.join(reference);
     if reference.ends_with(".wasm") || path.is_file() {
