@@ -5,8 +5,16 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Plugin crates embedded in `msh`, by package name.
-const EMBEDDED: [&str; 6] =
-    ["core-blocks", "random-search", "beam-search", "regularized-evolution", "local-search", "grid-search"];
+const EMBEDDED: [&str; 8] = [
+    "core-blocks",
+    "random-search",
+    "beam-search",
+    "regularized-evolution",
+    "local-search",
+    "grid-search",
+    "harmonica",
+    "linear-model",
+];
 /// Test fixtures: built beside the embedded ones, their paths given to the tests.
 const FIXTURES: [(&str, &str); 5] = [
     ("hostile", "MSH_HOSTILE_PLUGIN"),

@@ -85,10 +85,39 @@ blocks:
       - {op: reshape, shape: [3, 2]}
       - {op: lstm, hidden: 3}                                         # [3]
       - {op: relu}
+      - {op: leaky_relu, slope: 0.1}
+      - {op: match_features, units: 5}                                # [5]: two zeros
+      - {op: reshape, shape: [1, 5]}
+      - {op: conv1d, filters: 2, kernel: 3, padding: causal}          # [2, 5]
+      - {op: rnn, hidden: 3, bidirectional: true, return_sequences: true}  # [6, 5]
+      - {op: rnn, hidden: 2}                                          # [2]
+      - {op: match_features, units: 1}                                # [1]
 "#;
     let trained = train_briefly(yaml, &common::synthetic(&[4, 12], 32, 3, false));
     // The count from shapes alone (what budgets and bounds use) is what the model holds.
     assert_eq!(msh::graph::parameter_count(&arch(yaml), &[4, 12], 3).unwrap(), trained.parameters as u64);
+}
+
+#[test]
+fn causal_convolutions_see_no_later_step() {
+    // The model's outputs read only the first five steps of the convolution's output.
+    let model = |padding: &str| {
+        let yaml = format!(
+            "blocks:\n- name: c\n  nodes:\n  - {{op: conv1d, filters: 1, kernel: 4, padding: {padding}}}\n  \
+             - {{op: flatten}}\n  - {{op: match_features, units: 5}}\n"
+        );
+        let spec = ModelSpec { architecture: arch(&yaml), input_shape: vec![1, 12], task: Task::Regression };
+        Model::seeded(&spec, 3, &Device::flex()).unwrap()
+    };
+    let outputs = |m: &Model, later: f32| {
+        let x: Vec<f32> = (0..12).map(|i| if i < 5 { i as f32 * 0.3 } else { later }).collect();
+        let input = burn::tensor::Tensor::from_data(burn::tensor::TensorData::new(x, [1, 12]), &Device::flex());
+        m.forward(input).into_data().try_to_vec::<f32>().unwrap()
+    };
+    let causal = model("causal");
+    assert_eq!(outputs(&causal, 1.0), outputs(&causal, -7.0));
+    let same = model("same");
+    assert_ne!(outputs(&same, 1.0), outputs(&same, -7.0), "a centred kernel reads the next steps");
 }
 
 #[test]

@@ -634,7 +634,7 @@ fn snapshot_weight_sharing_records_what_children_inherit() {
 
 #[test]
 fn ensembles_beat_their_best_member_and_export_and_predict_like_trials() {
-    let methods = ["average", "weighted", "greedy", "non_adaptive", "adaptive"];
+    let methods = ["average", "weighted", "greedy", "non_adaptive", "adaptive", "learned"];
     let stages: String = methods
         .iter()
         .map(|m| format!("  {m}: {{kind: ensemble, needs: [search], method: {m}, top_k: 4, width: 3, every: 2}}\n"))
@@ -666,6 +666,8 @@ fn ensembles_beat_their_best_member_and_export_and_predict_like_trials() {
         let export = dir.path().join(format!("export-{method}"));
         json(&["best", run_dir_text, "--stage", method, "--export", export.to_str().unwrap(), "--json"]);
         assert!(export.join("ensemble.json").is_file() && export.join("members").is_dir());
+        let file: Value = serde_json::from_slice(&std::fs::read(export.join("ensemble.json")).unwrap()).unwrap();
+        assert_eq!(file["combine"] == "learned", method == "learned", "{file:#}");
         let predicted = json(&["predict", export.to_str().unwrap(), "--data", &data, "--json", "--backend", "cpu"]);
         let recorded = ensemble["test"]["accuracy"].as_f64().unwrap();
         assert!(
@@ -751,8 +753,18 @@ fn a_parameter_budget_fails_big_architectures_and_the_pareto_front_is_non_domina
 
 #[test]
 fn intermixed_ensembles_are_trials_of_the_search() {
+    intermixed_ensembles("weighted");
+}
+
+#[test]
+fn intermixed_ensembles_may_learn_their_combiner() {
+    intermixed_ensembles("learned");
+}
+
+fn intermixed_ensembles(method: &str) {
     let text = mnist1d_workflow(9, 2, 1, "  retrain: {kind: retrain, needs: [search], epochs: 1}\n")
-        + "ensembling: {strategy: intermixed, every: 3, method: weighted, top_k: 2}\nweight_sharing: {mode: snapshot}\n";
+        + &format!("ensembling: {{strategy: intermixed, every: 3, method: {method}, top_k: 2}}\n")
+        + "weight_sharing: {mode: snapshot}\n";
     let (_dir, workflow, run_dir) = start(&text);
     let run_dir_text = run_dir.to_str().unwrap();
     run_ok(&workflow, &run_dir);
@@ -769,6 +781,14 @@ fn intermixed_ensembles_are_trials_of_the_search() {
             assert!(member["members"].as_array().unwrap().is_empty(), "members are single models");
             assert!(member["id"].as_u64() < e["id"].as_u64());
         }
+        let file = run_dir.join(e["checkpoint"].as_str().unwrap()).join("ensemble.json");
+        let file: Value = serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
+        if method == "learned" {
+            assert_eq!(file["combine"], "learned", "{file:#}");
+            assert_eq!(file["combiner"]["members"].as_u64(), Some(members.len() as u64), "{file:#}");
+            continue;
+        }
+        // EM weights can always fall back to the best member alone.
         let best_member = members
             .iter()
             .map(|m| search.iter().find(|t| t["id"] == m[0]).unwrap()["objective"].as_f64().unwrap())

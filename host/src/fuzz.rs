@@ -108,6 +108,9 @@ fn arbitrary_graph(u: &mut Unstructured<'_>) -> arbitrary::Result<types::BlockGr
         "concat",
         "lstm",
         "gru",
+        "rnn",
+        "leaky_relu",
+        "match_features",
         "self_attention",
         "embedding",
         "positional_encoding",
@@ -115,6 +118,7 @@ fn arbitrary_graph(u: &mut Unstructured<'_>) -> arbitrary::Result<types::BlockGr
     ];
     const PARAMS: &[&str] = &[
         "units",
+        "slope",
         "filters",
         "kernel",
         "stride",
@@ -344,6 +348,7 @@ pub fn seeds(name: &str, root: &Path) -> Vec<Vec<u8>> {
         "ensemble" => vec![
             br#"{"members": [{"trial": 1, "checkpoint": "member", "weight": 0.5}, {"trial": 2, "checkpoint": "member", "weight": 0.5}], "method": "average"}"#.to_vec(),
             br#"{"members": [{"trial": 1, "checkpoint": "member", "weight": 1.0}], "method": "residual", "combine": "sum"}"#.to_vec(),
+            br#"{"members": [{"trial": 1, "checkpoint": "member", "weight": 1.0}], "method": "learned", "combine": "learned", "combiner": {"members": 1, "width": 3, "weights": [1,0,0,0,1,0,0,0,1], "bias": [0,0,0]}}"#.to_vec(),
         ],
         "store_record" => crate::store::record_seeds(),
         // Any bytes make a structured input for these.

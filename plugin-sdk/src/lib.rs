@@ -44,6 +44,10 @@ pub use helpers::*;
 mod search;
 #[cfg(feature = "searcher")]
 pub use search::*;
+#[cfg(feature = "searcher")]
+mod surrogate;
+#[cfg(feature = "searcher")]
+pub use surrogate::*;
 
 /// The WIT package version this SDK builds plugins against.
 pub const WIT_VERSION: &str = "0.2.0";

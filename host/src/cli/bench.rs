@@ -184,7 +184,7 @@ fn plugins(repeats: usize) -> anyhow::Result<std::process::ExitCode> {
     let mut per_trial = 0.0;
     let empty = median_ms(repeats, || Ok(host.embedded("random-search")?.propose_once(&context, &space, &[], 1)?))?;
     println!("propose, empty history (instantiate + call) {empty:>9.3} ms");
-    for name in ["random-search", "beam-search", "regularized-evolution", "local-search"] {
+    for name in ["random-search", "beam-search", "regularized-evolution", "local-search", "harmonica", "linear-model"] {
         let searcher = host.embedded(name)?;
         // A live search told 1,000 trials; each step tells it one more and asks for one.
         let mut session = searcher.search(context.clone(), space.clone(), None)?;

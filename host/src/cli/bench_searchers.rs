@@ -27,7 +27,7 @@ pub struct BenchSearchersArgs {
     top: f64,
     /// Searchers to compare: built-in names or `.wasm` files, each optionally with settings
     /// (`local-search:explore=0.5,beam_size=4`).
-    #[arg(long = "searcher", default_values_t = ["local-search", "beam-search", "regularized-evolution", "random-search"].map(String::from))]
+    #[arg(long = "searcher", default_values_t = ["local-search", "beam-search", "regularized-evolution", "harmonica", "linear-model", "random-search"].map(String::from))]
     searchers: Vec<String>,
 }
 

@@ -1,6 +1,7 @@
 //! The ensemble stage: pick and weight members among a search's trials (average,
-//! weighted, greedy, non-adaptive, adaptive), evaluate the ensemble, and record it as a
-//! trial of the stage whose "checkpoint" is an `ensemble.json` over the members'.
+//! weighted, greedy, non-adaptive, adaptive) or learn a combiner over them (learned),
+//! evaluate the ensemble, and record it as a trial of the stage whose "checkpoint" is an
+//! `ensemble.json` over the members'.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,14 +13,16 @@ use rand::seq::SliceRandom;
 use super::{EngineError, EngineEvent, Run};
 use crate::data::Splits;
 use crate::store::{self, StoreError, TrialRecord, TrialStatus};
-use crate::train::{self, Checkpoint, EnsembleFile, Member, Metrics};
+use crate::train::{self, Checkpoint, EnsembleFile, LearnedCombiner, Member, Metrics};
 use crate::workflow::EnsembleMethod;
 
-/// A candidate's predicted probabilities on the validation and test splits.
+/// A candidate's predicted probabilities on the validation and test splits (and on the
+/// training split, which only a learned combiner reads).
 struct Candidate {
     trial: TrialRecord,
     valid: Vec<f64>,
     test: Vec<f64>,
+    train: Vec<f64>,
 }
 
 /// Where ensemble files of stage `name` live, relative to the run directory.
@@ -28,10 +31,22 @@ pub fn ensemble_dir(name: &str) -> PathBuf {
 }
 
 fn metrics(members: &[(&Candidate, f64)], splits: &Splits, valid: bool) -> Metrics {
+    metrics_with(members, None, splits, valid)
+}
+
+fn metrics_with(
+    members: &[(&Candidate, f64)],
+    combiner: Option<&LearnedCombiner>,
+    splits: &Splits,
+    valid: bool,
+) -> Metrics {
     let views: Vec<&[f64]> =
         members.iter().map(|(c, _)| if valid { c.valid.as_slice() } else { c.test.as_slice() }).collect();
     let weights: Vec<f64> = members.iter().map(|(_, w)| *w).collect();
-    let outputs = train::combine(&views, &weights, splits.task);
+    let outputs = match combiner {
+        Some(combiner) => combiner.apply(&views, splits.task),
+        None => train::combine(&views, &weights, splits.task),
+    };
     let data = if valid { &splits.valid } else { &splits.test };
     train::metrics_of(&outputs, data, splits.task, &splits.normalization)
 }
@@ -54,7 +69,8 @@ fn choose<'a>(
     best.sort_by(|a, b| a.trial.score().total_cmp(&b.trial.score()));
     best.truncate(top_k);
     match method {
-        EnsembleMethod::Average => best.into_iter().map(|c| (c, 1.0)).collect(),
+        // A learned combiner weighs the members itself.
+        EnsembleMethod::Average | EnsembleMethod::Learned => best.into_iter().map(|c| (c, 1.0)).collect(),
         EnsembleMethod::Weighted => {
             let views: Vec<&[f64]> = best.iter().map(|c| c.valid.as_slice()).collect();
             let weights = train::learn_weights(&views, &splits.valid, splits.task);
@@ -161,10 +177,19 @@ pub fn build(
         let predict = |data: &crate::data::Dataset| {
             train::to_probabilities(&train::predict(&model, &data.features, data.sample_len()), splits.task)
         };
-        pool.push(Candidate { valid: predict(&splits.valid), test: predict(&splits.test), trial });
+        let train = if method == EnsembleMethod::Learned { predict(&splits.train) } else { Vec::new() };
+        pool.push(Candidate { valid: predict(&splits.valid), test: predict(&splits.test), train, trial });
     }
     let members = choose(method, &pool, top_k, width, every, run.workflow.seed, &splits);
-    let (valid, test) = (metrics(&members, &splits, true), metrics(&members, &splits, false));
+    let combiner = (method == EnsembleMethod::Learned).then(|| {
+        let train: Vec<&[f64]> = members.iter().map(|(c, _)| c.train.as_slice()).collect();
+        let valid: Vec<&[f64]> = members.iter().map(|(c, _)| c.valid.as_slice()).collect();
+        train::learn_combiner(&train, &splits.train, &valid, &splits.valid, splits.task)
+    });
+    let (valid, test) = (
+        metrics_with(&members, combiner.as_ref(), &splits, true),
+        metrics_with(&members, combiner.as_ref(), &splits, false),
+    );
     let file = EnsembleFile {
         members: members
             .iter()
@@ -175,7 +200,8 @@ pub fn build(
             })
             .collect(),
         method: serde_json::to_value(method).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
-        combine: train::Combine::Average,
+        combine: if combiner.is_some() { train::Combine::Learned } else { train::Combine::Average },
+        combiner,
     };
     let dir = run.dir.join(relative);
     std::fs::create_dir_all(&dir).map_err(|source| EngineError::Io { path: dir.clone(), source })?;

@@ -429,7 +429,8 @@ fn train_trial(run: &Run, trainer: usize, trial: &mut TrialRecord) -> Result<boo
             .collect();
         members.push(train::Member { trial: trial.id, checkpoint: PathBuf::from("."), weight: 1.0 });
         trial.members = members.iter().map(|m| (m.trial, 1.0)).collect();
-        let file = train::EnsembleFile { members, method: "residual".into(), combine: train::Combine::Sum };
+        let file =
+            train::EnsembleFile { members, method: "residual".into(), combine: train::Combine::Sum, combiner: None };
         let path = run.dir.join(&relative).join(train::ENSEMBLE_FILE);
         crate::atomic_file::write_atomic(&path, &serde_json::to_vec_pretty(&file).expect("json"))
             .map_err(|source| EngineError::Io { path, source })?;

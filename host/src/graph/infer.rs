@@ -174,6 +174,7 @@ fn node_parameters(op: &Op, x: &[usize]) -> u64 {
         Op::BatchNorm | Op::LayerNorm => 2 * c,
         Op::Lstm { hidden, bidirectional, .. } => gates(4, *hidden, *bidirectional),
         Op::Gru { hidden, bidirectional, .. } => gates(3, *hidden, *bidirectional),
+        Op::Rnn { hidden, bidirectional, .. } => gates(1, *hidden, *bidirectional),
         Op::SelfAttention { .. } => 4 * (product(&[c, c]) + c),
         Op::Embedding { vocab, dim } => product(&[*vocab as u64, *dim as u64]),
         _ => 0,
@@ -193,13 +194,13 @@ fn nonzero(value: usize, what: &str) -> Result<usize, String> {
 }
 
 /// Output length of a sliding window over `len` positions.
-fn window_out(len: usize, kernel: usize, stride: usize, pad: usize, dilation: usize) -> Result<usize, String> {
+fn window_out(len: usize, kernel: usize, stride: usize, pad: (usize, usize), dilation: usize) -> Result<usize, String> {
     let span = dilation * (kernel - 1) + 1;
-    let padded = len + 2 * pad;
+    let padded = len + pad.0 + pad.1;
     if padded < span {
         return Err(format!(
             "window of {span} (kernel {kernel}, dilation {dilation}) does not fit in length {len} \
-             with padding {pad}"
+             with padding {pad:?}"
         ));
     }
     Ok((padded - span) / stride + 1)
@@ -230,32 +231,40 @@ fn infer_node(node: &Node, inputs: &[&Shape]) -> Result<Shape, String> {
                 nonzero(*groups, "groups")?,
             );
             check_groups(x[0], *filters, g)?;
-            vec![*filters, window_out(x[1], k, s, padding.amount(k, d), d)?]
+            vec![*filters, window_out(x[1], k, s, padding.sides(k, d), d)?]
         }
         Op::Conv2d { filters, kernel, stride, padding, dilation, groups } => {
             need_rank(x, &[3], "rank 3 [channels, height, width]")?;
             nonzero(*filters, "filters")?;
             let (s, d, g) = (nonzero(*stride, "stride")?, nonzero(*dilation, "dilation")?, nonzero(*groups, "groups")?);
             check_groups(x[0], *filters, g)?;
+            not_causal(*padding)?;
             let (kh, kw) = (nonzero(kernel.along(0), "kernel")?, nonzero(kernel.along(1), "kernel")?);
             vec![
                 *filters,
-                window_out(x[1], kh, s, padding.amount(kh, d), d)?,
-                window_out(x[2], kw, s, padding.amount(kw, d), d)?,
+                window_out(x[1], kh, s, padding.sides(kh, d), d)?,
+                window_out(x[2], kw, s, padding.sides(kw, d), d)?,
             ]
         }
         Op::SeparableConv { filters, kernel, stride, padding, dilation } => {
             need_rank(x, &[2, 3], "rank 2 [channels, length] or rank 3 [channels, height, width]")?;
             nonzero(*filters, "filters")?;
             let (k, s, d) = (nonzero(*kernel, "kernel")?, nonzero(*stride, "stride")?, nonzero(*dilation, "dilation")?);
+            not_causal(*padding)?;
             let mut out = vec![*filters];
             for &len in &x[1..] {
-                out.push(window_out(len, k, s, padding.amount(k, d), d)?);
+                out.push(window_out(len, k, s, padding.sides(k, d), d)?);
             }
             out
         }
         Op::BatchNorm | Op::LayerNorm | Op::Relu | Op::Gelu | Op::Swish | Op::Tanh | Op::Sigmoid | Op::Identity => {
             need_rank(x, &[1, 2, 3], "rank 1, 2 or 3")?;
+            x.clone()
+        }
+        Op::LeakyRelu { slope } => {
+            if !slope.is_finite() {
+                return Err(format!("`slope` must be a finite number, got {slope}"));
+            }
             x.clone()
         }
         Op::Dropout { rate } => {
@@ -270,7 +279,7 @@ fn infer_node(node: &Node, inputs: &[&Shape]) -> Result<Shape, String> {
             let s = nonzero(stride.unwrap_or(k), "stride")?;
             let mut out = vec![x[0]];
             for &len in &x[1..] {
-                out.push(window_out(len, k, s, 0, 1)?);
+                out.push(window_out(len, k, s, (0, 0), 1)?);
             }
             out
         }
@@ -279,6 +288,10 @@ fn infer_node(node: &Node, inputs: &[&Shape]) -> Result<Shape, String> {
             vec![x[0]]
         }
         Op::Flatten => vec![elements(x)?],
+        Op::MatchFeatures { units } => {
+            need_rank(x, &[1], "rank 1 [features] (add a flatten or global pool first)")?;
+            vec![nonzero(*units, "units")?]
+        }
         Op::Reshape { shape } => {
             need_rank(shape, &[1, 2, 3], "a target shape of rank 1, 2 or 3")?;
             let (from, to) = (elements(x)?, elements(shape)?);
@@ -313,7 +326,9 @@ fn infer_node(node: &Node, inputs: &[&Shape]) -> Result<Shape, String> {
             out[0] = channels;
             out
         }
-        Op::Lstm { hidden, bidirectional, return_sequences } | Op::Gru { hidden, bidirectional, return_sequences } => {
+        Op::Lstm { hidden, bidirectional, return_sequences }
+        | Op::Gru { hidden, bidirectional, return_sequences }
+        | Op::Rnn { hidden, bidirectional, return_sequences } => {
             need_rank(x, &[2], "rank 2 [features, steps]")?;
             let h = nonzero(*hidden, "hidden")? * if *bidirectional { 2 } else { 1 };
             if *return_sequences { vec![h, x[1]] } else { vec![h] }
@@ -346,6 +361,13 @@ fn infer_node(node: &Node, inputs: &[&Shape]) -> Result<Shape, String> {
             x.clone()
         }
     })
+}
+
+fn not_causal(padding: crate::graph::Padding) -> Result<(), String> {
+    if padding == crate::graph::Padding::Causal {
+        return Err("causal padding is for conv1d over steps only".into());
+    }
+    Ok(())
 }
 
 fn check_groups(channels: usize, filters: usize, groups: usize) -> Result<(), String> {

@@ -73,15 +73,20 @@ pub enum Padding {
     Same,
     /// This many zeros on both sides of every spatial axis.
     Explicit(usize),
+    /// `dilation * (kernel - 1)` zeros before the first step and none after: each output
+    /// step sees only the steps up to its own (conv1d only).
+    Causal,
 }
 
 impl Padding {
-    /// Padding on each side of one spatial axis.
-    pub fn amount(self, kernel: usize, dilation: usize) -> usize {
+    /// Padding before and after the values of one spatial axis.
+    pub fn sides(self, kernel: usize, dilation: usize) -> (usize, usize) {
+        let span = dilation * kernel.saturating_sub(1);
         match self {
-            Padding::Valid => 0,
-            Padding::Same => dilation * (kernel.saturating_sub(1)) / 2,
-            Padding::Explicit(p) => p,
+            Padding::Valid => (0, 0),
+            Padding::Same => (span / 2, span / 2),
+            Padding::Explicit(p) => (p, p),
+            Padding::Causal => (span, 0),
         }
     }
 }
@@ -94,6 +99,9 @@ fn yes() -> bool {
 }
 fn default_max_len() -> usize {
     512
+}
+fn default_slope() -> f64 {
+    0.2
 }
 
 /// A primitive op the host implements natively. Shapes are channels-first, batch excluded.
@@ -152,6 +160,11 @@ pub enum Op {
         rate: f64,
     },
     Relu,
+    /// `x` where positive, else `slope * x`.
+    LeakyRelu {
+        #[serde(default = "default_slope")]
+        slope: f64,
+    },
     Gelu,
     Swish,
     Tanh,
@@ -170,6 +183,10 @@ pub enum Op {
     GlobalMaxPool,
     /// `[...] -> [product]`.
     Flatten,
+    /// `[F] -> [units]`: the first `units` features, or all of them followed by zeros.
+    MatchFeatures {
+        units: usize,
+    },
     Reshape {
         shape: Vec<usize>,
     },
@@ -189,6 +206,14 @@ pub enum Op {
         return_sequences: bool,
     },
     Gru {
+        hidden: usize,
+        #[serde(default)]
+        bidirectional: bool,
+        #[serde(default)]
+        return_sequences: bool,
+    },
+    /// A plain recurrent layer, `h = tanh(W x + U h' + b)`; shapes as `Lstm`.
+    Rnn {
         hidden: usize,
         #[serde(default)]
         bidirectional: bool,
@@ -226,6 +251,7 @@ impl Op {
             Op::LayerNorm => "layer_norm",
             Op::Dropout { .. } => "dropout",
             Op::Relu => "relu",
+            Op::LeakyRelu { .. } => "leaky_relu",
             Op::Gelu => "gelu",
             Op::Swish => "swish",
             Op::Tanh => "tanh",
@@ -235,12 +261,14 @@ impl Op {
             Op::GlobalAvgPool => "global_avg_pool",
             Op::GlobalMaxPool => "global_max_pool",
             Op::Flatten => "flatten",
+            Op::MatchFeatures { .. } => "match_features",
             Op::Reshape { .. } => "reshape",
             Op::Add => "add",
             Op::Multiply => "multiply",
             Op::Concat => "concat",
             Op::Lstm { .. } => "lstm",
             Op::Gru { .. } => "gru",
+            Op::Rnn { .. } => "rnn",
             Op::SelfAttention { .. } => "self_attention",
             Op::Embedding { .. } => "embedding",
             Op::PositionalEncoding { .. } => "positional_encoding",

@@ -7,6 +7,7 @@ mod conv;
 mod lstm;
 mod max_pool;
 mod node;
+mod rnn;
 #[cfg(test)]
 mod testing;
 mod transfer;

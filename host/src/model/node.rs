@@ -15,6 +15,7 @@ use burn::tensor::activation;
 use burn::tensor::module::{avg_pool1d, avg_pool2d};
 use burn::tensor::ops::AvgPoolOptions;
 
+use super::rnn::{BiRnn, Rnn, RnnConfig};
 use super::{conv, lstm, max_pool};
 use crate::graph::{Op, Shape};
 
@@ -117,6 +118,8 @@ pub enum NodeModule {
     BiLstm(BiLstm),
     Gru(Gru),
     BiGru(BiGru),
+    Rnn(Rnn),
+    BiRnn(BiRnn),
     Attention(MultiHeadAttention),
     Embedding(Embedding),
     PositionalEncoding(PositionalEncoding),
@@ -134,15 +137,15 @@ impl NodeModule {
                     .with_stride(stride)
                     .with_dilation(dilation)
                     .with_groups(groups)
-                    .with_padding(PaddingConfig1d::Explicit(
-                        padding.amount(kernel, dilation),
-                        padding.amount(kernel, dilation),
-                    ))
+                    .with_padding({
+                        let (before, after) = padding.sides(kernel, dilation);
+                        PaddingConfig1d::Explicit(before, after)
+                    })
                     .init(device),
             ),
             Op::Conv2d { filters, kernel, stride, padding, dilation, groups } => {
                 let (kh, kw) = (kernel.along(0), kernel.along(1));
-                let (ph, pw) = (padding.amount(kh, dilation), padding.amount(kw, dilation));
+                let (ph, pw) = (padding.sides(kh, dilation).0, padding.sides(kw, dilation).0);
                 Self::Conv2d(
                     Conv2dConfig::new([channels, filters], [kh, kw])
                         .with_stride([stride, stride])
@@ -153,7 +156,7 @@ impl NodeModule {
                 )
             }
             Op::SeparableConv { filters, kernel, stride, padding, dilation } => {
-                let pad = padding.amount(kernel, dilation);
+                let pad = padding.sides(kernel, dilation).0;
                 if input.len() == 2 {
                     Self::Separable1d(Separable1d {
                         depthwise: Conv1dConfig::new(channels, channels, kernel)
@@ -191,6 +194,11 @@ impl NodeModule {
             Op::Gru { hidden, bidirectional: true, .. } => {
                 Self::BiGru(BiGruConfig::new(channels, hidden, true).init(device))
             }
+            Op::Rnn { hidden, bidirectional: false, .. } => Self::Rnn(RnnConfig::new(channels, hidden).init(device)),
+            Op::Rnn { hidden, bidirectional: true, .. } => Self::BiRnn(BiRnn {
+                forward: RnnConfig::new(channels, hidden).init(device),
+                reverse: RnnConfig::new(channels, hidden).init(device),
+            }),
             Op::SelfAttention { heads, dropout } => {
                 Self::Attention(MultiHeadAttentionConfig::new(channels, heads).with_dropout(dropout).init(device))
             }
@@ -243,6 +251,20 @@ impl NodeModule {
             (Self::BiGru(m), Op::Gru { return_sequences, .. }) => {
                 let (seq, state) = m.forward(x.r3().swap_dims(1, 2), None);
                 if *return_sequences { Value::R3(seq.swap_dims(1, 2)) } else { Value::R2(final_states(state, batch)) }
+            }
+            (Self::Rnn(m), Op::Rnn { return_sequences, .. }) => {
+                let (seq, last) = m.forward(x.r3().swap_dims(1, 2), false);
+                if *return_sequences { Value::R3(seq.swap_dims(1, 2)) } else { Value::R2(last) }
+            }
+            (Self::BiRnn(m), Op::Rnn { return_sequences, .. }) => {
+                let x = x.r3().swap_dims(1, 2);
+                let (seq, last) = m.forward.forward(x.clone(), false);
+                let (seq_back, last_back) = m.reverse.forward(x, true);
+                if *return_sequences {
+                    Value::R3(Tensor::cat(vec![seq, seq_back], 2).swap_dims(1, 2))
+                } else {
+                    Value::R2(Tensor::cat(vec![last, last_back], 1))
+                }
             }
             (Self::Attention(m), _) => {
                 let context = m.forward(MhaInput::self_attn(x.r3().swap_dims(1, 2))).context;
@@ -301,6 +323,7 @@ fn merge(op: &Op, inputs: Vec<Value>) -> Value {
 fn stateless(op: &Op, x: Value, out: &Shape, batch: usize) -> Value {
     match op {
         Op::Relu => each_rank!(x, t => activation::relu(t)),
+        Op::LeakyRelu { slope } => each_rank!(x, t => activation::leaky_relu(t, *slope)),
         Op::Gelu => each_rank!(x, t => activation::gelu(t)),
         Op::Swish => each_rank!(x, t => activation::silu(t)),
         Op::Tanh => each_rank!(x, t => activation::tanh(t)),
@@ -335,6 +358,16 @@ fn stateless(op: &Op, x: Value, out: &Shape, batch: usize) -> Value {
             Value::R2(pooled.reshape([batch, out[0]]))
         }
         Op::Flatten => Value::R2(x.flatten(batch)),
+        Op::MatchFeatures { units } => {
+            let t = x.flatten(batch);
+            let features = t.dims()[1];
+            Value::R2(if *units <= features {
+                t.narrow(1, 0, *units)
+            } else {
+                let zeros = Tensor::zeros([batch, units - features], &t.device());
+                Tensor::cat(vec![t, zeros], 1)
+            })
+        }
         Op::Reshape { .. } => Value::from_flat(x.flatten(batch), out),
         _ => unreachable!("{} has a module of its own", op.name()),
     }

@@ -30,13 +30,15 @@ pub const SUPPORTED_VERSIONS: [&str; 2] = ["0.2.0", "0.1.0"];
 const PACKAGE: &str = "msh:plugin/types@";
 
 /// The plugins built into `msh`.
-pub const EMBEDDED: [(&str, &[u8]); 6] = [
+pub const EMBEDDED: [(&str, &[u8]); 8] = [
     ("core-blocks", include_bytes!(concat!(env!("OUT_DIR"), "/core_blocks.wasm"))),
     ("random-search", include_bytes!(concat!(env!("OUT_DIR"), "/random_search.wasm"))),
     ("beam-search", include_bytes!(concat!(env!("OUT_DIR"), "/beam_search.wasm"))),
     ("regularized-evolution", include_bytes!(concat!(env!("OUT_DIR"), "/regularized_evolution.wasm"))),
     ("local-search", include_bytes!(concat!(env!("OUT_DIR"), "/local_search.wasm"))),
     ("grid-search", include_bytes!(concat!(env!("OUT_DIR"), "/grid_search.wasm"))),
+    ("harmonica", include_bytes!(concat!(env!("OUT_DIR"), "/harmonica.wasm"))),
+    ("linear-model", include_bytes!(concat!(env!("OUT_DIR"), "/linear_model.wasm"))),
 ];
 
 /// Bounds on every call into a plugin.

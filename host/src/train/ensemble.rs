@@ -1,14 +1,14 @@
 //! Ensembles: several checkpoints combined by a weighted average of their predicted
-//! probabilities (classification) or values (regression). The combination rules, the
-//! ways of learning weights, and `ensemble.json`, which makes an ensemble loadable like
-//! a single model.
+//! probabilities (classification) or values (regression), a sum of outputs, or a learned
+//! dense layer. The combination rules, the ways of learning weights, and `ensemble.json`,
+//! which makes an ensemble loadable like a single model.
 
 use std::path::{Path, PathBuf};
 
 use burn::prelude::Device;
 use serde::{Deserialize, Serialize};
 
-use super::{Checkpoint, CheckpointError, CheckpointMeta, predict};
+use super::{Checkpoint, CheckpointError, CheckpointMeta, LearnedCombiner, predict};
 use crate::data::Dataset;
 use crate::model::{Model, Task};
 
@@ -30,6 +30,9 @@ pub struct EnsembleFile {
     pub method: String,
     #[serde(default)]
     pub combine: Combine,
+    /// The dense layer of `Combine::Learned`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub combiner: Option<LearnedCombiner>,
 }
 
 /// How members' outputs make the ensemble's.
@@ -41,6 +44,8 @@ pub enum Combine {
     Average,
     /// The sum of raw outputs: members trained on the residual of those before them.
     Sum,
+    /// A dense layer over the members' concatenated log-probabilities (or values).
+    Learned,
 }
 
 /// Adds `base` to `outputs` element-wise (a residual member on top of its ensemble).
@@ -164,16 +169,23 @@ impl Predictor {
             return Err(read_err("every member has weight 0".into()));
         }
         let meta = meta.expect("at least one member");
+        match (&ensemble.combine, &ensemble.combiner) {
+            (Combine::Learned, None) => return Err(read_err("combines `learned` but holds no `combiner`".into())),
+            (Combine::Learned, Some(combiner)) => combiner.check(members.len(), meta.spec.task).map_err(read_err)?,
+            (_, Some(_)) => return Err(read_err("holds a `combiner` but does not combine `learned`".into())),
+            _ => {}
+        }
         Ok(Self { members, meta, ensemble: Some(ensemble) })
     }
 
     /// Outputs for flat, normalised samples (for an ensemble: log mean probabilities).
     pub fn predict(&self, features: &[f32], sample_len: usize) -> Vec<f32> {
-        if let [(model, _)] = self.members.as_slice() {
+        let ensemble = self.ensemble.as_ref();
+        if let ([(model, _)], None) = (self.members.as_slice(), ensemble.and_then(|e| e.combiner.as_ref())) {
             return predict(model, features, sample_len);
         }
         let task = self.meta.spec.task;
-        if self.ensemble.as_ref().is_some_and(|e| e.combine == Combine::Sum) {
+        if ensemble.is_some_and(|e| e.combine == Combine::Sum) {
             return self.members.iter().fold(Vec::new(), |sum, (m, _)| {
                 let outputs = predict(m, features, sample_len);
                 if sum.is_empty() { outputs } else { add_outputs(outputs, &sum) }
@@ -182,6 +194,9 @@ impl Predictor {
         let outputs: Vec<Vec<f64>> =
             self.members.iter().map(|(m, _)| to_probabilities(&predict(m, features, sample_len), task)).collect();
         let views: Vec<&[f64]> = outputs.iter().map(Vec::as_slice).collect();
+        if let Some(combiner) = ensemble.and_then(|e| e.combiner.as_ref()) {
+            return combiner.apply(&views, task);
+        }
         let weights: Vec<f64> = self.members.iter().map(|(_, w)| *w).collect();
         combine(&views, &weights, task)
     }

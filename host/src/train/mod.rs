@@ -2,11 +2,13 @@
 
 mod backend;
 mod checkpoint;
+mod combiner;
 mod ensemble;
 mod metrics;
 
 pub use backend::{Backend, NoGpu, Selected, cores, threads_per_trainer, use_threads};
 pub use checkpoint::{CHECKPOINT_VERSION, Checkpoint, CheckpointError, CheckpointMeta};
+pub use combiner::{LearnedCombiner, learn_combiner};
 pub use ensemble::{
     Combine, ENSEMBLE_FILE, EnsembleFile, Member, Predictor, add_outputs, combine, learn_weights, to_probabilities,
 };

@@ -546,6 +546,9 @@ pub enum EnsembleMethod {
     NonAdaptive,
     /// In trial order, the best trial of every `every` joins when it helps.
     Adaptive,
+    /// The `top_k` best trials under a dense layer over their log-probabilities (values),
+    /// trained on the training split (Model Search's WEIGHTED combiner).
+    Learned,
 }
 
 /// One node of the DAG. Fields other than `kind` and `needs` apply to some kinds only.

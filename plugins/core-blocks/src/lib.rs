@@ -1,6 +1,7 @@
 //! The default block pack: Model Search's block families (convolutions, pooling, ResNet,
-//! Inception, dense variants, recurrent layers) plus Transformer encoder layers, NASNet-A
-//! style cells and a small ResNet as a whole-network block. 1-D and 2-D where it makes sense.
+//! Inception, flattening, dense variants, SVDF and recurrent layers) plus Transformer
+//! encoder layers, NASNet-A style cells and a small ResNet as a whole-network block. 1-D
+//! and 2-D where it makes sense.
 
 use msh_plugin_sdk::*;
 
@@ -21,6 +22,30 @@ fn info(name: &str, description: &str, params: Vec<ParamSpec>, ranks: &[u8]) -> 
 }
 
 const FIXED_DENSE: [i64; 5] = [64, 128, 256, 512, 1024];
+
+fn skip_spec() -> ParamSpec {
+    spec(
+        "skip",
+        "add the input to the output (through a projection when the widths differ)",
+        ParamKind::Flag,
+        Value::Flag(false),
+    )
+}
+
+fn sequences_spec(keep: &str) -> ParamSpec {
+    spec("return_sequences", &format!("keep every step (else {keep})"), ParamKind::Flag, Value::Flag(true))
+}
+
+/// SVDF's parameters; `units` spans `units` (Model Search's named variants span 32..1024,
+/// its tunable one 50..100).
+fn svdf_specs(units: (i64, i64, i64)) -> Vec<ParamSpec> {
+    vec![
+        int_spec("units", "output features per step", units.0, units.1, units.2),
+        int_spec("memory", "steps each unit's time filter sees (the current one included)", 2, 32, 8),
+        int_spec("rank", "feature filters per unit", 1, 3, 1),
+        int_spec("projection", "a per-step dense projection to this width (0: none)", 0, 128, 0),
+    ]
+}
 
 fn catalogue() -> Vec<BlockInfo> {
     let kernel = || int_spec("kernel", "kernel size", 1, 7, 3);
@@ -50,6 +75,21 @@ fn catalogue() -> Vec<BlockInfo> {
             vec![int_spec("dilation", "spacing of kernel taps", 2, 4, 2), kernel()],
             CONV_RANKS,
         ),
+        info(
+            "asymmetric_conv",
+            "convolution with a 1-wide kernel along one axis (3x1 ... 7x1, 1x3 ... 1x7) keeping the \
+             channels, batch norm, relu",
+            vec![
+                int_spec("length", "kernel length along `axis`", 2, 7, 3),
+                spec(
+                    "axis",
+                    "the axis the kernel spans",
+                    ParamKind::Choice(vec!["height".into(), "width".into()]),
+                    Value::Text("height".into()),
+                ),
+            ],
+            &[3],
+        ),
         info("avg_pool", "average pooling", vec![int_spec("size", "window and stride", 2, 4, 2)], CONV_RANKS),
         info("max_pool", "max pooling", vec![int_spec("size", "window and stride", 2, 4, 2)], CONV_RANKS),
         info(
@@ -71,6 +111,19 @@ fn catalogue() -> Vec<BlockInfo> {
             CONV_RANKS,
         ),
         info("flatten", "flattens to [features]", vec![], &[1, 2, 3]),
+        info(
+            "downsample_flatten",
+            "stride-2 convolutions doubling the channels (at most 1000), leaky relu, until one \
+             position is left, then flatten",
+            vec![],
+            CONV_RANKS,
+        ),
+        info(
+            "plate_reduction_flatten",
+            "the mean of each channel over positions; features pass through",
+            vec![],
+            &[1, 2, 3],
+        ),
         info("global_pool", "global average pooling to [channels]", vec![], CONV_RANKS),
         info(
             "dense",
@@ -93,8 +146,9 @@ fn catalogue() -> Vec<BlockInfo> {
                 int_spec("units", "output features", 8, 2048, 128),
                 spec(
                     "mode",
-                    "how the input rejoins",
-                    ParamKind::Choice(vec!["project".into(), "concat".into()]),
+                    "how the input rejoins: projected and added, concatenated, or cropped or \
+                     zero-padded to the width and added (force_match)",
+                    ParamKind::Choice(vec!["project".into(), "concat".into(), "force_match".into()]),
                     Value::Text("project".into()),
                 ),
             ],
@@ -114,41 +168,80 @@ fn catalogue() -> Vec<BlockInfo> {
         ),
         info(
             "low_rank_dense",
-            "fully connected layer factored through a low rank",
-            vec![int_spec("rank", "inner rank", 2, 128, 16), int_spec("units", "output features", 8, 2048, 128)],
+            "fully connected layer factored through a low rank; with skip, back to the input's \
+             width and added to it",
+            vec![
+                int_spec("rank", "inner rank", 1, 128, 16),
+                int_spec("units", "output features (without skip)", 8, 2048, 128),
+                spec("skip", "keep the input's width and add the input", ParamKind::Flag, Value::Flag(false)),
+            ],
             &[1, 2, 3],
         ),
         info(
             "bottleneck",
-            "dense squeeze to a bottleneck and back, added to the input",
-            vec![int_spec("bottleneck", "inner width", 8, 256, 32)],
+            "dense squeeze to a bottleneck and back to the input's width, added to the input \
+             unless skip is off",
+            vec![
+                int_spec("bottleneck", "inner width", 8, 256, 32),
+                spec("skip", "add the input", ParamKind::Flag, Value::Flag(true)),
+            ],
             &[1, 2, 3],
         ),
         info("identity", "passes the input through", vec![], &[1, 2, 3]),
         info(
             "lstm",
             "LSTM over [features, steps]",
-            vec![
-                int_spec("hidden", "hidden units", 4, 512, 64),
-                spec("return_sequences", "keep every step (else the last)", ParamKind::Flag, Value::Flag(true)),
-            ],
+            vec![int_spec("hidden", "hidden units", 4, 1024, 64), sequences_spec("the last"), skip_spec()],
             &[2],
         ),
         info(
             "bilstm",
             "bidirectional LSTM over [features, steps]",
             vec![
-                int_spec("hidden", "hidden units per direction", 4, 512, 64),
-                spec("return_sequences", "keep every step (else the final states)", ParamKind::Flag, Value::Flag(true)),
+                int_spec("hidden", "hidden units per direction", 4, 1024, 64),
+                sequences_spec("the final states"),
+                skip_spec(),
             ],
             &[2],
         ),
         info(
             "gru",
             "GRU over [features, steps]",
+            vec![int_spec("hidden", "hidden units", 4, 1024, 64), sequences_spec("the last"), skip_spec()],
+            &[2],
+        ),
+        info(
+            "rnn",
+            "plain tanh recurrent layer over [features, steps]",
+            vec![int_spec("hidden", "hidden units", 4, 1024, 64), sequences_spec("the last"), skip_spec()],
+            &[2],
+        ),
+        info(
+            "svdf",
+            "SVDF over [features, steps]: rank-limited feature filters, a causal time filter of \
+             `memory` steps per unit, relu",
+            svdf_specs((32, 1024, 64)),
+            &[2],
+        ),
+        info(
+            "tunable_svdf",
+            "SVDF with Model Search's tunable ranges (50..100 units)",
+            svdf_specs((50, 100, 64)),
+            &[2],
+        ),
+        info(
+            "recurrent_dense",
+            "the same dense layer applied at every step of [features, steps], no activation",
+            vec![int_spec("units", "output features per step", 8, 1024, 128), skip_spec()],
+            &[2],
+        ),
+        info(
+            "sequence_conv",
+            "convolution over the steps of [features, steps], relu when the kernel spans steps",
             vec![
-                int_spec("hidden", "hidden units", 4, 512, 64),
-                spec("return_sequences", "keep every step (else the last)", ParamKind::Flag, Value::Flag(true)),
+                int_spec("filters", "output features", 8, 512, 128),
+                int_spec("kernel", "steps", 1, 7, 3),
+                skip_spec(),
             ],
             &[2],
         ),
@@ -219,6 +312,19 @@ impl Net {
         self.g.op("relu", vec![])
     }
 
+    /// Adds the block input `input` (`in_width` features or channels) to `out` (`out_width`),
+    /// through a projection (dense, or a per-step 1x1 convolution) when they differ.
+    fn skip(&mut self, input: u32, out: u32, in_width: i64, out_width: i64) -> u32 {
+        let skip = if in_width == out_width {
+            input
+        } else if self.rank == 1 {
+            self.g.op_from("dense", vec![int("units", out_width)], &[input])
+        } else {
+            self.conv(input, out_width, 1, 1, 1)
+        };
+        self.g.op_from("add", vec![], &[out, skip])
+    }
+
     fn flatten_if_needed(&mut self) {
         if self.rank > 1 {
             self.g.op("flatten", vec![]);
@@ -250,6 +356,7 @@ fn build(name: &str, shape: &[u32], params: &[Param]) -> Result<BlockGraph, Stri
         }
     }
     let channels = shape[0] as i64;
+    let features: i64 = shape.iter().map(|&d| d as i64).product();
     let mut n = Net { g: GraphBuilder::new(name), rank: shape.len() };
     let kernel = params.int("kernel", 3);
     match name {
@@ -267,6 +374,34 @@ fn build(name: &str, shape: &[u32], params: &[Param]) -> Result<BlockGraph, Stri
         }
         "dilated_conv" => {
             n.conv_bn_relu(0, channels, kernel, 1, params.int("dilation", 2));
+        }
+        "asymmetric_conv" => {
+            let length = params.int("length", 3);
+            let kernel = match params.text("axis", "height").as_str() {
+                "height" => [length, 1],
+                "width" => [1, length],
+                other => return Err(format!("block `asymmetric_conv`: axis `{other}` is not height or width")),
+            };
+            n.g.op("conv2d", vec![int("filters", channels), ints("kernel", &kernel)]);
+            n.g.op("batch_norm", vec![]);
+            n.g.op("relu", vec![]);
+        }
+        "downsample_flatten" => {
+            let (mut channels, mut spatial) = (channels, shape[1..].iter().map(|&d| d as i64).collect::<Vec<_>>());
+            while spatial.iter().any(|&d| d > 1) {
+                channels = (channels * 2).min(1000);
+                // A kernel of 2 along every axis still longer than 1; stride 2 halves them.
+                let kernel: Vec<i64> = spatial.iter().map(|&d| d.min(2)).collect();
+                let op = if n.rank == 2 { "conv1d" } else { "conv2d" };
+                let size = if n.rank == 2 { int("kernel", kernel[0]) } else { ints("kernel", &kernel) };
+                n.g.op(op, vec![int("filters", channels), size, int("stride", 2), text("padding", "valid")]);
+                n.g.op("leaky_relu", vec![]);
+                spatial = spatial.iter().zip(&kernel).map(|(&d, &k)| (d - k) / 2 + 1).collect();
+            }
+            n.g.op("flatten", vec![]);
+        }
+        "plate_reduction_flatten" => {
+            n.g.op(if n.rank == 1 { "identity" } else { "global_avg_pool" }, vec![]);
         }
         "avg_pool" | "max_pool" => {
             n.g.op(name, vec![int("size", params.int("size", 2))]);
@@ -322,7 +457,15 @@ fn build(name: &str, shape: &[u32], params: &[Param]) -> Result<BlockGraph, Stri
                 "concat" => {
                     n.g.op_from("concat", vec![], &[input, hidden]);
                 }
-                other => return Err(format!("block `dense_residual`: mode `{other}` is not project or concat")),
+                "force_match" => {
+                    let matched = n.g.op_from("match_features", vec![int("units", units)], &[input]);
+                    n.g.op_from("add", vec![], &[hidden, matched]);
+                }
+                other => {
+                    return Err(format!(
+                        "block `dense_residual`: mode `{other}` is not project, concat or force_match"
+                    ));
+                }
             }
         }
         "dense_bn" => {
@@ -341,32 +484,82 @@ fn build(name: &str, shape: &[u32], params: &[Param]) -> Result<BlockGraph, Stri
         }
         "low_rank_dense" => {
             n.flatten_if_needed();
+            let input = n.g.last();
+            let skip = params.flag("skip", false);
+            let units = if skip { features } else { params.int("units", 128) };
             n.g.op("dense", vec![int("units", params.int("rank", 16)), flag("bias", false)]);
-            n.g.op("dense", vec![int("units", params.int("units", 128))]);
-            n.g.op("relu", vec![]);
+            n.g.op("dense", vec![int("units", units)]);
+            let out = n.g.op("relu", vec![]);
+            if skip {
+                n.g.op_from("add", vec![], &[input, out]);
+            }
         }
         "bottleneck" => {
             n.flatten_if_needed();
             let input = n.g.last();
-            let features: i64 = shape.iter().map(|&d| d as i64).product();
             n.g.op("dense", vec![int("units", params.int("bottleneck", 32))]);
             n.g.op("relu", vec![]);
             let back = n.g.op("dense", vec![int("units", features)]);
-            n.g.op_from("add", vec![], &[input, back]);
+            if params.flag("skip", true) {
+                n.g.op_from("add", vec![], &[input, back]);
+            }
         }
         "identity" => {
             n.g.op("identity", vec![]);
         }
-        "lstm" | "bilstm" | "gru" => {
-            let op = if name == "gru" { "gru" } else { "lstm" };
-            n.g.op(
+        "lstm" | "bilstm" | "gru" | "rnn" => {
+            let op = if name == "bilstm" { "lstm" } else { name };
+            let hidden = params.int("hidden", 64);
+            let sequences = params.flag("return_sequences", true);
+            let out = n.g.op(
                 op,
                 vec![
-                    int("hidden", params.int("hidden", 64)),
+                    int("hidden", hidden),
                     flag("bidirectional", name == "bilstm"),
-                    flag("return_sequences", params.flag("return_sequences", true)),
+                    flag("return_sequences", sequences),
                 ],
             );
+            if params.flag("skip", false) {
+                if !sequences {
+                    return Err(format!("block `{name}`: `skip` needs `return_sequences`"));
+                }
+                let width = if name == "bilstm" { 2 * hidden } else { hidden };
+                n.skip(0, out, channels, width);
+            }
+        }
+        "svdf" | "tunable_svdf" => {
+            let (units, rank) = (params.int("units", 64), params.int("rank", 1));
+            // The feature filters, then one grouped causal convolution: each unit's `rank`
+            // filters, each filtered over `memory` steps, summed with the unit's bias.
+            n.conv(0, units * rank, 1, 1, 1);
+            let memory = params.int("memory", 8);
+            n.g.op(
+                "conv1d",
+                vec![int("filters", units), int("kernel", memory), int("groups", units), text("padding", "causal")],
+            );
+            n.g.op("relu", vec![]);
+            let projection = params.int("projection", 0);
+            if projection > 0 {
+                n.conv(n.g.last(), projection, 1, 1, 1);
+            }
+        }
+        "recurrent_dense" => {
+            let units = params.int("units", 128);
+            let out = n.conv(0, units, 1, 1, 1);
+            if params.flag("skip", false) {
+                n.skip(0, out, channels, units);
+            }
+        }
+        "sequence_conv" => {
+            let filters = params.int("filters", 128);
+            let kernel = params.int("kernel", 3);
+            let mut out = n.conv(0, filters, kernel, 1, 1);
+            if kernel > 1 {
+                out = n.g.op("relu", vec![]);
+            }
+            if params.flag("skip", false) {
+                n.skip(0, out, channels, filters);
+            }
         }
         "transformer_encoder" => {
             let heads = params.int("heads", 4);

@@ -1,0 +1,104 @@
+//! The plain recurrent layer (`rnn` op): `h_t = tanh(W x_t + b + U h_{t-1} + c)`, the input
+//! transform of every step taken in one matmul and one small matmul per step.
+
+use burn::nn::{Linear, LinearConfig};
+use burn::prelude::*;
+use burn::tensor::activation::tanh;
+
+#[derive(Config, Debug)]
+pub struct RnnConfig {
+    pub d_input: usize,
+    pub d_hidden: usize,
+}
+
+impl RnnConfig {
+    pub fn init(&self, device: &Device) -> Rnn {
+        Rnn {
+            input: LinearConfig::new(self.d_input, self.d_hidden).init(device),
+            hidden: LinearConfig::new(self.d_hidden, self.d_hidden).init(device),
+        }
+    }
+}
+
+/// One direction: the input and the hidden transforms, each with a bias (as burn's LSTM
+/// and GRU gates hold them, so parameter counts follow one rule).
+#[derive(Module, Debug)]
+pub struct Rnn {
+    pub input: Linear,
+    pub hidden: Linear,
+}
+
+/// Both directions; outputs are concatenated forward then reverse.
+#[derive(Module, Debug)]
+pub struct BiRnn {
+    pub forward: Rnn,
+    pub reverse: Rnn,
+}
+
+impl Rnn {
+    /// Runs over `x` (`[B, T, C]`) from zero state, from the last step to the first when
+    /// `reverse`. Returns every step's state (`[B, T, H]`, in input order) and the last one
+    /// computed (`[B, H]`).
+    pub fn forward(&self, x: Tensor<3>, reverse: bool) -> (Tensor<3>, Tensor<2>) {
+        let [batch, steps, _] = x.dims();
+        let hidden = self.hidden.weight.dims()[0];
+        let projected = self.input.forward(x);
+        let mut h = Tensor::<2>::zeros([batch, hidden], &projected.device());
+        let mut outputs: Vec<Option<Tensor<2>>> = vec![None; steps];
+        let order: Box<dyn Iterator<Item = usize>> =
+            if reverse { Box::new((0..steps).rev()) } else { Box::new(0..steps) };
+        for t in order {
+            let step = projected.clone().narrow(1, t, 1).reshape([batch, hidden]);
+            h = tanh(step + self.hidden.forward(h));
+            outputs[t] = Some(h.clone());
+        }
+        let outputs: Vec<Tensor<2>> = outputs.into_iter().map(|o| o.expect("every step ran")).collect();
+        (Tensor::stack(outputs, 1), h)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::prelude::*;
+
+    use super::*;
+    use crate::model::testing::{assert_close, input, values};
+
+    /// The recurrence written out with plain numbers for one sample.
+    fn reference(m: &Rnn, x: &[f32], steps: usize, channels: usize, reverse: bool) -> Vec<f32> {
+        let w = values(m.input.weight.val());
+        let b = values(m.input.bias.as_ref().unwrap().val());
+        let u = values(m.hidden.weight.val());
+        let c = values(m.hidden.bias.as_ref().unwrap().val());
+        let hidden = b.len();
+        let mut h = vec![0f32; hidden];
+        let mut out = vec![0f32; steps * hidden];
+        let order: Vec<usize> = if reverse { (0..steps).rev().collect() } else { (0..steps).collect() };
+        for t in order {
+            let next: Vec<f32> = (0..hidden)
+                .map(|j| {
+                    let from_x: f32 = (0..channels).map(|i| x[t * channels + i] * w[i * hidden + j]).sum();
+                    let from_h: f32 = (0..hidden).map(|i| h[i] * u[i * hidden + j]).sum();
+                    (from_x + b[j] + from_h + c[j]).tanh()
+                })
+                .collect();
+            out[t * hidden..(t + 1) * hidden].copy_from_slice(&next);
+            h = next;
+        }
+        out
+    }
+
+    #[test]
+    fn rnn_matches_the_recurrence_written_out() {
+        let device = Device::flex();
+        let m = RnnConfig::new(3, 4).init(&device);
+        for reverse in [false, true] {
+            let x = input([1, 5, 3], &device);
+            let (seq, last) = m.forward(x.clone(), reverse);
+            let expected = reference(&m, &values(x), 5, 3, reverse);
+            assert_close(values(seq), expected.clone(), &format!("rnn reverse {reverse}"));
+            let at = if reverse { 0 } else { 4 };
+            assert_close(values(last), expected[at * 4..(at + 1) * 4].to_vec(), "last state");
+        }
+    }
+}

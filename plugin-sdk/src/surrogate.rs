@@ -1,0 +1,186 @@
+//! Helpers for searchers that fit a model of the objective (a surrogate) and propose the
+//! unseen candidate it predicts best: architectures as one-hot blocks by depth, candidate
+//! pools, and the training rows a model learns from.
+
+use crate::search::*;
+use crate::{BlockRef, Proposal, Rng, SearchSpace, Trial};
+
+/// Block names by depth as one-hot features: feature `d * (blocks + 1) + b` is set when
+/// the space's block `b` sits at depth `d`; `b = blocks` marks a depth the architecture
+/// does not reach (Model Search's EMPTY_BLOCK, aligned at the head).
+#[derive(Debug, Clone)]
+pub struct PositionEncoding {
+    names: Vec<String>,
+    depth: usize,
+}
+
+impl PositionEncoding {
+    pub fn new(space: &SearchSpace) -> Self {
+        Self { names: space.blocks.iter().map(|b| b.name.clone()).collect(), depth: depth_bounds(space).1 }
+    }
+
+    /// Columns per depth: the blocks and "empty".
+    pub fn width(&self) -> usize {
+        self.names.len() + 1
+    }
+
+    pub fn depth(&self) -> usize {
+        self.depth
+    }
+
+    /// How many features there are.
+    pub fn len(&self) -> usize {
+        self.depth * self.width()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The column of block `name` (`None` for a block outside the space).
+    pub fn column(&self, name: &str) -> Option<usize> {
+        self.names.iter().position(|n| n == name)
+    }
+
+    /// The set features of `architecture`, one per depth; blocks outside the space and
+    /// depths beyond the space's maximum are left out.
+    pub fn features(&self, architecture: &[BlockRef]) -> Vec<usize> {
+        (0..self.depth)
+            .filter_map(|d| match architecture.get(d) {
+                Some(block) => self.column(&block.name).map(|b| d * self.width() + b),
+                None => Some(d * self.width() + self.names.len()),
+            })
+            .collect()
+    }
+
+    /// The block name of a column (`None` for "empty").
+    pub fn name(&self, column: usize) -> Option<&str> {
+        self.names.get(column).map(String::as_str)
+    }
+}
+
+/// The hyper-parameters of `base` with each value redrawn with probability `p / n` (`n`
+/// ranges), and any missing one drawn; random ones without a base.
+pub fn mutated_hparams(
+    space: &SearchSpace,
+    base: Option<&[(String, f64)]>,
+    p: f64,
+    rng: &mut Rng,
+) -> Vec<(String, f64)> {
+    let Some(base) = base else { return sample_hparams(space, rng) };
+    let mut hparams = base.to_vec();
+    let n = space.hparams.len().max(1) as f64;
+    for range in &space.hparams {
+        let missing = !hparams.iter().any(|(name, _)| *name == range.name);
+        if missing || rng.chance(p / n) {
+            set_hparam(&mut hparams, &range.name, sample_hparam(range, rng));
+        }
+    }
+    hparams
+}
+
+/// A candidate proposal for a surrogate to rank.
+pub type Candidate = (Vec<BlockRef>, Vec<(String, f64)>, Option<u64>);
+
+/// Candidates around `best` (every unseen neighbour, with its hyper-parameters or one
+/// hyper-parameter step) and `draws` random ones (depths over the space's range, each block
+/// parameter drawn with probability `param_p`, hyper-parameters from `best` mutated with
+/// probability `hparam_p`), none of them seen, in random order (so that the first of equals
+/// is a random one).
+pub fn candidate_pool(
+    space: &SearchSpace,
+    seen: &Seen,
+    best: Option<&Trial>,
+    draws: usize,
+    (param_p, hparam_p): (f64, f64),
+    rng: &mut Rng,
+) -> Vec<Candidate> {
+    let mut pool: Vec<Candidate> = Vec::new();
+    let mut keys = std::collections::HashSet::new();
+    let mut push = |architecture: Vec<BlockRef>, hparams: Vec<(String, f64)>, parent: Option<u64>| {
+        if !seen.contains(&architecture, &hparams) && keys.insert(trial_key(&architecture, &hparams)) {
+            pool.push((architecture, hparams, parent));
+        }
+    };
+    if let Some(best) = best {
+        for architecture in neighbours(space, &best.architecture) {
+            push(architecture, best.hparams.clone(), Some(best.id));
+        }
+        for hparams in hparam_neighbours(space, &best.hparams) {
+            push(best.architecture.clone(), hparams, Some(best.id));
+        }
+    }
+    let (min_depth, max_depth) = depth_bounds(space);
+    for _ in 0..draws {
+        let depth = rng.range(min_depth as i64, max_depth as i64) as usize;
+        let architecture: Vec<BlockRef> = random_architecture(space, depth, rng)
+            .into_iter()
+            .map(|b| random_params(space, &b.name, param_p, rng))
+            .collect();
+        if !fits(space, &architecture) {
+            continue;
+        }
+        let hparams = mutated_hparams(space, best.map(|b| b.hparams.as_slice()), hparam_p, rng);
+        push(architecture, hparams, None);
+    }
+    rng.shuffle(&mut pool);
+    pool
+}
+
+/// The candidate `predict` rates lowest (the first of equals), as a proposal.
+pub fn best_predicted(pool: Vec<Candidate>, predict: impl Fn(&[BlockRef]) -> f64) -> Option<Proposal> {
+    let mut best: Option<(f64, Candidate)> = None;
+    for candidate in pool {
+        let predicted = predict(&candidate.0);
+        if best.as_ref().is_none_or(|(b, _)| predicted < *b) {
+            best = Some((predicted, candidate));
+        }
+    }
+    best.map(|(_, (architecture, hparams, parent))| Proposal { architecture, hparams, parent, teacher: None })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{SpaceBlock, TrialKind, TrialStatus};
+
+    fn space() -> SearchSpace {
+        let block =
+            |name: &str| SpaceBlock { name: name.into(), description: String::new(), ranks: vec![], params: vec![] };
+        SearchSpace { blocks: vec![block("a"), block("b")], input_rank: 0, min_depth: 1, max_depth: 3, hparams: vec![] }
+    }
+
+    #[test]
+    fn positions_are_one_hot_with_empty_depths() {
+        let encoding = PositionEncoding::new(&space());
+        assert_eq!(encoding.len(), 9);
+        assert_eq!(encoding.features(&[block_ref("b"), block_ref("a")]), vec![1, 3, 8]);
+    }
+
+    #[test]
+    fn the_pool_holds_no_seen_trial_and_the_best_predicted_wins() {
+        let space = space();
+        let mut seen = Seen::default();
+        seen.insert(&[block_ref("a")], &[]);
+        let best = Trial {
+            id: 4,
+            architecture: vec![block_ref("a")],
+            hparams: vec![],
+            status: TrialStatus::Completed,
+            kind: TrialKind::Single,
+            objective: Some(1.0),
+            accuracy: None,
+            parameters: 1,
+            parent: None,
+            inherited: 0,
+            epochs: 1,
+            error: None,
+        };
+        let mut rng = Rng::new(1);
+        let pool = candidate_pool(&space, &seen, Some(&best), 50, (0.0, 0.0), &mut rng);
+        assert!(pool.iter().all(|(a, h, _)| !seen.contains(a, h)));
+        // Predicted: the number of `b` blocks, fewest best; `a,a` and `a,a,a` tie at 0.
+        let pick = best_predicted(pool, |a| a.iter().filter(|b| b.name == "b").count() as f64).unwrap();
+        assert!(pick.architecture.iter().all(|b| b.name == "a"), "{pick:?}");
+    }
+}
