@@ -10,6 +10,7 @@ pub mod fuzz;
 pub mod graph;
 pub mod model;
 pub mod plugin;
+pub mod report;
 pub mod store;
 pub mod train;
 pub mod workflow;

@@ -8,11 +8,11 @@ use clap::Args;
 use msh::data::{self, DataSpec, LabelColumn, Source};
 use msh::engine::{best_trial, export_trial, pareto_front};
 use msh::model::Task;
-use msh::store::{StageState, Store, TrialRecord, TrialStatus};
+use msh::store::{StageRecord, StageState, Store, TrialRecord, TrialStatus};
 use msh::train::{self, Backend, Predictor};
 use serde_json::json;
 
-fn open(run: &Path) -> anyhow::Result<Store> {
+pub(super) fn open(run: &Path) -> anyhow::Result<Store> {
     if !Store::exists(run) {
         bail!(
             "{} is not a run directory (no store/data.mdb); start one with `msh run WORKFLOW --run-dir {}`",
@@ -31,10 +31,37 @@ pub struct StatusArgs {
     events: usize,
     #[arg(long)]
     json: bool,
+    /// Redraw the status until the run ends.
+    #[arg(long, conflicts_with = "json")]
+    watch: bool,
+    /// Seconds between redraws with --watch.
+    #[arg(long, default_value_t = 2.0, requires = "watch")]
+    interval: f64,
 }
 
 pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let store = open(&args.run)?;
+    if !args.watch {
+        show_status(&args, &store)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !(args.interval.is_finite() && args.interval > 0.0) {
+        bail!("--interval must be a positive number of seconds, got {}", args.interval);
+    }
+    loop {
+        // Home and clear: each frame replaces the last.
+        print!("\x1b[H\x1b[2J");
+        if store.run_meta()?.is_none() {
+            println!("{}: waiting for the run to start", args.run.display());
+        } else if show_status(&args, &store)? {
+            return Ok(ExitCode::SUCCESS);
+        }
+        std::thread::sleep(std::time::Duration::from_secs_f64(args.interval));
+    }
+}
+
+/// Prints the status once; returns whether every stage has ended (done or failed).
+fn show_status(args: &StatusArgs, store: &Store) -> anyhow::Result<bool> {
     let meta = store.run_meta()?.with_context(|| format!("{}: the store has no run record", args.run.display()))?;
     let workflow: Option<msh::workflow::Workflow> = serde_yaml_ng::from_str(&meta.workflow_text).ok();
     let stages = store.stages()?;
@@ -49,7 +76,8 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         TrialStatus::Pending,
     ]
     .map(|s| (s.name(), count(s)));
-    let best = best_trial(&store, None)?;
+    let best = best_trial(store, None)?;
+    let ended = !stages.is_empty() && stages.iter().all(StageRecord::ended);
     // ETA: trials left in running search stages, at the mean trial time, spread over the trainers.
     let finished: Vec<&TrialRecord> = trials.iter().filter(|t| t.status.is_finished()).collect();
     let mean = finished.iter().map(|t| t.train_seconds).sum::<f64>() / finished.len().max(1) as f64;
@@ -78,7 +106,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             "eta_seconds": eta,
         });
         println!("{}", serde_json::to_string_pretty(&value)?);
-        return Ok(ExitCode::SUCCESS);
+        return Ok(ended);
     }
     println!("run        {} ({}), workflow {}", meta.workflow_name, args.run.display(), meta.workflow_path.display());
     for s in &stages {
@@ -116,7 +144,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         let trial = event.trial.map(|t| format!("trial {t}: ")).unwrap_or_default();
         println!("event      +{:.1}s {stage}{trial}{}", event.time - meta.created, event.message);
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(ended)
 }
 
 fn describe(t: &TrialRecord) -> String {

@@ -11,6 +11,7 @@ mod pack;
 mod progress;
 mod run;
 mod train;
+mod ui;
 
 use std::process::ExitCode;
 
@@ -37,6 +38,10 @@ enum Command {
     Best(inspect::BestArgs),
     /// Predict with a run's best model or a saved model directory.
     Predict(inspect::PredictArgs),
+    /// Write a run as one self-contained HTML page of plots (RUN/report.html by default).
+    Report(ui::ReportArgs),
+    /// Serve a live dashboard of a run on localhost.
+    Ui(ui::UiArgs),
     /// Train one architecture and report validation and test metrics.
     Train(train::TrainArgs),
     /// Blocks offered by block packs.
@@ -67,6 +72,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Trials(args) => inspect::trials(args),
         Command::Best(args) => inspect::best(args),
         Command::Predict(args) => inspect::predict(args),
+        Command::Report(args) => ui::write_report(args),
+        Command::Ui(args) => ui::serve(args),
         Command::Train(args) => train::run(args),
         Command::Blocks(cmd) => blocks::run_blocks(cmd),
         Command::Data(cmd) => data::run(cmd),

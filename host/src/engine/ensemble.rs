@@ -272,6 +272,7 @@ pub fn run_ensemble(run: &Run, name: &str, source: &str) -> Result<String, Engin
         error: None,
         latency_ms: None,
         losses: Vec::new(),
+        worker: None,
         ..built.best_member.clone()
     };
     built.describe_in(&mut record, relative);

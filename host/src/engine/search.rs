@@ -260,7 +260,8 @@ impl Search<'_> {
         let mut done: Option<TrialRecord> = None;
         loop {
             let recorded = done.take();
-            let claimed = self.claim(recorded.as_ref()).inspect_err(|_| self.abort.store(true, Ordering::Relaxed))?;
+            let claimed =
+                self.claim(recorded.as_ref(), trainer).inspect_err(|_| self.abort.store(true, Ordering::Relaxed))?;
             if let Some(trial) = recorded {
                 (self.run.report)(EngineEvent::TrialFinished {
                     stage: self.name.into(),
@@ -319,7 +320,7 @@ impl Search<'_> {
 
     /// The next trial for a free trainer, marked running, and the seconds the searcher
     /// took to propose it; `None` when the stage is spent.
-    fn claim(&self, finished: Option<&TrialRecord>) -> Result<Option<(TrialRecord, f64)>, EngineError> {
+    fn claim(&self, finished: Option<&TrialRecord>, trainer: usize) -> Result<Option<(TrialRecord, f64)>, EngineError> {
         let mut history = self.history.lock().expect("no panics while proposing");
         let run = self.run;
         // A searcher failure still commits the finished trial: it is returned inside `Ok`.
@@ -373,6 +374,7 @@ impl Search<'_> {
             };
             trial.status = TrialStatus::Running;
             trial.owner = Some(run.owner);
+            trial.worker = Some(format!("pid {} trainer {trainer}", run.owner.pid));
             trial.attempts += 1;
             trial.started = Some(store::now());
             stage.running += 1;

@@ -80,6 +80,11 @@ impl StageRecord {
             message: None,
         }
     }
+
+    /// Done or failed: nothing more will happen in the stage.
+    pub fn ended(&self) -> bool {
+        matches!(self.state, StageState::Done | StageState::Failed)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -177,6 +182,9 @@ pub struct TrialRecord {
     /// The validation loss of every epoch trained, in order.
     #[serde(default)]
     pub losses: Vec<f64>,
+    /// The trainer that last ran it (`pid P trainer T`), for the report's timeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
 }
 
 impl TrialRecord {
@@ -208,6 +216,7 @@ impl TrialRecord {
             members: Vec::new(),
             latency_ms: None,
             losses: Vec::new(),
+            worker: None,
         }
     }
 

@@ -1,0 +1,151 @@
+//! `msh report` writes a run as one HTML file; `msh ui` serves the same page on localhost,
+//! redrawn as trials finish (the page long-polls `/api/wait`), with trial details. Both
+//! only read the store, so they can follow a run that `msh run` is writing.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use axum::Router;
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Json, Response};
+use axum::routing::get;
+use clap::Args;
+use msh::report::{self, Snapshot};
+use msh::store::Store;
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    run: PathBuf,
+    /// Where to write the page (default: RUN/report.html).
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+}
+
+fn snapshot(store: &Store, run: &Path) -> anyhow::Result<Snapshot> {
+    Snapshot::read(store)?.with_context(|| format!("{}: the store has no run record yet", run.display()))
+}
+
+pub fn write_report(args: ReportArgs) -> anyhow::Result<ExitCode> {
+    let store = super::inspect::open(&args.run)?;
+    let page = report::document(&snapshot(&store, &args.run)?, false);
+    let output = args.output.unwrap_or_else(|| args.run.join("report.html"));
+    std::fs::write(&output, page).with_context(|| format!("cannot write {}", output.display()))?;
+    println!("{}", output.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+pub struct UiArgs {
+    run: PathBuf,
+    /// The port on 127.0.0.1 (0: any free one).
+    #[arg(long, default_value_t = 8321)]
+    port: u16,
+}
+
+struct Served {
+    store: Store,
+    run: PathBuf,
+}
+
+type Shared = Arc<Served>;
+
+/// An error page for a request that failed (the store could not be read).
+fn failure(e: anyhow::Error) -> Response {
+    (StatusCode::INTERNAL_SERVER_ERROR, format!("msh ui: {e:#}")).into_response()
+}
+
+impl Served {
+    fn snapshot(&self) -> anyhow::Result<Snapshot> {
+        snapshot(&self.store, &self.run)
+    }
+}
+
+async fn page(State(served): State<Shared>) -> Response {
+    match served.snapshot() {
+        Ok(s) => Html(report::document(&s, true)).into_response(),
+        Err(e) => failure(e),
+    }
+}
+
+async fn fragment(State(served): State<Shared>) -> Response {
+    match served.snapshot() {
+        Ok(s) => Html(report::body(&s)).into_response(),
+        Err(e) => failure(e),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Since {
+    finished: usize,
+}
+
+/// Answers when the count of finished trials differs from `finished` or the run has
+/// ended, and otherwise after 25 seconds.
+async fn wait(State(served): State<Shared>, Query(since): Query<Since>) -> Response {
+    let deadline = Instant::now() + Duration::from_secs(25);
+    loop {
+        let (finished, ended) = match served.snapshot() {
+            Ok(s) => (s.finished(), s.ended()),
+            Err(e) => return failure(e),
+        };
+        if finished != since.finished || ended || Instant::now() >= deadline {
+            return Json(serde_json::json!({ "finished": finished, "ended": ended })).into_response();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn trial(State(served): State<Shared>, UrlPath(id): UrlPath<u64>) -> Response {
+    match served.snapshot() {
+        Ok(s) => match report::trial_detail(&s, id) {
+            Some(html) => Html(html).into_response(),
+            None => (StatusCode::NOT_FOUND, format!("the run has no trial {id}")).into_response(),
+        },
+        Err(e) => failure(e),
+    }
+}
+
+async fn trials_json(State(served): State<Shared>) -> Response {
+    match served.snapshot() {
+        Ok(s) => Json(s.trials).into_response(),
+        Err(e) => failure(e),
+    }
+}
+
+pub fn serve(args: UiArgs) -> anyhow::Result<ExitCode> {
+    let store = super::inspect::open(&args.run)?;
+    snapshot(&store, &args.run)?;
+    let served: Shared = Arc::new(Served { store, run: args.run.clone() });
+    let app = Router::new()
+        .route("/", get(page))
+        .route("/fragment", get(fragment))
+        .route("/api/wait", get(wait))
+        .route("/api/trials", get(trials_json))
+        .route("/trial/{id}", get(trial))
+        .with_state(served);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(async move {
+        let address = SocketAddr::from((Ipv4Addr::LOCALHOST, args.port));
+        let listener = match tokio::net::TcpListener::bind(address).await {
+            Ok(listener) => listener,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                bail!("{address} is taken (another program listens there); choose another with --port")
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot listen on {address}")),
+        };
+        let bound = listener.local_addr()?;
+        println!("msh ui: {} at http://{bound}/ (Ctrl-C stops)", args.run.display());
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await
+            .context("the dashboard server stopped")
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,640 @@
+//! The report's sections, each an HTML fragment with its plot: objective per trial,
+//! accuracy against size, lineage, blocks, hyper-parameters, timeline, ensembles,
+//! retrain and distill results, the best architecture, the trials and the workflow.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use super::Snapshot;
+use super::svg::{Axis, Plot, escape, short};
+use crate::store::{ParamValue, TrialRecord, TrialStatus};
+
+const WIDE: (f64, f64) = (860.0, 300.0);
+const SMALL: (f64, f64) = (420.0, 260.0);
+
+/// Every section, in reading order.
+pub fn all(s: &Snapshot) -> String {
+    [
+        summary(s),
+        objective(s),
+        accuracy(s),
+        lineage(s),
+        blocks(s),
+        hparams(s),
+        timeline(s),
+        ensembles(s),
+        refinements(s),
+        architecture(s),
+        trials(s),
+        workflow(s),
+    ]
+    .concat()
+}
+
+fn section(id: &str, title: &str, content: &str) -> String {
+    format!("<section id=\"{id}\">\n<h2>{}</h2>\n{content}</section>\n", escape(title))
+}
+
+fn kind_of<'a>(s: &'a Snapshot, t: &TrialRecord) -> &'a str {
+    s.stages.iter().find(|st| st.name == t.stage).map_or("", |st| st.kind.as_str())
+}
+
+/// Trials of search stages that finished, in id order.
+fn searched<'a>(s: &'a Snapshot) -> Vec<&'a TrialRecord> {
+    s.trials.iter().filter(|t| kind_of(s, t) == "search" && t.status.is_finished()).collect()
+}
+
+/// The task's headline metric of a trial (test, else validation): accuracy or R².
+fn headline(t: &TrialRecord) -> Option<f64> {
+    let of = |m: &crate::train::Metrics| m.accuracy.or(m.r2);
+    t.test.as_ref().and_then(of).or_else(|| t.valid.as_ref().and_then(of))
+}
+
+fn headline_name(s: &Snapshot) -> &'static str {
+    let classification = s.trials.iter().any(|t| t.valid.as_ref().is_some_and(|m| m.accuracy.is_some()));
+    if classification { "accuracy" } else { "R²" }
+}
+
+fn param_text(value: &ParamValue) -> String {
+    match value {
+        ParamValue::Int(v) => v.to_string(),
+        ParamValue::Float(v) => short(*v),
+        ParamValue::Flag(v) => v.to_string(),
+        ParamValue::Text(v) => v.clone(),
+        ParamValue::Ints(v) => format!("{v:?}"),
+    }
+}
+
+fn block_text(b: &crate::store::BlockRef) -> String {
+    if b.params.is_empty() {
+        return b.name.clone();
+    }
+    let params: Vec<String> = b.params.iter().map(|(n, v)| format!("{n}={}", param_text(v))).collect();
+    format!("{}({})", b.name, params.join(", "))
+}
+
+pub fn arch_text(t: &TrialRecord) -> String {
+    t.architecture.iter().map(block_text).collect::<Vec<_>>().join(", ")
+}
+
+fn status_shape(status: TrialStatus) -> &'static str {
+    match status {
+        TrialStatus::Completed => "circle",
+        TrialStatus::Stopped => "triangle",
+        _ => "cross",
+    }
+}
+
+fn tooltip(t: &TrialRecord) -> String {
+    let objective = t.objective.map_or("-".into(), |o| format!("{o:.4}"));
+    let metric = headline(t).map_or(String::new(), |m| format!(", {m:.4}"));
+    let error = t.error.as_deref().map_or(String::new(), |e| format!("\n{e}"));
+    format!(
+        "trial {} ({}): objective {objective}{metric}, {} params\n{}{error}",
+        t.id,
+        t.status.name(),
+        t.parameters,
+        arch_text(t)
+    )
+}
+
+/// What a child changed from its parent: blocks inserted, removed or replaced, block
+/// parameters and hyper-parameters moved.
+pub fn changes(parent: &TrialRecord, child: &TrialRecord) -> String {
+    let (a, b) = (&parent.architecture, &child.architecture);
+    let mut out = Vec::new();
+    if a.len() == b.len() {
+        for (d, (x, y)) in a.iter().zip(b).enumerate() {
+            if x.name != y.name {
+                out.push(format!("depth {d}: {} → {}", x.name, y.name));
+            } else if x.params != y.params {
+                out.push(format!("depth {d}: {} → {}", block_text(x), block_text(y)));
+            }
+        }
+    } else {
+        let (short_one, long_one, sign) = if a.len() < b.len() { (a, b, "+") } else { (b, a, "−") };
+        let skip = (0..long_one.len()).find(|&i| {
+            let mut rest = long_one.clone();
+            rest.remove(i);
+            rest == *short_one
+        });
+        match skip {
+            Some(d) => out.push(format!("{sign}{} at depth {d}", block_text(&long_one[d]))),
+            None => out.push(format!("{} → {}", arch_text(parent), arch_text(child))),
+        }
+    }
+    for (name, value) in &child.hparams {
+        match parent.hparams.iter().find(|(n, _)| n == name) {
+            Some((_, old)) if old != value => out.push(format!("{name} {} → {}", short(*old), short(*value))),
+            None => out.push(format!("{name} {}", short(*value))),
+            _ => {}
+        }
+    }
+    if out.is_empty() { "same architecture and hyper-parameters".into() } else { out.join("; ") }
+}
+
+fn summary(s: &Snapshot) -> String {
+    let mut html = String::new();
+    let description = s.workflow.as_ref().map(|w| w.description.clone()).unwrap_or_default();
+    let _ =
+        writeln!(html, "<h1>{}</h1>\n<p class=\"lead\">{}</p>", escape(&s.meta.workflow_name), escape(&description));
+    let count = |status: TrialStatus| s.trials.iter().filter(|t| t.status == status).count();
+    let counts: Vec<String> = [
+        TrialStatus::Completed,
+        TrialStatus::Stopped,
+        TrialStatus::Failed,
+        TrialStatus::Diverged,
+        TrialStatus::Running,
+        TrialStatus::Pending,
+    ]
+    .iter()
+    .map(|&st| format!("{} {}", st.name(), count(st)))
+    .collect();
+    let _ = writeln!(html, "<p id=\"counts\">{} trials: {}</p>", s.trials.len(), counts.join(", "));
+    html.push_str(
+        "<table class=\"stages\"><tr><th>stage</th><th>kind</th><th>state</th><th>finished</th><th>result</th></tr>\n",
+    );
+    for st in &s.stages {
+        let state =
+            serde_json::to_value(st.state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        let _ = writeln!(
+            html,
+            "<tr><td>{}</td><td>{}</td><td class=\"{state}\">{state}</td><td>{}</td><td>{}</td></tr>",
+            escape(&st.name),
+            escape(&st.kind),
+            st.finished_trials,
+            escape(st.message.as_deref().unwrap_or(""))
+        );
+    }
+    html.push_str("</table>\n");
+    if let Some(best) = best(s) {
+        let (what, arch) = match best.members.len() {
+            0 => (String::new(), ":"),
+            n => (format!(", an ensemble of {n} members"), " in all; its best member:"),
+        };
+        let _ = writeln!(
+            html,
+            "<p id=\"best\">Best: trial {} (stage {}{what}), validation loss {:.4}, test {} {}, {} parameters{arch} {}</p>",
+            best.id,
+            escape(&best.stage),
+            best.objective.unwrap_or(f64::NAN),
+            headline_name(s),
+            headline(best).map_or("-".into(), |m| format!("{m:.4}")),
+            best.parameters,
+            escape(&arch_text(best))
+        );
+    }
+    format!("<header>\n{html}</header>\n")
+}
+
+/// The completed trial with the lowest objective among search, ensemble and distill stages.
+fn best(s: &Snapshot) -> Option<&TrialRecord> {
+    s.trials
+        .iter()
+        .filter(|t| {
+            t.status == TrialStatus::Completed
+                && t.objective.is_some_and(f64::is_finite)
+                && matches!(kind_of(s, t), "search" | "ensemble" | "distill")
+        })
+        .min_by(|a, b| a.score().total_cmp(&b.score()))
+}
+
+fn objective(s: &Snapshot) -> String {
+    let trials = searched(s);
+    if trials.is_empty() {
+        return section("objective", "Objective per trial", "<p>No search trial has finished yet.</p>\n");
+    }
+    let scored: Vec<f64> = trials.iter().filter_map(|t| t.objective).filter(|o| o.is_finite()).collect();
+    let log = scored.iter().all(|&o| o > 0.0)
+        && scored.iter().cloned().fold(0.0, f64::max) > 20.0 * scored.iter().cloned().fold(f64::INFINITY, f64::min);
+    let x = Axis::fit("trial", trials.iter().map(|t| t.id as f64), false);
+    let y = Axis::fit("objective (validation loss, lower is better)", scored.iter().copied(), log);
+    let top = y.max;
+    let mut plot = Plot::new(WIDE.0, WIDE.1, x, y);
+    let mut best = f64::INFINITY;
+    let mut curve = Vec::new();
+    for t in &trials {
+        let value = t.objective.filter(|o| o.is_finite());
+        let class = format!("trial {}{}", t.status.name(), if t.members.is_empty() { "" } else { " ensemble" });
+        let shape = if t.members.is_empty() { status_shape(t.status) } else { "square" };
+        // Trials without an objective sit on the top edge.
+        plot.point(t.id as f64, value.unwrap_or(top), shape, &class, &tooltip(t));
+        if let Some(v) = value.filter(|_| matches!(t.status, TrialStatus::Completed)) {
+            if v < best {
+                best = v;
+            }
+            curve.push((t.id as f64, best));
+        }
+    }
+    if let Some(&(_, last)) = curve.last() {
+        curve.push((trials.last().map_or(0.0, |t| t.id as f64), last));
+    }
+    plot.line(&curve, "best-so-far", true);
+    let legend = "<p class=\"legend\"><span class=\"key completed\">● completed</span> \
+                  <span class=\"key stopped\">▲ stopped early</span> \
+                  <span class=\"key failed\">✕ failed or diverged (top edge)</span> \
+                  <span class=\"key ensemble\">■ ensemble</span> \
+                  <span class=\"key best-so-far\">— best so far</span></p>\n";
+    section("objective", "Objective per trial", &format!("{}{legend}", plot.finish()))
+}
+
+fn accuracy(s: &Snapshot) -> String {
+    let name = headline_name(s);
+    let points: Vec<(&TrialRecord, f64)> = s
+        .trials
+        .iter()
+        .filter(|t| t.status == TrialStatus::Completed && t.parameters > 0)
+        .filter_map(|t| headline(t).filter(|m| m.is_finite()).map(|m| (t, m)))
+        .collect();
+    let title = format!("Test {name} against parameters");
+    if points.is_empty() {
+        return section("accuracy", &title, "<p>No completed trial yet.</p>\n");
+    }
+    let x = Axis::fit("parameters", points.iter().map(|(t, _)| t.parameters as f64), true);
+    let y = Axis::fit(&format!("test {name}"), points.iter().map(|p| p.1), false);
+    let mut plot = Plot::new(WIDE.0, WIDE.1, x, y);
+    for (t, m) in &points {
+        let class = if t.members.is_empty() { "point" } else { "point ensemble" };
+        plot.point(t.parameters as f64, *m, if t.members.is_empty() { "circle" } else { "square" }, class, &tooltip(t));
+    }
+    // The Pareto front: no other trial is smaller and at least as good.
+    let mut by_size = points.clone();
+    by_size.sort_by(|a, b| a.0.parameters.cmp(&b.0.parameters).then(b.1.total_cmp(&a.1)));
+    let mut front = Vec::new();
+    let mut best = f64::NEG_INFINITY;
+    for (t, m) in by_size {
+        if m > best {
+            best = m;
+            front.push((t.parameters as f64, m));
+        }
+    }
+    plot.line(&front, "pareto", true);
+    let list: Vec<String> = front.iter().map(|(p, m)| format!("{} params: {m:.4}", short(*p))).collect();
+    let text = format!("<p class=\"legend\">Pareto front (step line): {}</p>\n", escape(&list.join(" · ")));
+    section("accuracy", &title, &format!("{}{text}", plot.finish()))
+}
+
+fn lineage(s: &Snapshot) -> String {
+    let by_id: BTreeMap<u64, &TrialRecord> = s.trials.iter().map(|t| (t.id, t)).collect();
+    let trials = searched(s);
+    let with_parent = trials.iter().filter(|t| t.parent.is_some_and(|p| by_id.contains_key(&p))).count();
+    if with_parent == 0 {
+        return section("lineage", "Lineage", "<p>No trial descends from another (yet).</p>\n");
+    }
+    // Generation: a trial's distance from a trial without a parent.
+    let mut generation: BTreeMap<u64, usize> = BTreeMap::new();
+    for t in &s.trials {
+        let g = t.parent.and_then(|p| generation.get(&p)).map_or(0, |g| g + 1);
+        generation.insert(t.id, g);
+    }
+    let deepest = trials.iter().map(|t| generation[&t.id]).max().unwrap_or(0);
+    let x = Axis::fit("trial", trials.iter().map(|t| t.id as f64), false);
+    let y = Axis::fit("generation", [0.0, deepest as f64], false);
+    let mut plot = Plot::new(WIDE.0, WIDE.1.max(80.0 + 24.0 * deepest as f64), x, y);
+    for t in &trials {
+        if let Some(parent) = t.parent.and_then(|p| by_id.get(&p)) {
+            let points = [(parent.id as f64, generation[&parent.id] as f64), (t.id as f64, generation[&t.id] as f64)];
+            plot.line(&points, "edge", false);
+        }
+    }
+    for t in &trials {
+        let change =
+            t.parent.and_then(|p| by_id.get(&p)).map(|p| changes(p, t)).unwrap_or_else(|| "a fresh start".into());
+        let title = format!("{}\nfrom {}: {change}", tooltip(t), t.parent.map_or("-".into(), |p| p.to_string()));
+        plot.point(
+            t.id as f64,
+            generation[&t.id] as f64,
+            status_shape(t.status),
+            &format!("node {}", t.status.name()),
+            &title,
+        );
+    }
+    // How the best trial came about.
+    let mut chain = Vec::new();
+    let mut at = best(s)
+        .map(|b| if b.members.is_empty() { b } else { b.parent.and_then(|p| by_id.get(&p).copied()).unwrap_or(b) });
+    while let Some(t) = at {
+        chain.push(t);
+        at = t.parent.and_then(|p| by_id.get(&p).copied()).filter(|p| !chain.iter().any(|c| c.id == p.id));
+    }
+    chain.reverse();
+    let mut steps = String::from("<ol class=\"ancestry\">\n");
+    for (i, t) in chain.iter().enumerate() {
+        let what = if i == 0 { format!("start: {}", arch_text(t)) } else { changes(chain[i - 1], t) };
+        let _ = writeln!(
+            steps,
+            "<li>trial {}: {} (objective {})</li>",
+            t.id,
+            escape(&what),
+            t.objective.map_or("-".into(), |o| format!("{o:.4}"))
+        );
+    }
+    steps.push_str("</ol>\n");
+    let content = format!("{}<h3>How the best model came about</h3>\n{steps}", plot.finish());
+    section("lineage", "Lineage: parents and what each child changed (hover a node)", &content)
+}
+
+fn blocks(s: &Snapshot) -> String {
+    let mut usage: BTreeMap<&str, (f64, usize, f64)> = BTreeMap::new();
+    for t in searched(s).into_iter().filter(|t| t.members.is_empty()) {
+        let Some(o) = t.objective.filter(|o| o.is_finite()) else { continue };
+        let mut names: Vec<&str> = t.architecture.iter().map(|b| b.name.as_str()).collect();
+        names.sort();
+        names.dedup();
+        for name in names {
+            let slot = usage.entry(name).or_insert((0.0, 0, f64::INFINITY));
+            slot.0 += o;
+            slot.1 += 1;
+            slot.2 = slot.2.min(o);
+        }
+    }
+    if usage.is_empty() {
+        return section("blocks", "Blocks against objective", "<p>No scored trial yet.</p>\n");
+    }
+    let mut rows: Vec<(&str, f64, usize, f64)> =
+        usage.into_iter().map(|(n, (sum, c, b))| (n, sum / c as f64, c, b)).collect();
+    rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let labels: Vec<String> = rows.iter().map(|r| format!("{} ({})", r.0, r.2)).collect();
+    let x = Axis::fit(
+        "objective: mean (bar) and best (dot) of the trials using the block",
+        rows.iter().flat_map(|r| [r.1, r.3, 0.0]),
+        false,
+    );
+    let y = Axis { label: "block (trials)".into(), min: -0.6, max: rows.len() as f64 - 0.4, log: false };
+    let mut plot = Plot::new(WIDE.0, 60.0 + 26.0 * rows.len() as f64, x, y).categories(labels);
+    for (i, (name, mean, count, best)) in rows.iter().enumerate() {
+        let y = i as f64;
+        plot.bar((0.0, y - 0.3), (*mean, y + 0.3), "bar", &format!("{name}: mean {mean:.4} over {count} trials"));
+        plot.point(*best, y, "circle", "best", &format!("{name}: best {best:.4}"));
+    }
+    section("blocks", "Blocks against objective", &plot.finish())
+}
+
+fn hparams(s: &Snapshot) -> String {
+    let trials: Vec<&TrialRecord> =
+        searched(s).into_iter().filter(|t| t.objective.is_some_and(f64::is_finite)).collect();
+    let mut names: Vec<&str> = trials.iter().flat_map(|t| t.hparams.iter().map(|(n, _)| n.as_str())).collect();
+    names.sort();
+    names.dedup();
+    if names.is_empty() {
+        return section("hparams", "Hyper-parameters against objective", "<p>No hyper-parameters were searched.</p>\n");
+    }
+    let mut html = String::from("<div class=\"grid\">\n");
+    for name in names {
+        let points: Vec<(f64, f64, &TrialRecord)> = trials
+            .iter()
+            .filter_map(|t| {
+                t.hparams.iter().find(|(n, _)| n == name).map(|(_, v)| (*v, t.objective.unwrap_or(0.0), *t))
+            })
+            .collect();
+        let (lo, hi) = points.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), p| (l.min(p.0), h.max(p.0)));
+        let log = lo > 0.0 && hi / lo > 20.0;
+        let x = Axis::fit(name, points.iter().map(|p| p.0), log);
+        let y = Axis::fit("objective", points.iter().map(|p| p.1), false);
+        let mut plot = Plot::new(SMALL.0, SMALL.1, x, y);
+        for (v, o, t) in points {
+            plot.point(v, o, status_shape(t.status), "point", &tooltip(t));
+        }
+        html.push_str(&plot.finish());
+    }
+    html.push_str("</div>\n");
+    section("hparams", "Hyper-parameters against objective", &html)
+}
+
+fn timeline(s: &Snapshot) -> String {
+    let start = s.meta.created;
+    let timed: Vec<&TrialRecord> = s.trials.iter().filter(|t| t.started.is_some()).collect();
+    if timed.is_empty() {
+        return section("timeline", "Timeline", "<p>No trial has started yet.</p>\n");
+    }
+    // One lane per trainer (process and trainer number); earlier records without one are
+    // packed into lanes by time.
+    let mut lanes: Vec<String> = Vec::new();
+    let mut ends: Vec<f64> = Vec::new();
+    let mut placed = Vec::new();
+    let now = crate::store::now();
+    for t in &timed {
+        let (begin, end) = (t.started.unwrap_or(start), t.finished.unwrap_or(now));
+        let lane = match &t.worker {
+            Some(worker) => lanes.iter().position(|l| l == worker).unwrap_or_else(|| {
+                lanes.push(worker.clone());
+                ends.push(0.0);
+                lanes.len() - 1
+            }),
+            None => ends.iter().position(|&e| e <= begin + 1e-3).unwrap_or_else(|| {
+                lanes.push(format!("lane {}", lanes.len() + 1));
+                ends.push(0.0);
+                lanes.len() - 1
+            }),
+        };
+        ends[lane] = ends[lane].max(end);
+        placed.push((lane, begin - start, end - start, *t));
+    }
+    let x = Axis::fit("seconds since the run began", placed.iter().flat_map(|p| [p.1, p.2]), false);
+    let y = Axis { label: "trainer".into(), min: -0.6, max: lanes.len() as f64 - 0.4, log: false };
+    let mut plot = Plot::new(WIDE.0, 70.0 + 30.0 * lanes.len() as f64, x, y).categories(lanes);
+    for (lane, begin, end, t) in placed {
+        let title = format!("{}\n{begin:.1}s to {end:.1}s in stage {}", tooltip(t), t.stage);
+        plot.bar((begin, lane as f64 - 0.35), (end, lane as f64 + 0.35), &format!("span {}", t.status.name()), &title);
+    }
+    section("timeline", "Timeline: where the time went", &plot.finish())
+}
+
+fn ensembles(s: &Snapshot) -> String {
+    let by_id: BTreeMap<u64, &TrialRecord> = s.trials.iter().map(|t| (t.id, t)).collect();
+    let combined: Vec<&TrialRecord> =
+        s.trials.iter().filter(|t| t.is_combination() && t.status.is_finished()).collect();
+    if combined.is_empty() {
+        return section("ensembles", "Ensembles", "<p>No ensemble in this run.</p>\n");
+    }
+    let mut html = String::new();
+    for e in combined {
+        let _ = writeln!(
+            html,
+            "<h3>Trial {} ({}): validation loss {}, test {}</h3>\n<table><tr><th>member</th><th>weight</th><th>validation loss</th><th>test</th><th>architecture</th></tr>",
+            e.id,
+            escape(&e.stage),
+            e.objective.map_or("-".into(), |o| format!("{o:.4}")),
+            headline(e).map_or("-".into(), |m| format!("{m:.4}"))
+        );
+        for (id, weight) in &e.members {
+            let m = by_id.get(id);
+            let _ = writeln!(
+                html,
+                "<tr><td>{id}</td><td><span class=\"weight\" style=\"width:{:.0}px\"></span> {weight:.3}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                (weight.clamp(0.0, 1.0) * 80.0).max(1.0),
+                m.and_then(|m| m.objective).map_or("-".into(), |o| format!("{o:.4}")),
+                m.and_then(|m| headline(m)).map_or("-".into(), |v| format!("{v:.4}")),
+                m.map_or(String::new(), |m| escape(&arch_text(m)))
+            );
+        }
+        html.push_str("</table>\n");
+    }
+    section("ensembles", "Ensembles: members and weights", &html)
+}
+
+fn refinements(s: &Snapshot) -> String {
+    let by_id: BTreeMap<u64, &TrialRecord> = s.trials.iter().map(|t| (t.id, t)).collect();
+    let rows: Vec<&TrialRecord> =
+        s.trials.iter().filter(|t| matches!(kind_of(s, t), "retrain" | "distill") && t.status.is_finished()).collect();
+    if rows.is_empty() {
+        return section("refinements", "Retrain and distill", "<p>No retrain or distill stage in this run.</p>\n");
+    }
+    let mut html = String::from(
+        "<table><tr><th>stage</th><th>trial</th><th>test</th><th>baseline</th><th>baseline test</th><th>parameters</th></tr>\n",
+    );
+    for t in rows {
+        // The baseline: the trial it retrains, or the teacher a student learned from.
+        let base = t.parent.or(t.teacher).and_then(|id| by_id.get(&id));
+        let _ = writeln!(
+            html,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&t.stage),
+            t.id,
+            headline(t).map_or("-".into(), |m| format!("{m:.4}")),
+            base.map_or("-".into(), |b| format!("trial {}", b.id)),
+            base.and_then(|b| headline(b)).map_or("-".into(), |m| format!("{m:.4}")),
+            t.parameters
+        );
+    }
+    html.push_str("</table>\n");
+    for st in s.stages.iter().filter(|st| matches!(st.kind.as_str(), "retrain" | "distill")) {
+        if let Some(message) = &st.message {
+            let _ = writeln!(html, "<p><b>{}</b>: {}</p>", escape(&st.name), escape(message));
+        }
+    }
+    section("refinements", "Retrain and distill against their baselines", &html)
+}
+
+fn architecture(s: &Snapshot) -> String {
+    let Some(best) = best(s) else {
+        return section("architecture", "The best model", "<p>No completed trial yet.</p>\n");
+    };
+    // An ensemble is drawn as its best member (its parent).
+    let (model, title) = if best.members.is_empty() {
+        (best, format!("The best model: trial {}, {} parameters", best.id, best.parameters))
+    } else {
+        let member = best.parent.and_then(|p| s.trials.iter().find(|t| t.id == p)).unwrap_or(best);
+        let title = format!(
+            "The best model: trial {}, an ensemble of {} members; its best member, trial {} ({} parameters)",
+            best.id,
+            best.members.len(),
+            member.id,
+            member.parameters
+        );
+        (member, title)
+    };
+    let shape = s.workflow.as_ref().and_then(|w| w.data.shape.clone());
+    let (w, row) = (520.0, 46.0);
+    let h = 6.0 + row * (model.architecture.len() as f64 + 2.0);
+    let mut svg = format!(r#"<svg class="arch" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img">"#);
+    let mut y = 10.0;
+    let mut boxes = vec![("input".to_string(), shape.map_or("samples".into(), |s| format!("{s:?}")), "io")];
+    for b in &model.architecture {
+        let params: Vec<String> = b.params.iter().map(|(n, v)| format!("{n}={}", param_text(v))).collect();
+        boxes.push((b.name.clone(), params.join(", "), "block"));
+    }
+    boxes.push(("head".into(), "flatten, dense to the outputs".into(), "io"));
+    for (i, (name, detail, class)) in boxes.iter().enumerate() {
+        let _ = write!(
+            svg,
+            r#"<rect class="{class}" x="60" y="{y:.0}" width="400" height="32" rx="6"/><text class="name" x="76" y="{:.0}">{}</text><text class="detail" x="444" y="{:.0}" text-anchor="end">{}</text>"#,
+            y + 21.0,
+            escape(name),
+            y + 21.0,
+            escape(detail)
+        );
+        if i + 1 < boxes.len() {
+            let _ = write!(svg, r#"<path class="arrow" d="M260,{:.0}v12"/>"#, y + 32.0);
+        }
+        y += row;
+    }
+    svg.push_str("</svg>\n");
+    section("architecture", &title, &svg)
+}
+
+fn trials(s: &Snapshot) -> String {
+    let mut html = String::from(
+        "<input id=\"filter\" type=\"search\" placeholder=\"filter: stage, status, block...\">\n\
+         <table id=\"trials\" class=\"sortable\"><thead><tr><th>id</th><th>stage</th><th>status</th><th>objective</th>\
+         <th>test</th><th>parameters</th><th>epochs</th><th>seconds</th><th>parent</th><th>architecture</th></tr></thead><tbody>\n",
+    );
+    for t in &s.trials {
+        let _ = writeln!(
+            html,
+            "<tr data-id=\"{}\" class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{}</td><td>{}</td></tr>",
+            t.id,
+            t.status.name(),
+            t.id,
+            escape(&t.stage),
+            t.status.name(),
+            t.objective.map_or(String::new(), |o| format!("{o:.4}")),
+            headline(t).map_or(String::new(), |m| format!("{m:.4}")),
+            t.parameters,
+            t.epochs,
+            t.train_seconds,
+            t.parent.map_or(String::new(), |p| p.to_string()),
+            escape(&arch_text(t))
+        );
+    }
+    html.push_str("</tbody></table>\n");
+    section("trials-section", "Trials (click a header to sort)", &html)
+}
+
+fn workflow(s: &Snapshot) -> String {
+    let mut html = format!("<pre class=\"workflow\">{}</pre>\n", escape(&s.meta.workflow_text));
+    let events = &s.events[s.events.len().saturating_sub(30)..];
+    if !events.is_empty() {
+        html.push_str("<h3>Last events</h3>\n<pre class=\"events\">");
+        for e in events {
+            let stage = e.stage.as_deref().map(|s| format!("[{s}] ")).unwrap_or_default();
+            let trial = e.trial.map(|t| format!("trial {t}: ")).unwrap_or_default();
+            let _ =
+                writeln!(html, "+{:.1}s {}{}{}", e.time - s.meta.created, escape(&stage), trial, escape(&e.message));
+        }
+        html.push_str("</pre>\n");
+    }
+    section("workflow", &format!("The workflow as run ({})", s.meta.workflow_path.display()), &html)
+}
+
+/// One trial in detail (for `msh ui`): metrics, validation loss per epoch, architecture,
+/// lineage and error.
+pub fn trial_detail(s: &Snapshot, id: u64) -> Option<String> {
+    let t = s.trials.iter().find(|t| t.id == id)?;
+    let mut html = format!("<h2>Trial {id}</h2>\n<button id=\"close\">close</button>\n<dl>\n");
+    let mut row = |k: &str, v: String| {
+        let _ = writeln!(html, "<dt>{}</dt><dd>{}</dd>", escape(k), escape(&v));
+    };
+    row("stage", t.stage.clone());
+    row("status", t.status.name().into());
+    row("architecture", arch_text(t));
+    row("hyper-parameters", t.hparams.iter().map(|(n, v)| format!("{n}={}", short(*v))).collect::<Vec<_>>().join(", "));
+    row("objective", t.objective.map_or("-".into(), |o| format!("{o:.5}")));
+    row("validation", t.valid.as_ref().map_or("-".into(), |m| m.headline()));
+    row("test", t.test.as_ref().map_or("-".into(), |m| m.headline()));
+    row("parameters", format!("{} ({} inherited)", t.parameters, t.inherited));
+    row("epochs", format!("{} (best {})", t.epochs, t.best_epoch));
+    row("seconds", format!("{:.1} over {} attempt(s)", t.train_seconds, t.attempts));
+    if let Some(parent) = t.parent.and_then(|p| s.trials.iter().find(|x| x.id == p)) {
+        row("from", format!("trial {}: {}", parent.id, changes(parent, t)));
+    }
+    if !t.members.is_empty() {
+        row("members", t.members.iter().map(|(m, w)| format!("{m}×{w:.3}")).collect::<Vec<_>>().join(", "));
+    }
+    if let Some(error) = &t.error {
+        row("error", error.clone());
+    }
+    html.push_str("</dl>\n");
+    if !t.losses.is_empty() {
+        let x = Axis::fit("epoch", (1..=t.losses.len()).map(|e| e as f64), false);
+        let y = Axis::fit("validation loss", t.losses.iter().copied(), false);
+        let mut plot = Plot::new(SMALL.0, SMALL.1, x, y);
+        let points: Vec<(f64, f64)> = t.losses.iter().enumerate().map(|(i, l)| ((i + 1) as f64, *l)).collect();
+        plot.line(&points, "loss", false);
+        for (e, l) in &points {
+            plot.point(*e, *l, "circle", "epoch", &format!("epoch {e}: {l:.4}"));
+        }
+        html.push_str(&plot.finish());
+    }
+    Some(html)
+}

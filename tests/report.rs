@@ -1,0 +1,219 @@
+//! `msh report`, `msh ui` and `msh status --watch` on real runs, checked in a real browser
+//! (headless Chromium, installed by `.ci/run`) and by HTML Tidy.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{TempDir, json, mnist1d_workflow, msh, run};
+use serde_json::Value;
+
+fn chromium() -> &'static str {
+    ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|c| Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success()))
+        .expect("a Chromium browser (bash .ci/run installs Debian's chromium)")
+}
+
+/// The page as a browser holds it after its scripts ran (at most `budget_ms` of virtual
+/// time, waiting for the network while requests are open).
+fn browse(url: &str, budget_ms: u64, limit: Duration) -> String {
+    let profile = TempDir::new();
+    let mut child = Command::new(chromium())
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-dev-shm-usage"])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("--virtual-time-budget={budget_ms}"))
+        .args(["--dump-dom", url])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromium starts");
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("chromium did not finish {url} within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut dom = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut dom).unwrap();
+    assert!(dom.contains("</html>"), "chromium printed no page for {url}: {dom}");
+    dom
+}
+
+/// The text of `<section id="ID">` in a page.
+fn section<'a>(page: &'a str, id: &str) -> &'a str {
+    let start = page.find(&format!("<section id=\"{id}\">")).unwrap_or_else(|| panic!("no section {id}"));
+    let end = page[start..].find("</section>").unwrap();
+    &page[start..start + end]
+}
+
+/// Marks of class `class` (first class of the element) in a piece of a page.
+fn marks(piece: &str, class: &str) -> usize {
+    piece.matches(&format!("class=\"{class} ")).count() + piece.matches(&format!("class=\"{class}\"")).count()
+}
+
+fn tidy(file: &Path) {
+    let out = Command::new("tidy").args(["-q", "-e"]).arg(file).output().expect("HTML Tidy (installed by .ci/run)");
+    // 0: valid; 1: warnings only; 2: errors.
+    assert!(out.status.code().is_some_and(|c| c < 2), "tidy found errors:\n{}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn finished(all: &[Value], stage: &str) -> usize {
+    all.iter().filter(|t| t["stage"] == stage && !matches!(t["status"].as_str(), Some("pending" | "running"))).count()
+}
+
+fn start(text: &str) -> (TempDir, PathBuf, PathBuf) {
+    let dir = TempDir::new();
+    let workflow = dir.path().join("w.yaml");
+    std::fs::write(&workflow, text).unwrap();
+    let run_dir = dir.path().join("run");
+    (dir, workflow, run_dir)
+}
+
+#[test]
+fn the_report_is_one_valid_page_with_a_mark_per_trial_in_the_browser() {
+    let stages = "  ensemble: {kind: ensemble, needs: [search], method: learned, top_k: 3}\n  \
+                  retrain: {kind: retrain, needs: [search], epochs: 1}\n";
+    let text = mnist1d_workflow(8, 2, 2, stages) + "weight_sharing: {mode: snapshot}\n";
+    let (dir, workflow, run_dir) = start(&text);
+    let out = run(&["run", workflow.to_str().unwrap(), "--run-dir", run_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let file = dir.path().join("report.html");
+    let printed = run(&["report", run_dir.to_str().unwrap(), "-o", file.to_str().unwrap()]);
+    assert!(printed.status.success(), "{}", String::from_utf8_lossy(&printed.stderr));
+    let html = std::fs::read_to_string(&file).unwrap();
+    // Self-contained: nothing is fetched.
+    for outside in ["src=\"http", "href=\"http", "<link", "@import"] {
+        assert!(!html.contains(outside), "the report refers outside itself: {outside}");
+    }
+    tidy(&file);
+    let all = json(&["trials", run_dir.to_str().unwrap(), "--json"]).as_array().unwrap().clone();
+    let dom = browse(&format!("file://{}", file.display()), 2000, Duration::from_secs(60));
+    assert_eq!(marks(section(&dom, "objective"), "trial"), finished(&all, "search"), "one mark per search trial");
+    assert_eq!(marks(section(&dom, "lineage"), "node"), finished(&all, "search"));
+    assert_eq!(marks(section(&dom, "timeline"), "span"), all.len(), "a bar per trial, ensembles and retrains too");
+    assert_eq!(section(&dom, "trials-section").matches("<tr data-id=").count(), all.len());
+    assert!(section(&dom, "ensembles").contains("learned") || section(&dom, "ensembles").contains("<table>"));
+    assert!(section(&dom, "refinements").contains("retrain"));
+    assert!(section(&dom, "architecture").contains("class=\"block\""));
+    assert!(section(&dom, "workflow").contains("weight_sharing"));
+}
+
+#[test]
+fn the_report_draws_table_runs_and_failed_trials() {
+    let dir = TempDir::new();
+    let mut table = String::from("arch,accuracy\n");
+    for (i, x) in ["a", "b", "c"].iter().enumerate() {
+        table.push_str(&format!("{x},0.{}\n", 5 + i));
+    }
+    std::fs::write(dir.path().join("table.csv"), table).unwrap();
+    std::fs::write(dir.path().join("data.csv"), "label,x\n0,1\n1,2\n").unwrap();
+    // `d` is not in the table: its trials fail.
+    let workflow = "name: table\ndata: {source: 'csv:data.csv'}\nspace: {packs: [], blocks: [a, b, c, d], min_depth: 1, max_depth: 1}\n\
+                    searcher: {plugin: grid-search}\ntrainers: {kind: table, table: table.csv}\nbudget: {trials: 4}\n\
+                    stages: {search: {kind: search}}\n";
+    std::fs::write(dir.path().join("w.yaml"), workflow).unwrap();
+    let run_dir = dir.path().join("run");
+    let out = run(&["run", dir.path().join("w.yaml").to_str().unwrap(), "--run-dir", run_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(&["report", run_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let file = run_dir.join("report.html");
+    tidy(&file);
+    let html = std::fs::read_to_string(&file).unwrap();
+    let objective = section(&html, "objective");
+    assert_eq!(marks(objective, "trial"), 4);
+    assert_eq!(objective.matches("class=\"trial failed\"").count(), 1, "{objective}");
+}
+
+/// Follows a line of `child`'s stdout until it holds `needle`.
+fn read_until(child: &mut Child, needle: &str) -> String {
+    let stdout = child.stdout.as_mut().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    loop {
+        let line = lines.next().expect("the process printed its address").unwrap();
+        if line.contains(needle) {
+            return line;
+        }
+    }
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_live_page_shows_trials_that_finish_after_it_opened() {
+    let (_dir, workflow, run_dir) = start(&mnist1d_workflow(10, 3, 1, ""));
+    let run_text = run_dir.to_str().unwrap();
+    let _search = Killed(
+        msh().args(["run", workflow.to_str().unwrap(), "--run-dir", run_text]).stderr(Stdio::null()).spawn().unwrap(),
+    );
+    // Once a trial has finished, open the dashboard.
+    let started = Instant::now();
+    let opened_with = loop {
+        let out = msh().args(["trials", run_text, "--json"]).output().unwrap();
+        if let Ok(all) = serde_json::from_slice::<Vec<Value>>(&out.stdout) {
+            let done = finished(&all, "search");
+            if done >= 1 {
+                break done;
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "no trial finished");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(opened_with < 10, "the run must still be going");
+    let mut ui = Killed(msh().args(["ui", run_text, "--port", "0"]).stdout(Stdio::piped()).spawn().unwrap());
+    let line = read_until(&mut ui.0, "http://");
+    let url = line[line.find("http://").unwrap()..].split_whitespace().next().unwrap().to_string();
+
+    // A second dashboard on the same port is refused.
+    let port = url.trim_end_matches('/').rsplit(':').next().unwrap();
+    let taken = run(&["ui", run_text, "--port", port]);
+    assert!(!taken.status.success());
+    assert!(String::from_utf8_lossy(&taken.stderr).contains("is taken"), "{}", String::from_utf8_lossy(&taken.stderr));
+
+    // The page long-polls until the run ends; the browser waits on open requests.
+    let dom = browse(&url, 600_000, Duration::from_secs(300));
+    let shown = marks(section(&dom, "objective"), "trial");
+    assert!(shown > opened_with, "the page opened with {opened_with} finished trials and shows {shown}");
+    assert_eq!(shown, 10, "every trial, once the run ended");
+    assert!(dom.contains("data-finished=\"10\""), "the page followed the run to its end");
+
+    // A trial's details.
+    let id = json(&["trials", run_text, "--json"])[0]["id"].as_u64().unwrap();
+    let detail = browse(&format!("{url}trial/{id}"), 100, Duration::from_secs(60));
+    assert!(detail.contains(&format!("Trial {id}")) && detail.contains("architecture"), "{detail}");
+}
+
+#[test]
+fn status_watch_redraws_until_the_run_ends() {
+    let (_dir, workflow, run_dir) = start(&mnist1d_workflow(4, 1, 1, ""));
+    let run_text = run_dir.to_str().unwrap();
+    let mut search = Killed(
+        msh().args(["run", workflow.to_str().unwrap(), "--run-dir", run_text]).stderr(Stdio::null()).spawn().unwrap(),
+    );
+    let started = Instant::now();
+    while !run_dir.join("store/data.mdb").exists() {
+        assert!(started.elapsed() < Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = msh().args(["status", run_text, "--watch", "--interval", "0.2"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(search.0.wait().unwrap().success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let frames = text.matches("\x1b[H\x1b[2J").count();
+    assert!(frames >= 2, "redrawn while the run went on: {frames} frame(s)");
+    let last = text.rsplit("\x1b[H\x1b[2J").next().unwrap();
+    assert!(last.contains("search") && last.contains("done") && last.contains("completed 4"), "{last}");
+}
