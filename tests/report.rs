@@ -4,11 +4,11 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{TempDir, json, mnist1d_workflow, msh, run};
+use common::{TempDir, json, mnist1d_workflow, msh, run, start};
 use serde_json::Value;
 
 fn chromium() -> &'static str {
@@ -65,14 +65,6 @@ fn tidy(file: &Path) {
 
 fn finished(all: &[Value], stage: &str) -> usize {
     all.iter().filter(|t| t["stage"] == stage && !matches!(t["status"].as_str(), Some("pending" | "running"))).count()
-}
-
-fn start(text: &str) -> (TempDir, PathBuf, PathBuf) {
-    let dir = TempDir::new();
-    let workflow = dir.path().join("w.yaml");
-    std::fs::write(&workflow, text).unwrap();
-    let run_dir = dir.path().join("run");
-    (dir, workflow, run_dir)
 }
 
 #[test]

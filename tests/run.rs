@@ -7,17 +7,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{TempDir, json, mnist1d_workflow, msh, run};
+use common::{TempDir, json, mnist1d_workflow, msh, run, start};
 use serde_json::Value;
-
-/// A directory holding workflow `text` as `w.yaml`, and the run directory to use beside it.
-fn start(text: &str) -> (TempDir, PathBuf, PathBuf) {
-    let dir = TempDir::new();
-    let workflow = dir.path().join("w.yaml");
-    std::fs::write(&workflow, text).unwrap();
-    let run_dir = dir.path().join("run");
-    (dir, workflow, run_dir)
-}
 
 /// `msh run` to the end; panics with its stderr unless it succeeded, else returns it.
 fn run_ok(workflow: &Path, run_dir: &Path) -> String {

@@ -1,9 +1,12 @@
-//! Helpers for searchers that fit a model of the objective (a surrogate) and propose the
-//! unseen candidate it predicts best: architectures as one-hot blocks by depth, candidate
-//! pools, and the training rows a model learns from.
+//! Searchers that fit a model of the objective (a surrogate) and propose the unseen
+//! candidate it predicts best: architectures as one-hot blocks by depth, candidate pools,
+//! and `Surrogate`, the whole search around a `Model`.
 
 use crate::search::*;
-use crate::{BlockRef, Proposal, Rng, SearchSpace, Trial};
+use crate::{BlockRef, Context, Proposal, Rng, SearchSpace, Setting, Trial};
+
+/// Random candidates ranked per proposal, besides the best trial's neighbours.
+const DRAWS: usize = 512;
 
 /// Block names by depth as one-hot features: feature `d * (blocks + 1) + b` is set when
 /// the space's block `b` sits at depth `d`; `b = blocks` marks a depth the architecture
@@ -137,6 +140,124 @@ pub fn best_predicted(pool: Vec<Candidate>, predict: impl Fn(&[BlockRef]) -> f64
         }
     }
     best.map(|(_, (architecture, hparams, parent))| Proposal { architecture, hparams, parent, teacher: None })
+}
+
+/// A model of the objective over architectures, for `Surrogate`.
+pub trait Model: Sized + 'static {
+    /// Chance of a random proposal once the model is fitted (the `explore` default).
+    const EXPLORE: f64;
+
+    /// The model's own settings (`Surrogate` adds the shared ones).
+    fn settings() -> Vec<Setting>;
+
+    fn new(context: &Context, space: &SearchSpace, encoding: &PositionEncoding) -> Result<Self, String>;
+
+    /// Fits the scored trials: their set features and objective, oldest first.
+    fn fit(&mut self, rows: &[(Vec<usize>, f64)]);
+
+    /// The predicted objective of set features (lower is better).
+    fn predict(&self, features: &[usize]) -> f64;
+
+    /// The architecture the model rates best, where it can find it directly.
+    fn best_architecture(&self, _space: &SearchSpace) -> Option<Vec<BlockRef>> {
+        None
+    }
+}
+
+/// A search around a `Model`: random proposals until `trials_before_fit` trials are
+/// scored; then the model is refitted whenever results arrive, and each proposal is its
+/// best architecture (if it has one and it is unseen, with the best trial's
+/// hyper-parameters), else the unseen candidate it rates best; with probability `explore`,
+/// a random one.
+pub struct Surrogate<M: Model> {
+    model: M,
+    fitted: bool,
+    space: SearchSpace,
+    encoding: PositionEncoding,
+    rng: Rng,
+    seen: Seen,
+    best: Beam,
+    rows: Vec<(Vec<usize>, f64)>,
+    before_fit: usize,
+    explore: f64,
+    param_p: f64,
+    hparam_p: f64,
+}
+
+impl<M: Model> Surrogate<M> {
+    fn one(&mut self) -> Option<Proposal> {
+        if !self.fitted || self.rng.chance(self.explore) {
+            let depths = depth_bounds(&self.space);
+            return unseen_random(&self.space, &mut self.seen, depths, DRAWS, &mut self.rng);
+        }
+        let best = self.best.best().cloned();
+        let hparams = mutated_hparams(&self.space, best.as_ref().map(|b| b.hparams.as_slice()), 0.0, &mut self.rng);
+        if let Some(architecture) = self.model.best_architecture(&self.space)
+            && self.seen.insert(&architecture, &hparams)
+        {
+            return Some(Proposal { architecture, hparams, parent: best.map(|b| b.id), teacher: None });
+        }
+        let pool =
+            candidate_pool(&self.space, &self.seen, best.as_ref(), DRAWS, (self.param_p, self.hparam_p), &mut self.rng);
+        let proposal = best_predicted(pool, |a| self.model.predict(&self.encoding.features(a)))?;
+        self.seen.insert(&proposal.architecture, &proposal.hparams);
+        Some(proposal)
+    }
+}
+
+impl<M: Model> Search for Surrogate<M> {
+    fn settings() -> Vec<Setting> {
+        let mut settings = vec![
+            setting("trials_before_fit", "scored trials before the model is fitted (random until then)", 10),
+            setting("explore", "chance of a random proposal once the model is fitted", M::EXPLORE),
+            setting("param_probability", "chance that a random candidate's block parameter is drawn", 0.3),
+            setting("hparam_mutation_probability", "chance that a candidate's hyper-parameters change", 0.3),
+        ];
+        settings.extend(M::settings());
+        settings
+    }
+
+    fn new(context: Context, space: SearchSpace) -> Result<Self, String> {
+        if space.blocks.is_empty() {
+            return Err("the search space allows no blocks".into());
+        }
+        let encoding = PositionEncoding::new(&space);
+        Ok(Self {
+            model: M::new(&context, &space, &encoding)?,
+            fitted: false,
+            rng: Rng::new(context.seed),
+            seen: Seen::default(),
+            best: Beam::new(1),
+            rows: Vec::new(),
+            before_fit: config(&context, "trials_before_fit", 10usize)?.max(2),
+            explore: config(&context, "explore", M::EXPLORE)?,
+            param_p: config(&context, "param_probability", 0.3)?,
+            hparam_p: config(&context, "hparam_mutation_probability", 0.3)?,
+            encoding,
+            space,
+        })
+    }
+
+    fn observe(&mut self, trial: Trial) {
+        self.seen.insert(&trial.architecture, &trial.hparams);
+        self.best.offer(&trial);
+        if is_scored(&trial) {
+            self.rows.push((self.encoding.features(&trial.architecture), score(&trial)));
+            // Refitted at the next proposal, once for all that arrived.
+            self.fitted = false;
+        }
+    }
+
+    fn propose(&mut self, running: &[Trial], count: u32) -> Result<Vec<Proposal>, String> {
+        for trial in running {
+            self.seen.insert(&trial.architecture, &trial.hparams);
+        }
+        if !self.fitted && self.rows.len() >= self.before_fit {
+            self.model.fit(&self.rows);
+            self.fitted = true;
+        }
+        Ok((0..count).map_while(|_| self.one()).collect())
+    }
 }
 
 #[cfg(test)]

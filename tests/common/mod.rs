@@ -108,6 +108,15 @@ pub fn synthetic(shape: &[usize], samples: usize, classes: usize, integer_featur
     }
 }
 
+/// A directory holding workflow `text` as `w.yaml`, and the run directory to use beside it.
+pub fn start(text: &str) -> (TempDir, PathBuf, PathBuf) {
+    let dir = TempDir::new();
+    let workflow = dir.path().join("w.yaml");
+    std::fs::write(&workflow, text).unwrap();
+    let run_dir = dir.path().join("run");
+    (dir, workflow, run_dir)
+}
+
 /// Runs `msh` with `args`, expecting success, and parses its stdout as JSON.
 pub fn json(args: &[&str]) -> serde_json::Value {
     let out = run(args);

@@ -66,16 +66,7 @@ fn show_status(args: &StatusArgs, store: &Store) -> anyhow::Result<bool> {
     let workflow: Option<msh::workflow::Workflow> = serde_yaml_ng::from_str(&meta.workflow_text).ok();
     let stages = store.stages()?;
     let trials = store.trials()?;
-    let count = |s: TrialStatus| trials.iter().filter(|t| t.status == s).count();
-    let counts = [
-        TrialStatus::Completed,
-        TrialStatus::Stopped,
-        TrialStatus::Failed,
-        TrialStatus::Diverged,
-        TrialStatus::Running,
-        TrialStatus::Pending,
-    ]
-    .map(|s| (s.name(), count(s)));
+    let counts = TrialStatus::counts(&trials).map(|(s, n)| (s.name(), n));
     let best = best_trial(store, None)?;
     let ended = !stages.is_empty() && stages.iter().all(StageRecord::ended);
     // ETA: trials left in running search stages, at the mean trial time, spread over the trainers.

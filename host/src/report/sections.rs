@@ -138,18 +138,8 @@ fn summary(s: &Snapshot) -> String {
     let description = s.workflow.as_ref().map(|w| w.description.clone()).unwrap_or_default();
     let _ =
         writeln!(html, "<h1>{}</h1>\n<p class=\"lead\">{}</p>", escape(&s.meta.workflow_name), escape(&description));
-    let count = |status: TrialStatus| s.trials.iter().filter(|t| t.status == status).count();
-    let counts: Vec<String> = [
-        TrialStatus::Completed,
-        TrialStatus::Stopped,
-        TrialStatus::Failed,
-        TrialStatus::Diverged,
-        TrialStatus::Running,
-        TrialStatus::Pending,
-    ]
-    .iter()
-    .map(|&st| format!("{} {}", st.name(), count(st)))
-    .collect();
+    let counts: Vec<String> =
+        TrialStatus::counts(&s.trials).iter().map(|(st, n)| format!("{} {n}", st.name())).collect();
     let _ = writeln!(html, "<p id=\"counts\">{} trials: {}</p>", s.trials.len(), counts.join(", "));
     html.push_str(
         "<table class=\"stages\"><tr><th>stage</th><th>kind</th><th>state</th><th>finished</th><th>result</th></tr>\n",

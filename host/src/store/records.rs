@@ -101,6 +101,21 @@ pub enum TrialStatus {
 }
 
 impl TrialStatus {
+    /// Every status, results first, in the order summaries list them.
+    pub const ALL: [TrialStatus; 6] = [
+        TrialStatus::Completed,
+        TrialStatus::Stopped,
+        TrialStatus::Failed,
+        TrialStatus::Diverged,
+        TrialStatus::Running,
+        TrialStatus::Pending,
+    ];
+
+    /// How many of `trials` have each status, in `ALL`'s order.
+    pub fn counts(trials: &[TrialRecord]) -> [(TrialStatus, usize); 6] {
+        Self::ALL.map(|s| (s, trials.iter().filter(|t| t.status == s).count()))
+    }
+
     pub fn is_finished(self) -> bool {
         matches!(self, TrialStatus::Completed | TrialStatus::Failed | TrialStatus::Diverged | TrialStatus::Stopped)
     }

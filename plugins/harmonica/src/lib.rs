@@ -8,8 +8,6 @@
 
 use msh_plugin_sdk::*;
 
-/// Random candidates ranked per proposal, besides the best trial's neighbours.
-const DRAWS: usize = 512;
 /// Most polynomial terms the Lasso fits; higher degrees are dropped whole beyond it.
 const MAX_TERMS: usize = 2048;
 /// Most recent scored trials the Lasso fits.
@@ -21,20 +19,12 @@ const SWEEPS: usize = 100;
 type Term = (Vec<usize>, f64);
 
 struct Harmonica {
-    space: SearchSpace,
     encoding: PositionEncoding,
-    rng: Rng,
-    seen: Seen,
-    beam: Beam,
-    rows: Vec<(Vec<usize>, f64)>,
-    /// The sparse polynomial, refitted when rows arrive.
-    terms: Option<Vec<Term>>,
-    before_fit: usize,
+    /// The sparse polynomial.
+    terms: Vec<Term>,
     alpha: f64,
     degree: usize,
     monomials: usize,
-    param_p: f64,
-    hparam_p: f64,
 }
 
 /// ±1 values of every variable for a set of features.
@@ -114,9 +104,37 @@ fn lasso(columns: &[Vec<f64>], y: &[f64], alpha: f64) -> Vec<f64> {
     w
 }
 
-impl Harmonica {
-    fn refit(&mut self) {
-        let rows = &self.rows[self.rows.len().saturating_sub(MAX_ROWS)..];
+impl Model for Harmonica {
+    const EXPLORE: f64 = 0.0;
+
+    fn settings() -> Vec<Setting> {
+        vec![
+            setting("lasso_alpha", "L1 penalty of the Lasso (on standardised objectives)", 0.05),
+            setting("degree", "highest degree of the polynomial's terms (1-3)", 3),
+            setting("monomials", "terms of the polynomial kept", 5),
+        ]
+    }
+
+    fn new(context: &Context, _space: &SearchSpace, encoding: &PositionEncoding) -> Result<Self, String> {
+        let degree: usize = config(context, "degree", 3)?;
+        if !(1..=3).contains(&degree) {
+            return Err(format!("setting `degree` is {degree}; it must be 1, 2 or 3"));
+        }
+        let alpha: f64 = config(context, "lasso_alpha", 0.05)?;
+        if !(alpha.is_finite() && alpha >= 0.0) {
+            return Err(format!("setting `lasso_alpha` is {alpha}; it must be a non-negative number"));
+        }
+        Ok(Self {
+            encoding: encoding.clone(),
+            terms: Vec::new(),
+            alpha,
+            degree,
+            monomials: config(context, "monomials", 5usize)?.max(1),
+        })
+    }
+
+    fn fit(&mut self, rows: &[(Vec<usize>, f64)]) {
+        let rows = &rows[rows.len().saturating_sub(MAX_ROWS)..];
         let x: Vec<Vec<f64>> = rows.iter().map(|(features, _)| signs(&self.encoding, features)).collect();
         // Objectives standardised, so that `alpha` means the same on every scale.
         let n = rows.len() as f64;
@@ -132,87 +150,13 @@ impl Harmonica {
         let mut fitted: Vec<Term> = terms.into_iter().zip(weights).filter(|(_, w)| *w != 0.0).collect();
         fitted.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
         fitted.truncate(self.monomials);
-        self.terms = Some(fitted);
+        self.terms = fitted;
     }
 
-    fn predict(&self, architecture: &[BlockRef]) -> f64 {
-        let x = signs(&self.encoding, &self.encoding.features(architecture));
-        self.terms.iter().flatten().map(|(term, w)| w * term.iter().map(|&v| x[v]).product::<f64>()).sum()
-    }
-
-    fn one(&mut self) -> Option<Proposal> {
-        if self.terms.is_none() {
-            let depths = depth_bounds(&self.space);
-            return unseen_random(&self.space, &mut self.seen, depths, DRAWS, &mut self.rng);
-        }
-        let best = self.beam.best().cloned();
-        let pool =
-            candidate_pool(&self.space, &self.seen, best.as_ref(), DRAWS, (self.param_p, self.hparam_p), &mut self.rng);
-        let proposal = best_predicted(pool, |a| self.predict(a))?;
-        self.seen.insert(&proposal.architecture, &proposal.hparams);
-        Some(proposal)
+    fn predict(&self, features: &[usize]) -> f64 {
+        let x = signs(&self.encoding, features);
+        self.terms.iter().map(|(term, w)| w * term.iter().map(|&v| x[v]).product::<f64>()).sum()
     }
 }
 
-impl Search for Harmonica {
-    fn settings() -> Vec<Setting> {
-        vec![
-            setting("trials_before_fit", "scored trials before the polynomial is fitted (random until then)", 10),
-            setting("lasso_alpha", "L1 penalty of the Lasso (on standardised objectives)", 0.05),
-            setting("degree", "highest degree of the polynomial's terms (1-3)", 3),
-            setting("monomials", "terms of the polynomial kept", 5),
-            setting("param_probability", "chance that a random candidate's block parameter is drawn", 0.3),
-            setting("hparam_mutation_probability", "chance that a candidate's hyper-parameters change", 0.3),
-        ]
-    }
-
-    fn new(context: Context, space: SearchSpace) -> Result<Self, String> {
-        if space.blocks.is_empty() {
-            return Err("the search space allows no blocks".into());
-        }
-        let degree: usize = config(&context, "degree", 3)?;
-        if !(1..=3).contains(&degree) {
-            return Err(format!("setting `degree` is {degree}; it must be 1, 2 or 3"));
-        }
-        let alpha: f64 = config(&context, "lasso_alpha", 0.05)?;
-        if !(alpha.is_finite() && alpha >= 0.0) {
-            return Err(format!("setting `lasso_alpha` is {alpha}; it must be a non-negative number"));
-        }
-        Ok(Self {
-            encoding: PositionEncoding::new(&space),
-            rng: Rng::new(context.seed),
-            seen: Seen::default(),
-            beam: Beam::new(1),
-            rows: Vec::new(),
-            terms: None,
-            before_fit: config(&context, "trials_before_fit", 10usize)?.max(2),
-            alpha,
-            degree,
-            monomials: config(&context, "monomials", 5usize)?.max(1),
-            param_p: config(&context, "param_probability", 0.3)?,
-            hparam_p: config(&context, "hparam_mutation_probability", 0.3)?,
-            space,
-        })
-    }
-
-    fn observe(&mut self, trial: Trial) {
-        self.seen.insert(&trial.architecture, &trial.hparams);
-        self.beam.offer(&trial);
-        if is_scored(&trial) {
-            self.rows.push((self.encoding.features(&trial.architecture), score(&trial)));
-            self.terms = None;
-        }
-    }
-
-    fn propose(&mut self, running: &[Trial], count: u32) -> Result<Vec<Proposal>, String> {
-        for trial in running {
-            self.seen.insert(&trial.architecture, &trial.hparams);
-        }
-        if self.terms.is_none() && self.rows.len() >= self.before_fit {
-            self.refit();
-        }
-        Ok((0..count).map_while(|_| self.one()).collect())
-    }
-}
-
-export_search!(Harmonica);
+export_search!(Surrogate<Harmonica>);
