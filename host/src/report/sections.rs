@@ -451,7 +451,7 @@ fn ensembles(s: &Snapshot) -> String {
             let m = by_id.get(id);
             let _ = writeln!(
                 html,
-                "<tr><td>{id}</td><td><span class=\"weight\" style=\"width:{:.0}px\"></span> {weight:.3}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{id}</td><td><svg class=\"weight\" width=\"80\" height=\"8\"><rect width=\"{:.0}\" height=\"8\"/></svg> {weight:.3}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 (weight.clamp(0.0, 1.0) * 80.0).max(1.0),
                 m.and_then(|m| m.objective).map_or("-".into(), |o| format!("{o:.4}")),
                 m.and_then(|m| headline(m)).map_or("-".into(), |v| format!("{v:.4}")),
