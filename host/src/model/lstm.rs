@@ -6,11 +6,11 @@
 //! beside the hidden state, and the outputs are stacked once at the end; autodiff derives
 //! the gradients, so it runs on every backend.
 
+use super::activation::{sigmoid, tanh};
 use burn::nn::GateController;
 use burn::nn::activation::Activation;
 use burn::nn::lstm::Lstm;
 use burn::prelude::*;
-use burn::tensor::activation::{sigmoid, tanh};
 
 /// Runs `m` over `x` (`[B, T, C]`), from the last step to the first when `reverse`, from
 /// zero states. Returns every step's hidden state (`[B, T, H]`, in input order) and the

@@ -3,6 +3,7 @@
 //! Parameter paths are stable: `blocks.<block>.nodes.<node>.<Kind>.<param>` (node ids as in
 //! the graph, 1-based) and `head.weight`, so weights can be matched between architectures.
 
+mod activation;
 mod conv;
 mod lstm;
 mod max_pool;

@@ -15,6 +15,7 @@ use burn::tensor::activation;
 use burn::tensor::module::{avg_pool1d, avg_pool2d};
 use burn::tensor::ops::AvgPoolOptions;
 
+use super::activation as fused;
 use super::rnn::{BiRnn, Rnn, RnnConfig};
 use super::{conv, lstm, max_pool};
 use crate::graph::{Op, Shape};
@@ -325,9 +326,9 @@ fn stateless(op: &Op, x: Value, out: &Shape, batch: usize) -> Value {
         Op::Relu => each_rank!(x, t => activation::relu(t)),
         Op::LeakyRelu { slope } => each_rank!(x, t => activation::leaky_relu(t, *slope)),
         Op::Gelu => each_rank!(x, t => activation::gelu(t)),
-        Op::Swish => each_rank!(x, t => activation::silu(t)),
-        Op::Tanh => each_rank!(x, t => activation::tanh(t)),
-        Op::Sigmoid => each_rank!(x, t => activation::sigmoid(t)),
+        Op::Swish => each_rank!(x, t => fused::swish(t)),
+        Op::Tanh => each_rank!(x, t => fused::tanh(t)),
+        Op::Sigmoid => each_rank!(x, t => fused::sigmoid(t)),
         Op::Identity => x,
         Op::MaxPool { size, stride } => {
             let s = stride.unwrap_or(*size);

@@ -1,9 +1,9 @@
 //! The plain recurrent layer (`rnn` op): `h_t = tanh(W x_t + b + U h_{t-1} + c)`, the input
 //! transform of every step taken in one matmul and one small matmul per step.
 
+use super::activation::tanh;
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::activation::tanh;
 
 #[derive(Config, Debug)]
 pub struct RnnConfig {
