@@ -5,6 +5,7 @@
 
 mod activation;
 mod conv;
+mod gru;
 mod lstm;
 mod max_pool;
 mod node;

@@ -17,7 +17,7 @@ use burn::tensor::ops::AvgPoolOptions;
 
 use super::activation as fused;
 use super::rnn::{BiRnn, Rnn, RnnConfig};
-use super::{conv, lstm, max_pool};
+use super::{conv, gru, lstm, max_pool};
 use crate::graph::{Op, Shape};
 
 /// A batch of values of one of the ranks the IR allows (batch axis included).
@@ -246,12 +246,18 @@ impl NodeModule {
                 }
             }
             (Self::Gru(m), Op::Gru { return_sequences, .. }) => {
-                let seq = m.forward(x.r3().swap_dims(1, 2), None);
-                if *return_sequences { Value::R3(seq.swap_dims(1, 2)) } else { Value::R2(last_step(seq, batch)) }
+                let (seq, last) = gru::gru(m, x.r3().swap_dims(1, 2), false);
+                if *return_sequences { Value::R3(seq.swap_dims(1, 2)) } else { Value::R2(last) }
             }
             (Self::BiGru(m), Op::Gru { return_sequences, .. }) => {
-                let (seq, state) = m.forward(x.r3().swap_dims(1, 2), None);
-                if *return_sequences { Value::R3(seq.swap_dims(1, 2)) } else { Value::R2(final_states(state, batch)) }
+                let x = x.r3().swap_dims(1, 2);
+                let (seq, last) = gru::gru(&m.forward, x.clone(), false);
+                let (seq_back, last_back) = gru::gru(&m.reverse, x, true);
+                if *return_sequences {
+                    Value::R3(Tensor::cat(vec![seq, seq_back], 2).swap_dims(1, 2))
+                } else {
+                    Value::R2(Tensor::cat(vec![last, last_back], 1))
+                }
             }
             (Self::Rnn(m), Op::Rnn { return_sequences, .. }) => {
                 let (seq, last) = m.forward(x.r3().swap_dims(1, 2), false);
@@ -280,17 +286,6 @@ impl NodeModule {
             (module, op) => unreachable!("module {module:?} built for another op than {}", op.name()),
         }
     }
-}
-
-/// `[directions, B, H]` final states to `[B, directions * H]`.
-fn final_states(states: Tensor<3>, batch: usize) -> Tensor<2> {
-    states.swap_dims(0, 1).reshape([batch as i64, -1])
-}
-
-/// `[B, L, H]` to the last step `[B, H]`.
-fn last_step(seq: Tensor<3>, batch: usize) -> Tensor<2> {
-    let [_, len, hidden] = seq.dims();
-    seq.narrow(1, len - 1, 1).reshape([batch, hidden])
 }
 
 fn merge(op: &Op, inputs: Vec<Value>) -> Value {
