@@ -1,6 +1,6 @@
-//! The GRU lowered like the LSTM (`lstm.rs`): the input transforms of every step in one
-//! matmul, one matmul of the hidden state per step for all three gates, the update and
-//! reset gates through one sigmoid, and this crate's sigmoid and tanh.
+//! The GRU lowered like the LSTM (`lstm.rs`): per step one matmul of the input and one of
+//! the hidden state for all three gates, the update and reset gates through one sigmoid,
+//! and this crate's sigmoid and tanh.
 
 use burn::nn::GateController;
 use burn::nn::activation::Activation;
@@ -42,18 +42,15 @@ pub fn gru(m: &Gru, x: Tensor<3>, reverse: bool) -> (Tensor<3>, Tensor<2>) {
     let gates = [&m.update_gate, &m.reset_gate, &m.new_gate];
     let (input_weights, input_bias) = stacked(gates, false, hidden, &device);
     let (hidden_weights, hidden_bias) = stacked(gates, true, hidden, &device);
-    // [B, T, 3H]: every step's input transform with its bias.
-    let projected = (x.reshape([batch * steps, channels]).matmul(input_weights) + input_bias.unsqueeze()).reshape([
-        batch,
-        steps,
-        3 * hidden,
-    ]);
-    let hidden_bias: Tensor<2> = hidden_bias.unsqueeze();
+    let (input_bias, hidden_bias): (Tensor<2>, Tensor<2>) = (input_bias.unsqueeze(), hidden_bias.unsqueeze());
     let mut h = Tensor::<2>::zeros([batch, hidden], &device);
     let mut outputs: Vec<Option<Tensor<2>>> = vec![None; steps];
     let order: Box<dyn Iterator<Item = usize>> = if reverse { Box::new((0..steps).rev()) } else { Box::new(0..steps) };
     for t in order {
-        let from_x = projected.clone().narrow(1, t, 1).reshape([batch, 3 * hidden]);
+        // The step's input transform here rather than a slice of all steps' at once: the
+        // gradient of such a slice is a zero-filled tensor of all steps, per step.
+        let step = x.clone().narrow(1, t, 1).reshape([batch, channels]);
+        let from_x = step.matmul(input_weights.clone()) + input_bias.clone();
         let from_h = h.clone().matmul(hidden_weights.clone()) + hidden_bias.clone();
         let gates = sigmoid(from_x.clone().narrow(1, 0, 2 * hidden) + from_h.clone().narrow(1, 0, 2 * hidden));
         let [update, reset]: [Tensor<2>; 2] = gates.chunk(2, 1).try_into().expect("2H columns make two chunks");
