@@ -68,7 +68,7 @@ fn show_status(args: &StatusArgs, store: &Store) -> anyhow::Result<bool> {
     let trials = store.trials()?;
     let counts = TrialStatus::counts(&trials).map(|(s, n)| (s.name(), n));
     let best = best_trial(store, None)?;
-    let ended = !stages.is_empty() && stages.iter().all(StageRecord::ended);
+    let ended = StageRecord::run_ended(&stages);
     // ETA: trials left in running search stages, at the mean trial time, spread over the trainers.
     let finished: Vec<&TrialRecord> = trials.iter().filter(|t| t.status.is_finished()).collect();
     let mean = finished.iter().map(|t| t.train_seconds).sum::<f64>() / finished.len().max(1) as f64;

@@ -89,9 +89,9 @@ struct Since {
 async fn wait(State(served): State<Shared>, Query(since): Query<Since>) -> Response {
     let deadline = Instant::now() + Duration::from_secs(25);
     loop {
-        let (finished, ended) = match served.snapshot() {
-            Ok(s) => (s.finished(), s.ended()),
-            Err(e) => return failure(e),
+        let (finished, ended) = match report::progress(&served.store) {
+            Ok(progress) => progress,
+            Err(e) => return failure(e.into()),
         };
         if finished != since.finished || ended || Instant::now() >= deadline {
             return Json(serde_json::json!({ "finished": finished, "ended": ended })).into_response();

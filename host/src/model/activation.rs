@@ -40,8 +40,7 @@ pub trait ActivationExt: Backend {
 
     /// The input's gradient from the output `s` and its gradient: `grad · s · (1 - s)`.
     fn sigmoid_fused_backward(output: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
-        let one_minus = Self::float_add_scalar(Self::float_neg(output.clone()), 1.0.into());
-        Self::float_mul(grad, Self::float_mul(output, one_minus))
+        sigmoid_backward_ops::<Self>(output, grad)
     }
 
     fn tanh_fused(x: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -50,12 +49,23 @@ pub trait ActivationExt: Backend {
 
     /// The input's gradient from the output `t` and its gradient: `grad · (1 - t²)`.
     fn tanh_fused_backward(output: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
-        let square = Self::float_mul(output.clone(), output);
-        Self::float_mul(grad, Self::float_add_scalar(Self::float_neg(square), 1.0.into()))
+        tanh_backward_ops::<Self>(output, grad)
     }
 }
 
 impl ActivationExt for burn_cubecl::CubeBackend {}
+
+/// `grad · s · (1 - s)` in `B`'s tensor ops.
+fn sigmoid_backward_ops<B: Backend>(output: FloatTensor<B>, grad: FloatTensor<B>) -> FloatTensor<B> {
+    let one_minus = B::float_add_scalar(B::float_neg(output.clone()), 1.0.into());
+    B::float_mul(grad, B::float_mul(output, one_minus))
+}
+
+/// `grad · (1 - t²)` in `B`'s tensor ops.
+fn tanh_backward_ops<B: Backend>(output: FloatTensor<B>, grad: FloatTensor<B>) -> FloatTensor<B> {
+    let square = B::float_mul(output.clone(), output);
+    B::float_mul(grad, B::float_add_scalar(B::float_neg(square), 1.0.into()))
+}
 
 const LOG2E: f32 = std::f32::consts::LOG2_E;
 /// ln 2 split in two, so that `x - n ln 2` loses nothing for the n of f32's range.
@@ -131,8 +141,7 @@ impl ActivationExt for Flex {
 
     fn sigmoid_fused_backward(output: FlexTensor, grad: FlexTensor) -> FlexTensor {
         if output.dtype() != DType::F32 || grad.dtype() != DType::F32 {
-            let one_minus = Self::float_add_scalar(Self::float_neg(output.clone()), 1.0.into());
-            return Self::float_mul(grad, Self::float_mul(output, one_minus));
+            return sigmoid_backward_ops::<Self>(output, grad);
         }
         zip(output, grad, |g, s| g * s * (1.0 - s))
     }
@@ -146,8 +155,7 @@ impl ActivationExt for Flex {
 
     fn tanh_fused_backward(output: FlexTensor, grad: FlexTensor) -> FlexTensor {
         if output.dtype() != DType::F32 || grad.dtype() != DType::F32 {
-            let square = Self::float_mul(output.clone(), output);
-            return Self::float_mul(grad, Self::float_add_scalar(Self::float_neg(square), 1.0.into()));
+            return tanh_backward_ops::<Self>(output, grad);
         }
         zip(output, grad, |g, t| g * (1.0 - t * t))
     }

@@ -8,15 +8,18 @@ use burn::nn::gru::Gru;
 use burn::prelude::*;
 
 use super::activation::{sigmoid, tanh};
+use super::rnn::scan;
 
 /// A gate's weights and bias of one transform (input or hidden), stacked update, reset,
 /// new: `[in, 3H]` and `[3H]` (zeros without biases).
 fn stacked(gates: [&GateController; 3], hidden: bool, width: usize, device: &Device) -> (Tensor<2>, Tensor<1>) {
-    let linear = |g: &GateController| if hidden { g.hidden_transform.clone() } else { g.input_transform.clone() };
-    let weights = Tensor::cat(gates.iter().map(|g| linear(g).weight.val()).collect(), 1);
+    fn transform(g: &GateController, hidden: bool) -> &burn::nn::Linear {
+        if hidden { &g.hidden_transform } else { &g.input_transform }
+    }
+    let weights = Tensor::cat(gates.iter().map(|g| transform(g, hidden).weight.val()).collect(), 1);
     let biases = gates
         .iter()
-        .map(|g| linear(g).bias.map(|b| b.val()).unwrap_or_else(|| Tensor::zeros([width], device)))
+        .map(|g| transform(g, hidden).bias.as_ref().map(|b| b.val()).unwrap_or_else(|| Tensor::zeros([width], device)))
         .collect();
     (weights, Tensor::cat(biases, 0))
 }
@@ -43,12 +46,8 @@ pub fn gru(m: &Gru, x: Tensor<3>, reverse: bool) -> (Tensor<3>, Tensor<2>) {
     let (input_weights, input_bias) = stacked(gates, false, hidden, &device);
     let (hidden_weights, hidden_bias) = stacked(gates, true, hidden, &device);
     let (input_bias, hidden_bias): (Tensor<2>, Tensor<2>) = (input_bias.unsqueeze(), hidden_bias.unsqueeze());
-    let mut h = Tensor::<2>::zeros([batch, hidden], &device);
-    let mut outputs: Vec<Option<Tensor<2>>> = vec![None; steps];
-    let order: Box<dyn Iterator<Item = usize>> = if reverse { Box::new((0..steps).rev()) } else { Box::new(0..steps) };
-    for t in order {
-        // The step's input transform here rather than a slice of all steps' at once: the
-        // gradient of such a slice is a zero-filled tensor of all steps, per step.
+    let h = Tensor::<2>::zeros([batch, hidden], &device);
+    scan(steps, reverse, h, |t, h| {
         let step = x.clone().narrow(1, t, 1).reshape([batch, channels]);
         let from_x = step.matmul(input_weights.clone()) + input_bias.clone();
         let from_h = h.clone().matmul(hidden_weights.clone()) + hidden_bias.clone();
@@ -56,11 +55,9 @@ pub fn gru(m: &Gru, x: Tensor<3>, reverse: bool) -> (Tensor<3>, Tensor<2>) {
         let [update, reset]: [Tensor<2>; 2] = gates.chunk(2, 1).try_into().expect("2H columns make two chunks");
         let candidate = tanh(from_x.narrow(1, 2 * hidden, hidden) + reset * from_h.narrow(1, 2 * hidden, hidden));
         // (1 - z) n + z h, as n + z (h - n).
-        h = candidate.clone() + update * (h - candidate);
-        outputs[t] = Some(h.clone());
-    }
-    let outputs = outputs.into_iter().map(|o| o.expect("every step ran")).collect();
-    (Tensor::stack(outputs, 1), h)
+        let h = candidate.clone() + update * (h - candidate);
+        (h.clone(), h)
+    })
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! the gradients, so it runs on every backend.
 
 use super::activation::{sigmoid, tanh};
+use super::rnn::scan;
 use burn::nn::GateController;
 use burn::nn::activation::Activation;
 use burn::nn::lstm::Lstm;
@@ -48,23 +49,19 @@ pub fn lstm(m: &Lstm, x: Tensor<3>, reverse: bool) -> (Tensor<3>, Tensor<2>) {
         .collect::<Option<Vec<_>>>()
         .map(|b| Tensor::cat(b, 0).reshape([1, 4 * hidden]));
     let device = x.device();
-    let mut h = Tensor::<2>::zeros([batch, hidden], &device);
-    let mut c = Tensor::<2>::zeros([batch, hidden], &device);
-    let mut outputs: Vec<Option<Tensor<2>>> = vec![None; steps];
-    let order: Box<dyn Iterator<Item = usize>> = if reverse { Box::new((0..steps).rev()) } else { Box::new(0..steps) };
-    for t in order {
-        let step = x.clone().narrow(1, t, 1).reshape([batch, x.dims()[2]]);
+    let zeros = || Tensor::<2>::zeros([batch, hidden], &device);
+    let channels = x.dims()[2];
+    scan(steps, reverse, (zeros(), zeros()), |t, (h, c)| {
+        let step = x.clone().narrow(1, t, 1).reshape([batch, channels]);
         let mut z = Tensor::cat(vec![step, h], 1).matmul(weights.clone());
         if let Some(bias) = &bias {
             z = z + bias.clone();
         }
         let [i, f, o, g]: [Tensor<2>; 4] = z.chunk(4, 1).try_into().expect("4H columns make four chunks");
-        c = sigmoid(f) * c + sigmoid(i) * tanh(g);
-        h = sigmoid(o) * tanh(c.clone());
-        outputs[t] = Some(h.clone());
-    }
-    let outputs = outputs.into_iter().map(|o| o.expect("every step ran")).collect();
-    (Tensor::stack(outputs, 1), h)
+        let c = sigmoid(f) * c + sigmoid(i) * tanh(g);
+        let h = sigmoid(o) * tanh(c.clone());
+        ((h.clone(), c), h)
+    })
 }
 
 /// A gate's two biases summed (`None` when the LSTM has none).

@@ -232,46 +232,28 @@ impl NodeModule {
             },
             (Self::Dropout(m), _) => each_rank!(x, t => m.forward(t)),
             (Self::Lstm(m), Op::Lstm { return_sequences, .. }) => {
-                let (seq, last) = lstm::lstm(m, x.r3().swap_dims(1, 2), false);
-                if *return_sequences { Value::R3(seq.swap_dims(1, 2)) } else { Value::R2(last) }
+                recurrent(x, *return_sequences, &|x, r| lstm::lstm(m, x, r), None)
             }
-            (Self::BiLstm(m), Op::Lstm { return_sequences, .. }) => {
-                let x = x.r3().swap_dims(1, 2);
-                let (seq, last) = lstm::lstm(&m.forward, x.clone(), false);
-                let (seq_back, last_back) = lstm::lstm(&m.reverse, x, true);
-                if *return_sequences {
-                    Value::R3(Tensor::cat(vec![seq, seq_back], 2).swap_dims(1, 2))
-                } else {
-                    Value::R2(Tensor::cat(vec![last, last_back], 1))
-                }
-            }
+            (Self::BiLstm(m), Op::Lstm { return_sequences, .. }) => recurrent(
+                x,
+                *return_sequences,
+                &|x, r| lstm::lstm(&m.forward, x, r),
+                Some(&|x, r| lstm::lstm(&m.reverse, x, r)),
+            ),
             (Self::Gru(m), Op::Gru { return_sequences, .. }) => {
-                let (seq, last) = gru::gru(m, x.r3().swap_dims(1, 2), false);
-                if *return_sequences { Value::R3(seq.swap_dims(1, 2)) } else { Value::R2(last) }
+                recurrent(x, *return_sequences, &|x, r| gru::gru(m, x, r), None)
             }
-            (Self::BiGru(m), Op::Gru { return_sequences, .. }) => {
-                let x = x.r3().swap_dims(1, 2);
-                let (seq, last) = gru::gru(&m.forward, x.clone(), false);
-                let (seq_back, last_back) = gru::gru(&m.reverse, x, true);
-                if *return_sequences {
-                    Value::R3(Tensor::cat(vec![seq, seq_back], 2).swap_dims(1, 2))
-                } else {
-                    Value::R2(Tensor::cat(vec![last, last_back], 1))
-                }
-            }
+            (Self::BiGru(m), Op::Gru { return_sequences, .. }) => recurrent(
+                x,
+                *return_sequences,
+                &|x, r| gru::gru(&m.forward, x, r),
+                Some(&|x, r| gru::gru(&m.reverse, x, r)),
+            ),
             (Self::Rnn(m), Op::Rnn { return_sequences, .. }) => {
-                let (seq, last) = m.forward(x.r3().swap_dims(1, 2), false);
-                if *return_sequences { Value::R3(seq.swap_dims(1, 2)) } else { Value::R2(last) }
+                recurrent(x, *return_sequences, &|x, r| m.forward(x, r), None)
             }
             (Self::BiRnn(m), Op::Rnn { return_sequences, .. }) => {
-                let x = x.r3().swap_dims(1, 2);
-                let (seq, last) = m.forward.forward(x.clone(), false);
-                let (seq_back, last_back) = m.reverse.forward(x, true);
-                if *return_sequences {
-                    Value::R3(Tensor::cat(vec![seq, seq_back], 2).swap_dims(1, 2))
-                } else {
-                    Value::R2(Tensor::cat(vec![last, last_back], 1))
-                }
+                recurrent(x, *return_sequences, &|x, r| m.forward.forward(x, r), Some(&|x, r| m.reverse.forward(x, r)))
             }
             (Self::Attention(m), _) => {
                 let context = m.forward(MhaInput::self_attn(x.r3().swap_dims(1, 2))).context;
@@ -285,6 +267,24 @@ impl NodeModule {
             (Self::Stateless(_), op) => stateless(op, x, out, batch),
             (module, op) => unreachable!("module {module:?} built for another op than {}", op.name()),
         }
+    }
+}
+
+/// One direction of a recurrent layer: `[B, T, C]` (from the last step when the flag is
+/// set) to every step's state `[B, T, H]` in input order and the last state computed.
+type Direction<'a> = &'a dyn Fn(Tensor<3>, bool) -> (Tensor<3>, Tensor<2>);
+
+/// A recurrent layer over `[C, T]` samples: `forward`, and `reverse` from the last step
+/// when bidirectional (their features concatenated); every step or the last states.
+fn recurrent(x: Value, return_sequences: bool, forward: Direction, reverse: Option<Direction>) -> Value {
+    let x = x.r3().swap_dims(1, 2);
+    let mut runs = vec![forward(x.clone(), false)];
+    runs.extend(reverse.map(|reverse| reverse(x, true)));
+    let (sequences, lasts): (Vec<_>, Vec<_>) = runs.into_iter().unzip();
+    if return_sequences {
+        Value::R3(Tensor::cat(sequences, 2).swap_dims(1, 2))
+    } else {
+        Value::R2(Tensor::cat(lasts, 1))
     }
 }
 

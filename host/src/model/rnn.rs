@@ -1,5 +1,5 @@
-//! The plain recurrent layer (`rnn` op): `h_t = tanh(W x_t + b + U h_{t-1} + c)`, the input
-//! transform of every step taken in one matmul and one small matmul per step.
+//! The plain recurrent layer (`rnn` op), `h_t = tanh(W x_t + b + U h_{t-1} + c)`, and
+//! `scan`, the step loop it shares with the lowered LSTM and GRU.
 
 use super::activation::tanh;
 use burn::nn::{Linear, LinearConfig};
@@ -40,21 +40,40 @@ impl Rnn {
     /// `reverse`. Returns every step's state (`[B, T, H]`, in input order) and the last one
     /// computed (`[B, H]`).
     pub fn forward(&self, x: Tensor<3>, reverse: bool) -> (Tensor<3>, Tensor<2>) {
-        let [batch, steps, _] = x.dims();
-        let hidden = self.hidden.weight.dims()[0];
-        let projected = self.input.forward(x);
-        let mut h = Tensor::<2>::zeros([batch, hidden], &projected.device());
-        let mut outputs: Vec<Option<Tensor<2>>> = vec![None; steps];
-        let order: Box<dyn Iterator<Item = usize>> =
-            if reverse { Box::new((0..steps).rev()) } else { Box::new(0..steps) };
-        for t in order {
-            let step = projected.clone().narrow(1, t, 1).reshape([batch, hidden]);
-            h = tanh(step + self.hidden.forward(h));
-            outputs[t] = Some(h.clone());
-        }
-        let outputs: Vec<Tensor<2>> = outputs.into_iter().map(|o| o.expect("every step ran")).collect();
-        (Tensor::stack(outputs, 1), h)
+        let [batch, steps, channels] = x.dims();
+        let h = Tensor::<2>::zeros([batch, self.hidden.weight.dims()[0]], &x.device());
+        scan(steps, reverse, h, |t, h| {
+            let step = x.clone().narrow(1, t, 1).reshape([batch, channels]);
+            let h = tanh(self.input.forward(step) + self.hidden.forward(h));
+            (h.clone(), h)
+        })
     }
+}
+
+/// Runs a recurrence over steps `0..steps` (from the last when `reverse`): `step(t, state)`
+/// gives the next state and step `t`'s output. Returns the outputs stacked in input order
+/// (`[B, T, H]`) and the last one computed.
+///
+/// Each step slices its own input: a step sliced from a transform of all steps at once
+/// costs, in the backward pass, a zero-filled gradient of all steps per step (1.3x slower
+/// on a GRU).
+pub(super) fn scan<S>(
+    steps: usize,
+    reverse: bool,
+    mut state: S,
+    mut step: impl FnMut(usize, S) -> (S, Tensor<2>),
+) -> (Tensor<3>, Tensor<2>) {
+    let order: Box<dyn Iterator<Item = usize>> = if reverse { Box::new((0..steps).rev()) } else { Box::new(0..steps) };
+    let mut outputs: Vec<Option<Tensor<2>>> = vec![None; steps];
+    let mut last = None;
+    for t in order {
+        let output;
+        (state, output) = step(t, state);
+        outputs[t] = Some(output.clone());
+        last = Some(output);
+    }
+    let outputs = outputs.into_iter().map(|o| o.expect("every step ran")).collect();
+    (Tensor::stack(outputs, 1), last.expect("shape inference refuses empty sequences"))
 }
 
 #[cfg(test)]

@@ -29,13 +29,18 @@ impl Snapshot {
 
     /// Finished trials: what a page changes with.
     pub fn finished(&self) -> usize {
-        self.trials.iter().filter(|t| t.status.is_finished()).count()
+        finished(&self.trials)
     }
+}
 
-    /// Whether every stage is done or failed.
-    pub fn ended(&self) -> bool {
-        !self.stages.is_empty() && self.stages.iter().all(StageRecord::ended)
-    }
+fn finished(trials: &[TrialRecord]) -> usize {
+    trials.iter().filter(|t| t.status.is_finished()).count()
+}
+
+/// What a live page waits on, read without the rest of a snapshot: the finished trials,
+/// and whether every stage is done or failed.
+pub fn progress(store: &Store) -> Result<(usize, bool), StoreError> {
+    Ok((finished(&store.trials()?), StageRecord::run_ended(&store.stages()?)))
 }
 
 const STYLE: &str = include_str!("report.css");

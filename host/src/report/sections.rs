@@ -73,7 +73,7 @@ fn block_text(b: &crate::store::BlockRef) -> String {
     format!("{}({})", b.name, params.join(", "))
 }
 
-pub fn arch_text(t: &TrialRecord) -> String {
+fn arch_text(t: &TrialRecord) -> String {
     t.architecture.iter().map(block_text).collect::<Vec<_>>().join(", ")
 }
 
@@ -100,7 +100,7 @@ fn tooltip(t: &TrialRecord) -> String {
 
 /// What a child changed from its parent: blocks inserted, removed or replaced, block
 /// parameters and hyper-parameters moved.
-pub fn changes(parent: &TrialRecord, child: &TrialRecord) -> String {
+fn changes(parent: &TrialRecord, child: &TrialRecord) -> String {
     let (a, b) = (&parent.architecture, &child.architecture);
     let mut out = Vec::new();
     if a.len() == b.len() {

@@ -85,6 +85,11 @@ impl StageRecord {
     pub fn ended(&self) -> bool {
         matches!(self.state, StageState::Done | StageState::Failed)
     }
+
+    /// Whether a run with these stages has ended: it has stages, and all have ended.
+    pub fn run_ended(stages: &[StageRecord]) -> bool {
+        !stages.is_empty() && stages.iter().all(StageRecord::ended)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
