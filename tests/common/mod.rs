@@ -139,3 +139,22 @@ pub fn mnist1d_workflow(budget: u32, epochs: u32, trainers: u32, extra: &str) ->
         test = data.join("test.csv").display(),
     )
 }
+
+/// The URL of the PostgreSQL cluster the store tests use: `MSH_TEST_POSTGRES`, which
+/// `.ci/run` sets, else the private loopback cluster `.ci/postgres` starts (or finds).
+pub fn postgres_url() -> String {
+    static URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    URL.get_or_init(|| {
+        if let Ok(url) = std::env::var("MSH_TEST_POSTGRES") {
+            return url;
+        }
+        let out = Command::new("bash").arg(root().join(".ci/postgres")).output().expect("bash runs");
+        assert!(
+            out.status.success(),
+            "no PostgreSQL for the store tests (set MSH_TEST_POSTGRES, or install Debian's postgresql): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("a URL").trim().to_string()
+    })
+    .clone()
+}

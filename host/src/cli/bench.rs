@@ -1,5 +1,5 @@
-//! `msh bench train` and `msh bench plugins`: training throughput (samples/s) of reference
-//! CNNs on the CPU, and plugin call latencies.
+//! `msh bench`: training throughput (samples/s) of reference CNNs on the CPU and plugin
+//! call latencies here; the engine, trainers, searchers and store in files of their own.
 
 use std::time::Instant;
 
@@ -39,6 +39,8 @@ pub enum BenchCommand {
     Search(super::bench_engine::BenchSearchArgs),
     /// Searchers side by side on a metrics table: trials to a target, repeats rejected.
     Searchers(super::bench_searchers::BenchSearchersArgs),
+    /// Claims per second and store time per trial, LMDB and PostgreSQL, 1 to 16 workers.
+    Store(super::bench_store::BenchStoreArgs),
 }
 
 #[derive(Debug, Args)]
@@ -72,6 +74,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
         BenchCommand::Trainers(args) => return super::bench_engine::trainers(args),
         BenchCommand::Search(args) => return super::bench_engine::search(args),
         BenchCommand::Searchers(args) => return super::bench_searchers::searchers(args),
+        BenchCommand::Store(args) => return super::bench_store::store(args),
     };
     if let Some(threads) = args.threads {
         train::use_threads(threads).map_err(anyhow::Error::msg)?;

@@ -98,7 +98,11 @@ pub fn run_in_process(
         backend: Some(msh::train::Backend::Cpu),
         threads: None,
         allow_changed_plugins: false,
-        worker_of: None,
+        role: Default::default(),
+        launcher: Some(super::run::launcher(workflow, run_dir, Some(msh::train::Backend::Cpu))),
+        stop: Default::default(),
+        store: None,
+        lease_seconds: None,
     };
     let start = Instant::now();
     let end = engine::run_workflow(workflow, &options, reporter)?;
@@ -340,7 +344,7 @@ pub fn search(args: BenchSearchArgs) -> anyhow::Result<std::process::ExitCode> {
         let (seconds, store) = run_copy(&scratch.0, &name.replace(' ', "-"), &serde_yaml_ng::to_string(value)?)?;
         let trials = store.trials()?;
         let search: Vec<_> = trials.iter().filter(|t| t.stage == "search").collect();
-        let best = msh::engine::best_trial(&store, Some("search"))?;
+        let best = msh::store::best_trial(&store, Some("search"))?;
         let ensemble = trials
             .iter()
             .filter(|t| !t.members.is_empty())

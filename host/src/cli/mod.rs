@@ -3,6 +3,7 @@
 mod bench;
 mod bench_engine;
 mod bench_searchers;
+mod bench_store;
 mod blocks;
 mod data;
 mod fuzz;
@@ -28,6 +29,8 @@ pub struct Cli {
 enum Command {
     /// Run (or resume) a workflow: search, then the stages after it.
     Run(run::RunArgs),
+    /// Join the search stages of a run kept in PostgreSQL (from any machine).
+    Worker(run::WorkerArgs),
     /// Check a workflow file without running it.
     Validate(run::ValidateArgs),
     /// A run's stages, trial counts, best trial and ETA.
@@ -67,6 +70,7 @@ enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Worker(args) => run::worker(args),
         Command::Validate(args) => run::validate(args),
         Command::Status(args) => inspect::status(args),
         Command::Trials(args) => inspect::trials(args),

@@ -1,4 +1,6 @@
-//! `msh run` and `msh validate`: run (or resume) a workflow, or only check it.
+//! `msh run`, `msh worker` and `msh validate`: run (or resume) a workflow, join a run's
+//! search stages from any machine, or only check a workflow. The stop signals (Ctrl-C;
+//! a trainer process's closed stdin) and the trainer processes' command line live here.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -8,7 +10,9 @@ use std::sync::{Arc, Mutex};
 
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use msh::engine::{self, EngineEvent, RunEnd, RunOptions};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use msh::engine::{self, EngineEvent, Launcher, Role, RunEnd, RunOptions};
 use msh::plugin::{PackStore, PluginHost};
 use msh::store::{StageState, TrialStatus};
 use msh::train::Backend;
@@ -36,9 +40,107 @@ pub struct RunArgs {
     /// from the one the run started with; the change is logged.
     #[arg(long)]
     allow_changed_plugins: bool,
+    /// Keep the run's trials in PostgreSQL (`postgres://USER:PASSWORD@HOST/DB`) so that
+    /// `msh worker`s on other machines can join; overrides the workflow's `store:`.
+    #[arg(long, env = "MSH_STORE", hide_env_values = true)]
+    store: Option<String>,
+    /// Seconds a claimed trial stays this process's without a heartbeat; another worker
+    /// retrains it after that [default: 30].
+    #[arg(long)]
+    lease_seconds: Option<f64>,
     /// Internal: be one trainer of a search stage for a parent `msh run`.
     #[arg(long, hide = true)]
     worker_of: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// The run directory, shared with `msh run` and the other workers.
+    run_dir: PathBuf,
+    /// The run's PostgreSQL store [default: the URL the run was created with].
+    #[arg(long, env = "MSH_STORE", hide_env_values = true)]
+    store: Option<String>,
+    /// The workflow file [default: the path the run was started from].
+    #[arg(long)]
+    workflow: Option<PathBuf>,
+    /// Trainers in this worker [default: 1].
+    #[arg(long)]
+    trainers: Option<usize>,
+    /// Overrides `trainers.backend`.
+    #[arg(long, value_enum)]
+    backend: Option<Backend>,
+    /// CPU threads per trainer [default: the cores divided among the trainers].
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Seconds a claimed trial stays this worker's without a heartbeat [default: 30].
+    #[arg(long)]
+    lease_seconds: Option<f64>,
+}
+
+/// Starts trainer processes as `msh run --worker-of STAGE` with this process's settings.
+#[derive(Debug)]
+struct SelfLauncher {
+    workflow: PathBuf,
+    run_dir: PathBuf,
+    backend: Option<Backend>,
+    store: Option<String>,
+    lease_seconds: Option<f64>,
+}
+
+impl Launcher for SelfLauncher {
+    fn trainer(&self, stage: &str, _index: usize, threads: usize) -> std::process::Command {
+        let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("msh"));
+        let mut command = std::process::Command::new(exe);
+        command.arg("run").arg(&self.workflow).arg("--run-dir").arg(&self.run_dir);
+        command.args(["--trainers", "1", "--worker-of", stage]);
+        let backend = self.backend.and_then(|b| clap::ValueEnum::to_possible_value(&b));
+        command.args(backend.iter().flat_map(|b| ["--backend".to_string(), b.get_name().to_string()]));
+        command.args(["--threads", &threads.to_string()]);
+        command.args(self.lease_seconds.iter().flat_map(|s| ["--lease-seconds".to_string(), s.to_string()]));
+        // The URL may hold a password: it goes by the environment, not the command line.
+        if let Some(url) = &self.store {
+            command.env(msh::store::STORE_ENV, url);
+        }
+        command
+    }
+}
+
+/// The launcher of a run with defaults but for the backend (benchmarks).
+pub(super) fn launcher(workflow: &Path, run_dir: &Path, backend: Option<Backend>) -> Arc<dyn Launcher> {
+    let (workflow, run_dir) = (workflow.to_path_buf(), run_dir.to_path_buf());
+    Arc::new(SelfLauncher { workflow, run_dir, backend, store: None, lease_seconds: None })
+}
+
+/// A stop flag that the first Ctrl-C sets (running trials go back to the queue); the
+/// second quits at once.
+fn stop_on_ctrl_c() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        runtime.block_on(async {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                flag.store(true, Ordering::Relaxed);
+                plain_line("msh: stopping: running trials go back to the queue (Ctrl-C again quits at once)");
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(130);
+                }
+            }
+        });
+    });
+    stop
+}
+
+/// A stop flag that is set when stdin closes: a parent `msh run` stops its trainer
+/// processes so (and so does its death).
+fn stop_on_stdin_close() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        flag.store(true, Ordering::Relaxed);
+    });
+    stop
 }
 
 #[derive(Debug, Args)]
@@ -71,15 +173,27 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             Path::new("runs").join(&wf.name)
         }
     };
+    let launcher = SelfLauncher {
+        workflow: args.workflow.clone(),
+        run_dir: run_dir.clone(),
+        backend: args.backend,
+        store: args.store.clone(),
+        lease_seconds: args.lease_seconds,
+    };
+    let trainer_of = args.worker_of.clone();
     let options = RunOptions {
         run_dir: run_dir.clone(),
         trainers: args.trainers,
         threads: args.threads,
         allow_changed_plugins: args.allow_changed_plugins,
         backend: args.backend,
-        worker_of: args.worker_of.clone(),
+        role: trainer_of.clone().map_or(Role::Run, Role::TrainerOf),
+        launcher: Some(Arc::new(launcher)),
+        stop: if trainer_of.is_some() { stop_on_stdin_close() } else { stop_on_ctrl_c() },
+        store: args.store.clone(),
+        lease_seconds: args.lease_seconds,
     };
-    if options.worker_of.is_some() {
+    if trainer_of.is_some() {
         // Events go to the parent as JSON lines.
         let reporter = Arc::new(|event: EngineEvent| {
             use std::io::Write;
@@ -93,13 +207,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         });
     }
     eprintln!("msh: running {} in {}", args.workflow.display(), run_dir.display());
-    let display = Arc::new(Mutex::new(Display::new()));
-    let reporter = {
-        let display = display.clone();
-        Arc::new(move |event: EngineEvent| display.lock().expect("no panics while drawing").on_event(event))
-    };
-    let end = engine::run_workflow(&args.workflow, &options, reporter)?;
-    display.lock().expect("no panics while drawing").finish();
+    let end = run_with_display(&args.workflow, &options)?;
     let shown = run_dir.display();
     Ok(match end {
         RunEnd::Done => {
@@ -115,6 +223,64 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             ExitCode::from(1)
         }
     })
+}
+
+/// `msh worker`: joins the search stages of a run that `msh run --store` started.
+pub fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    let workflow = match &args.workflow {
+        Some(path) => path.clone(),
+        None => engine::run_workflow_path(&args.run_dir, args.store.as_deref())?,
+    };
+    if !workflow.is_file() {
+        anyhow::bail!(
+            "cannot read workflow {}, which run {} was started from; pass --workflow with its path on this machine",
+            workflow.display(),
+            args.run_dir.display()
+        );
+    }
+    let launcher = SelfLauncher {
+        workflow: workflow.clone(),
+        run_dir: args.run_dir.clone(),
+        backend: args.backend,
+        store: args.store.clone(),
+        lease_seconds: args.lease_seconds,
+    };
+    let options = RunOptions {
+        run_dir: args.run_dir.clone(),
+        trainers: Some(args.trainers.unwrap_or(1)),
+        threads: args.threads,
+        backend: args.backend,
+        role: Role::Worker,
+        launcher: Some(Arc::new(launcher)),
+        stop: stop_on_ctrl_c(),
+        store: args.store.clone(),
+        lease_seconds: args.lease_seconds,
+        allow_changed_plugins: false,
+    };
+    eprintln!("msh: worker {} pid {} joins {}", msh::store::host_name(), std::process::id(), args.run_dir.display());
+    Ok(match run_with_display(&workflow, &options)? {
+        RunEnd::Done => {
+            eprintln!("msh: every search stage of {} has ended", args.run_dir.display());
+            ExitCode::SUCCESS
+        }
+        RunEnd::Interrupted => ExitCode::from(130),
+        RunEnd::Failed(stages) => {
+            eprintln!("msh: stage(s) failed: {}", stages.join(", "));
+            ExitCode::from(1)
+        }
+    })
+}
+
+/// Runs with progress bars (or lines) on stderr.
+fn run_with_display(workflow: &Path, options: &RunOptions) -> anyhow::Result<RunEnd> {
+    let display = Arc::new(Mutex::new(Display::new()));
+    let reporter = {
+        let display = display.clone();
+        Arc::new(move |event: EngineEvent| display.lock().expect("no panics while drawing").on_event(event))
+    };
+    let end = engine::run_workflow(workflow, options, reporter)?;
+    display.lock().expect("no panics while drawing").finish();
+    Ok(end)
 }
 
 /// One progress line on stderr. A reader that goes away (`msh run 2>&1 | head`) must not

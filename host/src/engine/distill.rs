@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::stages::{record_stage_model, train_for_stage};
+use super::training::{record_stage_model, train_for_stage};
 use super::{EngineError, Run};
 use crate::data::Splits;
 use crate::store::{TrialRecord, TrialStatus};

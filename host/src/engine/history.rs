@@ -43,7 +43,7 @@ impl History {
             if record.stage != self.stage {
                 continue;
             }
-            let trial = record.to_plugin();
+            let trial = crate::plugin::convert::trial(&record);
             if !record.is_combination() {
                 self.keys.entry(self.session.key(&trial.architecture, &trial.hparams)).or_insert(trial.id);
             }

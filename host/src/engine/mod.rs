@@ -3,27 +3,52 @@
 //! holds the store, a copy of the workflow and one checkpoint per trial; running it again
 //! resumes where it stopped.
 
+// Each stage has its file; `trainer` evaluates search trials; `training` is the leaf
+// that the stages share.
 mod distill;
 mod early_stop;
 mod ensemble;
+mod export;
 mod history;
+mod retrain;
 mod search;
-mod stages;
 mod trainer;
+mod training;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-pub use stages::{ExportError, best_trial, export_trial, pareto_front};
+pub use export::{ExportError, export_trial};
 pub use trainer::{Table, TableError};
 
 use crate::data::{self, DataError, Splits};
 use crate::plugin::{PackStore, PluginHost};
 use crate::store::{self, Owner, RunMeta, StageRecord, StageState, Store, StoreError, TrialRecord, TrialStatus};
 use crate::train::{self, Backend, Selected};
-use crate::workflow::{self, Resolved, StageKind, TrainerKind, Workflow, WorkflowError};
+use crate::workflow::{self, Resolved, StageKind, TrainerKind, Workflow, WorkflowError, upstream_search};
+
+/// What this process does for a run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Role {
+    /// `msh run`: every stage, in dependency order, with its local trainers.
+    #[default]
+    Run,
+    /// `msh worker`: one trainer of each search stage of a run started elsewhere, stage
+    /// after stage as their needs are done; the other stages are `msh run`'s.
+    Worker,
+    /// One extra trainer of this search stage for a parent `msh run` (which reads the
+    /// events this process reports, and starts it through its `Launcher`).
+    TrainerOf(String),
+}
+
+/// How a run starts extra trainer processes: the binary knows its own command line.
+pub trait Launcher: Send + Sync + std::fmt::Debug {
+    /// The command that runs trainer `index` of search stage `stage` with `threads`
+    /// compute threads (`Role::TrainerOf`, on this process's run and store).
+    fn trainer(&self, stage: &str, index: usize, threads: usize) -> std::process::Command;
+}
 
 /// Settings of `msh run` that are not part of the workflow.
 #[derive(Debug, Clone, Default)]
@@ -37,10 +62,21 @@ pub struct RunOptions {
     pub threads: Option<usize>,
     /// Resume even where a plugin's content differs from the one the run started with.
     pub allow_changed_plugins: bool,
-    /// Work as one extra trainer of this search stage for a parent `msh run` (which
-    /// reads the events this process prints) and run nothing else.
-    pub worker_of: Option<String>,
+    pub role: Role,
+    /// Starts the extra trainer processes of `trainers` > 1 (none: trainers are threads).
+    pub launcher: Option<Arc<dyn Launcher>>,
+    /// Set by the caller to stop: running trials go back to the queue, and the run
+    /// resumes where it stopped when started again.
+    pub stop: Arc<AtomicBool>,
+    /// Keep the run's trials in this PostgreSQL database (`postgres://...`) instead of
+    /// LMDB in the run directory.
+    pub store: Option<String>,
+    /// Seconds a claimed trial stays this process's without a heartbeat [default: 30].
+    pub lease_seconds: Option<f64>,
 }
+
+/// How long a claimed trial stays its trainer's without a heartbeat, by default.
+pub const DEFAULT_LEASE_SECONDS: f64 = 30.0;
 
 /// What the engine reports as it goes, for progress bars and logs. Worker processes send
 /// theirs to the parent as JSON lines.
@@ -137,7 +173,6 @@ pub enum RunEnd {
 /// Everything the stages of one run share.
 pub(crate) struct Run {
     pub workflow: Workflow,
-    pub workflow_path: PathBuf,
     pub resolved: Resolved,
     pub store: Store,
     pub dir: PathBuf,
@@ -145,10 +180,16 @@ pub(crate) struct Run {
     pub backend: Backend,
     /// CPU threads of each trainer process.
     pub threads: usize,
-    /// Set in worker processes: which search stage this process helps with.
-    pub worker_of: Option<String>,
+    pub role: Role,
+    launcher: Option<Arc<dyn Launcher>>,
     pub owner: Owner,
-    pub stop: AtomicBool,
+    /// This machine's name, in trial records' `worker`.
+    pub host: String,
+    /// Seconds of lease per claim and heartbeat.
+    pub lease: f64,
+    /// Trials and reservations this process holds: the heartbeat renews their leases.
+    held: Mutex<BTreeSet<u64>>,
+    stop: Arc<AtomicBool>,
     pub report: Reporter,
     device: OnceLock<Result<Selected, String>>,
     splits: Mutex<Option<Arc<Splits>>>,
@@ -193,14 +234,49 @@ impl Run {
     pub fn note(&self, text: String) {
         (self.report)(EngineEvent::Note(text));
     }
+
+    /// The best completed trial of `stage` (see `store::best_trial`).
+    pub fn best_of(&self, stage: &str) -> Result<TrialRecord, EngineError> {
+        store::best_trial(&self.store, Some(stage))?
+            .ok_or_else(|| EngineError::Stage(format!("search stage `{stage}` has no completed trial to use")))
+    }
+
+    /// The model a retrain, ensemble or distill stage produced (its latest), if any.
+    pub fn produced(&self, stage: &str) -> Result<Option<TrialRecord>, StoreError> {
+        Ok(self.store.trials()?.into_iter().rev().find(|t| t.stage == stage && t.status == TrialStatus::Completed))
+    }
+
+    /// Starts renewing the lease on a trial or reservation this process claimed.
+    pub fn hold(&self, id: u64) {
+        self.held.lock().expect("no panics while holding").insert(id);
+    }
+
+    pub fn release(&self, id: u64) {
+        self.held.lock().expect("no panics while holding").remove(&id);
+    }
 }
 
-/// Whether the process that claimed a trial is still at it.
-fn owner_alive(owner: &Owner, me: &Owner) -> bool {
-    if owner.pid == me.pid {
-        return owner.session == me.session;
-    }
-    Path::new(&format!("/proc/{}", owner.pid)).exists()
+/// Renews this process's leases every third of a lease, while the run lives.
+fn start_heartbeat(run: &Arc<Run>) {
+    let run = Arc::downgrade(run);
+    std::thread::spawn(move || {
+        loop {
+            let Some(period) = run.upgrade().map(|r| r.lease / 3.0) else { return };
+            std::thread::sleep(std::time::Duration::from_secs_f64(period));
+            let Some(run) = run.upgrade() else { return };
+            let ids: Vec<u64> = run.held.lock().expect("no panics while holding").iter().copied().collect();
+            if ids.is_empty() {
+                continue;
+            }
+            match run.store.write(|t| t.renew(&ids, &run.owner, run.lease)) {
+                Ok(lost) if !lost.is_empty() => run.note(format!(
+                    "the leases on trial(s) {lost:?} expired before they were renewed; others retrain them"
+                )),
+                Ok(_) => {}
+                Err(e) => run.note(format!("cannot renew leases: {e}")),
+            }
+        }
+    });
 }
 
 /// Opens or creates the run directory; refuses to resume a different workflow.
@@ -209,12 +285,13 @@ fn owner_alive(owner: &Owner, me: &Owner) -> bool {
 /// logged and returned.
 fn open_run_dir(
     dir: &Path,
+    url: Option<&str>,
     source: &workflow::Source,
     wf: &Workflow,
     plugins: BTreeMap<String, String>,
     allow_changed_plugins: bool,
 ) -> Result<(Store, Vec<String>), EngineError> {
-    let store = Store::open(dir)?;
+    let store = Store::open_at(dir, url)?;
     let copy = dir.join("workflow.yaml");
     let mut changes = Vec::new();
     store.write(|t| -> Result<(), EngineError> {
@@ -256,7 +333,7 @@ fn open_run_dir(
                     .map_err(|e| EngineError::Io { path: copy.clone(), source: e })?;
                 t.put_run_meta(&RunMeta {
                     workflow_name: wf.name.clone(),
-                    workflow_path: source.path.clone(),
+                    workflow_path: std::fs::canonicalize(&source.path).unwrap_or_else(|_| source.path.clone()),
                     workflow_text: source.text.clone(),
                     created: store::now(),
                     msh_version: env!("CARGO_PKG_VERSION").into(),
@@ -270,13 +347,15 @@ fn open_run_dir(
     Ok((store, changes))
 }
 
-/// Requeues trials whose process is gone and recounts every search stage.
+/// Requeues trials whose owner's lease expired (or whose process on this machine is
+/// gone) and recounts every search stage; live reservations of other workers stay.
 fn recover(store: &Store, wf: &Workflow, me: &Owner) -> Result<usize, StoreError> {
     store.write(|t| {
         let mut requeued = 0;
+        let now = t.clock();
         let mut counts: BTreeMap<String, (Vec<u64>, Vec<u64>, u64)> = BTreeMap::new();
         for mut trial in t.trials()? {
-            if trial.status == TrialStatus::Running && !trial.owner.is_some_and(|o| owner_alive(&o, me)) {
+            if trial.status == TrialStatus::Running && trial.owner.is_none_or(|o| o.expired(now, me)) {
                 trial.status = TrialStatus::Pending;
                 trial.owner = None;
                 t.put_trial(&trial)?;
@@ -297,6 +376,7 @@ fn recover(store: &Store, wf: &Workflow, me: &Owner) -> Result<usize, StoreError
             record.running = running.len() as u64;
             record.in_flight = running;
             record.finished_trials = finished;
+            record.reserved.retain(|r| !r.owner.expired(now, me));
             t.put_stage(&record)?;
         }
         Ok(requeued)
@@ -322,32 +402,46 @@ pub fn run_workflow(path: &Path, options: &RunOptions, report: Reporter) -> Resu
     }
     let host = PluginHost::new(wf.limits);
     let resolved = workflow::resolve(&source, &wf, &host, &PackStore::default_location())?;
-    if options.worker_of.is_none() {
+    if options.role == Role::Run {
         fetch_data(&wf, &resolved)?;
     }
     let plugins =
         resolved.packs.iter().chain(resolved.searchers.values()).map(|p| (p.name.clone(), p.sha256.clone())).collect();
-    let (store, changed_plugins) =
-        open_run_dir(&options.run_dir, &source, &wf, plugins, options.allow_changed_plugins)?;
-    let owner = Owner { pid: std::process::id(), session: session_id() };
+    let store_url = match &options.store {
+        Some(url) => Some(url.clone()),
+        None => wf.store_url().map_err(EngineError::Stage)?,
+    };
+    let (store, changed_plugins) = open_run_dir(
+        &options.run_dir,
+        store_url.as_deref(),
+        &source,
+        &wf,
+        plugins,
+        options.allow_changed_plugins,
+    )?;
+    let owner = Owner::this_process(session_id());
     let requeued = recover(&store, &wf, &owner)?;
     let run = Arc::new(Run {
         trainers,
         threads,
         backend: options.backend.unwrap_or(wf.trainers.backend),
         workflow: wf,
-        workflow_path: path.to_path_buf(),
-        worker_of: options.worker_of.clone(),
+        role: options.role.clone(),
+        launcher: options.launcher.clone(),
         resolved,
         store,
         dir: options.run_dir.clone(),
         owner,
-        stop: AtomicBool::new(false),
+        host: store::host_name(),
+        lease: options.lease_seconds.unwrap_or(DEFAULT_LEASE_SECONDS),
+        held: Mutex::new(BTreeSet::new()),
+        stop: options.stop.clone(),
         report,
         device: OnceLock::new(),
         splits: Mutex::new(None),
         teachers: Default::default(),
     });
+    start_heartbeat(&run);
     for change in changed_plugins {
         run.note(change);
     }
@@ -355,46 +449,77 @@ pub fn run_workflow(path: &Path, options: &RunOptions, report: Reporter) -> Resu
         run.note(format!("resuming: {requeued} interrupted trial(s) requeued"));
     }
     let cores = train::cores();
-    if run.trainers > cores && run.workflow.trainers.kind == TrainerKind::Burn && run.worker_of.is_none() {
+    if run.trainers > cores && run.workflow.trainers.kind == TrainerKind::Burn && run.role == Role::Run {
         run.note(format!(
             "{} trainers share {cores} cores: trials/min usually peaks at one trainer per core",
             run.trainers
         ));
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| EngineError::Stage(format!("cannot start the runtime: {e}")))?;
-    if let Some(stage) = &options.worker_of {
-        if run.workflow.stages.get(stage).is_none_or(|s| s.kind != StageKind::Search) {
-            return Err(EngineError::Stage(format!("`{stage}` is not a search stage of {}", path.display())));
+    match &options.role {
+        Role::Run => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .map_err(|e| EngineError::Stage(format!("cannot start the runtime: {e}")))?;
+            runtime.block_on(run_stages(run))
         }
-        // The parent closes our stdin to stop us (and so does its death).
-        let watched = run.clone();
-        std::thread::spawn(move || {
-            let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
-            watched.stop.store(true, Ordering::Relaxed);
-        });
-        return Ok(if search::run_search(&run, stage)? { RunEnd::Done } else { RunEnd::Interrupted });
+        Role::Worker => join_searches(&run),
+        Role::TrainerOf(stage) => {
+            if run.workflow.stages.get(stage).is_none_or(|s| s.kind != StageKind::Search) {
+                return Err(EngineError::Stage(format!("`{stage}` is not a search stage of {}", path.display())));
+            }
+            Ok(if search::run_search(&run, stage)? { RunEnd::Done } else { RunEnd::Interrupted })
+        }
     }
-    runtime.block_on(run_stages(run))
 }
 
-/// Starts each stage when what it needs is done; stops starting them on Ctrl-C.
-async fn run_stages(run: Arc<Run>) -> Result<RunEnd, EngineError> {
-    let watcher = {
-        let run = run.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                run.stop.store(true, Ordering::Relaxed);
-                run.note("stopping: running trials go back to the queue (Ctrl-C again quits at once)".into());
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    std::process::exit(130);
-                }
+/// The workflow file a run was started from (`msh worker` reads the same one).
+pub fn run_workflow_path(run_dir: &Path, store_url: Option<&str>) -> Result<PathBuf, EngineError> {
+    let store = Store::open_at(run_dir, store_url)?;
+    let meta = store.run_meta()?.ok_or_else(|| {
+        EngineError::Stage(format!(
+            "{} has no run yet: start it with `msh run WORKFLOW --run-dir {} --store URL`",
+            store.name(),
+            run_dir.display()
+        ))
+    })?;
+    Ok(meta.workflow_path)
+}
+
+/// A worker's part: one trainer for each search stage in turn, once what it needs is
+/// done, until every search stage has ended.
+fn join_searches(run: &Arc<Run>) -> Result<RunEnd, EngineError> {
+    let searches: Vec<&String> =
+        run.resolved.order.iter().filter(|n| run.workflow.stages[*n].kind == StageKind::Search).collect();
+    for name in searches {
+        loop {
+            if run.stopping() {
+                return Ok(RunEnd::Interrupted);
             }
-        })
-    };
+            let stages = run.store.stages()?;
+            let state = |n: &str| stages.iter().find(|s| s.name == n).map(|s| s.state);
+            if matches!(state(name), Some(StageState::Done | StageState::Failed)) {
+                break;
+            }
+            let needs = &run.workflow.stages[name].needs;
+            if needs.iter().any(|n| state(n) == Some(StageState::Failed)) {
+                break;
+            }
+            if needs.iter().all(|n| state(n) == Some(StageState::Done)) {
+                if !search::run_search(run, name)? {
+                    return Ok(RunEnd::Interrupted);
+                }
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+    }
+    Ok(RunEnd::Done)
+}
+
+/// Starts each stage when what it needs is done; stops starting them when asked to stop.
+async fn run_stages(run: Arc<Run>) -> Result<RunEnd, EngineError> {
     let mut done: BTreeSet<String> = BTreeSet::new();
     let mut failed: Vec<String> = Vec::new();
     for record in run.store.stages()? {
@@ -414,7 +539,7 @@ async fn run_stages(run: Arc<Run>) -> Result<RunEnd, EngineError> {
                 started.insert(name.clone());
                 let (run, name) = (run.clone(), name.clone());
                 tasks.spawn_blocking(move || {
-                    let result = stages::run_stage(&run, &name);
+                    let result = run_stage(&run, &name);
                     (name, result)
                 });
             }
@@ -441,7 +566,6 @@ async fn run_stages(run: Arc<Run>) -> Result<RunEnd, EngineError> {
             }
         }
     }
-    watcher.abort();
     if run.stopping() {
         return Ok(RunEnd::Interrupted);
     }
@@ -449,4 +573,38 @@ async fn run_stages(run: Arc<Run>) -> Result<RunEnd, EngineError> {
         return Ok(RunEnd::Failed(failed));
     }
     Ok(RunEnd::Done)
+}
+
+/// Runs one stage; `Ok(false)` when interrupted.
+fn run_stage(run: &Arc<Run>, name: &str) -> Result<bool, EngineError> {
+    let stage = &run.workflow.stages[name];
+    if stage.kind == StageKind::Search {
+        return search::run_search(run, name);
+    }
+    let source = upstream_search(&run.workflow, name).expect("validation ensures an upstream search stage");
+    run.store.write(|t| -> Result<(), StoreError> {
+        let mut record = t.stage(name)?.unwrap_or_else(|| StageRecord::new(name, &stage.kind.to_string()));
+        record.state = StageState::Running;
+        record.started = Some(store::now());
+        t.put_stage(&record)
+    })?;
+    (run.report)(EngineEvent::StageStarted { stage: name.into(), kind: stage.kind, trials: None, done: 0 });
+    let outcome = match stage.kind {
+        StageKind::Retrain => retrain::run_retrain(run, name, &source)?,
+        StageKind::Ensemble => Some(ensemble::run_ensemble(run, name, &source)?),
+        StageKind::Export => Some(export::run_export(run, name, stage.dir.as_deref())?),
+        StageKind::Distill => distill::run_distill(run, name, &source)?,
+        StageKind::Search => unreachable!("search stages run above"),
+    };
+    let Some(message) = outcome else { return Ok(false) };
+    run.store.write(|t| -> Result<(), StoreError> {
+        let mut record = t.stage(name)?.unwrap_or_else(|| StageRecord::new(name, &stage.kind.to_string()));
+        record.state = StageState::Done;
+        record.finished = Some(store::now());
+        record.message = Some(message.clone());
+        t.put_stage(&record)?;
+        t.log(Some(name), None, format!("done: {message}"))
+    })?;
+    (run.report)(EngineEvent::StageFinished { stage: name.into(), state: StageState::Done, message });
+    Ok(true)
 }

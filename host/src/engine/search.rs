@@ -1,9 +1,10 @@
-//! The search stage: N trainers work asynchronously; whenever one is free it claims the
-//! next trial (a requeued one, else a new proposal from the searcher, which has been told
-//! every trial so far), trains it and records the result. Claiming is one store
-//! transaction, so several processes can share a stage without exceeding its budget. A
-//! proposal that repeats a finished or running trial, or that cannot be built, is handed
-//! back to the searcher as rejected: it costs no training and no budget.
+//! The search stage: N trainers, in any number of processes and machines, work
+//! asynchronously; whenever one is free it claims the next trial by the store's lease
+//! protocol (`store/claims.rs`): a requeued one, else a reservation that the searcher
+//! (told every trial so far) fills outside any transaction. It trains the trial and
+//! records the result. A proposal that repeats a finished or running trial, or that
+//! cannot be built, is handed back to the searcher as rejected: it costs no training and
+//! no budget.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,9 +12,9 @@ use std::time::Instant;
 
 use super::history::History;
 use super::trainer::{Evaluated, Table, Trainer};
-use super::{EngineError, EngineEvent, Run};
+use super::{EngineError, EngineEvent, Role, Run};
 use crate::plugin::types;
-use crate::store::{self, BlockRef, ParamValue, StageRecord, StageState, StoreError, TrialRecord, TrialStatus, Txn};
+use crate::store::{self, BlockRef, Claim, Committed, Finished, StageRecord, StageState, StoreError, TrialRecord, Txn};
 use crate::workflow::{Budget, EnsembleStrategy, TrainerKind, validate_config};
 
 /// One search stage being worked on by this process.
@@ -71,7 +72,7 @@ pub fn run_search(run: &Arc<Run>, name: &str) -> Result<bool, EngineError> {
         abort: AtomicBool::new(false),
     };
     let (done, spent_before) = run.store.write(|t| -> Result<(u64, f64), StoreError> {
-        let mut record = t.stage(name)?.expect("recovery writes every stage");
+        let mut record = t.known_stage(name)?;
         record.state = StageState::Running;
         record.started.get_or_insert_with(store::now);
         t.put_stage(&record)?;
@@ -88,7 +89,7 @@ pub fn run_search(run: &Arc<Run>, name: &str) -> Result<bool, EngineError> {
 
     // burn's autodiff serialises the threads of one process on a global lock, so extra
     // trainers of burn searches are worker processes; each trains in its own process.
-    let mut helpers = if run.trainers > 1 && run.worker_of.is_none() && wf.trainers.kind == TrainerKind::Burn {
+    let mut helpers = if run.trainers > 1 && run.role != Role::TrainerOf(name.into()) && wf.trainers.kind == TrainerKind::Burn {
         spawn_helpers(run, name, run.trainers - 1)?
     } else {
         Vec::new()
@@ -121,7 +122,7 @@ pub fn run_search(run: &Arc<Run>, name: &str) -> Result<bool, EngineError> {
         }
         if failed.is_some() || run.stopping() || !search.wait_for_others()? {
             run.store.write(|t| -> Result<(), StoreError> {
-                let mut record = t.stage(name)?.expect("recovery writes every stage");
+                let mut record = t.known_stage(name)?;
                 search.record_time(&mut record);
                 t.put_stage(&record)
             })?;
@@ -135,7 +136,7 @@ pub fn run_search(run: &Arc<Run>, name: &str) -> Result<bool, EngineError> {
         return Ok(false);
     }
     let message = run.store.write(|t| -> Result<String, StoreError> {
-        let mut record = t.stage(name)?.expect("recovery writes every stage");
+        let mut record = t.known_stage(name)?;
         record.state = StageState::Done;
         record.finished = Some(store::now());
         let message = format!("{} trials finished", record.finished_trials);
@@ -166,28 +167,19 @@ impl Helper {
     }
 }
 
-/// Starts `count` worker processes (`msh run --worker-of STAGE`) as trainers 1..=count.
+/// Starts `count` trainer processes (through the run's launcher) as trainers 1..=count.
 fn spawn_helpers(run: &Arc<Run>, stage: &str, count: usize) -> Result<Vec<Helper>, EngineError> {
     use std::io::BufRead;
-    use std::process::{Command, Stdio};
-    let exe = std::env::current_exe()
-        .map_err(|e| EngineError::Stage(format!("cannot find the msh binary to start trainers: {e}")))?;
-    let backend = clap::ValueEnum::to_possible_value(&run.backend)
-        .map(|v| v.get_name().to_string())
-        .unwrap_or_else(|| "auto".into());
+    use std::process::Stdio;
+    let Some(launcher) = &run.launcher else { return Ok(Vec::new()) };
     let mut helpers = Vec::with_capacity(count);
     for index in 1..=count {
-        let mut child = Command::new(&exe)
-            .arg("run")
-            .arg(&run.workflow_path)
-            .arg("--run-dir")
-            .arg(&run.dir)
-            .args(["--trainers", "1", "--backend", &backend, "--worker-of", stage])
-            .args(["--threads", &run.threads.to_string()])
+        let mut command = launcher.trainer(stage, index, run.threads);
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
-            .map_err(|e| EngineError::Stage(format!("cannot start trainer process {}: {e}", exe.display())))?;
+            .map_err(|e| EngineError::Stage(format!("cannot start trainer process {:?}: {e}", command.get_program())))?;
         let stdout = child.stdout.take().expect("stdout is piped");
         let relay = std::thread::spawn({
             let run = run.clone();
@@ -223,32 +215,24 @@ fn spawn_helpers(run: &Arc<Run>, stage: &str, count: usize) -> Result<Vec<Helper
 }
 
 impl Search<'_> {
-    /// Waits while other processes still train trials of this stage. `Ok(true)` when some
-    /// of theirs were requeued because their process is gone: this one takes them over.
+    /// Waits while other processes still train or reserve trials of this stage.
+    /// `Ok(true)` when some of theirs were requeued because their lease expired: this
+    /// one takes them over.
     fn wait_for_others(&self) -> Result<bool, EngineError> {
         loop {
             if self.run.stopping() {
                 return Ok(false);
             }
-            let running: Vec<TrialRecord> = self
-                .run
-                .store
-                .trials()?
-                .into_iter()
-                .filter(|t| t.stage == self.name && t.status == TrialStatus::Running)
-                .collect();
-            if running.is_empty() {
-                return Ok(false);
-            }
-            let orphans: Vec<TrialRecord> = running
-                .into_iter()
-                .filter(|t| !t.owner.is_some_and(|o| super::owner_alive(&o, &self.run.owner)))
-                .collect();
-            if !orphans.is_empty() {
-                for trial in orphans {
-                    self.requeue(trial)?;
-                }
+            let (requeued, busy) = self.run.store.write(|t| -> Result<_, StoreError> {
+                let mut stage = t.known_stage(self.name)?;
+                let requeued = t.requeue_expired(&mut stage, &self.run.owner)?;
+                Ok((requeued, stage.running + stage.reserved.len() as u64))
+            })?;
+            if !requeued.is_empty() {
                 return Ok(true);
+            }
+            if busy == 0 {
+                return Ok(false);
             }
             std::thread::sleep(std::time::Duration::from_millis(500));
         }
@@ -279,7 +263,6 @@ impl Search<'_> {
             });
             match self.trainer.evaluate(self.run, trainer, trial.clone()) {
                 Ok(Evaluated::Finished(mut finished)) => {
-                    finished.owner = None;
                     finished.finished = Some(store::now());
                     done = Some(finished);
                 }
@@ -293,12 +276,11 @@ impl Search<'_> {
         }
     }
 
-    /// Records a finished trial inside the claiming transaction.
+    /// Records a finished trial inside the claiming transaction, unless its lease was lost.
     fn record_finished(&self, t: &mut Txn<'_>, stage: &mut StageRecord, trial: &TrialRecord) -> Result<(), StoreError> {
-        stage.running = stage.running.saturating_sub(1);
-        stage.in_flight.retain(|id| *id != trial.id);
-        stage.finished_trials += 1;
-        t.put_trial(trial)?;
+        if t.finish(stage, trial, &self.run.owner)? == Finished::LeaseLost {
+            return Ok(());
+        }
         let what = match (&trial.error, &trial.valid) {
             (Some(error), _) => format!("{}: {error}", trial.status.name()),
             (None, Some(valid)) => format!("{}: {}", trial.status.name(), valid.headline()),
@@ -319,71 +301,116 @@ impl Search<'_> {
     }
 
     /// The next trial for a free trainer, marked running, and the seconds the searcher
-    /// took to propose it; `None` when the stage is spent.
+    /// took to propose it; `None` when the stage is spent. Reserve, propose, commit: the
+    /// searcher runs between two transactions, so other trainers' claims never wait on it.
     fn claim(&self, finished: Option<&TrialRecord>, trainer: usize) -> Result<Option<(TrialRecord, f64)>, EngineError> {
         let mut history = self.history.lock().expect("no panics while proposing");
         let run = self.run;
-        // A searcher failure still commits the finished trial: it is returned inside `Ok`.
-        let claimed = run.store.write(|t| -> Result<Result<Option<(TrialRecord, f64)>, String>, EngineError> {
-            let mut stage = t.stage(self.name)?.expect("recovery writes every stage");
+        let worker = format!("{} pid {} trainer {trainer}", run.host, run.owner.pid);
+        let limit = self.budget.trials.map_or(u64::MAX, u64::from);
+        let reserved = run.store.write(|t| -> Result<Reserved, EngineError> {
+            let mut stage = t.known_stage(self.name)?;
             if let Some(trial) = finished {
                 self.record_finished(t, &mut stage, trial)?;
             }
-            let mut searcher_seconds = 0.0;
             self.record_time(&mut stage);
             t.put_stage(&stage)?;
+            t.requeue_expired(&mut stage, &run.owner)?;
             if self.run.stopping() || self.abort.load(Ordering::Relaxed) || self.out_of_time(&stage) {
-                return Ok(Ok(None));
+                return Ok(Reserved::Nothing);
             }
-            let mut trial = if !stage.pending.is_empty() {
-                t.trial(stage.pending.remove(0))?
-            } else {
-                let limit = self.budget.trials.map_or(u64::MAX, u64::from);
-                if stage.finished_trials + stage.running >= limit {
-                    return Ok(Ok(None));
-                }
-                history.refresh(t)?;
-                if let Some(trial) = self.intermixed_ensemble(t, &stage, history.best())? {
-                    trial
-                } else {
-                    let running: Vec<TrialRecord> =
-                        stage.in_flight.iter().map(|&id| t.trial(id)).collect::<Result<_, _>>()?;
-                    let asked = Instant::now();
-                    let mut notes = Vec::new();
-                    let proposed = self.next_proposal(&mut history, &mut stage, &running, &mut notes);
-                    searcher_seconds = asked.elapsed().as_secs_f64();
-                    for note in notes {
-                        t.log(Some(self.name), None, note)?;
-                    }
-                    let proposal = match proposed {
-                        Ok(Some(proposal)) => proposal,
-                        Ok(None) => {
-                            t.put_stage(&stage)?;
-                            run.note(format!("search stage `{}`: the searcher has nothing more to propose", self.name));
-                            return Ok(Ok(None));
-                        }
-                        Err(e) => {
-                            t.put_stage(&stage)?;
-                            return Ok(Err(format!("search stage `{}`: {e}", self.name)));
-                        }
-                    };
-                    let id = t.next_trial_id()?;
-                    t.log(Some(self.name), Some(id), "proposed")?;
-                    new_trial(id, self.name, proposal)
-                }
+            let id = match t.claim(&mut stage, &run.owner, run.lease, limit, &worker)? {
+                Claim::Trial(trial) => return Ok(Reserved::Trial(trial)),
+                Claim::Spent => return Ok(Reserved::Nothing),
+                Claim::Reserved(id) => id,
             };
-            trial.status = TrialStatus::Running;
-            trial.owner = Some(run.owner);
-            trial.worker = Some(format!("pid {} trainer {trainer}", run.owner.pid));
-            trial.attempts += 1;
-            trial.started = Some(store::now());
-            stage.running += 1;
-            stage.in_flight.push(trial.id);
-            t.put_trial(&trial)?;
-            t.put_stage(&stage)?;
-            Ok(Ok(Some((trial, searcher_seconds))))
+            history.refresh(t)?;
+            if let Some(trial) = self.intermixed_ensemble(t, id, &stage, history.best())? {
+                return Ok(match t.commit(&mut stage, trial, &run.owner, run.lease, limit, &worker)? {
+                    Committed::Running(trial) => Reserved::Trial(trial),
+                    Committed::Spent => Reserved::Nothing,
+                });
+            }
+            Ok(Reserved::Slot(id, in_flight(t, &stage)?))
         })?;
-        claimed.map_err(EngineError::Stage)
+        if let Some(trial) = finished {
+            run.release(trial.id);
+        }
+        let (id, mut running) = match reserved {
+            Reserved::Nothing => return Ok(None),
+            Reserved::Trial(trial) => {
+                run.hold(trial.id);
+                return Ok(Some((trial, 0.0)));
+            }
+            Reserved::Slot(id, running) => (id, running),
+        };
+        run.hold(id);
+        let mut searcher_seconds = 0.0;
+        let committed = loop {
+            let asked = Instant::now();
+            let (mut notes, mut refused) = (Vec::new(), 0);
+            let proposed = self.next_proposal(&mut history, &mut refused, &running, &mut notes);
+            searcher_seconds += asked.elapsed().as_secs_f64();
+            let step = run.store.write(|t| -> Result<Proposed, EngineError> {
+                let mut stage = t.known_stage(self.name)?;
+                stage.rejected_proposals += refused;
+                for note in notes {
+                    t.log(Some(self.name), None, note)?;
+                }
+                let proposal = match proposed {
+                    Ok(Some(proposal)) => proposal,
+                    Ok(None) => {
+                        t.release(&mut stage, id)?;
+                        run.note(format!("search stage `{}`: the searcher has nothing more to propose", self.name));
+                        return Ok(Proposed::Done(Ok(None)));
+                    }
+                    Err(e) => {
+                        t.release(&mut stage, id)?;
+                        return Ok(Proposed::Done(Err(format!("search stage `{}`: {e}", self.name))));
+                    }
+                };
+                // Another process may have recorded or started the same trial meanwhile.
+                history.refresh(t)?;
+                let running = in_flight(t, &stage)?;
+                let key = history.session.key(&proposal.architecture, &proposal.hparams);
+                let twin = history.trained(&key).or_else(|| {
+                    running.iter().find(|r| {
+                        let r = crate::plugin::convert::trial(r);
+                        history.session.key(&r.architecture, &r.hparams) == key
+                    }).map(|r| r.id)
+                });
+                if let Some(twin) = twin {
+                    stage.rejected_proposals += 1;
+                    t.put_stage(&stage)?;
+                    return Ok(Proposed::Repeat(proposal, twin, running));
+                }
+                t.log(Some(self.name), Some(id), "proposed")?;
+                Ok(Proposed::Done(Ok(
+                    match t.commit(&mut stage, new_trial(id, self.name, proposal), &run.owner, run.lease, limit, &worker)? {
+                        Committed::Running(trial) => Some(trial),
+                        Committed::Spent => None,
+                    },
+                )))
+            })?;
+            match step {
+                Proposed::Done(outcome) => break outcome,
+                Proposed::Repeat(proposal, twin, now_running) => {
+                    history.session.observe(vec![rejected(proposal, format!("it repeats trial {twin}"))]);
+                    running = now_running;
+                }
+            }
+        };
+        match committed {
+            Ok(Some(trial)) => Ok(Some((trial, searcher_seconds))),
+            Ok(None) => {
+                run.release(id);
+                Ok(None)
+            }
+            Err(e) => {
+                run.release(id);
+                Err(EngineError::Stage(e))
+            }
+        }
     }
 
     /// With `ensembling: intermixed`, every `every`-th trial is an ensemble of the best
@@ -391,18 +418,18 @@ impl Search<'_> {
     fn intermixed_ensemble(
         &self,
         t: &mut Txn<'_>,
+        id: u64,
         stage: &StageRecord,
         best: &[types::Trial],
     ) -> Result<Option<TrialRecord>, StoreError> {
         let ensembling = self.run.workflow.ensembling;
-        let position = stage.finished_trials + stage.running + 1;
+        let position = stage.finished_trials + stage.running + stage.reserved.len() as u64;
         if ensembling.strategy != EnsembleStrategy::Intermixed
             || position % ensembling.every as u64 != 0
             || best.len() < 2
         {
             return Ok(None);
         }
-        let id = t.next_trial_id()?;
         t.log(Some(self.name), Some(id), "an intermixed ensemble")?;
         let mut trial = new_trial(
             id,
@@ -425,11 +452,11 @@ impl Search<'_> {
     fn next_proposal(
         &self,
         history: &mut History,
-        stage: &mut StageRecord,
+        rejected_count: &mut u64,
         running: &[TrialRecord],
         notes: &mut Vec<String>,
     ) -> Result<Option<types::Proposal>, String> {
-        let running: Vec<types::Trial> = running.iter().map(TrialRecord::to_plugin).collect();
+        let running: Vec<types::Trial> = running.iter().map(crate::plugin::convert::trial).collect();
         let running_keys: Vec<String> =
             running.iter().map(|t| history.session.key(&t.architecture, &t.hparams)).collect();
         let mut last = String::new();
@@ -458,7 +485,7 @@ impl Search<'_> {
             } else {
                 return Ok(Some(proposal));
             };
-            stage.rejected_proposals += 1;
+            *rejected_count += 1;
             history.session.observe(vec![rejected(proposal, reason.clone())]);
             last = reason;
         }
@@ -478,20 +505,36 @@ impl Search<'_> {
     }
 
     /// Puts an interrupted trial back at the head of the queue.
-    fn requeue(&self, mut trial: TrialRecord) -> Result<(), EngineError> {
-        trial.status = TrialStatus::Pending;
-        trial.owner = None;
+    fn requeue(&self, trial: TrialRecord) -> Result<(), EngineError> {
+        let id = trial.id;
         self.run.store.write(|t| -> Result<(), StoreError> {
-            let mut stage = t.stage(self.name)?.expect("recovery writes every stage");
-            stage.running = stage.running.saturating_sub(1);
-            stage.in_flight.retain(|id| *id != trial.id);
-            stage.pending.insert(0, trial.id);
-            t.put_trial(&trial)?;
-            t.put_stage(&stage)?;
-            t.log(Some(self.name), Some(trial.id), "interrupted: back in the queue")
+            let mut stage = t.known_stage(self.name)?;
+            t.requeue(&mut stage, trial, "interrupted: back in the queue")
         })?;
+        self.run.release(id);
         Ok(())
     }
+}
+
+/// What the reserving transaction of `Search::claim` got.
+enum Reserved {
+    Nothing,
+    Trial(TrialRecord),
+    /// A reservation, and the trials running now (the searcher is told of them).
+    Slot(u64, Vec<TrialRecord>),
+}
+
+/// What the committing transaction of `Search::claim` made of a proposal.
+enum Proposed {
+    Done(Result<Option<TrialRecord>, String>),
+    /// It repeats this trial, recorded or started elsewhere while it was proposed; the
+    /// trials running now.
+    Repeat(types::Proposal, u64, Vec<TrialRecord>),
+}
+
+/// The stage's running trials.
+fn in_flight(t: &Txn<'_>, stage: &StageRecord) -> Result<Vec<TrialRecord>, StoreError> {
+    stage.in_flight.iter().map(|&id| t.trial(id)).collect()
 }
 
 fn new_trial(id: u64, stage: &str, proposal: types::Proposal) -> TrialRecord {
@@ -500,7 +543,7 @@ fn new_trial(id: u64, stage: &str, proposal: types::Proposal) -> TrialRecord {
         .into_iter()
         .map(|b| BlockRef {
             name: b.name,
-            params: b.params.into_iter().map(|p| (p.name, ParamValue::from_plugin(&p.value))).collect(),
+            params: b.params.into_iter().map(|p| (p.name, crate::plugin::convert::param_value(&p.value))).collect(),
         })
         .collect();
     TrialRecord {

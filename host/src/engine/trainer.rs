@@ -6,13 +6,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 
+use super::training::{best_valid, checkpoint_dir, record_training, save_model};
 use super::{EngineError, EngineEvent, Run};
-use crate::data::Splits;
 use crate::graph::{Architecture, infer_block};
 use crate::model::{Donor, ModelSpec};
 use crate::plugin::types;
 use crate::store::{TrialRecord, TrialStatus};
-use crate::train::{self, Checkpoint, CheckpointMeta, Metrics, Outcome, TrainEvent, Trained};
+use crate::train::{self, Checkpoint, Metrics, Outcome, TrainEvent};
 use crate::workflow::{EnsembleStrategy, SharingMode};
 
 /// A metrics table that cannot be used.
@@ -121,7 +121,7 @@ pub fn expand(run: &Run, trial: &TrialRecord, input_shape: &[usize]) -> Result<A
             .map(|&p| &run.resolved.packs[p])
             .ok_or_else(|| format!("block `{}` (#{i}) is offered by no pack of the workflow", block.name))?;
         let params: Vec<types::Param> =
-            block.params.iter().map(|(n, v)| types::Param { name: n.clone(), value: v.to_plugin() }).collect();
+            block.params.iter().map(|(n, v)| types::Param { name: n.clone(), value: crate::plugin::convert::value(v) }).collect();
         let graph = pack.build(&block.name, &shape, &params).map_err(|e| e.to_string())?;
         shape = infer_block(&graph, i, &shape).map_err(|e| e.to_string())?.pop().unwrap_or(shape);
         blocks.push(graph);
@@ -258,56 +258,6 @@ fn latency_ms(model: &crate::model::Model, data: &crate::data::Dataset) -> f64 {
         .collect();
     times.sort_by(f64::total_cmp);
     times[1]
-}
-
-/// Copies what training measured into the trial's record.
-pub fn record_training(trial: &mut TrialRecord, trained: &Trained) {
-    trial.parameters = trained.parameters as u64;
-    trial.inherited = trained.inherited as u64;
-    trial.epochs = trained.epochs.len() as u32;
-    trial.best_epoch = trained.best_epoch as u32;
-    trial.train_seconds = trained.train_time.as_secs_f64();
-    trial.losses = trained.epochs.iter().map(|e| e.valid.loss).collect();
-}
-
-/// The best epoch's validation metrics, when the data has a validation split (without
-/// one, the loop validated on the training split).
-pub fn best_valid(trained: &Trained, splits: &Splits) -> Option<Metrics> {
-    let best = trained.epochs.iter().find(|e| e.epoch == trained.best_epoch)?;
-    (!splits.valid.is_empty()).then(|| best.valid.clone())
-}
-
-/// Saves a trained model with its metrics as trial `id`'s checkpoint; returns the
-/// checkpoint's directory relative to the run directory.
-pub fn save_model(
-    run: &Run,
-    id: u64,
-    spec: ModelSpec,
-    splits: &Splits,
-    trained: &Trained,
-    valid: Option<&Metrics>,
-    test: &Metrics,
-) -> Result<PathBuf, train::CheckpointError> {
-    let mut metrics = BTreeMap::from([("test".to_string(), test.clone())]);
-    if let Some(v) = valid {
-        metrics.insert("valid".into(), v.clone());
-    }
-    let meta = CheckpointMeta {
-        version: train::CHECKPOINT_VERSION,
-        spec,
-        normalization: splits.normalization.clone(),
-        class_names: splits.class_names.clone(),
-        parameters: trained.parameters,
-        metrics,
-    };
-    let relative = checkpoint_dir(id);
-    Checkpoint::new(run.dir.join(&relative)).save(&trained.model, &meta)?;
-    Ok(relative)
-}
-
-/// Where a trial's checkpoint lives, relative to the run directory.
-pub fn checkpoint_dir(id: u64) -> PathBuf {
-    PathBuf::from("trials").join(id.to_string())
 }
 
 /// Builds, trains, evaluates and checkpoints one trial; `false` when interrupted.

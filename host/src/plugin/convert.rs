@@ -1,10 +1,13 @@
-//! WIT block graphs to the host's IR: each node's op name and parameters are parsed exactly
-//! like an architecture file's, so plugins and files share one definition of the ops.
+//! Between the plugin contract's types and the host's: WIT block graphs to the host's IR
+//! (each node's op name and parameters are parsed exactly like an architecture file's, so
+//! plugins and files share one definition of the ops), and store records to what searchers
+//! see.
 
 use serde_json::{Map, Value as Json};
 
 use super::types;
 use crate::graph::{BlockGraph, Node};
+use crate::store::{ParamValue, TrialRecord, TrialStatus};
 
 fn json(value: &types::Value) -> Json {
     match value {
@@ -135,5 +138,66 @@ pub fn proposal_from_v1(proposal: v1::Proposal) -> types::Proposal {
         hparams: proposal.hparams,
         parent: proposal.parent,
         teacher: proposal.teacher,
+    }
+}
+
+/// A trial as searchers see it.
+pub fn trial(record: &TrialRecord) -> types::Trial {
+    types::Trial {
+        id: record.id,
+        architecture: record
+            .architecture
+            .iter()
+            .map(|b| types::BlockRef {
+                name: b.name.clone(),
+                params: b
+                    .params
+                    .iter()
+                    .map(|(n, v)| types::Param { name: n.clone(), value: value(v) })
+                    .collect(),
+            })
+            .collect(),
+        hparams: record.hparams.clone(),
+        status: match record.status {
+            TrialStatus::Completed => types::TrialStatus::Completed,
+            TrialStatus::Stopped => types::TrialStatus::Stopped,
+            TrialStatus::Diverged => types::TrialStatus::Diverged,
+            TrialStatus::Running | TrialStatus::Pending => types::TrialStatus::Running,
+            TrialStatus::Failed => types::TrialStatus::Failed,
+        },
+        // A residual trial trains a model of its own: searchers see it as one.
+        kind: match record.is_combination() {
+            false => types::TrialKind::Single,
+            true => types::TrialKind::Ensemble(record.members.iter().map(|(id, _)| *id).collect()),
+        },
+        objective: record.objective,
+        accuracy: record.valid.as_ref().and_then(|m| m.accuracy),
+        parameters: record.parameters,
+        parent: record.parent,
+        inherited: record.inherited,
+        epochs: record.epochs,
+        error: record.error.clone(),
+    }
+}
+
+/// A block parameter's value as plugins see it.
+pub fn value(value: &ParamValue) -> types::Value {
+    match value {
+        ParamValue::Int(v) => types::Value::Int(*v),
+        ParamValue::Float(v) => types::Value::Float(*v),
+        ParamValue::Flag(v) => types::Value::Flag(*v),
+        ParamValue::Text(v) => types::Value::Text(v.clone()),
+        ParamValue::Ints(v) => types::Value::Ints(v.clone()),
+    }
+}
+
+/// A plugin's block parameter value as the store keeps it.
+pub fn param_value(value: &types::Value) -> ParamValue {
+    match value {
+        types::Value::Int(v) => ParamValue::Int(*v),
+        types::Value::Float(v) => ParamValue::Float(*v),
+        types::Value::Flag(v) => ParamValue::Flag(*v),
+        types::Value::Text(v) => ParamValue::Text(v.clone()),
+        types::Value::Ints(v) => ParamValue::Ints(v.clone()),
     }
 }

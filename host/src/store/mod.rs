@@ -1,180 +1,318 @@
-//! The trial store: an LMDB environment in the run directory. Run metadata, stages,
-//! trials, an event log and early stopping's values are MessagePack records behind a
-//! schema version. LMDB is multi-process: several `msh` processes can work on one run,
-//! each change is one transaction.
+//! The trial store: run metadata, stages, trials, an event log, a finish log and early
+//! stopping's values, as MessagePack records behind a schema version, in one of two
+//! backends. LMDB (in the run directory) is the embedded default; PostgreSQL lets
+//! workers on many machines share a run. Every change is one serialisable transaction
+//! (`Store::write`); the lease protocol that trainers claim trials with is `claims.rs`.
 
+mod claims;
+mod lmdb;
+mod postgres;
+mod queries;
 mod records;
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use lmdb::{Cursor, Database, DatabaseFlags, Environment, EnvironmentFlags, RwTransaction, Transaction, WriteFlags};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub use claims::{Claim, Committed, Finished, host_name};
+pub use queries::{best_trial, pareto_front};
 pub use records::{
-    BlockRef, Event, Owner, ParamValue, RunMeta, RungRecord, StageRecord, StageState, TrialRecord, TrialStatus,
+    BlockRef, Event, Metrics, Owner, ParamValue, Reservation, RunMeta, RungRecord, StageRecord, StageState,
+    TrialRecord, TrialStatus,
 };
 
 /// Bumped when a record changes incompatibly.
 pub const STORE_SCHEMA: u32 = 1;
 /// The directory inside a run directory that holds the LMDB files.
 pub const STORE_DIR: &str = "store";
-/// Address space reserved for the map; the file grows only as data is written.
-const MAP_SIZE: usize = 64 << 30;
+/// The file in a run directory that names its PostgreSQL run (`StoreFile`).
+pub const STORE_FILE: &str = "store.json";
+/// The environment variable that gives a PostgreSQL store's URL when `--store` does not.
+pub const STORE_ENV: &str = "MSH_STORE";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("store {}: {source}", dir.display())]
-    Lmdb { dir: PathBuf, source: lmdb::Error },
+    #[error("store {store}: {source}")]
+    Lmdb { store: String, source: ::lmdb::Error },
+    #[error("store {store}: {source}")]
+    Postgres { store: String, source: tokio_postgres::Error },
+    #[error("store {store}: {reason}")]
+    Open { store: String, reason: String },
     #[error("cannot create store {}: {source}", dir.display())]
     Io { dir: PathBuf, source: std::io::Error },
-    #[error("store {}: record {key} of `{table}` is corrupt: {reason}", dir.display())]
-    Corrupt { dir: PathBuf, table: &'static str, key: String, reason: String },
-    #[error("store {}: record {key} of `{table}` has schema version {found}; this msh reads version {STORE_SCHEMA}", dir.display())]
-    Schema { dir: PathBuf, table: &'static str, key: String, found: u32 },
-    #[error("store {}: no trial {id}", dir.display())]
-    NoTrial { id: u64, dir: PathBuf },
+    #[error("store {store}: record {key} of `{table}` is corrupt: {reason}")]
+    Corrupt { store: String, table: &'static str, key: String, reason: String },
+    #[error("store {store}: record {key} of `{table}` has schema version {found}; this msh reads version {STORE_SCHEMA}")]
+    Schema { store: String, table: &'static str, key: String, found: u32 },
+    #[error("store {store}: no trial {id}")]
+    NoTrial { id: u64, store: String },
+    #[error("store {store}: no stage `{stage}`")]
+    NoStage { stage: String, store: String },
 }
 
-/// Seconds since the Unix epoch.
+/// Seconds since the Unix epoch, by this machine's clock.
 pub fn now() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Tables {
-    meta: Database,
-    stages: Database,
-    trials: Database,
-    events: Database,
+/// The tables every backend keeps. Keys are bytes, ordered bytewise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Table {
+    Meta,
+    Stages,
+    Trials,
+    Events,
     /// Finish order -> trial id, so a reader can fetch only what finished since it last looked.
-    finished: Database,
+    Finished,
     /// Early stopping's values: stage name, 0, epoch (u32 big-endian) -> `RungRecord`.
-    rungs: Database,
+    Rungs,
+}
+
+impl Table {
+    pub const ALL: [Table; 6] = [Table::Meta, Table::Stages, Table::Trials, Table::Events, Table::Finished, Table::Rungs];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Meta => "meta",
+            Table::Stages => "stages",
+            Table::Trials => "trials",
+            Table::Events => "events",
+            Table::Finished => "finished",
+            Table::Rungs => "rungs",
+        }
+    }
+}
+
+/// What a backend offers inside one transaction: raw records by table and key.
+pub(crate) trait Records {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Every record of a table, in key order.
+    fn scan(&self, table: Table) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<(), StoreError>;
+    /// The store's clock (seconds since the Unix epoch) when the transaction began: the
+    /// one clock that every worker's leases are compared against.
+    fn clock(&self) -> f64;
+}
+
+enum Backend {
+    Lmdb(lmdb::Lmdb),
+    Postgres(postgres::Postgres),
 }
 
 /// An open store.
-#[derive(Debug)]
 pub struct Store {
-    env: Environment,
-    tables: Tables,
-    dir: PathBuf,
+    backend: Backend,
+    /// How errors name it: a directory, or a PostgreSQL URL (without password) and run.
+    name: String,
 }
 
-const RUN_KEY: &[u8] = b"run";
-const NEXT_TRIAL: &[u8] = b"next_trial";
-const NEXT_EVENT: &[u8] = b"next_event";
-const NEXT_FINISHED: &[u8] = b"next_finished";
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("name", &self.name).finish()
+    }
+}
+
+/// `RUN_DIR/store.json`: which PostgreSQL run a run directory belongs to.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StoreFile {
+    /// The run's key in the database (`<directory name>-<random hex>`).
+    pub run: String,
+    /// The URL the run was created with, without its password: the default for commands
+    /// given neither `--store` nor `MSH_STORE`.
+    pub url: String,
+}
+
+impl StoreFile {
+    fn read(run_dir: &Path) -> Result<Option<Self>, StoreError> {
+        let path = run_dir.join(STORE_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(StoreError::Io { dir: path, source }),
+        };
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| StoreError::Open { store: path.display().to_string(), reason: format!("not a store file: {e}") })
+    }
+}
+
+/// `postgres://user:secret@host/db` without `:secret`, for messages and `store.json`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let Some((credentials, host)) = rest.rsplit_once('@') else { return url.to_string() };
+    let user = credentials.split_once(':').map_or(credentials, |(user, _)| user);
+    format!("{scheme}://{user}@{host}")
+}
+
+fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
 
 impl Store {
-    /// Opens (creating if needed) the store of the run directory `run_dir`.
+    /// Opens the store of an existing or new run directory: PostgreSQL when the directory
+    /// has a `store.json` (at `url`, else `MSH_STORE`, else the URL it was created with),
+    /// otherwise LMDB in `RUN_DIR/store`.
     pub fn open(run_dir: &Path) -> Result<Self, StoreError> {
-        let dir = run_dir.join(STORE_DIR);
-        std::fs::create_dir_all(&dir).map_err(|source| StoreError::Io { dir: dir.clone(), source })?;
-        let lmdb_err = |source| StoreError::Lmdb { dir: dir.clone(), source };
-        // NO_META_SYNC: one fsync per commit instead of two. A process crash loses nothing;
-        // an operating-system crash may undo the last transaction, never corrupt the store.
-        let env = Environment::new()
-            .set_flags(EnvironmentFlags::NO_META_SYNC)
-            .set_max_dbs(8)
-            .set_map_size(MAP_SIZE)
-            .open(&dir)
-            .map_err(lmdb_err)?;
-        let create = |name| env.create_db(Some(name), DatabaseFlags::empty()).map_err(lmdb_err);
-        let tables = Tables {
-            meta: create("meta")?,
-            stages: create("stages")?,
-            trials: create("trials")?,
-            events: create("events")?,
-            finished: create("finished")?,
-            rungs: create("rungs")?,
+        Self::open_at(run_dir, None)
+    }
+
+    /// Like `open`; with `url`, the run is kept in that PostgreSQL database (created
+    /// there on first use). A run directory that keeps its trials in LMDB cannot move.
+    pub fn open_at(run_dir: &Path, url: Option<&str>) -> Result<Self, StoreError> {
+        let from_env = std::env::var(STORE_ENV).ok().filter(|u| !u.is_empty());
+        let file = StoreFile::read(run_dir)?;
+        let url = url.map(str::to_string).or(from_env.filter(|_| file.is_some() || url.is_some()));
+        let Some(url) = url.or_else(|| file.as_ref().map(|f| f.url.clone())) else {
+            return Ok(Self { name: run_dir.join(STORE_DIR).display().to_string(), backend: Backend::Lmdb(lmdb::Lmdb::open(run_dir)?) });
         };
-        Ok(Self { env, tables, dir })
+        if !is_postgres_url(&url) {
+            return Err(StoreError::Open {
+                store: redact_url(&url),
+                reason: "not a store URL: msh keeps trials in LMDB (the default) or at postgres://USER@HOST/DB".into(),
+            });
+        }
+        if file.is_none() && lmdb::Lmdb::exists(run_dir) {
+            return Err(StoreError::Open {
+                store: redact_url(&url),
+                reason: format!(
+                    "run directory {} keeps its trials in LMDB; start a new run directory to use PostgreSQL",
+                    run_dir.display()
+                ),
+            });
+        }
+        let (file, new) = match file {
+            Some(file) => (file, false),
+            None => {
+                let name = run_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
+                (StoreFile { run: format!("{name}-{:016x}", random_u64()), url: redact_url(&url) }, true)
+            }
+        };
+        let name = format!("{} run {}", redact_url(&url), file.run);
+        let backend = Backend::Postgres(postgres::Postgres::open(&url, &file.run, &name)?);
+        // Written once the database answered, so that a wrong URL leaves nothing behind.
+        if new {
+            std::fs::create_dir_all(run_dir).map_err(|source| StoreError::Io { dir: run_dir.into(), source })?;
+            let json = serde_json::to_vec_pretty(&file).expect("store files serialise");
+            let path = run_dir.join(STORE_FILE);
+            crate::atomic_file::write_atomic(&path, &json).map_err(|source| StoreError::Io { dir: path, source })?;
+        }
+        Ok(Self { backend, name })
     }
 
-    /// Whether `run_dir` holds a store.
+    /// Whether `run_dir` holds a run (an LMDB store or a `store.json`).
     pub fn exists(run_dir: &Path) -> bool {
-        run_dir.join(STORE_DIR).join("data.mdb").is_file()
+        lmdb::Lmdb::exists(run_dir) || run_dir.join(STORE_FILE).is_file()
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// The store as messages name it.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
-    fn lmdb(&self, source: lmdb::Error) -> StoreError {
-        StoreError::Lmdb { dir: self.dir.clone(), source }
+    /// `lmdb` or `postgres`.
+    pub fn backend(&self) -> &'static str {
+        match self.backend {
+            Backend::Lmdb(_) => "lmdb",
+            Backend::Postgres(_) => "postgres",
+        }
     }
 
-    /// Runs `f` in one write transaction, committed when it returns `Ok`.
+    /// Runs `f` in one write transaction, committed when it returns `Ok`. Write
+    /// transactions of one run are serialised (LMDB's writer lock; an advisory lock on
+    /// PostgreSQL), so what `f` reads stays true until it commits.
     pub fn write<T, E: From<StoreError>>(&self, f: impl FnOnce(&mut Txn<'_>) -> Result<T, E>) -> Result<T, E> {
-        let txn = self.env.begin_rw_txn().map_err(|e| self.lmdb(e))?;
-        let mut txn = Txn { txn, store: self };
-        let value = f(&mut txn)?;
-        txn.txn.commit().map_err(|e| self.lmdb(e))?;
-        Ok(value)
+        let name = self.name.as_str();
+        let body = |records: &mut dyn Records| f(&mut Txn { records, name });
+        match &self.backend {
+            Backend::Lmdb(b) => b.write(body),
+            Backend::Postgres(b) => b.write(body),
+        }
     }
 
     /// Reads in one consistent snapshot.
-    fn read<T>(&self, f: impl FnOnce(&Snapshot<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
-        let txn = self.env.begin_ro_txn().map_err(|e| self.lmdb(e))?;
-        f(&Snapshot { txn: &txn, store: self })
+    fn read<T>(&self, f: impl FnOnce(&View<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let name = self.name.as_str();
+        let body = |records: &dyn Records| f(&View { records, name });
+        match &self.backend {
+            Backend::Lmdb(b) => b.read(body),
+            Backend::Postgres(b) => b.read(body),
+        }
     }
 
     pub fn run_meta(&self) -> Result<Option<RunMeta>, StoreError> {
-        self.read(|s| s.get(self.tables.meta, "meta", RUN_KEY))
+        self.read(|v| v.run_meta())
     }
 
     pub fn stages(&self) -> Result<Vec<StageRecord>, StoreError> {
-        self.read(|s| all(s.txn, self, self.tables.stages, "stages"))
+        self.read(|v| v.all(Table::Stages))
     }
 
     pub fn stage(&self, name: &str) -> Result<Option<StageRecord>, StoreError> {
-        self.read(|s| s.get(self.tables.stages, "stages", name.as_bytes()))
+        self.read(|v| v.stage(name))
     }
 
     pub fn trial(&self, id: u64) -> Result<TrialRecord, StoreError> {
-        self.read(|s| s.trial(id))
+        self.read(|v| v.trial(id))
     }
 
     /// Every trial, by id.
     pub fn trials(&self) -> Result<Vec<TrialRecord>, StoreError> {
-        self.read(|s| all(s.txn, self, self.tables.trials, "trials"))
+        self.read(|v| v.all(Table::Trials))
     }
 
     pub fn events(&self) -> Result<Vec<Event>, StoreError> {
-        self.read(|s| all(s.txn, self, self.tables.events, "events"))
+        self.read(|v| v.all(Table::Events))
     }
 
     /// Trials that finished after position `since` of the finish log, and the new position.
     pub fn finished_since(&self, since: u64) -> Result<(Vec<TrialRecord>, u64), StoreError> {
-        self.read(|s| Reader::finished_since(s, since))
+        self.read(|v| v.finished_since(since))
     }
 
     /// What early stopping recorded for `stage` at `epoch` (empty when nothing yet).
     pub fn rung(&self, stage: &str, epoch: u32) -> Result<RungRecord, StoreError> {
-        self.read(|s| Ok(s.get(self.tables.rungs, "rungs", &rung_key(stage, epoch))?.unwrap_or_default()))
+        self.read(|v| v.rung(stage, epoch))
     }
+}
+
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    h.write_u32(std::process::id());
+    h.finish()
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     rmp_serde::to_vec_named(&(STORE_SCHEMA, value)).expect("store records serialise")
 }
 
-fn decode<T: DeserializeOwned>(dir: &Path, table: &'static str, key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
-    let key_text = || match <[u8; 8]>::try_from(key) {
-        Ok(k) if table != "meta" && table != "stages" && table != "rungs" => u64::from_be_bytes(k).to_string(),
-        _ if table == "rungs" && key.len() > 5 => {
+/// How errors show a key of `table`.
+fn key_text(table: Table, key: &[u8]) -> String {
+    match (table, <[u8; 8]>::try_from(key)) {
+        (Table::Trials | Table::Events | Table::Finished, Ok(k)) => u64::from_be_bytes(k).to_string(),
+        (Table::Rungs, _) if key.len() > 5 => {
             let (stage, epoch) = key.split_at(key.len() - 4);
             let epoch = u32::from_be_bytes(epoch.try_into().expect("4 bytes"));
             format!("{} epoch {epoch}", String::from_utf8_lossy(&stage[..stage.len() - 1]))
         }
         _ => String::from_utf8_lossy(key).into_owned(),
+    }
+}
+
+fn decode<T: DeserializeOwned>(store: &str, table: Table, key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        store: store.to_string(),
+        table: table.name(),
+        key: key_text(table, key),
+        reason,
     };
-    let corrupt = |reason: String| StoreError::Corrupt { dir: dir.to_path_buf(), table, key: key_text(), reason };
     let (schema, _): (u32, serde::de::IgnoredAny) = rmp_serde::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
     if schema != STORE_SCHEMA {
-        return Err(StoreError::Schema { dir: dir.to_path_buf(), table, key: key_text(), found: schema });
+        let (store, table, key) = (store.to_string(), table.name(), key_text(table, key));
+        return Err(StoreError::Schema { store, table, key, found: schema });
     }
     let (_, value): (u32, T) = rmp_serde::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
     Ok(value)
@@ -182,14 +320,14 @@ fn decode<T: DeserializeOwned>(dir: &Path, table: &'static str, key: &[u8], byte
 
 /// Decodes `bytes` as each kind of record, under keys of each table's shape (fuzzing).
 pub(crate) fn decode_every_record(bytes: &[u8]) {
-    let dir = Path::new("fuzz");
+    let store = "fuzz";
     let (id, rung) = (7u64.to_be_bytes(), rung_key("search", 3));
-    let _ = decode::<RunMeta>(dir, "meta", b"run", bytes);
-    let _ = decode::<StageRecord>(dir, "stages", b"search", bytes);
-    let _ = decode::<RungRecord>(dir, "rungs", &rung, bytes);
-    let _ = decode::<Event>(dir, "events", &id, bytes);
-    if let Ok(trial) = decode::<TrialRecord>(dir, "trials", &id, bytes) {
-        let _ = trial.to_plugin();
+    let _ = decode::<RunMeta>(store, Table::Meta, b"run", bytes);
+    let _ = decode::<StageRecord>(store, Table::Stages, b"search", bytes);
+    let _ = decode::<RungRecord>(store, Table::Rungs, &rung, bytes);
+    let _ = decode::<Event>(store, Table::Events, &id, bytes);
+    if let Ok(trial) = decode::<TrialRecord>(store, Table::Trials, &id, bytes) {
+        let _ = crate::plugin::convert::trial(&trial);
     }
 }
 
@@ -226,37 +364,55 @@ fn rung_key(stage: &str, epoch: u32) -> Vec<u8> {
     key
 }
 
-/// A read-only transaction (see `Store::read`).
-struct Snapshot<'a> {
-    txn: &'a lmdb::RoTransaction<'a>,
-    store: &'a Store,
+const RUN_KEY: &[u8] = b"run";
+const NEXT_TRIAL: &[u8] = b"next_trial";
+const NEXT_EVENT: &[u8] = b"next_event";
+const NEXT_FINISHED: &[u8] = b"next_finished";
+
+/// Typed reads over a transaction's records (a read snapshot, or a write transaction).
+struct View<'a> {
+    records: &'a dyn Records,
+    name: &'a str,
 }
 
-trait Reader {
-    fn raw(&self, db: Database, key: &[u8]) -> Result<Option<&[u8]>, lmdb::Error>;
-    fn store(&self) -> &Store;
-
-    fn get<T: DeserializeOwned>(&self, db: Database, table: &'static str, key: &[u8]) -> Result<Option<T>, StoreError> {
-        match self.raw(db, key).map_err(|e| self.store().lmdb(e))? {
-            Some(bytes) => decode(&self.store().dir, table, key, bytes).map(Some),
+impl View<'_> {
+    fn get<T: DeserializeOwned>(&self, table: Table, key: &[u8]) -> Result<Option<T>, StoreError> {
+        match self.records.get(table, key)? {
+            Some(bytes) => decode(self.name, table, key, &bytes).map(Some),
             None => Ok(None),
         }
     }
 
+    fn all<T: DeserializeOwned>(&self, table: Table) -> Result<Vec<T>, StoreError> {
+        let rows = self.records.scan(table)?;
+        rows.iter().map(|(key, value)| decode(self.name, table, key, value)).collect()
+    }
+
+    fn run_meta(&self) -> Result<Option<RunMeta>, StoreError> {
+        self.get(Table::Meta, RUN_KEY)
+    }
+
+    fn stage(&self, name: &str) -> Result<Option<StageRecord>, StoreError> {
+        self.get(Table::Stages, name.as_bytes())
+    }
+
     fn trial(&self, id: u64) -> Result<TrialRecord, StoreError> {
-        self.get(self.store().tables.trials, "trials", &id.to_be_bytes())?
-            .ok_or_else(|| StoreError::NoTrial { id, dir: self.store().dir.clone() })
+        self.get(Table::Trials, &id.to_be_bytes())?.ok_or_else(|| StoreError::NoTrial { id, store: self.name.into() })
     }
 
     fn counter(&self, key: &[u8]) -> Result<u64, StoreError> {
-        Ok(self.get::<u64>(self.store().tables.meta, "meta", key)?.unwrap_or(0))
+        Ok(self.get::<u64>(Table::Meta, key)?.unwrap_or(0))
+    }
+
+    fn rung(&self, stage: &str, epoch: u32) -> Result<RungRecord, StoreError> {
+        Ok(self.get(Table::Rungs, &rung_key(stage, epoch))?.unwrap_or_default())
     }
 
     fn finished_since(&self, since: u64) -> Result<(Vec<TrialRecord>, u64), StoreError> {
         let end = self.counter(NEXT_FINISHED)?;
         let mut out = Vec::new();
         for position in since..end {
-            if let Some(id) = self.get::<u64>(self.store().tables.finished, "finished", &position.to_be_bytes())? {
+            if let Some(id) = self.get::<u64>(Table::Finished, &position.to_be_bytes())? {
                 out.push(self.trial(id)?);
             }
         }
@@ -264,109 +420,91 @@ trait Reader {
     }
 }
 
-fn not_found_is_none(r: Result<&[u8], lmdb::Error>) -> Result<Option<&[u8]>, lmdb::Error> {
-    match r {
-        Ok(v) => Ok(Some(v)),
-        Err(lmdb::Error::NotFound) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-impl Reader for Snapshot<'_> {
-    fn raw(&self, db: Database, key: &[u8]) -> Result<Option<&[u8]>, lmdb::Error> {
-        not_found_is_none(self.txn.get(db, &key))
-    }
-    fn store(&self) -> &Store {
-        self.store
-    }
-}
-
-/// Every record of a table, in key order.
-fn all<T: DeserializeOwned>(
-    txn: &impl Transaction,
-    store: &Store,
-    db: Database,
-    table: &'static str,
-) -> Result<Vec<T>, StoreError> {
-    let mut cursor = txn.open_ro_cursor(db).map_err(|e| store.lmdb(e))?;
-    let mut out = Vec::new();
-    for item in cursor.iter_start() {
-        let (key, value) = item.map_err(|e| store.lmdb(e))?;
-        out.push(decode(&store.dir, table, key, value)?);
-    }
-    Ok(out)
-}
-
 /// A write transaction (see `Store::write`).
 pub struct Txn<'a> {
-    txn: RwTransaction<'a>,
-    store: &'a Store,
+    records: &'a mut dyn Records,
+    name: &'a str,
 }
 
-impl Reader for Txn<'_> {
-    fn raw(&self, db: Database, key: &[u8]) -> Result<Option<&[u8]>, lmdb::Error> {
-        not_found_is_none(self.txn.get(db, &key))
-    }
-    fn store(&self) -> &Store {
-        self.store
+impl std::fmt::Debug for Txn<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Txn").field("store", &self.name).finish()
     }
 }
 
 impl Txn<'_> {
-    fn put<T: Serialize>(&mut self, db: Database, key: &[u8], value: &T) -> Result<(), StoreError> {
-        self.txn.put(db, &key, &encode(value), WriteFlags::empty()).map_err(|e| self.store.lmdb(e))
+    fn view(&self) -> View<'_> {
+        View { records: &*self.records, name: self.name }
+    }
+
+    fn put<T: Serialize>(&mut self, table: Table, key: &[u8], value: &T) -> Result<(), StoreError> {
+        self.records.put(table, key, &encode(value))
     }
 
     fn bump(&mut self, key: &[u8]) -> Result<u64, StoreError> {
-        let value = self.counter(key)?;
-        self.put(self.store.tables.meta, key, &(value + 1))?;
+        let value = self.view().counter(key)?;
+        self.put(Table::Meta, key, &(value + 1))?;
         Ok(value)
     }
 
+    /// The store's clock when this transaction began (leases are compared against it).
+    pub fn clock(&self) -> f64 {
+        self.records.clock()
+    }
+
     pub fn run_meta(&self) -> Result<Option<RunMeta>, StoreError> {
-        Reader::get(self, self.store.tables.meta, "meta", RUN_KEY)
+        self.view().run_meta()
     }
 
     pub fn put_run_meta(&mut self, meta: &RunMeta) -> Result<(), StoreError> {
-        self.put(self.store.tables.meta, RUN_KEY, meta)
+        self.put(Table::Meta, RUN_KEY, meta)
     }
 
     pub fn stage(&self, name: &str) -> Result<Option<StageRecord>, StoreError> {
-        Reader::get(self, self.store.tables.stages, "stages", name.as_bytes())
+        self.view().stage(name)
+    }
+
+    /// A stage that recovery has written (every stage of the workflow).
+    pub fn known_stage(&self, name: &str) -> Result<StageRecord, StoreError> {
+        self.stage(name)?.ok_or_else(|| StoreError::NoStage { stage: name.into(), store: self.name.into() })
+    }
+
+    pub fn stages(&self) -> Result<Vec<StageRecord>, StoreError> {
+        self.view().all(Table::Stages)
     }
 
     pub fn put_stage(&mut self, stage: &StageRecord) -> Result<(), StoreError> {
-        self.put(self.store.tables.stages, stage.name.as_bytes(), stage)
+        self.put(Table::Stages, stage.name.as_bytes(), stage)
     }
 
     pub fn trial(&self, id: u64) -> Result<TrialRecord, StoreError> {
-        Reader::trial(self, id)
+        self.view().trial(id)
     }
 
     /// Writes a trial; the first time it reaches a final status it joins the finish log.
     pub fn put_trial(&mut self, trial: &TrialRecord) -> Result<(), StoreError> {
-        let before = Reader::get::<TrialRecord>(self, self.store.tables.trials, "trials", &trial.id.to_be_bytes())?;
+        let before = self.view().get::<TrialRecord>(Table::Trials, &trial.id.to_be_bytes())?;
         let was_finished = before.is_some_and(|t| t.status.is_finished());
-        self.put(self.store.tables.trials, &trial.id.to_be_bytes(), trial)?;
+        self.put(Table::Trials, &trial.id.to_be_bytes(), trial)?;
         if trial.status.is_finished() && !was_finished {
             let position = self.bump(NEXT_FINISHED)?;
-            self.put(self.store.tables.finished, &position.to_be_bytes(), &trial.id)?;
+            self.put(Table::Finished, &position.to_be_bytes(), &trial.id)?;
         }
         Ok(())
     }
 
     /// Trials that finished after position `since` of the finish log, and the new position.
     pub fn finished_since(&self, since: u64) -> Result<(Vec<TrialRecord>, u64), StoreError> {
-        Reader::finished_since(self, since)
+        self.view().finished_since(since)
     }
 
     /// What early stopping recorded for `stage` at `epoch` (empty when nothing yet).
     pub fn rung(&self, stage: &str, epoch: u32) -> Result<RungRecord, StoreError> {
-        Ok(Reader::get(self, self.store.tables.rungs, "rungs", &rung_key(stage, epoch))?.unwrap_or_default())
+        self.view().rung(stage, epoch)
     }
 
     pub fn put_rung(&mut self, stage: &str, epoch: u32, rung: &RungRecord) -> Result<(), StoreError> {
-        self.put(self.store.tables.rungs, &rung_key(stage, epoch), rung)
+        self.put(Table::Rungs, &rung_key(stage, epoch), rung)
     }
 
     /// A fresh trial id.
@@ -376,7 +514,7 @@ impl Txn<'_> {
 
     /// Every trial, by id (for recovery, which runs once per start).
     pub fn trials(&self) -> Result<Vec<TrialRecord>, StoreError> {
-        all(&self.txn, self.store, self.store.tables.trials, "trials")
+        self.view().all(Table::Trials)
     }
 
     pub fn log(
@@ -386,8 +524,14 @@ impl Txn<'_> {
         message: impl Into<String>,
     ) -> Result<(), StoreError> {
         let seq = self.bump(NEXT_EVENT)?;
-        let event = Event { time: now(), stage: stage.map(str::to_string), trial, message: message.into() };
-        self.put(self.store.tables.events, &seq.to_be_bytes(), &event)
+        let event = Event { time: self.clock(), stage: stage.map(str::to_string), trial, message: message.into() };
+        self.put(Table::Events, &seq.to_be_bytes(), &event)
+    }
+
+    /// Writes raw bytes as a record (tests of corrupt and future records).
+    #[doc(hidden)]
+    pub fn put_raw_trial(&mut self, id: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        self.records.put(Table::Trials, &id.to_be_bytes(), bytes)
     }
 }
 
@@ -395,65 +539,17 @@ impl Txn<'_> {
 mod tests {
     use super::*;
 
-    fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("msh-store-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        dir
-    }
-
-    fn trial(id: u64, status: TrialStatus) -> TrialRecord {
-        let architecture = vec![BlockRef { name: "dense".into(), params: vec![("units".into(), ParamValue::Int(8))] }];
-        TrialRecord { status, ..TrialRecord::new(id, "search", architecture, vec![("learning_rate".into(), 0.01)]) }
+    #[test]
+    fn urls_lose_their_password() {
+        assert_eq!(redact_url("postgres://msh:s3cr@t@db.example:5432/runs"), "postgres://msh@db.example:5432/runs");
+        assert_eq!(redact_url("postgres://msh@db/runs"), "postgres://msh@db/runs");
+        assert_eq!(redact_url("postgres://db/runs"), "postgres://db/runs");
     }
 
     #[test]
-    fn records_round_trip_and_finish_log_is_incremental() {
-        let dir = temp_dir("roundtrip");
-        let store = Store::open(&dir).unwrap();
-        store
-            .write(|t| -> Result<(), StoreError> {
-                for _ in 0..3 {
-                    let id = t.next_trial_id()?;
-                    t.put_trial(&trial(id, TrialStatus::Running))?;
-                }
-                t.log(Some("search"), Some(0), "started")
-            })
-            .unwrap();
-        store.write(|t| t.put_trial(&trial(1, TrialStatus::Completed))).unwrap();
-        let (done, position) = store.finished_since(0).unwrap();
-        assert_eq!((done.len(), done[0].id, position), (1, 1, 1));
-        // Rewriting a finished trial does not log it twice.
-        store.write(|t| t.put_trial(&trial(1, TrialStatus::Completed))).unwrap();
-        store.write(|t| t.put_trial(&trial(2, TrialStatus::Failed))).unwrap();
-        let (done, position) = store.finished_since(position).unwrap();
-        assert_eq!((done.len(), done[0].id, position), (1, 2, 2));
-        drop(store);
-        let reopened = Store::open(&dir).unwrap();
-        assert_eq!(reopened.trials().unwrap().len(), 3);
-        let stored = reopened.trial(0).unwrap();
-        assert_eq!(stored, TrialRecord { created: stored.created, ..trial(0, TrialStatus::Running) });
-        assert_eq!(reopened.events().unwrap()[0].message, "started");
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn a_newer_schema_is_refused_by_name() {
-        let dir = temp_dir("schema");
-        let store = Store::open(&dir).unwrap();
-        store
-            .write(|t| {
-                t.txn
-                    .put(
-                        t.store.tables.trials,
-                        &7u64.to_be_bytes(),
-                        &rmp_serde::to_vec_named(&(9u32, 0u8)).unwrap(),
-                        WriteFlags::empty(),
-                    )
-                    .map_err(|e| store.lmdb(e))
-            })
-            .unwrap();
-        let err = store.trial(7).unwrap_err().to_string();
-        assert!(err.contains("record 7 of `trials` has schema version 9"), "{err}");
-        std::fs::remove_dir_all(&dir).unwrap();
+    fn keys_show_as_their_table_reads_them() {
+        assert_eq!(key_text(Table::Trials, &7u64.to_be_bytes()), "7");
+        assert_eq!(key_text(Table::Rungs, &rung_key("search", 3)), "search epoch 3");
+        assert_eq!(key_text(Table::Stages, b"search"), "search");
     }
 }

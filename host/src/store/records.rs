@@ -6,8 +6,31 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::plugin::types;
-use crate::train::Metrics;
+
+/// How well a model does on one split. Regression metrics are in target units.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    pub samples: usize,
+    /// Mean cross-entropy, or mean squared error on standardised targets.
+    pub loss: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub r2: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rmse: Option<f64>,
+}
+
+impl Metrics {
+    /// `accuracy 0.953` or `r2 0.512`: the headline number of the task.
+    pub fn headline(&self) -> String {
+        match (self.accuracy, self.r2) {
+            (Some(a), _) => format!("accuracy {a:.4}"),
+            (_, Some(r2)) => format!("r2 {r2:.4}"),
+            _ => format!("loss {:.4}", self.loss),
+        }
+    }
+}
 
 /// About the run as a whole, written once when the run directory is created.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,6 +75,9 @@ pub struct StageRecord {
     /// The trials being trained now (searchers see them; none is proposed twice).
     #[serde(default)]
     pub in_flight: Vec<u64>,
+    /// Budget slots held by searchers proposing now; they count against the budget.
+    #[serde(default)]
+    pub reserved: Vec<Reservation>,
     /// Proposals refused without training: repeats of earlier trials, or unbuildable.
     #[serde(default)]
     pub rejected_proposals: u64,
@@ -75,6 +101,7 @@ impl StageRecord {
             pending: Vec::new(),
             running: 0,
             in_flight: Vec::new(),
+            reserved: Vec::new(),
             rejected_proposals: 0,
             finished_trials: 0,
             message: None,
@@ -137,12 +164,28 @@ impl TrialStatus {
     }
 }
 
-/// The process working on a trial; a trial whose owner is gone is requeued.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The process working on a trial, and its lease: a trial whose lease has expired is
+/// requeued by whoever notices first (`claims.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Owner {
     pub pid: u32,
     /// Random per process start, so that a reused pid is not mistaken for the owner.
     pub session: u64,
+    /// A hash of the machine's host name: on its own machine a dead owner is noticed
+    /// before its lease expires.
+    #[serde(default)]
+    pub host: u64,
+    /// Store-clock seconds until which the trial is the owner's; renewed by heartbeats.
+    #[serde(default)]
+    pub lease_until: f64,
+}
+
+/// A budget slot held while a searcher proposes (reserve, propose, commit).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Reservation {
+    /// The id the proposal will be recorded under.
+    pub id: u64,
+    pub owner: Owner,
 }
 
 /// A block parameter value (mirrors the plugin contract's `value`).
@@ -202,7 +245,7 @@ pub struct TrialRecord {
     /// The validation loss of every epoch trained, in order.
     #[serde(default)]
     pub losses: Vec<f64>,
-    /// The trainer that last ran it (`pid P trainer T`), for the report's timeline.
+    /// The trainer that last ran it (`HOST pid P trainer T`), for the report's timeline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker: Option<String>,
 }
@@ -254,67 +297,6 @@ impl TrialRecord {
     /// ensemble that includes itself).
     pub fn is_combination(&self) -> bool {
         !self.members.is_empty() && !self.members.iter().any(|(id, _)| *id == self.id)
-    }
-
-    /// The trial as searchers see it.
-    pub fn to_plugin(&self) -> types::Trial {
-        types::Trial {
-            id: self.id,
-            architecture: self
-                .architecture
-                .iter()
-                .map(|b| types::BlockRef {
-                    name: b.name.clone(),
-                    params: b
-                        .params
-                        .iter()
-                        .map(|(n, v)| types::Param { name: n.clone(), value: v.to_plugin() })
-                        .collect(),
-                })
-                .collect(),
-            hparams: self.hparams.clone(),
-            status: match self.status {
-                TrialStatus::Completed => types::TrialStatus::Completed,
-                TrialStatus::Stopped => types::TrialStatus::Stopped,
-                TrialStatus::Diverged => types::TrialStatus::Diverged,
-                TrialStatus::Running | TrialStatus::Pending => types::TrialStatus::Running,
-                TrialStatus::Failed => types::TrialStatus::Failed,
-            },
-            // A residual trial trains a model of its own: searchers see it as one.
-            kind: match self.is_combination() {
-                false => types::TrialKind::Single,
-                true => types::TrialKind::Ensemble(self.members.iter().map(|(id, _)| *id).collect()),
-            },
-            objective: self.objective,
-            accuracy: self.valid.as_ref().and_then(|m| m.accuracy),
-            parameters: self.parameters,
-            parent: self.parent,
-            inherited: self.inherited,
-            epochs: self.epochs,
-            error: self.error.clone(),
-        }
-    }
-}
-
-impl ParamValue {
-    pub fn to_plugin(&self) -> types::Value {
-        match self {
-            ParamValue::Int(v) => types::Value::Int(*v),
-            ParamValue::Float(v) => types::Value::Float(*v),
-            ParamValue::Flag(v) => types::Value::Flag(*v),
-            ParamValue::Text(v) => types::Value::Text(v.clone()),
-            ParamValue::Ints(v) => types::Value::Ints(v.clone()),
-        }
-    }
-
-    pub fn from_plugin(value: &types::Value) -> Self {
-        match value {
-            types::Value::Int(v) => ParamValue::Int(*v),
-            types::Value::Float(v) => ParamValue::Float(*v),
-            types::Value::Flag(v) => ParamValue::Flag(*v),
-            types::Value::Text(v) => ParamValue::Text(v.clone()),
-            types::Value::Ints(v) => ParamValue::Ints(v.clone()),
-        }
     }
 }
 

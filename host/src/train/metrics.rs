@@ -1,37 +1,13 @@
 //! Evaluation: loss, accuracy or R² of a model on a data set, and raw predictions.
 
 use burn::prelude::*;
-use serde::{Deserialize, Serialize};
 
 use crate::data::{Dataset, Normalization};
 use crate::model::{Model, Task};
 
 const EVAL_BATCH: usize = 512;
 
-/// How well a model does on one split. Regression metrics are in target units.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Metrics {
-    pub samples: usize,
-    /// Mean cross-entropy, or mean squared error on standardised targets.
-    pub loss: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub accuracy: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub r2: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rmse: Option<f64>,
-}
-
-impl Metrics {
-    /// `accuracy 0.953` or `r2 0.512`: the headline number of the task.
-    pub fn headline(&self) -> String {
-        match (self.accuracy, self.r2) {
-            (Some(a), _) => format!("accuracy {a:.4}"),
-            (_, Some(r2)) => format!("r2 {r2:.4}"),
-            _ => format!("loss {:.4}", self.loss),
-        }
-    }
-}
+pub use crate::store::Metrics;
 
 /// Model outputs for flat, already normalised samples: `len * outputs` values, row-major.
 pub fn predict(model: &Model, features: &[f32], sample_len: usize) -> Vec<f32> {

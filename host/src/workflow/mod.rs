@@ -109,6 +109,11 @@ pub struct Workflow {
     /// Ends unpromising search trials after some epochs; off when absent.
     #[serde(default)]
     pub early_stopping: Option<EarlyStopping>,
+    /// Where the run keeps its trials: a `postgres://` URL, or `env:NAME` for a URL in
+    /// that environment variable (credentials stay out of the file); LMDB in the run
+    /// directory when absent. `--store` overrides it.
+    #[serde(default)]
+    pub store: Option<String>,
     pub stages: BTreeMap<String, Stage>,
 }
 
@@ -675,6 +680,17 @@ pub fn load(path: &Path) -> Result<(Source, Workflow), WorkflowError> {
 }
 
 impl Workflow {
+    /// The store URL of `store:`, with `env:NAME` read from the environment.
+    pub fn store_url(&self) -> Result<Option<String>, String> {
+        match self.store.as_deref().map(|s| (s, s.strip_prefix("env:"))) {
+            None => Ok(None),
+            Some((_, Some(var))) => std::env::var(var)
+                .map(Some)
+                .map_err(|_| format!("workflow `{}`: `store: env:{var}` but {var} is not set", self.name)),
+            Some((url, None)) => Ok(Some(url.to_string())),
+        }
+    }
+
     /// The stage's searcher: its own, else the workflow's.
     pub fn searcher_of<'a>(&'a self, stage: &'a Stage) -> &'a SearcherSpec {
         stage.searcher.as_ref().unwrap_or(&self.searcher)

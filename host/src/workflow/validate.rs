@@ -211,6 +211,13 @@ pub fn resolve(
             return Err(err(&at(field), None, format!("`{field}` must be at least {least}")));
         }
     }
+    if let Some(store) = &wf.store {
+        let url = store.strip_prefix("env:").map_or(Some(store.as_str()), |_| None);
+        if url.is_some_and(|u| !u.starts_with("postgres://") && !u.starts_with("postgresql://")) {
+            let reason = "`store` is a `postgres://USER@HOST/DB` URL, or `env:NAME` for one in a variable".into();
+            return Err(err(&[Key("store")], None, reason));
+        }
+    }
     // A table trainer has no epochs: early stopping is ignored there.
     if let Some(stopping) = &wf.early_stopping {
         let at = |field| [Key("early_stopping"), Key(field)];

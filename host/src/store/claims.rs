@@ -1,0 +1,256 @@
+//! The lease protocol by which trainers anywhere share a search stage's budget.
+//!
+//! A free trainer *claims*: it gets a requeued trial, or a *reservation* (a budget slot
+//! and a fresh id) that it fills by asking its searcher outside any transaction, then
+//! *commits* as a running trial. Every running trial and reservation carries its owner's
+//! lease (store-clock seconds), which a heartbeat *renews*. Whoever next looks at the
+//! stage *requeues* a trial whose lease expired (attempts count up when it starts again)
+//! and drops such a reservation. A result is *finished* only by the owner that still
+//! holds the trial, so each trial ends exactly once. The budget counts finished, running
+//! and reserved trials, all under the store's write lock, so it holds across workers.
+
+use super::{Owner, Reservation, StageRecord, StoreError, TrialRecord, TrialStatus, Txn};
+
+/// What a free trainer gets from `Txn::claim`.
+#[derive(Debug)]
+pub enum Claim {
+    /// A requeued trial, now running under the claimant's lease.
+    Trial(TrialRecord),
+    /// A budget slot: propose a trial with this id, then `Txn::commit` it.
+    Reserved(u64),
+    /// The budget is used up (counting what others run and reserve).
+    Spent,
+}
+
+/// What `Txn::commit` made of a proposal.
+#[derive(Debug)]
+pub enum Committed {
+    Running(TrialRecord),
+    /// The reservation had expired and others used up the budget meanwhile.
+    Spent,
+}
+
+/// What `Txn::finish` did with a result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finished {
+    Recorded,
+    /// The lease had expired and the trial was requeued: this result is dropped, the
+    /// trial ends where it runs now.
+    LeaseLost,
+}
+
+impl Owner {
+    /// This process's owner tag (its lease is set when it claims).
+    pub fn this_process(session: u64) -> Self {
+        Self { pid: std::process::id(), session, host: host_hash(), lease_until: 0.0 }
+    }
+
+    pub fn same_process(&self, other: &Owner) -> bool {
+        (self.pid, self.session, self.host) == (other.pid, other.session, other.host)
+    }
+
+    /// Whether this recorded owner has lost its trial, as `me` sees it at store-clock
+    /// `now`: its lease expired, or it is a process of `me`'s machine that has exited.
+    pub fn expired(&self, now: f64, me: &Owner) -> bool {
+        if self.same_process(me) {
+            return false;
+        }
+        self.lease_until < now || (self.host == me.host && !process_alive(self.pid))
+    }
+
+    fn leased(&self, now: f64, seconds: f64) -> Self {
+        Self { lease_until: now + seconds, ..*self }
+    }
+}
+
+/// This machine's name, for `HOST pid P` tags.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(|| std::env::var("COMPUTERNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+fn host_hash() -> u64 {
+    host_name().bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+}
+
+/// Whether a process of this machine is running. Without `/proc` only leases tell.
+fn process_alive(pid: u32) -> bool {
+    let proc = std::path::Path::new("/proc");
+    !proc.join("self").exists() || proc.join(pid.to_string()).exists()
+}
+
+impl Txn<'_> {
+    /// Requeues `stage`'s running trials whose owner's lease expired, and drops such
+    /// reservations; the ids requeued.
+    pub fn requeue_expired(&mut self, stage: &mut StageRecord, me: &Owner) -> Result<Vec<u64>, StoreError> {
+        let now = self.clock();
+        let (kept, dropped): (Vec<Reservation>, Vec<Reservation>) =
+            stage.reserved.iter().partition(|r| !r.owner.expired(now, me));
+        stage.reserved = kept;
+        if !dropped.is_empty() {
+            self.put_stage(stage)?;
+        }
+        for reservation in dropped {
+            let message = format!("reservation dropped: pid {}'s lease expired while it proposed", reservation.owner.pid);
+            self.log(Some(&stage.name), Some(reservation.id), message)?;
+        }
+        let mut requeued = Vec::new();
+        for id in stage.in_flight.clone() {
+            let trial = self.trial(id)?;
+            if trial.status != TrialStatus::Running {
+                stage.in_flight.retain(|i| *i != id);
+                continue;
+            }
+            if trial.owner.is_none_or(|o| o.expired(now, me)) {
+                let who = trial.worker.clone().unwrap_or_else(|| "its trainer".into());
+                let why = format!("requeued: the lease of {who} expired before it finished (attempt {})", trial.attempts);
+                self.requeue(stage, trial, &why)?;
+                requeued.push(id);
+            }
+        }
+        Ok(requeued)
+    }
+
+    /// Puts a running trial back at the head of the stage's queue, saying `why`.
+    pub fn requeue(&mut self, stage: &mut StageRecord, mut trial: TrialRecord, why: &str) -> Result<(), StoreError> {
+        trial.status = TrialStatus::Pending;
+        trial.owner = None;
+        stage.running = stage.running.saturating_sub(1);
+        stage.in_flight.retain(|id| *id != trial.id);
+        if !stage.pending.contains(&trial.id) {
+            stage.pending.insert(0, trial.id);
+        }
+        self.put_trial(&trial)?;
+        self.put_stage(stage)?;
+        self.log(Some(&stage.name), Some(trial.id), why)
+    }
+
+    /// The next trial for a free trainer `me` of `stage` (`worker` names it in the
+    /// record): a requeued trial, else a reservation, unless finished, running and
+    /// reserved trials already reach `limit`.
+    pub fn claim(
+        &mut self,
+        stage: &mut StageRecord,
+        me: &Owner,
+        lease: f64,
+        limit: u64,
+        worker: &str,
+    ) -> Result<Claim, StoreError> {
+        let owner = me.leased(self.clock(), lease);
+        if !stage.pending.is_empty() {
+            let trial = self.trial(stage.pending.remove(0))?;
+            return self.start(stage, trial, owner, worker).map(Claim::Trial);
+        }
+        if stage.finished_trials + stage.running + stage.reserved.len() as u64 >= limit {
+            return Ok(Claim::Spent);
+        }
+        let id = self.next_trial_id()?;
+        stage.reserved.push(Reservation { id, owner });
+        self.put_stage(stage)?;
+        Ok(Claim::Reserved(id))
+    }
+
+    /// Records the proposal for reservation `trial.id` as a running trial. A reservation
+    /// that expired meanwhile is taken afresh if the budget still allows.
+    pub fn commit(
+        &mut self,
+        stage: &mut StageRecord,
+        trial: TrialRecord,
+        me: &Owner,
+        lease: f64,
+        limit: u64,
+        worker: &str,
+    ) -> Result<Committed, StoreError> {
+        match stage.reserved.iter().position(|r| r.id == trial.id && r.owner.same_process(me)) {
+            Some(at) => {
+                stage.reserved.remove(at);
+            }
+            None if stage.finished_trials + stage.running + stage.reserved.len() as u64 >= limit => {
+                self.put_stage(stage)?;
+                return Ok(Committed::Spent);
+            }
+            None => {}
+        }
+        let owner = me.leased(self.clock(), lease);
+        self.start(stage, trial, owner, worker).map(Committed::Running)
+    }
+
+    /// Gives a reservation back (the searcher had nothing more, or failed).
+    pub fn release(&mut self, stage: &mut StageRecord, id: u64) -> Result<(), StoreError> {
+        stage.reserved.retain(|r| r.id != id);
+        self.put_stage(stage)
+    }
+
+    fn start(
+        &mut self,
+        stage: &mut StageRecord,
+        mut trial: TrialRecord,
+        owner: Owner,
+        worker: &str,
+    ) -> Result<TrialRecord, StoreError> {
+        trial.status = TrialStatus::Running;
+        trial.owner = Some(owner);
+        trial.worker = Some(worker.into());
+        trial.attempts += 1;
+        trial.started = Some(self.clock());
+        stage.running += 1;
+        stage.in_flight.push(trial.id);
+        self.put_trial(&trial)?;
+        self.put_stage(stage)?;
+        Ok(trial)
+    }
+
+    /// Records `trial`'s result if `me` still holds it.
+    pub fn finish(&mut self, stage: &mut StageRecord, trial: &TrialRecord, me: &Owner) -> Result<Finished, StoreError> {
+        let stored = self.trial(trial.id)?;
+        let ours = stored.status == TrialStatus::Running && stored.owner.is_some_and(|o| o.same_process(me));
+        if !ours {
+            let message = "result dropped: its lease expired and it was requeued before it finished";
+            self.log(Some(&stage.name), Some(trial.id), message)?;
+            return Ok(Finished::LeaseLost);
+        }
+        stage.running = stage.running.saturating_sub(1);
+        stage.in_flight.retain(|id| *id != trial.id);
+        stage.finished_trials += 1;
+        self.put_trial(&TrialRecord { owner: None, ..trial.clone() })?;
+        self.put_stage(stage)?;
+        Ok(Finished::Recorded)
+    }
+
+    /// Extends `me`'s leases on the trials and reservations `ids` by `lease` seconds;
+    /// returns those it no longer holds.
+    pub fn renew(&mut self, ids: &[u64], me: &Owner, lease: f64) -> Result<Vec<u64>, StoreError> {
+        let owner = me.leased(self.clock(), lease);
+        let mut held = Vec::new();
+        for mut stage in self.stages()? {
+            let mut changed = false;
+            for reservation in &mut stage.reserved {
+                if ids.contains(&reservation.id) && reservation.owner.same_process(me) {
+                    reservation.owner = owner;
+                    held.push(reservation.id);
+                    changed = true;
+                }
+            }
+            if changed {
+                self.put_stage(&stage)?;
+            }
+        }
+        for &id in ids {
+            if held.contains(&id) {
+                continue;
+            }
+            let Ok(mut trial) = self.trial(id) else { continue };
+            if trial.status == TrialStatus::Running && trial.owner.is_some_and(|o| o.same_process(me)) {
+                trial.owner = Some(owner);
+                self.put_trial(&trial)?;
+                held.push(id);
+            }
+        }
+        Ok(ids.iter().copied().filter(|id| !held.contains(id)).collect())
+    }
+}

@@ -1,0 +1,192 @@
+//! The backend for many machines: one PostgreSQL table of records, keyed by run, table
+//! and key, through tokio-postgres. Write transactions of a run are serialised by a
+//! transaction-scoped advisory lock on the run, taken first, so they behave as LMDB's
+//! do; reads are REPEATABLE READ snapshots and take no lock. The client's futures are
+//! polled where they are called; its connection task runs on a runtime of its own, so the
+//! store works from plain threads and from inside the engine's runtime alike.
+
+use std::sync::Mutex;
+
+use tokio_postgres::{Client, IsolationLevel, NoTls, Statement};
+
+use super::{Records, StoreError, Table};
+
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS msh_records (
+    run text NOT NULL,
+    tbl text NOT NULL,
+    key bytea NOT NULL,
+    value bytea NOT NULL,
+    PRIMARY KEY (run, tbl, key)
+)";
+/// The advisory lock that serialises creating the schema (any constant of our own).
+const SCHEMA_LOCK: i64 = 0x6d73_685f_7363_6865;
+
+pub struct Postgres {
+    url: String,
+    run: String,
+    name: String,
+    /// One connection per process; reconnected when the server closed it.
+    connection: Mutex<Option<Connection>>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+struct Connection {
+    client: Client,
+    statements: Statements,
+}
+
+struct Statements {
+    get: Statement,
+    scan: Statement,
+    put: Statement,
+    lock: Statement,
+    clock: Statement,
+}
+
+impl Postgres {
+    pub fn open(url: &str, run: &str, name: &str) -> Result<Self, StoreError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("msh-postgres")
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Open { store: name.into(), reason: format!("cannot start its runtime: {e}") })?;
+        let store = Self {
+            url: url.into(),
+            run: run.into(),
+            name: name.into(),
+            connection: Mutex::new(None),
+            runtime: Some(runtime),
+        };
+        let mut slot = store.connection.lock().expect("no panics while connecting");
+        *slot = Some(store.connect()?);
+        drop(slot);
+        Ok(store)
+    }
+
+    fn error(&self, source: tokio_postgres::Error) -> StoreError {
+        StoreError::Postgres { store: self.name.clone(), source }
+    }
+
+    fn connect(&self) -> Result<Connection, StoreError> {
+        let runtime = self.runtime.as_ref().expect("the runtime lives as long as the store");
+        let url = self.url.clone();
+        let connecting = runtime.spawn(async move {
+            let (client, connection) = tokio_postgres::connect(&url, NoTls).await?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::warn!("postgres connection closed: {e}");
+                }
+            });
+            Ok::<_, tokio_postgres::Error>(client)
+        });
+        let client = pollster::block_on(connecting)
+            .map_err(|e| StoreError::Open { store: self.name.clone(), reason: e.to_string() })?
+            .map_err(|e| self.error(e))?;
+        pollster::block_on(async {
+            // Several workers may start at once: the schema is created under a lock.
+            client.execute("SELECT pg_advisory_lock($1)", &[&SCHEMA_LOCK]).await?;
+            let created = client.batch_execute(SCHEMA).await;
+            client.execute("SELECT pg_advisory_unlock($1)", &[&SCHEMA_LOCK]).await?;
+            created?;
+            let statements = Statements {
+                get: client.prepare("SELECT value FROM msh_records WHERE run = $1 AND tbl = $2 AND key = $3").await?,
+                scan: client
+                    .prepare("SELECT key, value FROM msh_records WHERE run = $1 AND tbl = $2 ORDER BY key")
+                    .await?,
+                put: client
+                    .prepare(
+                        "INSERT INTO msh_records (run, tbl, key, value) VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT (run, tbl, key) DO UPDATE SET value = excluded.value",
+                    )
+                    .await?,
+                lock: client
+                    .prepare(
+                        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0)), \
+                         extract(epoch FROM clock_timestamp())::float8",
+                    )
+                    .await?,
+                clock: client.prepare("SELECT extract(epoch FROM clock_timestamp())::float8").await?,
+            };
+            Ok(Connection { client, statements })
+        })
+        .map_err(|e| self.error(e))
+    }
+
+    /// Runs `f` with the connection, reconnecting first when the last one was closed.
+    fn with_connection<T, E: From<StoreError>>(&self, f: impl FnOnce(&mut Connection) -> Result<T, E>) -> Result<T, E> {
+        let mut slot = self.connection.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if slot.as_ref().is_none_or(|c| c.client.is_closed()) {
+            *slot = Some(self.connect()?);
+        }
+        f(slot.as_mut().expect("connected above"))
+    }
+
+    pub fn write<T, E: From<StoreError>>(&self, f: impl FnOnce(&mut dyn Records) -> Result<T, E>) -> Result<T, E> {
+        self.with_connection(|c| {
+            let txn = pollster::block_on(c.client.build_transaction().isolation_level(IsolationLevel::ReadCommitted).start())
+                .map_err(|e| self.error(e))?;
+            // Taken first: every statement after it sees what earlier writers committed.
+            let row = pollster::block_on(txn.query_one(&c.statements.lock, &[&self.run])).map_err(|e| self.error(e))?;
+            let clock: f64 = row.get(1);
+            let mut records = Txn { txn, statements: &c.statements, store: self, clock };
+            let value = f(&mut records)?;
+            pollster::block_on(records.txn.commit()).map_err(|e| self.error(e))?;
+            Ok(value)
+        })
+    }
+
+    pub fn read<T>(&self, f: impl FnOnce(&dyn Records) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        self.with_connection(|c| {
+            let txn = pollster::block_on(
+                c.client.build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start(),
+            )
+            .map_err(|e| self.error(e))?;
+            let row = pollster::block_on(txn.query_one(&c.statements.clock, &[])).map_err(|e| self.error(e))?;
+            let records = Txn { clock: row.get(0), txn, statements: &c.statements, store: self };
+            let value = f(&records)?;
+            pollster::block_on(records.txn.commit()).map_err(|e| self.error(e))?;
+            Ok(value)
+        })
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which tokio forbids inside another runtime's tasks.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+struct Txn<'a> {
+    txn: tokio_postgres::Transaction<'a>,
+    statements: &'a Statements,
+    store: &'a Postgres,
+    clock: f64,
+}
+
+impl Records for Txn<'_> {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let row = pollster::block_on(self.txn.query_opt(&self.statements.get, &[&self.store.run, &table.name(), &key]))
+            .map_err(|e| self.store.error(e))?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    fn scan(&self, table: Table) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let rows = pollster::block_on(self.txn.query(&self.statements.scan, &[&self.store.run, &table.name()]))
+            .map_err(|e| self.store.error(e))?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        pollster::block_on(self.txn.execute(&self.statements.put, &[&self.store.run, &table.name(), &key, &value]))
+            .map_err(|e| self.store.error(e))?;
+        Ok(())
+    }
+
+    fn clock(&self) -> f64 {
+        self.clock
+    }
+}

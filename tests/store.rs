@@ -1,0 +1,309 @@
+//! The store's conformance suite: every behaviour the engine relies on (records, the
+//! finish log, counters, events, and the lease protocol's claims, commits, finishes,
+//! requeues and renewals), run on both backends, LMDB and PostgreSQL.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::TempDir;
+use msh::store::{
+    BlockRef, Claim, Committed, Finished, Owner, ParamValue, StageRecord, Store, StoreError, TrialRecord, TrialStatus,
+};
+
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Lmdb,
+    Postgres,
+}
+
+const BACKENDS: [Backend; 2] = [Backend::Lmdb, Backend::Postgres];
+
+/// Opens the store of `run_dir` on `backend`: a fresh run the first time.
+fn open(backend: Backend, run_dir: &Path) -> Store {
+    match backend {
+        Backend::Lmdb => Store::open(run_dir).unwrap(),
+        Backend::Postgres => Store::open_at(run_dir, Some(&common::postgres_url())).unwrap(),
+    }
+}
+
+fn trial(id: u64, status: TrialStatus) -> TrialRecord {
+    let architecture = vec![BlockRef { name: "dense".into(), params: vec![("units".into(), ParamValue::Int(8))] }];
+    TrialRecord { status, ..TrialRecord::new(id, "search", architecture, vec![("learning_rate".into(), 0.01)]) }
+}
+
+fn owner(session: u64) -> Owner {
+    Owner::this_process(session)
+}
+
+fn with_stage(store: &Store, name: &str) {
+    store.write(|t| t.put_stage(&StageRecord::new(name, "search"))).unwrap();
+}
+
+#[test]
+fn records_round_trip_and_the_finish_log_is_incremental() {
+    for backend in BACKENDS {
+        let dir = TempDir::new();
+        let store = open(backend, dir.path());
+        store
+            .write(|t| -> Result<(), StoreError> {
+                for _ in 0..3 {
+                    let id = t.next_trial_id()?;
+                    t.put_trial(&trial(id, TrialStatus::Running))?;
+                }
+                t.log(Some("search"), Some(0), "started")
+            })
+            .unwrap();
+        store.write(|t| t.put_trial(&trial(1, TrialStatus::Completed))).unwrap();
+        let (done, position) = store.finished_since(0).unwrap();
+        assert_eq!((done.len(), done[0].id, position), (1, 1, 1), "{backend:?}");
+        // Rewriting a finished trial does not log it twice.
+        store.write(|t| t.put_trial(&trial(1, TrialStatus::Completed))).unwrap();
+        store.write(|t| t.put_trial(&trial(2, TrialStatus::Failed))).unwrap();
+        let (done, position) = store.finished_since(position).unwrap();
+        assert_eq!((done.len(), done[0].id, position), (1, 2, 2), "{backend:?}");
+        drop(store);
+        let reopened = open(backend, dir.path());
+        assert_eq!(reopened.trials().unwrap().len(), 3, "{backend:?}");
+        let stored = reopened.trial(0).unwrap();
+        assert_eq!(stored, TrialRecord { created: stored.created, ..trial(0, TrialStatus::Running) }, "{backend:?}");
+        assert_eq!(reopened.events().unwrap()[0].message, "started", "{backend:?}");
+        let err = reopened.trial(9).unwrap_err().to_string();
+        assert!(err.contains("no trial 9"), "{backend:?}: {err}");
+    }
+}
+
+#[test]
+fn newer_and_corrupt_records_are_refused_by_name() {
+    for backend in BACKENDS {
+        let dir = TempDir::new();
+        let store = open(backend, dir.path());
+        let future = rmp_serde::to_vec_named(&(9u32, 0u8)).unwrap();
+        store.write(|t| t.put_raw_trial(7, &future)).unwrap();
+        store.write(|t| t.put_raw_trial(8, b"\xc1 not messagepack")).unwrap();
+        let err = store.trial(7).unwrap_err().to_string();
+        assert!(err.contains("record 7 of `trials` has schema version 9"), "{backend:?}: {err}");
+        let err = store.trial(8).unwrap_err().to_string();
+        assert!(err.contains("record 8 of `trials` is corrupt"), "{backend:?}: {err}");
+        assert!(err.contains(store.name()), "{backend:?}: {err}");
+    }
+}
+
+#[test]
+fn counters_events_and_rungs_are_shared_by_every_connection() {
+    for backend in BACKENDS {
+        let dir = TempDir::new();
+        let first = Arc::new(open(backend, dir.path()));
+        // Another connection (PostgreSQL) or the same environment (LMDB allows one per process).
+        let second = match backend {
+            Backend::Lmdb => first.clone(),
+            Backend::Postgres => Arc::new(open(backend, dir.path())),
+        };
+        let ids: Vec<u64> = (0..6)
+            .map(|i| if i % 2 == 0 { &first } else { &second }.write(|t| t.next_trial_id()).unwrap())
+            .collect();
+        assert_eq!(ids, vec![0, 1, 2, 3, 4, 5], "{backend:?}");
+        for (i, store) in [&first, &second, &first].into_iter().enumerate() {
+            store.write(|t| t.log(Some("search"), Some(i as u64), format!("event {i}"))).unwrap();
+        }
+        let events: Vec<String> = second.events().unwrap().into_iter().map(|e| e.message).collect();
+        assert_eq!(events, ["event 0", "event 1", "event 2"], "{backend:?}");
+        let mut rung = first.rung("search", 3).unwrap();
+        assert!(rung.values.is_empty());
+        rung.values.push((4, 0.5));
+        first.write(|t| t.put_rung("search", 3, &rung)).unwrap();
+        assert_eq!(second.rung("search", 3).unwrap().values, vec![(4, 0.5)], "{backend:?}");
+        assert!(second.rung("search", 4).unwrap().values.is_empty(), "{backend:?}");
+    }
+}
+
+/// One trainer's loop: claim, commit a proposal into a reservation, finish; the ids it
+/// finished.
+fn train_until_spent(store: &Store, me: Owner, limit: u64) -> Vec<u64> {
+    let mut finished = Vec::new();
+    loop {
+        let claim = store
+            .write(|t| {
+                let mut stage = t.known_stage("search")?;
+                t.claim(&mut stage, &me, 30.0, limit, "test")
+            })
+            .unwrap();
+        let running = match claim {
+            Claim::Spent => return finished,
+            Claim::Trial(trial) => trial,
+            Claim::Reserved(id) => {
+                // Proposing happens here, outside any transaction.
+                std::thread::sleep(Duration::from_millis(2));
+                let committed = store
+                    .write(|t| {
+                        let mut stage = t.known_stage("search")?;
+                        t.commit(&mut stage, trial(id, TrialStatus::Pending), &me, 30.0, limit, "test")
+                    })
+                    .unwrap();
+                match committed {
+                    Committed::Running(trial) => trial,
+                    Committed::Spent => return finished,
+                }
+            }
+        };
+        assert_eq!(running.status, TrialStatus::Running);
+        let done = TrialRecord { status: TrialStatus::Completed, objective: Some(0.5), ..running };
+        let outcome = store
+            .write(|t| {
+                let mut stage = t.known_stage("search")?;
+                t.finish(&mut stage, &done, &me)
+            })
+            .unwrap();
+        assert_eq!(outcome, Finished::Recorded);
+        finished.push(done.id);
+    }
+}
+
+#[test]
+fn concurrent_claims_hold_the_budget_and_never_share_a_trial() {
+    for backend in BACKENDS {
+        let dir = TempDir::new();
+        let store = Arc::new(open(backend, dir.path()));
+        with_stage(&store, "search");
+        let limit = 23;
+        let trainers: Vec<_> = (0..6u64)
+            .map(|session| {
+                let store = match backend {
+                    Backend::Lmdb => store.clone(),
+                    Backend::Postgres => Arc::new(open(backend, dir.path())),
+                };
+                std::thread::spawn(move || train_until_spent(&store, owner(100 + session), limit))
+            })
+            .collect();
+        let mut all: Vec<u64> = trainers.into_iter().flat_map(|t| t.join().unwrap()).collect();
+        all.sort();
+        assert_eq!(all, (0..limit).collect::<Vec<_>>(), "{backend:?}: every slot once");
+        let stage = store.stage("search").unwrap().unwrap();
+        assert_eq!((stage.finished_trials, stage.running, stage.reserved.len()), (limit, 0, 0), "{backend:?}");
+        let (log, _) = store.finished_since(0).unwrap();
+        assert_eq!(log.len() as u64, limit, "{backend:?}: each trial joins the finish log once");
+        assert!(store.trials().unwrap().iter().all(|t| t.attempts == 1 && t.owner.is_none()), "{backend:?}");
+    }
+}
+
+#[test]
+fn an_expired_lease_requeues_the_trial_and_drops_the_late_result() {
+    for backend in BACKENDS {
+        let dir = TempDir::new();
+        let store = open(backend, dir.path());
+        with_stage(&store, "search");
+        let (slow, other) = (owner(1), owner(2));
+        let reserve = |me: &Owner, lease: f64| {
+            store.write(|t| {
+                let mut stage = t.known_stage("search")?;
+                t.claim(&mut stage, me, lease, 10, "test")
+            })
+        };
+        let Claim::Reserved(id) = reserve(&slow, 0.3).unwrap() else { panic!("a reservation") };
+        let committed = store
+            .write(|t| {
+                let mut stage = t.known_stage("search")?;
+                t.commit(&mut stage, trial(id, TrialStatus::Pending), &slow, 0.3, 10, "slow")
+            })
+            .unwrap();
+        assert!(matches!(committed, Committed::Running(_)), "{backend:?}");
+        // Within the lease nothing is requeued.
+        let requeue = |me: &Owner| {
+            store.write(|t| {
+                let mut stage = t.known_stage("search")?;
+                t.requeue_expired(&mut stage, me)
+            })
+        };
+        assert!(requeue(&other).unwrap().is_empty(), "{backend:?}");
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(requeue(&other).unwrap(), vec![id], "{backend:?}");
+        let events = store.events().unwrap();
+        let last = &events.last().unwrap().message;
+        assert!(last.contains("lease of slow expired") && last.contains("attempt 1"), "{backend:?}: {last}");
+        // The other trainer gets it back, as a second attempt.
+        let Claim::Trial(retried) = reserve(&other, 30.0).unwrap() else { panic!("the requeued trial") };
+        assert_eq!((retried.id, retried.attempts, retried.status), (id, 2, TrialStatus::Running), "{backend:?}");
+        let finish = |me: &Owner, t: &TrialRecord| {
+            let done = TrialRecord { status: TrialStatus::Completed, ..t.clone() };
+            store.write(|txn| {
+                let mut stage = txn.known_stage("search")?;
+                txn.finish(&mut stage, &done, me)
+            })
+        };
+        assert_eq!(finish(&slow, &retried).unwrap(), Finished::LeaseLost, "{backend:?}");
+        assert_eq!(finish(&other, &retried).unwrap(), Finished::Recorded, "{backend:?}");
+        let (log, _) = store.finished_since(0).unwrap();
+        assert_eq!(log.len(), 1, "{backend:?}: the trial ends once");
+        let stage = store.stage("search").unwrap().unwrap();
+        assert_eq!((stage.finished_trials, stage.running, stage.pending.len()), (1, 0, 0), "{backend:?}");
+    }
+}
+
+#[test]
+fn renewed_leases_hold_and_expired_reservations_are_dropped() {
+    for backend in BACKENDS {
+        let dir = TempDir::new();
+        let store = open(backend, dir.path());
+        with_stage(&store, "search");
+        let (holder, other) = (owner(1), owner(2));
+        let claim = |me: &Owner, lease: f64, limit: u64| {
+            store.write(|t| {
+                let mut stage = t.known_stage("search")?;
+                t.claim(&mut stage, me, lease, limit, "test")
+            })
+        };
+        let requeue = |me: &Owner| {
+            store.write(|t| {
+                let mut stage = t.known_stage("search")?;
+                t.requeue_expired(&mut stage, me)
+            })
+        };
+        let Claim::Reserved(kept) = claim(&holder, 0.4, 2).unwrap() else { panic!("a reservation") };
+        let Claim::Reserved(lost) = claim(&holder, 0.4, 2).unwrap() else { panic!("a reservation") };
+        // Reservations count against the budget.
+        assert!(matches!(claim(&other, 30.0, 2).unwrap(), Claim::Spent), "{backend:?}");
+        for _ in 0..3 {
+            std::thread::sleep(Duration::from_millis(200));
+            let unheld = store.write(|t| t.renew(&[kept], &holder, 0.4)).unwrap();
+            assert!(unheld.is_empty(), "{backend:?}");
+        }
+        requeue(&other).unwrap();
+        let stage = store.stage("search").unwrap().unwrap();
+        let reserved: Vec<u64> = stage.reserved.iter().map(|r| r.id).collect();
+        assert_eq!(reserved, vec![kept], "{backend:?}: the renewed one stays, the other is dropped");
+        // The dropped one's slot is free again; the late commit of `lost` finds the budget spent.
+        assert!(matches!(claim(&other, 30.0, 2).unwrap(), Claim::Reserved(_)), "{backend:?}");
+        let late = store
+            .write(|t| {
+                let mut stage = t.known_stage("search")?;
+                t.commit(&mut stage, trial(lost, TrialStatus::Pending), &holder, 30.0, 2, "late")
+            })
+            .unwrap();
+        assert!(matches!(late, Committed::Spent), "{backend:?}");
+        assert_eq!(store.write(|t| t.renew(&[lost], &holder, 30.0)).unwrap(), vec![lost], "{backend:?}");
+    }
+}
+
+#[test]
+fn a_run_directory_names_its_postgres_run_and_cannot_change_backend() {
+    let dir = TempDir::new();
+    let url = common::postgres_url();
+    let store = Store::open_at(dir.path(), Some(&url)).unwrap();
+    assert_eq!(store.backend(), "postgres");
+    store.write(|t| t.log(None, None, "hello")).unwrap();
+    drop(store);
+    // Later commands find the run through store.json, without the URL.
+    let again = Store::open(dir.path()).unwrap();
+    assert_eq!(again.events().unwrap()[0].message, "hello");
+    assert!(Store::exists(dir.path()));
+    let lmdb_dir = TempDir::new();
+    Store::open(lmdb_dir.path()).unwrap().write(|t| t.log(None, None, "lmdb")).unwrap();
+    let err = Store::open_at(lmdb_dir.path(), Some(&url)).unwrap_err().to_string();
+    assert!(err.contains("keeps its trials in LMDB"), "{err}");
+    let err = Store::open_at(TempDir::new().path(), Some("mysql://db")).unwrap_err().to_string();
+    assert!(err.contains("not a store URL"), "{err}");
+    let err = Store::open_at(TempDir::new().path(), Some("postgres://nobody@127.0.0.1:1/none")).unwrap_err().to_string();
+    assert!(err.contains("127.0.0.1:1"), "{err}");
+}

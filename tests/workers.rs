@@ -1,0 +1,118 @@
+//! Many processes on one run through PostgreSQL: `msh run --store` with three `msh
+//! worker`s, one of them SIGKILLed mid-trial. Every trial of the budget must end exactly
+//! once, and the killed worker's trial must be retrained by another once its lease expires.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use msh::store::{Store, TrialStatus};
+
+const BUDGET: u64 = 9;
+
+fn spawn(args: &[&str], url: &str) -> Child {
+    common::msh()
+        .args(args)
+        .env("MSH_STORE", url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("msh starts")
+}
+
+fn wait(mut child: Child, what: &str, deadline: Instant) -> String {
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut stderr = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+            assert!(status.success(), "{what} failed with {status}:\n{stderr}");
+            return stderr;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{what} did not finish in time");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn three_workers_share_a_run_and_a_killed_workers_trial_is_retrained() {
+    let url = common::postgres_url();
+    let workflow = common::mnist1d_workflow(BUDGET as u32, 12, 1, "");
+    let (_dir, workflow, run_dir) = common::start(&workflow);
+    let (workflow, run) = (workflow.to_str().unwrap(), run_dir.to_str().unwrap());
+    let lease = ["--lease-seconds", "2", "--threads", "1"];
+    let mut args = vec!["run", workflow, "--run-dir", run, "--trainers", "1"];
+    args.extend(lease);
+    let coordinator = spawn(&args, &url);
+    let started = Instant::now();
+    while !run_dir.join("store.json").is_file() || Store::open(&run_dir).and_then(|s| s.run_meta()).ok().flatten().is_none() {
+        assert!(started.elapsed() < Duration::from_secs(60), "msh run did not create the run");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut args = vec!["worker", run];
+    args.extend(lease);
+    let mut workers: Vec<Child> = (0..3).map(|_| spawn(&args, &url)).collect();
+    let victim = workers[0].id();
+    let store = Store::open(&run_dir).unwrap();
+    assert_eq!(store.backend(), "postgres");
+
+    // Kill the first worker while it trains a trial.
+    let tag = format!(" pid {victim} ");
+    let killed_trial = loop {
+        assert!(started.elapsed() < Duration::from_secs(120), "worker {victim} never trained a trial");
+        let trials = store.trials().unwrap();
+        let running = trials.iter().find(|t| {
+            t.status == TrialStatus::Running && t.worker.as_deref().is_some_and(|w| w.contains(&tag))
+        });
+        if let Some(trial) = running {
+            let _ = std::process::Command::new("kill").args(["-9", &victim.to_string()]).status();
+            break trial.id;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut victim_process = workers.remove(0);
+    let _ = victim_process.wait();
+    let at_kill = store.trial(killed_trial).unwrap();
+    assert_eq!(at_kill.status, TrialStatus::Running, "the kill landed mid-trial: {at_kill:#?}");
+
+    let deadline = Instant::now() + Duration::from_secs(300);
+    for (i, worker) in workers.into_iter().enumerate() {
+        wait(worker, &format!("worker {}", i + 2), deadline);
+    }
+    wait(coordinator, "msh run", deadline);
+
+    let trials = store.trials().unwrap();
+    let search: Vec<_> = trials.iter().filter(|t| t.stage == "search").collect();
+    assert_eq!(search.len() as u64, BUDGET, "the budget holds across workers: {search:#?}");
+    assert!(search.iter().all(|t| t.status.is_finished()), "every trial ended: {search:#?}");
+    let (log, _) = store.finished_since(0).unwrap();
+    let mut ends: BTreeMap<u64, usize> = BTreeMap::new();
+    for trial in &log {
+        *ends.entry(trial.id).or_default() += 1;
+    }
+    assert!(ends.values().all(|&n| n == 1), "a trial ended twice: {ends:?}");
+    assert_eq!(ends.len() as u64, BUDGET, "every trial ended once: {ends:?}");
+    let stage = store.stage("search").unwrap().unwrap();
+    assert_eq!((stage.finished_trials, stage.running, stage.reserved.len()), (BUDGET, 0, 0));
+
+    let retried = store.trial(killed_trial).unwrap();
+    assert_eq!(retried.attempts, 2, "the killed worker's trial ran again: {retried:#?}");
+    assert!(!retried.worker.as_deref().unwrap_or("").contains(&tag), "it was retrained elsewhere: {retried:#?}");
+    let events = store.events().unwrap();
+    assert!(
+        events.iter().any(|e| e.trial == Some(killed_trial) && e.message.contains("lease of") && e.message.contains("expired")),
+        "the requeue is logged: {events:#?}"
+    );
+    // Work was shared, and every checkpoint is in the shared run directory.
+    let pids: std::collections::BTreeSet<&str> =
+        search.iter().filter_map(|t| t.worker.as_deref()).map(|w| w.split(" trainer").next().unwrap()).collect();
+    assert!(pids.len() >= 3, "the trials ran in several processes: {pids:?}");
+    for trial in search.iter().filter(|t| t.status == TrialStatus::Completed) {
+        let checkpoint = run_dir.join(trial.checkpoint.as_ref().expect("completed trials have a checkpoint"));
+        assert!(checkpoint.join("weights.bpk").is_file(), "{}", checkpoint.display());
+    }
+}
