@@ -116,3 +116,49 @@ fn three_workers_share_a_run_and_a_killed_workers_trial_is_retrained() {
         assert!(checkpoint.join("weights.bpk").is_file(), "{}", checkpoint.display());
     }
 }
+
+/// The flags `msh worker --help` lists.
+fn worker_flags() -> String {
+    let out = common::run(&["worker", "--help"]);
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn the_kubernetes_job_and_slurm_script_run_real_worker_commands() {
+    let help = worker_flags();
+    let text = std::fs::read_to_string(common::root().join("deploy/kubernetes/workers.yaml")).unwrap();
+    let job: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("the Job parses as YAML");
+    assert_eq!(job["apiVersion"].as_str(), Some("batch/v1"));
+    assert_eq!(job["kind"].as_str(), Some("Job"));
+    let spec = &job["spec"];
+    assert_eq!(spec["parallelism"], spec["completions"]);
+    let container = &spec["template"]["spec"]["containers"][0];
+    let command: Vec<&str> = container["command"].as_sequence().unwrap().iter().filter_map(|v| v.as_str()).collect();
+    assert_eq!(command, ["msh", "worker"]);
+    let args: Vec<&str> = container["args"].as_sequence().unwrap().iter().filter_map(|v| v.as_str()).collect();
+    for flag in args.iter().filter(|a| a.starts_with("--")) {
+        assert!(help.contains(flag), "the Job passes {flag}, which `msh worker` lacks");
+    }
+    let threads = args.iter().position(|a| *a == "--threads").map(|i| args[i + 1]);
+    assert_eq!(threads, container["resources"]["requests"]["cpu"].as_str(), "CPU request = threads");
+    let env = &container["env"][0];
+    assert_eq!((env["name"].as_str(), env["valueFrom"]["secretKeyRef"]["name"].as_str()), (Some("MSH_STORE"), Some("msh-store")));
+    assert!(help.contains("MSH_STORE"), "`msh worker` reads MSH_STORE");
+
+    let script = common::root().join("deploy/slurm/workers.sbatch");
+    let syntax = std::process::Command::new("bash").arg("-n").arg(&script).output().unwrap();
+    assert!(syntax.status.success(), "{}", String::from_utf8_lossy(&syntax.stderr));
+    let text = std::fs::read_to_string(&script).unwrap();
+    assert!(text.contains("#SBATCH --array="), "an array job");
+    let line = text.lines().find(|l| l.trim_start().starts_with("args=(worker")).expect("the worker command");
+    for flag in line.split_whitespace().filter(|w| w.starts_with("--")) {
+        assert!(help.contains(flag), "the script passes {flag}, which `msh worker` lacks");
+    }
+    // A worker pointed at a directory that holds no run says so, and creates nothing.
+    let dir = common::TempDir::new();
+    let missing = dir.path().join("typo");
+    let err = common::failure(&["worker", missing.to_str().unwrap()]);
+    assert!(err.contains("is not a run directory"), "{err}");
+    assert!(!missing.exists());
+}

@@ -476,6 +476,14 @@ pub fn run_workflow(path: &Path, options: &RunOptions, report: Reporter) -> Resu
 
 /// The workflow file a run was started from (`msh worker` reads the same one).
 pub fn run_workflow_path(run_dir: &Path, store_url: Option<&str>) -> Result<PathBuf, EngineError> {
+    if !Store::exists(run_dir) {
+        return Err(EngineError::Stage(format!(
+            "{} is not a run directory (it has neither {} nor {}/); start the run with              `msh run WORKFLOW --run-dir {0} --store URL`",
+            run_dir.display(),
+            store::STORE_FILE,
+            store::STORE_DIR
+        )));
+    }
     let store = Store::open_at(run_dir, store_url)?;
     let meta = store.run_meta()?.ok_or_else(|| {
         EngineError::Stage(format!(
