@@ -88,6 +88,7 @@ fn show_status(args: &StatusArgs, store: &Store) -> anyhow::Result<bool> {
     if args.json {
         let value = json!({
             "workflow": meta.workflow_name,
+            "store": store.name(),
             "stages": stages.iter().map(|s| json!({
                 "name": s.name, "kind": s.kind, "state": s.state, "finished_trials": s.finished_trials,
                 "running": s.running, "pending": s.pending.len(), "message": s.message,
@@ -101,6 +102,7 @@ fn show_status(args: &StatusArgs, store: &Store) -> anyhow::Result<bool> {
         return Ok(ended);
     }
     println!("run        {} ({}), workflow {}", meta.workflow_name, args.run.display(), meta.workflow_path.display());
+    println!("store      {}", store.name());
     for s in &stages {
         let state = serde_json::to_value(s.state)?.as_str().unwrap_or("?").to_string();
         let trials = if s.kind == "search" {
@@ -121,6 +123,9 @@ fn show_status(args: &StatusArgs, store: &Store) -> anyhow::Result<bool> {
         );
     }
     println!("trials     {}", counts.iter().map(|(n, c)| format!("{n} {c}")).collect::<Vec<_>>().join(", "));
+    for trial in trials.iter().filter(|t| t.status == TrialStatus::Running) {
+        println!("running    trial {} on {}", trial.id, trial.worker.as_deref().unwrap_or("an unknown trainer"));
+    }
     if let Some(best) = &best {
         println!("best       {}", describe(best));
     }
