@@ -120,6 +120,8 @@ fn misplaced_settings_hparams_and_budgets_are_refused() {
     assert!(err.contains("w.yaml:10:1: `trials` must be at least 1"), "{err}");
     let err = invalid(&replace("random-search", "core-blocks"));
     assert!(err.contains("w.yaml:9:3: `core-blocks` is a block-pack, not a searcher"), "{err}");
+    let err = invalid(&replace("  trials: 4\n", "  trials: 4\nstore: mysql://db/runs\n"));
+    assert!(err.contains("w.yaml:12:1: `store` is a `postgres://USER@HOST/DB` URL"), "{err}");
 }
 
 #[test]

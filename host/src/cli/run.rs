@@ -26,28 +26,12 @@ pub struct RunArgs {
     /// An existing run directory is resumed.
     #[arg(long)]
     run_dir: Option<PathBuf>,
-    /// Trainers working at once (overrides `trainers.count`).
-    #[arg(long)]
-    trainers: Option<usize>,
-    /// Overrides `trainers.backend`.
-    #[arg(long, value_enum)]
-    backend: Option<Backend>,
-    /// CPU threads per trainer (overrides `trainers.threads`) [default: the cores divided
-    /// among the trainers].
-    #[arg(long)]
-    threads: Option<usize>,
+    #[command(flatten)]
+    trainer: TrainerArgs,
     /// Resume even where a plugin (a `.wasm` file, an installed or built-in pack) differs
     /// from the one the run started with; the change is logged.
     #[arg(long)]
     allow_changed_plugins: bool,
-    /// Keep the run's trials in PostgreSQL (`postgres://USER:PASSWORD@HOST/DB`) so that
-    /// `msh worker`s on other machines can join; overrides the workflow's `store:`.
-    #[arg(long, env = "MSH_STORE", hide_env_values = true)]
-    store: Option<String>,
-    /// Seconds a claimed trial stays this process's without a heartbeat; another worker
-    /// retrains it after that [default: 30].
-    #[arg(long)]
-    lease_seconds: Option<f64>,
     /// Internal: be one trainer of a search stage for a parent `msh run`.
     #[arg(long, hide = true)]
     worker_of: Option<String>,
@@ -57,24 +41,47 @@ pub struct RunArgs {
 pub struct WorkerArgs {
     /// The run directory, shared with `msh run` and the other workers.
     run_dir: PathBuf,
-    /// The run's PostgreSQL store [default: the URL the run was created with].
-    #[arg(long, env = "MSH_STORE", hide_env_values = true)]
-    store: Option<String>,
     /// The workflow file [default: the path the run was started from].
     #[arg(long)]
     workflow: Option<PathBuf>,
-    /// Trainers in this worker [default: 1].
+    #[command(flatten)]
+    trainer: TrainerArgs,
+}
+
+/// How this process trains, and where the run keeps its trials (`msh run`, `msh worker`).
+#[derive(Debug, Args)]
+struct TrainerArgs {
+    /// Trainers working at once (overrides `trainers.count`) [`msh worker`: 1].
     #[arg(long)]
     trainers: Option<usize>,
     /// Overrides `trainers.backend`.
     #[arg(long, value_enum)]
     backend: Option<Backend>,
-    /// CPU threads per trainer [default: the cores divided among the trainers].
+    /// CPU threads per trainer (overrides `trainers.threads`) [default: the cores divided
+    /// among the trainers].
     #[arg(long)]
     threads: Option<usize>,
-    /// Seconds a claimed trial stays this worker's without a heartbeat [default: 30].
+    /// The run's PostgreSQL store (`postgres://USER:PASSWORD@HOST/DB`), so that workers on
+    /// other machines can join; overrides the workflow's `store:` [`msh worker`: the URL
+    /// the run was created with].
+    #[arg(long, env = "MSH_STORE", hide_env_values = true)]
+    store: Option<String>,
+    /// Seconds a claimed trial stays this process's without a heartbeat; another worker
+    /// retrains it after that [default: 30].
     #[arg(long)]
     lease_seconds: Option<f64>,
+}
+
+impl TrainerArgs {
+    fn launcher(&self, workflow: &Path, run_dir: &Path) -> SelfLauncher {
+        SelfLauncher {
+            workflow: workflow.to_path_buf(),
+            run_dir: run_dir.to_path_buf(),
+            backend: self.backend,
+            store: self.store.clone(),
+            lease_seconds: self.lease_seconds,
+        }
+    }
 }
 
 /// Starts trainer processes as `msh run --worker-of STAGE` with this process's settings.
@@ -107,8 +114,8 @@ impl Launcher for SelfLauncher {
 
 /// The launcher of a run with defaults but for the backend (benchmarks).
 pub(super) fn launcher(workflow: &Path, run_dir: &Path, backend: Option<Backend>) -> Arc<dyn Launcher> {
-    let (workflow, run_dir) = (workflow.to_path_buf(), run_dir.to_path_buf());
-    Arc::new(SelfLauncher { workflow, run_dir, backend, store: None, lease_seconds: None })
+    let settings = TrainerArgs { trainers: None, backend, threads: None, store: None, lease_seconds: None };
+    Arc::new(settings.launcher(workflow, run_dir))
 }
 
 /// A stop flag that the first Ctrl-C sets (running trials go back to the queue); the
@@ -173,25 +180,19 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             Path::new("runs").join(&wf.name)
         }
     };
-    let launcher = SelfLauncher {
-        workflow: args.workflow.clone(),
-        run_dir: run_dir.clone(),
-        backend: args.backend,
-        store: args.store.clone(),
-        lease_seconds: args.lease_seconds,
-    };
     let trainer_of = args.worker_of.clone();
+    let t = &args.trainer;
     let options = RunOptions {
         run_dir: run_dir.clone(),
-        trainers: args.trainers,
-        threads: args.threads,
+        trainers: t.trainers,
+        threads: t.threads,
         allow_changed_plugins: args.allow_changed_plugins,
-        backend: args.backend,
+        backend: t.backend,
         role: trainer_of.clone().map_or(Role::Run, Role::TrainerOf),
-        launcher: Some(Arc::new(launcher)),
+        launcher: Some(Arc::new(t.launcher(&args.workflow, &run_dir))),
         stop: if trainer_of.is_some() { stop_on_stdin_close() } else { stop_on_ctrl_c() },
-        store: args.store.clone(),
-        lease_seconds: args.lease_seconds,
+        store: t.store.clone(),
+        lease_seconds: t.lease_seconds,
     };
     if trainer_of.is_some() {
         // Events go to the parent as JSON lines.
@@ -227,9 +228,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 
 /// `msh worker`: joins the search stages of a run that `msh run --store` started.
 pub fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    let t = &args.trainer;
     let workflow = match &args.workflow {
         Some(path) => path.clone(),
-        None => engine::run_workflow_path(&args.run_dir, args.store.as_deref())?,
+        None => engine::run_workflow_path(&args.run_dir, t.store.as_deref())?,
     };
     if !workflow.is_file() {
         anyhow::bail!(
@@ -238,23 +240,16 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
             args.run_dir.display()
         );
     }
-    let launcher = SelfLauncher {
-        workflow: workflow.clone(),
-        run_dir: args.run_dir.clone(),
-        backend: args.backend,
-        store: args.store.clone(),
-        lease_seconds: args.lease_seconds,
-    };
     let options = RunOptions {
         run_dir: args.run_dir.clone(),
-        trainers: Some(args.trainers.unwrap_or(1)),
-        threads: args.threads,
-        backend: args.backend,
+        trainers: Some(t.trainers.unwrap_or(1)),
+        threads: t.threads,
+        backend: t.backend,
         role: Role::Worker,
-        launcher: Some(Arc::new(launcher)),
+        launcher: Some(Arc::new(t.launcher(&workflow, &args.run_dir))),
         stop: stop_on_ctrl_c(),
-        store: args.store.clone(),
-        lease_seconds: args.lease_seconds,
+        store: t.store.clone(),
+        lease_seconds: t.lease_seconds,
         allow_changed_plugins: false,
     };
     eprintln!("msh: worker {} pid {} joins {}", msh::store::host_name(), std::process::id(), args.run_dir.display());
