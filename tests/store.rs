@@ -221,7 +221,7 @@ fn an_expired_lease_requeues_the_trial_and_drops_the_late_result() {
         assert_eq!(requeue(&other).unwrap(), vec![id], "{backend:?}");
         let events = store.events().unwrap();
         let last = &events.last().unwrap().message;
-        assert!(last.contains("lease of slow expired") && last.contains("attempt 1"), "{backend:?}: {last}");
+        assert!(last.contains("slow stopped (its lease expired) before it finished attempt 1"), "{backend:?}: {last}");
         // The other trainer gets it back, as a second attempt.
         let Claim::Trial(retried) = reserve(&other, 30.0).unwrap() else { panic!("the requeued trial") };
         assert_eq!((retried.id, retried.attempts, retried.status), (id, 2, TrialStatus::Running), "{backend:?}");

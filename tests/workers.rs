@@ -1,5 +1,6 @@
 //! Many processes on one run through PostgreSQL: `msh run --store` with three `msh
-//! worker`s, one of them SIGKILLed mid-trial. Every trial of the budget must end exactly
+//! worker`s, each as if on a machine of its own (`MSH_HOST`), one of them SIGKILLed
+//! mid-trial. Every trial of the budget must end exactly
 //! once, and the killed worker's trial must be retrained by another once its lease expires.
 
 mod common;
@@ -12,10 +13,26 @@ use msh::store::{Store, TrialStatus};
 
 const BUDGET: u64 = 9;
 
-fn spawn(args: &[&str], url: &str) -> Child {
-    common::msh()
+/// Whether this machine lets us start processes in network namespaces of their own.
+fn namespaces() -> bool {
+    std::process::Command::new("unshare").args(["--net", "true"]).status().is_ok_and(|s| s.success())
+}
+
+/// Starts `msh` as if on machine `host`, so that a worker notices another's death only by
+/// its lease; `isolated`: in a network namespace of its own, which has no network at all
+/// (the store is reached through PostgreSQL's Unix socket, the run through the file system).
+fn spawn(args: &[&str], url: &str, host: &str, isolated: bool) -> Child {
+    let mut command = if isolated {
+        let mut command = std::process::Command::new("unshare");
+        command.args(["--net", "--", env!("CARGO_BIN_EXE_msh")]).current_dir(common::root());
+        command
+    } else {
+        common::msh()
+    };
+    command
         .args(args)
         .env("MSH_STORE", url)
+        .env("MSH_HOST", host)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -40,14 +57,18 @@ fn wait(mut child: Child, what: &str, deadline: Instant) -> String {
 
 #[test]
 fn three_workers_share_a_run_and_a_killed_workers_trial_is_retrained() {
-    let url = common::postgres_url();
-    let workflow = common::mnist1d_workflow(BUDGET as u32, 12, 1, "");
+    let (url, socket_url) = common::postgres_urls();
+    let isolated = namespaces();
+    eprintln!("workers in network namespaces: {isolated}");
+    let worker_url = if isolated { socket_url } else { url.clone() };
+    // Children start from their parents' checkpoints, whichever worker wrote them.
+    let workflow = common::mnist1d_workflow(BUDGET as u32, 12, 1, "") + "weight_sharing: {mode: snapshot}\n";
     let (_dir, workflow, run_dir) = common::start(&workflow);
     let (workflow, run) = (workflow.to_str().unwrap(), run_dir.to_str().unwrap());
     let lease = ["--lease-seconds", "2", "--threads", "1"];
     let mut args = vec!["run", workflow, "--run-dir", run, "--trainers", "1"];
     args.extend(lease);
-    let coordinator = spawn(&args, &url);
+    let coordinator = spawn(&args, &url, "coordinator", false);
     let started = Instant::now();
     while !run_dir.join("store.json").is_file() || Store::open(&run_dir).and_then(|s| s.run_meta()).ok().flatten().is_none() {
         assert!(started.elapsed() < Duration::from_secs(60), "msh run did not create the run");
@@ -55,7 +76,8 @@ fn three_workers_share_a_run_and_a_killed_workers_trial_is_retrained() {
     }
     let mut args = vec!["worker", run];
     args.extend(lease);
-    let mut workers: Vec<Child> = (0..3).map(|_| spawn(&args, &url)).collect();
+    let mut workers: Vec<Child> =
+        (0..3).map(|i| spawn(&args, &worker_url, &format!("machine{i}"), isolated)).collect();
     let victim = workers[0].id();
     let store = Store::open(&run_dir).unwrap();
     assert_eq!(store.backend(), "postgres");
@@ -104,13 +126,19 @@ fn three_workers_share_a_run_and_a_killed_workers_trial_is_retrained() {
     assert!(!retried.worker.as_deref().unwrap_or("").contains(&tag), "it was retrained elsewhere: {retried:#?}");
     let events = store.events().unwrap();
     assert!(
-        events.iter().any(|e| e.trial == Some(killed_trial) && e.message.contains("lease of") && e.message.contains("expired")),
+        events.iter().any(|e| e.trial == Some(killed_trial) && e.message.starts_with("requeued:") && e.message.contains(&tag) && e.message.contains("its lease expired")),
         "the requeue is logged: {events:#?}"
     );
     // Work was shared, and every checkpoint is in the shared run directory.
     let pids: std::collections::BTreeSet<&str> =
         search.iter().filter_map(|t| t.worker.as_deref()).map(|w| w.split(" trainer").next().unwrap()).collect();
     assert!(pids.len() >= 3, "the trials ran in several processes: {pids:?}");
+    let inherited_elsewhere = search.iter().filter(|t| t.inherited > 0).any(|t| {
+        let parent = search.iter().find(|p| Some(p.id) == t.parent).expect("a parent of the stage");
+        let process = |w: &Option<String>| w.as_deref().map(|w| w.split(" trainer").next().unwrap().to_string());
+        process(&parent.worker) != process(&t.worker)
+    });
+    assert!(inherited_elsewhere, "a trial inherited weights that another process wrote: {search:#?}");
     for trial in search.iter().filter(|t| t.status == TrialStatus::Completed) {
         let checkpoint = run_dir.join(trial.checkpoint.as_ref().expect("completed trials have a checkpoint"));
         assert!(checkpoint.join("weights.bpk").is_file(), "{}", checkpoint.display());

@@ -302,7 +302,9 @@ fn ensemble(bytes: &[u8]) {
 }
 
 fn store_record(bytes: &[u8]) {
-    crate::store::decode_every_record(bytes);
+    if let Some(trial) = crate::store::decode_every_record(bytes) {
+        let _ = crate::plugin::convert::trial(&trial);
+    }
 }
 
 /// Valid inputs to start from: the repository's own files (under `root`) and files msh

@@ -140,13 +140,14 @@ pub fn mnist1d_workflow(budget: u32, epochs: u32, trainers: u32, extra: &str) ->
     )
 }
 
-/// The URL of the PostgreSQL cluster the store tests use: `MSH_TEST_POSTGRES`, which
-/// `.ci/run` sets, else the private loopback cluster `.ci/postgres` starts (or finds).
-pub fn postgres_url() -> String {
-    static URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    URL.get_or_init(|| {
-        if let Ok(url) = std::env::var("MSH_TEST_POSTGRES") {
-            return url;
+/// The URLs of the PostgreSQL cluster the store tests use, over TCP on loopback and over
+/// its Unix socket: `MSH_TEST_POSTGRES` and `MSH_TEST_POSTGRES_SOCKET`, which `.ci/run`
+/// sets, else those of the private cluster `.ci/postgres` starts (or finds).
+pub fn postgres_urls() -> (String, String) {
+    static URLS: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+    URLS.get_or_init(|| {
+        if let (Ok(tcp), Ok(socket)) = (std::env::var("MSH_TEST_POSTGRES"), std::env::var("MSH_TEST_POSTGRES_SOCKET")) {
+            return (tcp, socket);
         }
         let out = Command::new("bash").arg(root().join(".ci/postgres")).output().expect("bash runs");
         assert!(
@@ -154,7 +155,14 @@ pub fn postgres_url() -> String {
             "no PostgreSQL for the store tests (set MSH_TEST_POSTGRES, or install Debian's postgresql): {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        String::from_utf8(out.stdout).expect("a URL").trim().to_string()
+        let text = String::from_utf8(out.stdout).expect("URLs");
+        let mut lines = text.lines().map(str::to_string);
+        (lines.next().expect("the TCP URL"), lines.next().expect("the socket URL"))
     })
     .clone()
+}
+
+/// The TCP URL of `postgres_urls`.
+pub fn postgres_url() -> String {
+    postgres_urls().0
 }

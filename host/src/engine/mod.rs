@@ -355,11 +355,12 @@ fn recover(store: &Store, wf: &Workflow, me: &Owner) -> Result<usize, StoreError
         let now = t.clock();
         let mut counts: BTreeMap<String, (Vec<u64>, Vec<u64>, u64)> = BTreeMap::new();
         for mut trial in t.trials()? {
-            if trial.status == TrialStatus::Running && trial.owner.is_none_or(|o| o.expired(now, me)) {
+            let why = (trial.status == TrialStatus::Running).then(|| store::lost(&trial, now, me)).flatten();
+            if let Some(why) = why {
                 trial.status = TrialStatus::Pending;
                 trial.owner = None;
                 t.put_trial(&trial)?;
-                t.log(Some(&trial.stage), Some(trial.id), "requeued: its trainer stopped before it finished")?;
+                t.log(Some(&trial.stage), Some(trial.id), why)?;
                 requeued += 1;
             }
             let entry = counts.entry(trial.stage.clone()).or_default();

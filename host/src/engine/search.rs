@@ -14,7 +14,9 @@ use super::history::History;
 use super::trainer::{Evaluated, Table, Trainer};
 use super::{EngineError, EngineEvent, Role, Run};
 use crate::plugin::types;
-use crate::store::{self, BlockRef, Claim, Committed, Finished, StageRecord, StageState, StoreError, TrialRecord, Txn};
+use crate::store::{
+    self, BlockRef, Claim, Committed, Finished, StageRecord, StageState, StoreError, TrialRecord, TrialStatus, Txn,
+};
 use crate::workflow::{Budget, EnsembleStrategy, TrainerKind, validate_config};
 
 /// One search stage being worked on by this process.
@@ -504,10 +506,15 @@ impl Search<'_> {
         super::trainer::expand(self.run, &new_trial(0, self.name, proposal.clone()), shape).err()
     }
 
-    /// Puts an interrupted trial back at the head of the queue.
+    /// Puts an interrupted trial back at the head of the queue, unless its lease was lost
+    /// (then it is queued or running elsewhere already).
     fn requeue(&self, trial: TrialRecord) -> Result<(), EngineError> {
         let id = trial.id;
         self.run.store.write(|t| -> Result<(), StoreError> {
+            let stored = t.trial(id)?;
+            if stored.status != TrialStatus::Running || !stored.owner.is_some_and(|o| o.same_process(&self.run.owner)) {
+                return Ok(());
+            }
             let mut stage = t.known_stage(self.name)?;
             t.requeue(&mut stage, trial, "interrupted: back in the queue")
         })?;

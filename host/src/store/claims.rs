@@ -52,10 +52,20 @@ impl Owner {
     /// Whether this recorded owner has lost its trial, as `me` sees it at store-clock
     /// `now`: its lease expired, or it is a process of `me`'s machine that has exited.
     pub fn expired(&self, now: f64, me: &Owner) -> bool {
+        self.loss(now, me).is_some()
+    }
+
+    /// Why the owner has lost its trial (see `expired`).
+    fn loss(&self, now: f64, me: &Owner) -> Option<&'static str> {
         if self.same_process(me) {
-            return false;
+            None
+        } else if self.lease_until < now {
+            Some("its lease expired")
+        } else if self.host == me.host && !process_alive(self.pid) {
+            Some("its process exited")
+        } else {
+            None
         }
-        self.lease_until < now || (self.host == me.host && !process_alive(self.pid))
     }
 
     fn leased(&self, now: f64, seconds: f64) -> Self {
@@ -63,10 +73,22 @@ impl Owner {
     }
 }
 
-/// This machine's name, for `HOST pid P` tags.
+/// Why a running trial's owner has lost it, as `me` sees it at store-clock `now`, as the
+/// event log says it; `None` while the owner holds it.
+pub fn lost(trial: &TrialRecord, now: f64, me: &Owner) -> Option<String> {
+    let reason = match &trial.owner {
+        Some(owner) => owner.loss(now, me)?,
+        None => "it had no owner",
+    };
+    let who = trial.worker.as_deref().unwrap_or("its trainer");
+    Some(format!("requeued: {who} stopped ({reason}) before it finished attempt {}", trial.attempts))
+}
+
+/// This machine's name, for `HOST pid P` tags: `MSH_HOST`, else the host name.
 pub fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
+    std::env::var("MSH_HOST")
         .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
         .or_else(|| std::env::var("HOSTNAME").ok())
         .or_else(|| std::env::var("COMPUTERNAME").ok())
         .map(|h| h.trim().to_string())
@@ -106,9 +128,7 @@ impl Txn<'_> {
                 stage.in_flight.retain(|i| *i != id);
                 continue;
             }
-            if trial.owner.is_none_or(|o| o.expired(now, me)) {
-                let who = trial.worker.clone().unwrap_or_else(|| "its trainer".into());
-                let why = format!("requeued: the lease of {who} expired before it finished (attempt {})", trial.attempts);
+            if let Some(why) = lost(&trial, now, me) {
                 self.requeue(stage, trial, &why)?;
                 requeued.push(id);
             }

@@ -16,7 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use claims::{Claim, Committed, Finished, host_name};
+pub use claims::{Claim, Committed, Finished, host_name, lost};
 pub use queries::{best_trial, pareto_front};
 pub use records::{
     BlockRef, Event, Metrics, Owner, ParamValue, Reservation, RunMeta, RungRecord, StageRecord, StageState,
@@ -318,17 +318,16 @@ fn decode<T: DeserializeOwned>(store: &str, table: Table, key: &[u8], bytes: &[u
     Ok(value)
 }
 
-/// Decodes `bytes` as each kind of record, under keys of each table's shape (fuzzing).
-pub(crate) fn decode_every_record(bytes: &[u8]) {
+/// Decodes `bytes` as each kind of record, under keys of each table's shape (fuzzing);
+/// the trial, when they are one.
+pub(crate) fn decode_every_record(bytes: &[u8]) -> Option<TrialRecord> {
     let store = "fuzz";
     let (id, rung) = (7u64.to_be_bytes(), rung_key("search", 3));
     let _ = decode::<RunMeta>(store, Table::Meta, b"run", bytes);
     let _ = decode::<StageRecord>(store, Table::Stages, b"search", bytes);
     let _ = decode::<RungRecord>(store, Table::Rungs, &rung, bytes);
     let _ = decode::<Event>(store, Table::Events, &id, bytes);
-    if let Ok(trial) = decode::<TrialRecord>(store, Table::Trials, &id, bytes) {
-        let _ = crate::plugin::convert::trial(&trial);
-    }
+    decode::<TrialRecord>(store, Table::Trials, &id, bytes).ok()
 }
 
 /// One encoded record of each kind (fuzzing's starting inputs).
