@@ -301,13 +301,13 @@ fn train_trial(run: &Run, trainer: usize, trial: &mut TrialRecord) -> Result<boo
     let residual = residual_base(run, &splits, trial)?;
     // Early stopping records the best validation loss so far in the store; a store error
     // ends training and is returned once it has (the trial is requeued).
-    let store_error = std::cell::Cell::new(None);
+    let store_error = std::sync::Mutex::new(None);
     let stage = trial.stage.clone();
     let judge = |reports: &[train::EpochReport]| {
         let (Some(rule), Some(last)) = (&run.workflow.early_stopping, reports.last()) else { return true };
         let best = reports.iter().map(|r| r.valid.loss).fold(f64::INFINITY, f64::min);
         super::early_stop::judge(&run.store, &stage, rule, id, last.epoch, best).unwrap_or_else(|e| {
-            store_error.set(Some(e));
+            *store_error.lock().expect("no panics while recording") = Some(e);
             false
         })
     };
@@ -326,7 +326,7 @@ fn train_trial(run: &Run, trainer: usize, trial: &mut TrialRecord) -> Result<boo
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
         train::train_until(&spec, &splits, &config, &device.device, &guidance, &mut on_event, &run.stop)
     }));
-    if let Some(e) = store_error.take() {
+    if let Some(e) = store_error.into_inner().expect("no panics while recording") {
         return Err(e.into());
     }
     let trained = match result {

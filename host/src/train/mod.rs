@@ -265,7 +265,7 @@ pub struct Residual {
 
 /// Asked after every epoch with the reports so far; `false` ends the run there.
 #[derive(Clone, Copy)]
-pub struct EpochRule<'a>(pub &'a dyn Fn(&[EpochReport]) -> bool);
+pub struct EpochRule<'a>(pub &'a (dyn Fn(&[EpochReport]) -> bool + Sync));
 
 impl std::fmt::Debug for EpochRule<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -295,20 +295,41 @@ pub fn train(
     splits: &Splits,
     config: &TrainConfig,
     device: &Device,
-    on_event: &mut dyn FnMut(TrainEvent<'_>),
+    on_event: &mut (dyn FnMut(TrainEvent<'_>) + Send),
 ) -> Result<Trained, TrainError> {
     train_until(spec, splits, config, device, &Guidance::default(), on_event, &AtomicBool::new(false))
 }
 
 /// `train` with guidance (weight sharing, distillation, early stopping), stopping after the
 /// current batch once `stop` is set.
+///
+/// The loop runs on a thread of the compute pool. Run from outside it, every parallel op
+/// would wake the pool's threads while the caller waits, and between ops they would
+/// compete for the cores with the caller's serial work (autodiff's bookkeeping): a
+/// quarter of a small CNN's time went to the scheduler (`sched_yield`, futex wake-ups).
 pub fn train_until(
     spec: &ModelSpec,
     splits: &Splits,
     config: &TrainConfig,
     device: &Device,
     guidance: &Guidance<'_>,
-    on_event: &mut dyn FnMut(TrainEvent<'_>),
+    on_event: &mut (dyn FnMut(TrainEvent<'_>) + Send),
+    stop: &AtomicBool,
+) -> Result<Trained, TrainError> {
+    let mut train = || train_here(spec, splits, config, device, guidance, on_event, stop);
+    match rayon::current_thread_index() {
+        Some(_) => train(),
+        None => rayon::scope(|_| train()),
+    }
+}
+
+fn train_here(
+    spec: &ModelSpec,
+    splits: &Splits,
+    config: &TrainConfig,
+    device: &Device,
+    guidance: &Guidance<'_>,
+    on_event: &mut (dyn FnMut(TrainEvent<'_>) + Send),
     stop: &AtomicBool,
 ) -> Result<Trained, TrainError> {
     config.check()?;
