@@ -203,66 +203,69 @@ fn plain_output_when_piped() {
     assert!(stdout.contains("test           accuracy"), "{stdout}");
 }
 
-/// The GPU code path (burn-wgpu, with the lowered convolutions) trains the same model as
-/// the CPU: same data and seed, so the same starting weights and batches, and losses equal
-/// to 1e-4. Without a GPU this runs on Vulkan's software adapter (lavapipe, from Debian's
+/// The GPU code path (burn-wgpu, with the lowered convolutions and the LSTM composed from
+/// tensor ops) trains the same models as the CPU (its own kernels, the LSTM as one op): same
+/// data and seed, so the same starting weights and batches, and losses equal to 1e-4.
+/// Without a GPU this runs on Vulkan's software adapter (lavapipe, from Debian's
 /// `mesa-vulkan-drivers`, which `.ci/run` installs).
 #[test]
 fn wgpu_training_matches_the_cpu() {
     let dir = common::TempDir::new();
-    let arch = dir.path().join("cnn.yaml");
-    std::fs::write(
-        &arch,
-        "blocks:\n  - name: features\n    nodes:\n      - {op: conv2d, filters: 8, kernel: 3}\n      \
-         - {op: relu}\n      - {op: max_pool, size: 2}\n      - {op: flatten}\n",
-    )
-    .unwrap();
-    let arch = arch.to_str().unwrap();
-    let train = |backend: &str| {
-        let args = [
-            "train",
-            "--json",
-            "--quiet",
-            "--backend",
-            backend,
-            "--data",
-            "csv:data/digits/digits.csv",
-            "--shape",
-            "1,8,8",
-            "--arch",
-            arch,
-            "--epochs",
-            "2",
-            "--seed",
-            "4",
-        ];
-        let out = common::run(&args);
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(
-            out.status.success(),
-            "msh {args:?} failed (without a GPU, install mesa-vulkan-drivers for lavapipe):\n{stderr}"
-        );
-        let result: serde_json::Value = serde_json::from_slice(&out.stdout).expect("msh train --json prints JSON");
-        (result, stderr)
-    };
-    let (cpu, _) = train("cpu");
-    let (gpu, stderr) = train("wgpu");
-    let backend = gpu["backend"].as_str().unwrap();
-    assert!(backend.starts_with("wgpu: "), "{backend}");
-    if backend.contains("software") {
-        assert!(
-            stderr.contains("much slower than --backend cpu"),
-            "a software adapter is used with a warning: {stderr}"
-        );
+    let models = [
+        ("cnn", "1,8,8", "- {op: conv2d, filters: 8, kernel: 3}\n      - {op: relu}\n      - {op: max_pool, size: 2}\n      - {op: flatten}"),
+        // Digits as 8 steps of 8 features.
+        ("lstm", "8,8", "- {op: lstm, hidden: 8, return_sequences: true}\n      - {op: lstm, hidden: 8}"),
+    ];
+    for (name, shape, nodes) in models {
+        let arch = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&arch, format!("blocks:\n  - name: features\n    nodes:\n      {nodes}\n")).unwrap();
+        let arch = arch.to_str().unwrap();
+        let train = |backend: &str| {
+            let args = [
+                "train",
+                "--json",
+                "--quiet",
+                "--backend",
+                backend,
+                "--data",
+                "csv:data/digits/digits.csv",
+                "--shape",
+                shape,
+                "--arch",
+                arch,
+                "--epochs",
+                "2",
+                "--seed",
+                "4",
+            ];
+            let out = common::run(&args);
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert!(
+                out.status.success(),
+                "msh {args:?} failed (without a GPU, install mesa-vulkan-drivers for lavapipe):\n{stderr}"
+            );
+            let result: serde_json::Value = serde_json::from_slice(&out.stdout).expect("msh train --json prints JSON");
+            (result, stderr)
+        };
+        let (cpu, _) = train("cpu");
+        let (gpu, stderr) = train("wgpu");
+        let backend = gpu["backend"].as_str().unwrap();
+        assert!(backend.starts_with("wgpu: "), "{backend}");
+        if backend.contains("software") {
+            assert!(
+                stderr.contains("much slower than --backend cpu"),
+                "a software adapter is used with a warning: {stderr}"
+            );
+        }
+        let close = |a: &serde_json::Value, b: &serde_json::Value, what: &str| {
+            let (a, b) = (a.as_f64().unwrap(), b.as_f64().unwrap());
+            assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "{name}: {what}: wgpu {a} vs cpu {b}");
+        };
+        for (g, c) in gpu["epochs"].as_array().unwrap().iter().zip(cpu["epochs"].as_array().unwrap()) {
+            close(&g["train_loss"], &c["train_loss"], "train loss");
+            close(&g["valid"]["loss"], &c["valid"]["loss"], "valid loss");
+        }
+        close(&gpu["test"]["loss"], &cpu["test"]["loss"], "test loss");
+        close(&gpu["test"]["accuracy"], &cpu["test"]["accuracy"], "test accuracy");
     }
-    let close = |a: &serde_json::Value, b: &serde_json::Value, what: &str| {
-        let (a, b) = (a.as_f64().unwrap(), b.as_f64().unwrap());
-        assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "{what}: wgpu {a} vs cpu {b}");
-    };
-    for (g, c) in gpu["epochs"].as_array().unwrap().iter().zip(cpu["epochs"].as_array().unwrap()) {
-        close(&g["train_loss"], &c["train_loss"], "train loss");
-        close(&g["valid"]["loss"], &c["valid"]["loss"], "valid loss");
-    }
-    close(&gpu["test"]["loss"], &cpu["test"]["loss"], "test loss");
-    close(&gpu["test"]["accuracy"], &cpu["test"]["accuracy"], "test accuracy");
 }

@@ -91,12 +91,12 @@ fn exp(x: f32) -> f32 {
 }
 
 #[inline(always)]
-fn sigmoid_of(x: f32) -> f32 {
+pub(super) fn sigmoid_of(x: f32) -> f32 {
     1.0 / (1.0 + exp(-x))
 }
 
 #[inline(always)]
-fn tanh_of(x: f32) -> f32 {
+pub(super) fn tanh_of(x: f32) -> f32 {
     // Near 0, `1 - 2 / (1 + e^2x)` cancels: the odd Taylor series is exact there to f32.
     let x2 = x * x;
     let series = x * (1.0 + x2 * (-1.0 / 3.0 + x2 * (2.0 / 15.0 + x2 * (-17.0 / 315.0 + x2 * (62.0 / 2835.0)))));

@@ -204,7 +204,7 @@ pub(super) fn per_task(len: usize) -> usize {
     (1 << 15) / len.max(1) + 1
 }
 
-fn f32_tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
+pub(super) fn f32_tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
     FlexTensor::new(Bytes::from_elems(values), Layout::contiguous(TensorShape::from(shape)), DType::F32)
 }
 
