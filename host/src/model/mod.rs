@@ -4,6 +4,7 @@
 //! the graph, 1-based) and `head.weight`, so weights can be matched between architectures.
 
 mod activation;
+mod batch_norm;
 mod conv;
 mod gru;
 mod lstm;

@@ -224,7 +224,7 @@ impl NodeModule {
             (Self::Conv2d(m), _) => Value::R4(conv::conv2d_module(m, x.r4())),
             (Self::Separable1d(m), _) => Value::R3(conv::conv1d_module(&m.pointwise, m.depthwise.forward(x.r3()))),
             (Self::Separable2d(m), _) => Value::R4(conv::conv2d_module(&m.pointwise, m.depthwise.forward(x.r4()))),
-            (Self::BatchNorm(m), _) => each_rank!(x, t => m.forward(t)),
+            (Self::BatchNorm(m), _) => each_rank!(x, t => super::batch_norm::batch_norm_module(m, t)),
             (Self::LayerNorm(m), _) => match x {
                 Value::R2(t) => Value::R2(m.forward(t)),
                 Value::R3(t) => Value::R3(m.forward(t.swap_dims(1, 2)).swap_dims(1, 2)),
