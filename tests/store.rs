@@ -101,9 +101,8 @@ fn counters_events_and_rungs_are_shared_by_every_connection() {
             Backend::Lmdb => first.clone(),
             Backend::Postgres => Arc::new(open(backend, dir.path())),
         };
-        let ids: Vec<u64> = (0..6)
-            .map(|i| if i % 2 == 0 { &first } else { &second }.write(|t| t.next_trial_id()).unwrap())
-            .collect();
+        let ids: Vec<u64> =
+            (0..6).map(|i| if i % 2 == 0 { &first } else { &second }.write(|t| t.next_trial_id()).unwrap()).collect();
         assert_eq!(ids, vec![0, 1, 2, 3, 4, 5], "{backend:?}");
         for (i, store) in [&first, &second, &first].into_iter().enumerate() {
             store.write(|t| t.log(Some("search"), Some(i as u64), format!("event {i}"))).unwrap();
@@ -304,6 +303,7 @@ fn a_run_directory_names_its_postgres_run_and_cannot_change_backend() {
     assert!(err.contains("keeps its trials in LMDB"), "{err}");
     let err = Store::open_at(TempDir::new().path(), Some("mysql://db")).unwrap_err().to_string();
     assert!(err.contains("not a store URL"), "{err}");
-    let err = Store::open_at(TempDir::new().path(), Some("postgres://nobody@127.0.0.1:1/none")).unwrap_err().to_string();
+    let err =
+        Store::open_at(TempDir::new().path(), Some("postgres://nobody@127.0.0.1:1/none")).unwrap_err().to_string();
     assert!(err.contains("127.0.0.1:1"), "{err}");
 }

@@ -212,7 +212,11 @@ fn plain_output_when_piped() {
 fn wgpu_training_matches_the_cpu() {
     let dir = common::TempDir::new();
     let models = [
-        ("cnn", "1,8,8", "- {op: conv2d, filters: 8, kernel: 3}\n      - {op: relu}\n      - {op: max_pool, size: 2}\n      - {op: flatten}"),
+        (
+            "cnn",
+            "1,8,8",
+            "- {op: conv2d, filters: 8, kernel: 3}\n      - {op: relu}\n      - {op: max_pool, size: 2}\n      - {op: flatten}",
+        ),
         // Digits as 8 steps of 8 features.
         ("lstm", "8,8", "- {op: lstm, hidden: 8, return_sequences: true}\n      - {op: lstm, hidden: 8}"),
     ];

@@ -70,14 +70,15 @@ fn three_workers_share_a_run_and_a_killed_workers_trial_is_retrained() {
     args.extend(lease);
     let coordinator = spawn(&args, &url, "coordinator", false);
     let started = Instant::now();
-    while !run_dir.join("store.json").is_file() || Store::open(&run_dir).and_then(|s| s.run_meta()).ok().flatten().is_none() {
+    while !run_dir.join("store.json").is_file()
+        || Store::open(&run_dir).and_then(|s| s.run_meta()).ok().flatten().is_none()
+    {
         assert!(started.elapsed() < Duration::from_secs(60), "msh run did not create the run");
         std::thread::sleep(Duration::from_millis(100));
     }
     let mut args = vec!["worker", run];
     args.extend(lease);
-    let mut workers: Vec<Child> =
-        (0..3).map(|i| spawn(&args, &worker_url, &format!("machine{i}"), isolated)).collect();
+    let mut workers: Vec<Child> = (0..3).map(|i| spawn(&args, &worker_url, &format!("machine{i}"), isolated)).collect();
     let victim = workers[0].id();
     let store = Store::open(&run_dir).unwrap();
     assert_eq!(store.backend(), "postgres");
@@ -87,9 +88,9 @@ fn three_workers_share_a_run_and_a_killed_workers_trial_is_retrained() {
     let killed_trial = loop {
         assert!(started.elapsed() < Duration::from_secs(120), "worker {victim} never trained a trial");
         let trials = store.trials().unwrap();
-        let running = trials.iter().find(|t| {
-            t.status == TrialStatus::Running && t.worker.as_deref().is_some_and(|w| w.contains(&tag))
-        });
+        let running = trials
+            .iter()
+            .find(|t| t.status == TrialStatus::Running && t.worker.as_deref().is_some_and(|w| w.contains(&tag)));
         if let Some(trial) = running {
             let _ = std::process::Command::new("kill").args(["-9", &victim.to_string()]).status();
             break trial.id;
@@ -126,7 +127,10 @@ fn three_workers_share_a_run_and_a_killed_workers_trial_is_retrained() {
     assert!(!retried.worker.as_deref().unwrap_or("").contains(&tag), "it was retrained elsewhere: {retried:#?}");
     let events = store.events().unwrap();
     assert!(
-        events.iter().any(|e| e.trial == Some(killed_trial) && e.message.starts_with("requeued:") && e.message.contains(&tag) && e.message.contains("its lease expired")),
+        events.iter().any(|e| e.trial == Some(killed_trial)
+            && e.message.starts_with("requeued:")
+            && e.message.contains(&tag)
+            && e.message.contains("its lease expired")),
         "the requeue is logged: {events:#?}"
     );
     // Work was shared, and every checkpoint is in the shared run directory.
@@ -171,7 +175,10 @@ fn the_kubernetes_job_and_slurm_script_run_real_worker_commands() {
     let threads = args.iter().position(|a| *a == "--threads").map(|i| args[i + 1]);
     assert_eq!(threads, container["resources"]["requests"]["cpu"].as_str(), "CPU request = threads");
     let env = &container["env"][0];
-    assert_eq!((env["name"].as_str(), env["valueFrom"]["secretKeyRef"]["name"].as_str()), (Some("MSH_STORE"), Some("msh-store")));
+    assert_eq!(
+        (env["name"].as_str(), env["valueFrom"]["secretKeyRef"]["name"].as_str()),
+        (Some("MSH_STORE"), Some("msh-store"))
+    );
     assert!(help.contains("MSH_STORE"), "`msh worker` reads MSH_STORE");
 
     let script = common::root().join("deploy/slurm/workers.sbatch");

@@ -106,8 +106,9 @@ fn measure(backend: &str, url: Option<&str>, workers: usize, trials: u64) -> any
     first.write(|t| t.put_stage(&StageRecord::new("search", "search")))?;
     // LMDB allows one environment per process (its lock covers processes alike);
     // PostgreSQL workers each have a connection, as worker processes do.
-    let stores: Vec<Arc<Store>> =
-        (0..workers).map(|i| if url.is_none() || i == 0 { Ok(first.clone()) } else { open().map(Arc::new) }).collect::<anyhow::Result<_>>()?;
+    let stores: Vec<Arc<Store>> = (0..workers)
+        .map(|i| if url.is_none() || i == 0 { Ok(first.clone()) } else { open().map(Arc::new) })
+        .collect::<anyhow::Result<_>>()?;
     let started = Instant::now();
     let results: Vec<anyhow::Result<(u64, Duration)>> = std::thread::scope(|scope| {
         let handles: Vec<_> = stores

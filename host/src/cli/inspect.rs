@@ -7,9 +7,9 @@ use anyhow::{Context, bail};
 use clap::Args;
 use msh::data::{self, DataSpec, LabelColumn, Source};
 use msh::engine::export_trial;
-use msh::store::{best_trial, pareto_front};
 use msh::model::Task;
 use msh::store::{StageRecord, StageState, Store, TrialRecord, TrialStatus};
+use msh::store::{best_trial, pareto_front};
 use msh::train::{self, Backend, Predictor};
 use serde_json::json;
 

@@ -412,14 +412,8 @@ pub fn run_workflow(path: &Path, options: &RunOptions, report: Reporter) -> Resu
         Some(url) => Some(url.clone()),
         None => wf.store_url().map_err(EngineError::Stage)?,
     };
-    let (store, changed_plugins) = open_run_dir(
-        &options.run_dir,
-        store_url.as_deref(),
-        &source,
-        &wf,
-        plugins,
-        options.allow_changed_plugins,
-    )?;
+    let (store, changed_plugins) =
+        open_run_dir(&options.run_dir, store_url.as_deref(), &source, &wf, plugins, options.allow_changed_plugins)?;
     let owner = Owner::this_process(session_id());
     let requeued = recover(&store, &wf, &owner)?;
     let run = Arc::new(Run {

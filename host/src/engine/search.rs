@@ -91,11 +91,12 @@ pub fn run_search(run: &Arc<Run>, name: &str) -> Result<bool, EngineError> {
 
     // burn's autodiff serialises the threads of one process on a global lock, so extra
     // trainers of burn searches are worker processes; each trains in its own process.
-    let mut helpers = if run.trainers > 1 && run.role != Role::TrainerOf(name.into()) && wf.trainers.kind == TrainerKind::Burn {
-        spawn_helpers(run, name, run.trainers - 1)?
-    } else {
-        Vec::new()
-    };
+    let mut helpers =
+        if run.trainers > 1 && run.role != Role::TrainerOf(name.into()) && wf.trainers.kind == TrainerKind::Burn {
+            spawn_helpers(run, name, run.trainers - 1)?
+        } else {
+            Vec::new()
+        };
     let local = if helpers.is_empty() { run.trainers } else { 1 };
     loop {
         let results: Vec<Result<(), EngineError>> = std::thread::scope(|scope| {
@@ -177,11 +178,9 @@ fn spawn_helpers(run: &Arc<Run>, stage: &str, count: usize) -> Result<Vec<Helper
     let mut helpers = Vec::with_capacity(count);
     for index in 1..=count {
         let mut command = launcher.trainer(stage, index, run.threads);
-        let mut child = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .map_err(|e| EngineError::Stage(format!("cannot start trainer process {:?}: {e}", command.get_program())))?;
+        let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().map_err(|e| {
+            EngineError::Stage(format!("cannot start trainer process {:?}: {e}", command.get_program()))
+        })?;
         let stdout = child.stdout.take().expect("stdout is piped");
         let relay = std::thread::spawn({
             let run = run.clone();
@@ -376,10 +375,13 @@ impl Search<'_> {
                 let running = in_flight(t, &stage)?;
                 let key = history.session.key(&proposal.architecture, &proposal.hparams);
                 let twin = history.trained(&key).or_else(|| {
-                    running.iter().find(|r| {
-                        let r = crate::plugin::convert::trial(r);
-                        history.session.key(&r.architecture, &r.hparams) == key
-                    }).map(|r| r.id)
+                    running
+                        .iter()
+                        .find(|r| {
+                            let r = crate::plugin::convert::trial(r);
+                            history.session.key(&r.architecture, &r.hparams) == key
+                        })
+                        .map(|r| r.id)
                 });
                 if let Some(twin) = twin {
                     stage.rejected_proposals += 1;
@@ -388,7 +390,14 @@ impl Search<'_> {
                 }
                 t.log(Some(self.name), Some(id), "proposed")?;
                 Ok(Proposed::Done(Ok(
-                    match t.commit(&mut stage, new_trial(id, self.name, proposal), &run.owner, run.lease, limit, &worker)? {
+                    match t.commit(
+                        &mut stage,
+                        new_trial(id, self.name, proposal),
+                        &run.owner,
+                        run.lease,
+                        limit,
+                        &worker,
+                    )? {
                         Committed::Running(trial) => Some(trial),
                         Committed::Spent => None,
                     },

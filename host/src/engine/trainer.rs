@@ -120,8 +120,11 @@ pub fn expand(run: &Run, trial: &TrialRecord, input_shape: &[usize]) -> Result<A
             .get(&block.name)
             .map(|&p| &run.resolved.packs[p])
             .ok_or_else(|| format!("block `{}` (#{i}) is offered by no pack of the workflow", block.name))?;
-        let params: Vec<types::Param> =
-            block.params.iter().map(|(n, v)| types::Param { name: n.clone(), value: crate::plugin::convert::value(v) }).collect();
+        let params: Vec<types::Param> = block
+            .params
+            .iter()
+            .map(|(n, v)| types::Param { name: n.clone(), value: crate::plugin::convert::value(v) })
+            .collect();
         let graph = pack.build(&block.name, &shape, &params).map_err(|e| e.to_string())?;
         shape = infer_block(&graph, i, &shape).map_err(|e| e.to_string())?.pop().unwrap_or(shape);
         blocks.push(graph);

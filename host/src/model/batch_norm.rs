@@ -104,8 +104,7 @@ impl BatchNormOps for Flex {
         let stats = per_channel(values, (batch, channels, spatial), |_, rows| {
             let rows: Vec<&[f32]> = rows.map(|(_, r)| r).collect();
             let mean = rows.iter().flat_map(|r| r.iter()).map(|&v| v as f64).sum::<f64>() / count;
-            let variance =
-                rows.iter().flat_map(|r| r.iter()).map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / count;
+            let variance = rows.iter().flat_map(|r| r.iter()).map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / count;
             (mean as f32, variance as f32)
         });
         let (gamma, beta): (&[f32], &[f32]) = (gamma.storage(), beta.storage());
@@ -124,11 +123,7 @@ impl BatchNormOps for Flex {
             }
         });
         let (mean, variance): (Vec<f32>, Vec<f32>) = stats.into_iter().unzip();
-        (
-            f32_tensor(output, shape.to_vec()),
-            f32_tensor(mean, vec![channels]),
-            f32_tensor(variance, vec![channels]),
-        )
+        (f32_tensor(output, shape.to_vec()), f32_tensor(mean, vec![channels]), f32_tensor(variance, vec![channels]))
     }
 
     fn batch_norm_fused_backward(
@@ -254,16 +249,24 @@ mod tests {
             };
             let (ours_m, theirs_m) = (module(), module());
             let x: Tensor<3> = input([shape[0], channels, shape[2..].iter().product()], &device).require_grad();
-            let (ours, theirs) = (batch_norm_module(&ours_m, x.clone() * 3.0 + 1.0), theirs_m.forward(x.clone() * 3.0 + 1.0));
+            let (ours, theirs) =
+                (batch_norm_module(&ours_m, x.clone() * 3.0 + 1.0), theirs_m.forward(x.clone() * 3.0 + 1.0));
             let what = format!("batch norm on {shape:?}");
             assert_close(values(ours.clone()), values(theirs.clone()), &what);
             let weights = input([shape[0], channels, shape[2..].iter().product()], &device);
-            let (g_ours, g_theirs) =
-                ((ours * weights.clone()).sum().backward(), (theirs * weights).sum().backward());
-            assert_close(values(x.grad(&g_ours).unwrap()), values(x.grad(&g_theirs).unwrap()), &format!("{what}: input"));
+            let (g_ours, g_theirs) = ((ours * weights.clone()).sum().backward(), (theirs * weights).sum().backward());
+            assert_close(
+                values(x.grad(&g_ours).unwrap()),
+                values(x.grad(&g_theirs).unwrap()),
+                &format!("{what}: input"),
+            );
             for (a, b, name) in [(&ours_m.gamma, &theirs_m.gamma, "gamma"), (&ours_m.beta, &theirs_m.beta, "beta")] {
                 let (a, b) = (a.val(), b.val());
-                assert_close(values(a.grad(&g_ours).unwrap()), values(b.grad(&g_theirs).unwrap()), &format!("{what}: {name}"));
+                assert_close(
+                    values(a.grad(&g_ours).unwrap()),
+                    values(b.grad(&g_theirs).unwrap()),
+                    &format!("{what}: {name}"),
+                );
             }
             let running = |m: &BatchNorm| (values(m.running_mean.value()), values(m.running_var.value()));
             let (ours_r, theirs_r) = (running(&ours_m), running(&theirs_m));

@@ -106,8 +106,12 @@ fn gate_bias(gate: &GateController) -> Option<Tensor<1>> {
 /// gates), `bias` `[4H]`; the result is every step's hidden state, `[B, T, H]`.
 #[backend_extension(Flex, Autodiff)]
 pub trait LstmOps: Backend {
-    fn lstm_steps(x: FloatTensor<Self>, weights: FloatTensor<Self>, bias: FloatTensor<Self>, reverse: bool)
-    -> FloatTensor<Self>;
+    fn lstm_steps(
+        x: FloatTensor<Self>,
+        weights: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        reverse: bool,
+    ) -> FloatTensor<Self>;
 
     /// The forward pass and what the backward pass reads: the hidden states, the gates
     /// after their activations (`[T, B, 4H]`), and the cell states beside their tanh
@@ -231,11 +235,7 @@ impl LstmOps for Flex {
             }
             previous = Some(step);
         }
-        (
-            f32_tensor(hidden, vec![b, t, h]),
-            f32_tensor(gates, vec![t, b, 4 * h]),
-            f32_tensor(cells, vec![t, b, 2 * h]),
-        )
+        (f32_tensor(hidden, vec![b, t, h]), f32_tensor(gates, vec![t, b, 4 * h]), f32_tensor(cells, vec![t, b, 2 * h]))
     }
 
     fn lstm_steps_backward(

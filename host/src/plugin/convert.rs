@@ -150,11 +150,7 @@ pub fn trial(record: &TrialRecord) -> types::Trial {
             .iter()
             .map(|b| types::BlockRef {
                 name: b.name.clone(),
-                params: b
-                    .params
-                    .iter()
-                    .map(|(n, v)| types::Param { name: n.clone(), value: value(v) })
-                    .collect(),
+                params: b.params.iter().map(|(n, v)| types::Param { name: n.clone(), value: value(v) }).collect(),
             })
             .collect(),
         hparams: record.hparams.clone(),

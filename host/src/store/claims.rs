@@ -118,7 +118,8 @@ impl Txn<'_> {
             self.put_stage(stage)?;
         }
         for reservation in dropped {
-            let message = format!("reservation dropped: pid {}'s lease expired while it proposed", reservation.owner.pid);
+            let message =
+                format!("reservation dropped: pid {}'s lease expired while it proposed", reservation.owner.pid);
             self.log(Some(&stage.name), Some(reservation.id), message)?;
         }
         let mut requeued = Vec::new();

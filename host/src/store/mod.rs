@@ -44,7 +44,9 @@ pub enum StoreError {
     Io { dir: PathBuf, source: std::io::Error },
     #[error("store {store}: record {key} of `{table}` is corrupt: {reason}")]
     Corrupt { store: String, table: &'static str, key: String, reason: String },
-    #[error("store {store}: record {key} of `{table}` has schema version {found}; this msh reads version {STORE_SCHEMA}")]
+    #[error(
+        "store {store}: record {key} of `{table}` has schema version {found}; this msh reads version {STORE_SCHEMA}"
+    )]
     Schema { store: String, table: &'static str, key: String, found: u32 },
     #[error("store {store}: no trial {id}")]
     NoTrial { id: u64, store: String },
@@ -71,7 +73,8 @@ pub(crate) enum Table {
 }
 
 impl Table {
-    pub const ALL: [Table; 6] = [Table::Meta, Table::Stages, Table::Trials, Table::Events, Table::Finished, Table::Rungs];
+    pub const ALL: [Table; 6] =
+        [Table::Meta, Table::Stages, Table::Trials, Table::Events, Table::Finished, Table::Rungs];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -132,9 +135,10 @@ impl StoreFile {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(StoreError::Io { dir: path, source }),
         };
-        serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|e| StoreError::Open { store: path.display().to_string(), reason: format!("not a store file: {e}") })
+        serde_json::from_str(&text).map(Some).map_err(|e| StoreError::Open {
+            store: path.display().to_string(),
+            reason: format!("not a store file: {e}"),
+        })
     }
 }
 
@@ -165,7 +169,10 @@ impl Store {
         let file = StoreFile::read(run_dir)?;
         let url = url.map(str::to_string).or(from_env.filter(|_| file.is_some() || url.is_some()));
         let Some(url) = url.or_else(|| file.as_ref().map(|f| f.url.clone())) else {
-            return Ok(Self { name: run_dir.join(STORE_DIR).display().to_string(), backend: Backend::Lmdb(lmdb::Lmdb::open(run_dir)?) });
+            return Ok(Self {
+                name: run_dir.join(STORE_DIR).display().to_string(),
+                backend: Backend::Lmdb(lmdb::Lmdb::open(run_dir)?),
+            });
         };
         if !is_postgres_url(&url) {
             return Err(StoreError::Open {
@@ -185,7 +192,8 @@ impl Store {
         let (file, new) = match file {
             Some(file) => (file, false),
             None => {
-                let name = run_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
+                let name =
+                    run_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
                 (StoreFile { run: format!("{name}-{:016x}", random_u64()), url: redact_url(&url) }, true)
             }
         };

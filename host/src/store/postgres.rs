@@ -124,8 +124,9 @@ impl Postgres {
 
     pub fn write<T, E: From<StoreError>>(&self, f: impl FnOnce(&mut dyn Records) -> Result<T, E>) -> Result<T, E> {
         self.with_connection(|c| {
-            let txn = pollster::block_on(c.client.build_transaction().isolation_level(IsolationLevel::ReadCommitted).start())
-                .map_err(|e| self.error(e))?;
+            let txn =
+                pollster::block_on(c.client.build_transaction().isolation_level(IsolationLevel::ReadCommitted).start())
+                    .map_err(|e| self.error(e))?;
             // Taken first: every statement after it sees what earlier writers committed.
             let row = pollster::block_on(txn.query_one(&c.statements.lock, &[&self.run])).map_err(|e| self.error(e))?;
             let clock: f64 = row.get(1);
