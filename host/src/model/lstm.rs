@@ -11,7 +11,7 @@
 //! hidden state, and autodiff derives the gradients.
 
 use super::activation::{sigmoid, sigmoid_of, tanh, tanh_of};
-use super::conv::{f32_tensor, per_task};
+use super::conv::f32_tensor;
 use super::rnn::scan;
 use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
@@ -157,6 +157,12 @@ impl Sizes {
     }
 }
 
+/// Samples per parallel task of one step: the batch split over the threads, but no task
+/// under about 2,048 gate values (a thread's wake-up costs more than that work).
+fn samples_per_task(batch: usize, hidden: usize) -> usize {
+    batch.div_ceil(rayon::current_num_threads()).max(2048 / (4 * hidden).max(1)).max(1)
+}
+
 fn matmul(a: FlexTensor, b: FlexTensor) -> FlexTensor {
     Flex::float_matmul(a, b).to_contiguous()
 }
@@ -208,7 +214,7 @@ impl LstmOps for Flex {
             };
             let gates_t = &mut gates[step * b * 4 * h..(step + 1) * b * 4 * h];
             let tasks = gates_t.par_chunks_mut(4 * h).zip(cells_t.par_chunks_mut(2 * h)).zip(h_t.par_chunks_mut(h));
-            tasks.with_min_len(per_task(4 * h)).enumerate().for_each(|(s, ((z, cell), h_out))| {
+            tasks.with_min_len(samples_per_task(b, h)).enumerate().for_each(|(s, ((z, cell), h_out))| {
                 let from_x = &projected[(s * t + step) * 4 * h..][..4 * h];
                 z.iter_mut().zip(from_x).zip(bias).for_each(|((z, x), b)| *z = x + b);
                 if let Some(r) = recurrent {
@@ -266,7 +272,7 @@ impl LstmOps for Flex {
             let cells_t = &cells_v[step * b * 2 * h..(step + 1) * b * 2 * h];
             let dh_from_next = &dh_next;
             let tasks = dz_t.par_chunks_mut(4 * h).zip(dc_next.par_chunks_mut(h));
-            tasks.with_min_len(per_task(4 * h)).enumerate().for_each(|(s, (d, dc_next))| {
+            tasks.with_min_len(samples_per_task(b, h)).enumerate().for_each(|(s, (d, dc_next))| {
                 let z = &gates_t[s * 4 * h..(s + 1) * 4 * h];
                 let (i, f, o, g) = (&z[..h], &z[h..2 * h], &z[2 * h..3 * h], &z[3 * h..]);
                 let tanh_c = &cells_t[s * 2 * h + h..(s + 1) * 2 * h];
