@@ -203,10 +203,10 @@ fn plain_output_when_piped() {
     assert!(stdout.contains("test           accuracy"), "{stdout}");
 }
 
-/// The GPU code path (burn-wgpu, with the lowered convolutions and the LSTM composed from
-/// tensor ops) trains the same models as the CPU (its own kernels, the LSTM as one op): same
-/// data and seed, so the same starting weights and batches, and losses equal to 1e-4.
-/// Without a GPU this runs on Vulkan's software adapter (lavapipe, from Debian's
+/// The GPU code path (burn-wgpu, with the lowered convolutions, and the LSTM and GRU composed
+/// from tensor ops) trains the same models as the CPU (its own kernels, the LSTM and GRU as
+/// one op each): same data and seed, so the same starting weights and batches, and losses
+/// equal to 1e-4. Without a GPU this runs on Vulkan's software adapter (lavapipe, from Debian's
 /// `mesa-vulkan-drivers`, which `.ci/run` installs).
 #[test]
 fn wgpu_training_matches_the_cpu() {
@@ -219,6 +219,7 @@ fn wgpu_training_matches_the_cpu() {
         ),
         // Digits as 8 steps of 8 features.
         ("lstm", "8,8", "- {op: lstm, hidden: 8, return_sequences: true}\n      - {op: lstm, hidden: 8}"),
+        ("gru", "8,8", "- {op: gru, hidden: 8}"),
     ];
     for (name, shape, nodes) in models {
         let arch = dir.path().join(format!("{name}.yaml"));

@@ -159,11 +159,11 @@ impl Sizes {
 
 /// Samples per parallel task of one step: the batch split over the threads, but no task
 /// under about 2,048 gate values (a thread's wake-up costs more than that work).
-fn samples_per_task(batch: usize, hidden: usize) -> usize {
+pub(super) fn samples_per_task(batch: usize, hidden: usize) -> usize {
     batch.div_ceil(rayon::current_num_threads()).max(2048 / (4 * hidden).max(1)).max(1)
 }
 
-fn matmul(a: FlexTensor, b: FlexTensor) -> FlexTensor {
+pub(super) fn matmul(a: FlexTensor, b: FlexTensor) -> FlexTensor {
     Flex::float_matmul(a, b).to_contiguous()
 }
 
