@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use crate::plugin::{SearchSession, types};
-use crate::store::{StoreError, Txn};
+use crate::store::{StoreError, TrialRecord, Txn};
 
 #[derive(Debug)]
 pub struct History {
@@ -71,6 +71,15 @@ impl History {
     /// The trial already recorded under `key`, if any.
     pub fn trained(&self, key: &str) -> Option<u64> {
         self.keys.get(key).copied()
+    }
+
+    /// The trial among `running` whose key (`SearchSession::key`) is `key`, if any.
+    pub fn running_twin(&self, running: &[TrialRecord], key: &str) -> Option<u64> {
+        running
+            .iter()
+            .map(crate::plugin::convert::trial)
+            .find(|t| self.session.key(&t.architecture, &t.hparams) == key)
+            .map(|t| t.id)
     }
 
     /// The best completed single-model trials, best first.

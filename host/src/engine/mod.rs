@@ -384,14 +384,6 @@ fn recover(store: &Store, wf: &Workflow, me: &Owner) -> Result<usize, StoreError
     })
 }
 
-/// A random number for this process's owner tag.
-fn session_id() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
-    h.finish()
-}
-
 /// Runs (or resumes) the workflow at `path`.
 pub fn run_workflow(path: &Path, options: &RunOptions, report: Reporter) -> Result<RunEnd, EngineError> {
     let (source, wf) = workflow::load(path)?;
@@ -414,7 +406,7 @@ pub fn run_workflow(path: &Path, options: &RunOptions, report: Reporter) -> Resu
     };
     let (store, changed_plugins) =
         open_run_dir(&options.run_dir, store_url.as_deref(), &source, &wf, plugins, options.allow_changed_plugins)?;
-    let owner = Owner::this_process(session_id());
+    let owner = Owner::this_process(store::random_u64());
     let requeued = recover(&store, &wf, &owner)?;
     let run = Arc::new(Run {
         trainers,

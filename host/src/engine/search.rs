@@ -14,9 +14,7 @@ use super::history::History;
 use super::trainer::{Evaluated, Table, Trainer};
 use super::{EngineError, EngineEvent, Role, Run};
 use crate::plugin::types;
-use crate::store::{
-    self, BlockRef, Claim, Committed, Finished, StageRecord, StageState, StoreError, TrialRecord, TrialStatus, Txn,
-};
+use crate::store::{self, BlockRef, Claim, Committed, Finished, StageRecord, StageState, StoreError, TrialRecord, Txn};
 use crate::workflow::{Budget, EnsembleStrategy, TrainerKind, validate_config};
 
 /// One search stage being worked on by this process.
@@ -374,15 +372,7 @@ impl Search<'_> {
                 history.refresh(t)?;
                 let running = in_flight(t, &stage)?;
                 let key = history.session.key(&proposal.architecture, &proposal.hparams);
-                let twin = history.trained(&key).or_else(|| {
-                    running
-                        .iter()
-                        .find(|r| {
-                            let r = crate::plugin::convert::trial(r);
-                            history.session.key(&r.architecture, &r.hparams) == key
-                        })
-                        .map(|r| r.id)
-                });
+                let twin = history.trained(&key).or_else(|| history.running_twin(&running, &key));
                 if let Some(twin) = twin {
                     stage.rejected_proposals += 1;
                     t.put_stage(&stage)?;
@@ -467,18 +457,16 @@ impl Search<'_> {
         running: &[TrialRecord],
         notes: &mut Vec<String>,
     ) -> Result<Option<types::Proposal>, String> {
-        let running: Vec<types::Trial> = running.iter().map(crate::plugin::convert::trial).collect();
-        let running_keys: Vec<String> =
-            running.iter().map(|t| history.session.key(&t.architecture, &t.hparams)).collect();
+        let running_trials: Vec<types::Trial> = running.iter().map(crate::plugin::convert::trial).collect();
         let mut last = String::new();
         for _ in 0..MAX_REJECTED_IN_A_ROW {
-            let proposed = history.session.propose(&running, 1);
+            let proposed = history.session.propose(&running_trials, 1);
             notes.extend(history.session.take_rebuild());
             let Some(proposal) = proposed.map_err(|e| e.to_string())?.into_iter().next() else {
                 return Ok(None);
             };
             let key = history.session.key(&proposal.architecture, &proposal.hparams);
-            let running_twin = running_keys.iter().position(|k| *k == key).map(|i| running[i].id);
+            let running_twin = history.running_twin(running, &key);
             // A mere repeat is only counted; a proposal that cannot be trained is also logged.
             let reason = if let Some(id) = history.trained(&key) {
                 format!("it repeats trial {id}")
@@ -515,17 +503,12 @@ impl Search<'_> {
         super::trainer::expand(self.run, &new_trial(0, self.name, proposal.clone()), shape).err()
     }
 
-    /// Puts an interrupted trial back at the head of the queue, unless its lease was lost
-    /// (then it is queued or running elsewhere already).
+    /// Puts an interrupted trial back at the head of the queue (`Txn::give_back`).
     fn requeue(&self, trial: TrialRecord) -> Result<(), EngineError> {
         let id = trial.id;
         self.run.store.write(|t| -> Result<(), StoreError> {
-            let stored = t.trial(id)?;
-            if stored.status != TrialStatus::Running || !stored.owner.is_some_and(|o| o.same_process(&self.run.owner)) {
-                return Ok(());
-            }
             let mut stage = t.known_stage(self.name)?;
-            t.requeue(&mut stage, trial, "interrupted: back in the queue")
+            t.give_back(&mut stage, trial, &self.run.owner)
         })?;
         self.run.release(id);
         Ok(())

@@ -7,7 +7,7 @@
 //! single cost of a 1-D ResNet's step after the matmuls.
 
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{AutodiffBackend, Backend, DType, Dispatch, DispatchDevice, Flex, backend_extension};
+use burn::backend::{AutodiffBackend, Backend, Dispatch, Flex, backend_extension};
 use burn::nn::BatchNorm;
 use burn::prelude::*;
 use burn_autodiff::Autodiff;
@@ -18,14 +18,13 @@ use burn_autodiff::ops::{Backward, Ops, OpsKind};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::conv::{f32_tensor, per_task};
+use super::flex::{backward_on_flex, f32_tensor, fused, per_task};
 
 /// `m.forward(x)`, with the training path through `BatchNormOps` on Flex: the same output,
 /// gradients and running statistics.
 pub fn batch_norm_module<const D: usize>(m: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
     let device = x.device();
-    let flex = matches!(device.as_dispatch().clone().inner(), DispatchDevice::Flex(_));
-    if !(flex && device.is_autodiff() && m.training.is_enabled() && x.dtype() == DType::F32) {
+    if !(fused(&x) && device.is_autodiff() && m.training.is_enabled()) {
         return m.forward(x);
     }
     let (output, mean, variance) = <Dispatch as BatchNormOps>::batch_norm_fused(
@@ -52,16 +51,6 @@ pub trait BatchNormOps: Backend {
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         epsilon: f64,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
-
-    /// The gradients of `x`, `gamma` and `beta` from the output's.
-    fn batch_norm_fused_backward(
-        x: FloatTensor<Self>,
-        gamma: FloatTensor<Self>,
-        mean: FloatTensor<Self>,
-        variance: FloatTensor<Self>,
-        epsilon: f64,
-        grad: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
@@ -95,87 +84,89 @@ impl BatchNormOps for Flex {
         beta: FlexTensor,
         epsilon: f64,
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
-        let (x, gamma, beta) = (x.to_contiguous(), gamma.to_contiguous(), beta.to_contiguous());
-        let shape = x.layout().shape().clone();
-        let (batch, channels, spatial) = sizes(&x);
-        let count = (batch * spatial) as f64;
-        let values: &[f32] = x.storage();
-        // Sums in f64: a channel can hold a great many values.
-        let stats = per_channel(values, (batch, channels, spatial), |_, rows| {
-            let rows: Vec<&[f32]> = rows.map(|(_, r)| r).collect();
-            let mean = rows.iter().flat_map(|r| r.iter()).map(|&v| v as f64).sum::<f64>() / count;
-            let variance = rows.iter().flat_map(|r| r.iter()).map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / count;
-            (mean as f32, variance as f32)
-        });
-        let (gamma, beta): (&[f32], &[f32]) = (gamma.storage(), beta.storage());
-        let scale: Vec<(f32, f32)> = stats
-            .iter()
-            .zip(gamma.iter().zip(beta))
-            .map(|(&(mean, variance), (&g, &b))| {
-                let a = g / (variance as f64 + epsilon).sqrt() as f32;
-                (a, b - a * mean)
-            })
-            .collect();
-        let mut output = vec![0f32; values.len()];
-        output.par_chunks_mut(channels * spatial).zip(values.par_chunks(channels * spatial)).for_each(|(out, x)| {
-            for ((out, x), &(a, b)) in out.chunks_mut(spatial).zip(x.chunks(spatial)).zip(&scale) {
-                out.iter_mut().zip(x).for_each(|(o, &x)| *o = a * x + b);
-            }
-        });
-        let (mean, variance): (Vec<f32>, Vec<f32>) = stats.into_iter().unzip();
-        (f32_tensor(output, shape.to_vec()), f32_tensor(mean, vec![channels]), f32_tensor(variance, vec![channels]))
-    }
-
-    fn batch_norm_fused_backward(
-        x: FlexTensor,
-        gamma: FlexTensor,
-        mean: FlexTensor,
-        variance: FlexTensor,
-        epsilon: f64,
-        grad: FlexTensor,
-    ) -> (FlexTensor, FlexTensor, FlexTensor) {
-        let (x, grad) = (x.to_contiguous(), grad.to_contiguous());
-        let shape = x.layout().shape().clone();
-        let (batch, channels, spatial) = sizes(&x);
-        let count = (batch * spatial) as f32;
-        let (values, grads): (&[f32], &[f32]) = (x.storage(), grad.storage());
-        let (gamma, mean, variance) = (gamma.to_contiguous(), mean.to_contiguous(), variance.to_contiguous());
-        let (gamma, mean, variance): (&[f32], &[f32], &[f32]) = (gamma.storage(), mean.storage(), variance.storage());
-        let inv_std: Vec<f32> = variance.iter().map(|&v| (1.0 / (v as f64 + epsilon).sqrt()) as f32).collect();
-        // Per channel: Σ grad (beta's gradient) and Σ grad · x̂ (gamma's).
-        let sums = per_channel(values, (batch, channels, spatial), |c, rows| {
-            let (mut sum, mut dot) = (0f64, 0f64);
-            for (b, x) in rows {
-                let g = &grads[(b * channels + c) * spatial..][..spatial];
-                for (&x, &g) in x.iter().zip(g) {
-                    sum += g as f64;
-                    dot += (g * (x - mean[c]) * inv_std[c]) as f64;
-                }
-            }
-            (sum as f32, dot as f32)
-        });
-        let mut x_grad = vec![0f32; values.len()];
-        let samples = x_grad.par_chunks_mut(channels * spatial).zip(values.par_chunks(channels * spatial));
-        samples.zip(grads.par_chunks(channels * spatial)).for_each(|((dx, x), g)| {
-            for (c, ((dx, x), g)) in dx.chunks_mut(spatial).zip(x.chunks(spatial)).zip(g.chunks(spatial)).enumerate() {
-                let (sum, dot) = sums[c];
-                let (scale, m, s) = (gamma[c] * inv_std[c], mean[c], inv_std[c]);
-                let (mean_grad, mean_dot) = (sum / count, dot / count);
-                for ((dx, &x), &g) in dx.iter_mut().zip(x).zip(g) {
-                    *dx = scale * (g - mean_grad - (x - m) * s * mean_dot);
-                }
-            }
-        });
-        let (beta_grad, gamma_grad): (Vec<f32>, Vec<f32>) = sums.into_iter().unzip();
-        (
-            f32_tensor(x_grad, shape.to_vec()),
-            f32_tensor(gamma_grad, vec![channels]),
-            f32_tensor(beta_grad, vec![channels]),
-        )
+        forward(x, gamma, beta, epsilon)
     }
 }
 
-impl<B: Backend + BatchNormOps, C: CheckpointStrategy> BatchNormOps for Autodiff<B, C> {
+/// The output, mean and variance of `BatchNormOps::batch_norm_fused`.
+fn forward(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, epsilon: f64) -> (FlexTensor, FlexTensor, FlexTensor) {
+    let (x, gamma, beta) = (x.to_contiguous(), gamma.to_contiguous(), beta.to_contiguous());
+    let shape = x.layout().shape().clone();
+    let (batch, channels, spatial) = sizes(&x);
+    let count = (batch * spatial) as f64;
+    let values: &[f32] = x.storage();
+    // Sums in f64: a channel can hold a great many values.
+    let stats = per_channel(values, (batch, channels, spatial), |_, rows| {
+        let rows: Vec<&[f32]> = rows.map(|(_, r)| r).collect();
+        let mean = rows.iter().flat_map(|r| r.iter()).map(|&v| v as f64).sum::<f64>() / count;
+        let variance = rows.iter().flat_map(|r| r.iter()).map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / count;
+        (mean as f32, variance as f32)
+    });
+    let (gamma, beta): (&[f32], &[f32]) = (gamma.storage(), beta.storage());
+    let scale: Vec<(f32, f32)> = stats
+        .iter()
+        .zip(gamma.iter().zip(beta))
+        .map(|(&(mean, variance), (&g, &b))| {
+            let a = g / (variance as f64 + epsilon).sqrt() as f32;
+            (a, b - a * mean)
+        })
+        .collect();
+    let mut output = vec![0f32; values.len()];
+    output.par_chunks_mut(channels * spatial).zip(values.par_chunks(channels * spatial)).for_each(|(out, x)| {
+        for ((out, x), &(a, b)) in out.chunks_mut(spatial).zip(x.chunks(spatial)).zip(&scale) {
+            out.iter_mut().zip(x).for_each(|(o, &x)| *o = a * x + b);
+        }
+    });
+    let (mean, variance): (Vec<f32>, Vec<f32>) = stats.into_iter().unzip();
+    (f32_tensor(output, shape.to_vec()), f32_tensor(mean, vec![channels]), f32_tensor(variance, vec![channels]))
+}
+
+/// The gradients of `x`, `gamma` and `beta` from the output's.
+fn backward(
+    x: FlexTensor,
+    gamma: FlexTensor,
+    mean: FlexTensor,
+    variance: FlexTensor,
+    epsilon: f64,
+    grad: FlexTensor,
+) -> (FlexTensor, FlexTensor, FlexTensor) {
+    let (x, grad) = (x.to_contiguous(), grad.to_contiguous());
+    let shape = x.layout().shape().clone();
+    let (batch, channels, spatial) = sizes(&x);
+    let count = (batch * spatial) as f32;
+    let (values, grads): (&[f32], &[f32]) = (x.storage(), grad.storage());
+    let (gamma, mean, variance) = (gamma.to_contiguous(), mean.to_contiguous(), variance.to_contiguous());
+    let (gamma, mean, variance): (&[f32], &[f32], &[f32]) = (gamma.storage(), mean.storage(), variance.storage());
+    let inv_std: Vec<f32> = variance.iter().map(|&v| (1.0 / (v as f64 + epsilon).sqrt()) as f32).collect();
+    // Per channel: Σ grad (beta's gradient) and Σ grad · x̂ (gamma's).
+    let sums = per_channel(values, (batch, channels, spatial), |c, rows| {
+        let (mut sum, mut dot) = (0f64, 0f64);
+        for (b, x) in rows {
+            let g = &grads[(b * channels + c) * spatial..][..spatial];
+            for (&x, &g) in x.iter().zip(g) {
+                sum += g as f64;
+                dot += (g * (x - mean[c]) * inv_std[c]) as f64;
+            }
+        }
+        (sum as f32, dot as f32)
+    });
+    let mut x_grad = vec![0f32; values.len()];
+    let samples = x_grad.par_chunks_mut(channels * spatial).zip(values.par_chunks(channels * spatial));
+    samples.zip(grads.par_chunks(channels * spatial)).for_each(|((dx, x), g)| {
+        for (c, ((dx, x), g)) in dx.chunks_mut(spatial).zip(x.chunks(spatial)).zip(g.chunks(spatial)).enumerate() {
+            let (sum, dot) = sums[c];
+            let (scale, m, s) = (gamma[c] * inv_std[c], mean[c], inv_std[c]);
+            let (mean_grad, mean_dot) = (sum / count, dot / count);
+            for ((dx, &x), &g) in dx.iter_mut().zip(x).zip(g) {
+                *dx = scale * (g - mean_grad - (x - m) * s * mean_dot);
+            }
+        }
+    });
+    let (beta_grad, gamma_grad): (Vec<f32>, Vec<f32>) = sums.into_iter().unzip();
+    (f32_tensor(x_grad, shape.to_vec()), f32_tensor(gamma_grad, vec![channels]), f32_tensor(beta_grad, vec![channels]))
+}
+
+impl<C: CheckpointStrategy> BatchNormOps for Autodiff<Flex, C> {
     fn batch_norm_fused(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
@@ -185,44 +176,28 @@ impl<B: Backend + BatchNormOps, C: CheckpointStrategy> BatchNormOps for Autodiff
         #[derive(Debug)]
         struct Normalise;
 
-        impl<B: Backend + BatchNormOps> Backward<B, 3> for Normalise {
+        impl Backward<Flex, 3> for Normalise {
             /// The input, gamma, the batch's mean and variance, and epsilon.
-            type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, f64);
+            type State = (FlexTensor, FlexTensor, FlexTensor, FlexTensor, f64);
 
             fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-                let (x, gamma, mean, variance, epsilon) = ops.state;
-                let grad = grads.consume::<B>(&ops.node);
-                let (dx, dgamma, dbeta) = B::batch_norm_fused_backward(x, gamma, mean, variance, epsilon, grad);
-                for (parent, gradient) in ops.parents.into_iter().zip([dx, dgamma, dbeta]) {
-                    if let Some(node) = parent {
-                        grads.register::<B>(node.id, gradient);
-                    }
-                }
+                backward_on_flex(ops, grads, |(x, gamma, mean, variance, epsilon), grad| {
+                    backward(x, gamma, mean, variance, epsilon, grad).into()
+                });
             }
         }
 
         let nodes = [x.node(), gamma.node(), beta.node()];
         let (x, gamma, beta) = (x.into_primitive(), gamma.into_primitive(), beta.into_primitive());
-        let (output, mean, variance) = B::batch_norm_fused(x.clone(), gamma.clone(), beta, epsilon);
+        let (output, mean, variance) = forward(x.clone(), gamma.clone(), beta, epsilon);
         // The statistics feed the running averages only: constants to autodiff.
-        let constant = |t: &FloatTensor<B>| <Self as AutodiffBackend>::from_inner(t.clone());
+        let constant = |t: &FlexTensor| <Self as AutodiffBackend>::from_inner(t.clone());
         let stats = (constant(&mean), constant(&variance));
         let output = match Normalise.prepare::<C>(nodes).compute_bound().stateful() {
             OpsKind::Tracked(prep) => prep.finish((x, gamma, mean, variance, epsilon), output),
             OpsKind::UnTracked(prep) => prep.finish(output),
         };
         (output, stats.0, stats.1)
-    }
-
-    fn batch_norm_fused_backward(
-        _x: FloatTensor<Self>,
-        _gamma: FloatTensor<Self>,
-        _mean: FloatTensor<Self>,
-        _variance: FloatTensor<Self>,
-        _epsilon: f64,
-        _grad: FloatTensor<Self>,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        unreachable!("backward passes run on the inner backend")
     }
 }
 

@@ -15,14 +15,16 @@ use burn::backend::{Backend, DType, Dispatch, Flex, backend_extension};
 use burn::nn::conv::{Conv1d, Conv2d};
 use burn::nn::{PaddingConfig1d, PaddingConfig2d};
 use burn::prelude::*;
-use burn::tensor::{Bytes, Shape as TensorShape};
+use burn::tensor::Shape as TensorShape;
 use burn_autodiff::Autodiff;
 use burn_autodiff::checkpoint::base::Checkpointer;
 use burn_autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn_autodiff::grads::Gradients;
 use burn_autodiff::ops::{Backward, Ops, OpsKind};
-use burn_flex::{FlexTensor, Layout};
+use burn_flex::FlexTensor;
 use rayon::prelude::*;
+
+use super::flex::{f32_tensor, per_task};
 
 /// Stride, symmetric padding and dilation of each spatial axis (height, width).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,16 +198,6 @@ impl Dims {
             }
         }
     }
-}
-
-/// Chunks of `len` values per parallel task: enough that waking a thread pays off (small
-/// tensors stay on one thread; rayon's wake-ups cost more than the copies).
-pub(super) fn per_task(len: usize) -> usize {
-    (1 << 15) / len.max(1) + 1
-}
-
-pub(super) fn f32_tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
-    FlexTensor::new(Bytes::from_elems(values), Layout::contiguous(TensorShape::from(shape)), DType::F32)
 }
 
 /// The patch matrix `[B, C·KH·KW, OH·OW]` of a contiguous `f32` input.

@@ -6,7 +6,7 @@
 
 use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Backend, DType, Dispatch, DispatchDevice, Flex, backend_extension};
+use burn::backend::{Backend, Dispatch, Flex, backend_extension};
 use burn::nn::GateController;
 use burn::nn::activation::Activation;
 use burn::nn::gru::Gru;
@@ -21,9 +21,8 @@ use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
 use super::activation::{sigmoid, sigmoid_of, tanh, tanh_of};
-use super::conv::f32_tensor;
-use super::lstm::{matmul, samples_per_task};
-use super::rnn::scan;
+use super::flex::{backward_on_flex, f32_tensor, fused, matmul, samples_per_task};
+use super::rnn::{scan, step_order};
 
 /// A gate's weights and bias of one transform (input or hidden), stacked update, reset,
 /// new: `[in, 3H]` and `[3H]` (zeros without biases).
@@ -60,7 +59,7 @@ pub fn gru(m: &Gru, x: Tensor<3>, reverse: bool) -> (Tensor<3>, Tensor<2>) {
     let gates = [&m.update_gate, &m.reset_gate, &m.new_gate];
     let (input_weights, input_bias) = stacked(gates, false, hidden, &device);
     let (hidden_weights, hidden_bias) = stacked(gates, true, hidden, &device);
-    if matches!(device.as_dispatch().clone().inner(), DispatchDevice::Flex(_)) && x.dtype() == DType::F32 {
+    if fused(&x) {
         let seq = Tensor::from_dispatch(<Dispatch as GruOps>::gru_steps(
             x.into_dispatch(),
             input_weights.into_dispatch(),
@@ -100,156 +99,138 @@ pub trait GruOps: Backend {
         b_h: FloatTensor<Self>,
         reverse: bool,
     ) -> FloatTensor<Self>;
-
-    /// The forward pass and what the backward pass reads: the states, and per step and
-    /// sample the update and reset gates, the candidate and the hidden transform's new-gate
-    /// part (`[T, B, 4H]`).
-    fn gru_steps_saved(
-        x: FloatTensor<Self>,
-        w_x: FloatTensor<Self>,
-        w_h: FloatTensor<Self>,
-        b_x: FloatTensor<Self>,
-        b_h: FloatTensor<Self>,
-        reverse: bool,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>);
-
-    /// The gradients of `x`, `w_x`, `w_h`, `b_x` and `b_h` from the states' (`grad`).
-    #[allow(clippy::too_many_arguments)]
-    fn gru_steps_backward(
-        x: FloatTensor<Self>,
-        w_x: FloatTensor<Self>,
-        w_h: FloatTensor<Self>,
-        hidden: FloatTensor<Self>,
-        saved: FloatTensor<Self>,
-        grad: FloatTensor<Self>,
-        reverse: bool,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
-}
-
-/// The steps in the order they are computed.
-fn order(steps: usize, reverse: bool) -> Vec<usize> {
-    if reverse { (0..steps).rev().collect() } else { (0..steps).collect() }
 }
 
 impl GruOps for Flex {
-    fn gru_steps(x: FlexTensor, w_x: FlexTensor, w_h: FlexTensor, b_x: FlexTensor, b_h: FlexTensor, reverse: bool) -> FlexTensor {
-        Self::gru_steps_saved(x, w_x, w_h, b_x, b_h, reverse).0
-    }
-
-    fn gru_steps_saved(
+    fn gru_steps(
         x: FlexTensor,
         w_x: FlexTensor,
         w_h: FlexTensor,
         b_x: FlexTensor,
         b_h: FlexTensor,
         reverse: bool,
-    ) -> (FlexTensor, FlexTensor) {
-        let (x, w_x, w_h) = (x.to_contiguous(), w_x.to_contiguous(), w_h.to_contiguous());
-        let (b_x, b_h) = (b_x.to_contiguous(), b_h.to_contiguous());
-        let (xs, h) = (x.layout().shape().clone(), w_h.layout().shape()[0]);
-        let (b, t, c) = (xs[0], xs[1], xs[2]);
-        let projected = matmul(Flex::float_reshape(x, TensorShape::from(vec![b * t, c])), w_x);
-        let (projected, b_x, b_h): (&[f32], &[f32], &[f32]) = (projected.storage(), b_x.storage(), b_h.storage());
-        let mut hidden = vec![0f32; b * t * h];
-        let mut saved = vec![0f32; t * b * 4 * h];
-        let mut h_t = vec![0f32; b * h];
-        let mut first = true;
-        for step in order(t, reverse) {
-            let recurrent = (!first).then(|| matmul(f32_tensor(h_t.clone(), vec![b, h]), w_h.clone()));
-            let recurrent: Option<&[f32]> = recurrent.as_ref().map(|r| r.storage());
-            let saved_t = &mut saved[step * b * 4 * h..(step + 1) * b * 4 * h];
-            let tasks = saved_t.par_chunks_mut(4 * h).zip(h_t.par_chunks_mut(h));
-            tasks.with_min_len(samples_per_task(b, h)).enumerate().for_each(|(s, (keep, state))| {
-                let fx = &projected[(s * t + step) * 3 * h..][..3 * h];
-                let fh = |k: usize| b_h[k] + recurrent.map_or(0.0, |r| r[s * 3 * h + k]);
-                let (gates, rest) = keep.split_at_mut(2 * h);
-                let (candidate, fh_n) = rest.split_at_mut(h);
-                for (k, g) in gates.iter_mut().enumerate() {
-                    *g = sigmoid_of(fx[k] + b_x[k] + fh(k));
-                }
-                for k in 0..h {
-                    fh_n[k] = fh(2 * h + k);
-                    candidate[k] = tanh_of(fx[2 * h + k] + b_x[2 * h + k] + gates[h + k] * fh_n[k]);
-                    // (1 - z) n + z h, as n + z (h - n).
-                    state[k] = candidate[k] + gates[k] * (state[k] - candidate[k]);
-                }
-            });
-            for (s, state) in h_t.chunks(h).enumerate() {
-                hidden[(s * t + step) * h..][..h].copy_from_slice(state);
-            }
-            first = false;
-        }
-        (f32_tensor(hidden, vec![b, t, h]), f32_tensor(saved, vec![t, b, 4 * h]))
-    }
-
-    fn gru_steps_backward(
-        x: FlexTensor,
-        w_x: FlexTensor,
-        w_h: FlexTensor,
-        hidden: FlexTensor,
-        saved: FlexTensor,
-        grad: FlexTensor,
-        reverse: bool,
-    ) -> (FlexTensor, FlexTensor, FlexTensor, FlexTensor, FlexTensor) {
-        let (x, w_x, w_h, grad) = (x.to_contiguous(), w_x.to_contiguous(), w_h.to_contiguous(), grad.to_contiguous());
-        let (xs, h) = (x.layout().shape().clone(), w_h.layout().shape()[0]);
-        let (b, t, c) = (xs[0], xs[1], xs[2]);
-        let (hidden_v, saved_v, grad_v): (&[f32], &[f32], &[f32]) = (hidden.storage(), saved.storage(), grad.storage());
-        let w_h_t = Flex::float_swap_dims(w_h, 0, 1);
-        let order = order(t, reverse);
-        // Per (sample, step) row: the pre-activation gradients of the input and hidden
-        // transforms, and the state before the step (zeros before the first).
-        let (mut dfx, mut dfh) = (vec![0f32; b * t * 3 * h], vec![0f32; b * t * 3 * h]);
-        let mut h_prev = vec![0f32; b * t * h];
-        let mut dh_next = vec![0f32; b * h];
-        let (mut dfx_t, mut dfh_t, mut direct) = (vec![0f32; b * 3 * h], vec![0f32; b * 3 * h], vec![0f32; b * h]);
-        for (position, &step) in order.iter().enumerate().rev() {
-            let previous = position.checked_sub(1).map(|p| order[p]);
-            let saved_t = &saved_v[step * b * 4 * h..(step + 1) * b * 4 * h];
-            let dh_from_next = &dh_next;
-            let tasks = dfx_t.par_chunks_mut(3 * h).zip(dfh_t.par_chunks_mut(3 * h)).zip(direct.par_chunks_mut(h));
-            tasks.with_min_len(samples_per_task(b, h)).enumerate().for_each(|(s, ((dx, dhh), direct))| {
-                let keep = &saved_t[s * 4 * h..(s + 1) * 4 * h];
-                let (z, r, n, fh_n) = (&keep[..h], &keep[h..2 * h], &keep[2 * h..3 * h], &keep[3 * h..]);
-                let prev = previous.map(|p| &hidden_v[(s * t + p) * h..][..h]);
-                for k in 0..h {
-                    let dh = grad_v[(s * t + step) * h + k] + dh_from_next[s * h + k];
-                    let h_before = prev.map_or(0.0, |p| p[k]);
-                    let dn = dh * (1.0 - z[k]) * (1.0 - n[k] * n[k]);
-                    let dz = dh * (h_before - n[k]) * z[k] * (1.0 - z[k]);
-                    let dr = dn * fh_n[k] * r[k] * (1.0 - r[k]);
-                    (dx[k], dx[h + k], dx[2 * h + k]) = (dz, dr, dn);
-                    (dhh[k], dhh[h + k], dhh[2 * h + k]) = (dz, dr, dn * r[k]);
-                    direct[k] = dh * z[k];
-                }
-            });
-            for s in 0..b {
-                let row = s * t + step;
-                dfx[row * 3 * h..][..3 * h].copy_from_slice(&dfx_t[s * 3 * h..(s + 1) * 3 * h]);
-                dfh[row * 3 * h..][..3 * h].copy_from_slice(&dfh_t[s * 3 * h..(s + 1) * 3 * h]);
-                if let Some(p) = previous {
-                    h_prev[row * h..][..h].copy_from_slice(&hidden_v[(s * t + p) * h..][..h]);
-                }
-            }
-            if previous.is_some() {
-                let through = matmul(f32_tensor(dfh_t.clone(), vec![b, 3 * h]), w_h_t.clone());
-                let through: &[f32] = through.storage();
-                dh_next = direct.iter().zip(through).map(|(d, m)| d + m).collect();
-            }
-        }
-        let (dfx, dfh) = (f32_tensor(dfx, vec![b * t, 3 * h]), f32_tensor(dfh, vec![b * t, 3 * h]));
-        let x_flat = Flex::float_reshape(x, TensorShape::from(vec![b * t, c]));
-        let h_prev = f32_tensor(h_prev, vec![b * t, h]);
-        let dw_x = matmul(Flex::float_swap_dims(x_flat, 0, 1), dfx.clone());
-        let dw_h = matmul(Flex::float_swap_dims(h_prev, 0, 1), dfh.clone());
-        let sum = |rows: FlexTensor| Flex::float_reshape(Flex::float_sum_dim(rows, 0), TensorShape::from(vec![3 * h]));
-        let (db_x, db_h) = (sum(dfx.clone()), sum(dfh));
-        let dx = matmul(dfx, Flex::float_swap_dims(w_x, 0, 1));
-        (Flex::float_reshape(dx, TensorShape::from(vec![b, t, c])), dw_x, dw_h, db_x, db_h)
+    ) -> FlexTensor {
+        forward(x, w_x, w_h, b_x, b_h, reverse).0
     }
 }
 
-impl<B: Backend + GruOps, C: CheckpointStrategy> GruOps for Autodiff<B, C> {
+/// The forward pass and what the backward pass reads: the states, and per step and sample
+/// the update and reset gates, the candidate and the hidden transform's new-gate part
+/// (`[T, B, 4H]`).
+fn forward(
+    x: FlexTensor,
+    w_x: FlexTensor,
+    w_h: FlexTensor,
+    b_x: FlexTensor,
+    b_h: FlexTensor,
+    reverse: bool,
+) -> (FlexTensor, FlexTensor) {
+    let (x, w_x, w_h) = (x.to_contiguous(), w_x.to_contiguous(), w_h.to_contiguous());
+    let (b_x, b_h) = (b_x.to_contiguous(), b_h.to_contiguous());
+    let (xs, h) = (x.layout().shape().clone(), w_h.layout().shape()[0]);
+    let (b, t, c) = (xs[0], xs[1], xs[2]);
+    let projected = matmul(Flex::float_reshape(x, TensorShape::from(vec![b * t, c])), w_x);
+    let (projected, b_x, b_h): (&[f32], &[f32], &[f32]) = (projected.storage(), b_x.storage(), b_h.storage());
+    let mut hidden = vec![0f32; b * t * h];
+    let mut saved = vec![0f32; t * b * 4 * h];
+    let mut h_t = vec![0f32; b * h];
+    let mut first = true;
+    for step in step_order(t, reverse) {
+        let recurrent = (!first).then(|| matmul(f32_tensor(h_t.clone(), vec![b, h]), w_h.clone()));
+        let recurrent: Option<&[f32]> = recurrent.as_ref().map(|r| r.storage());
+        let saved_t = &mut saved[step * b * 4 * h..(step + 1) * b * 4 * h];
+        let tasks = saved_t.par_chunks_mut(4 * h).zip(h_t.par_chunks_mut(h));
+        tasks.with_min_len(samples_per_task(b, h)).enumerate().for_each(|(s, (keep, state))| {
+            let fx = &projected[(s * t + step) * 3 * h..][..3 * h];
+            let fh = |k: usize| b_h[k] + recurrent.map_or(0.0, |r| r[s * 3 * h + k]);
+            let (gates, rest) = keep.split_at_mut(2 * h);
+            let (candidate, fh_n) = rest.split_at_mut(h);
+            for (k, g) in gates.iter_mut().enumerate() {
+                *g = sigmoid_of(fx[k] + b_x[k] + fh(k));
+            }
+            for k in 0..h {
+                fh_n[k] = fh(2 * h + k);
+                candidate[k] = tanh_of(fx[2 * h + k] + b_x[2 * h + k] + gates[h + k] * fh_n[k]);
+                // (1 - z) n + z h, as n + z (h - n).
+                state[k] = candidate[k] + gates[k] * (state[k] - candidate[k]);
+            }
+        });
+        for (s, state) in h_t.chunks(h).enumerate() {
+            hidden[(s * t + step) * h..][..h].copy_from_slice(state);
+        }
+        first = false;
+    }
+    (f32_tensor(hidden, vec![b, t, h]), f32_tensor(saved, vec![t, b, 4 * h]))
+}
+
+/// The gradients of `x`, `w_x`, `w_h`, `b_x` and `b_h` from the states' (`grad`).
+fn backward(
+    x: FlexTensor,
+    w_x: FlexTensor,
+    w_h: FlexTensor,
+    hidden: FlexTensor,
+    saved: FlexTensor,
+    grad: FlexTensor,
+    reverse: bool,
+) -> (FlexTensor, FlexTensor, FlexTensor, FlexTensor, FlexTensor) {
+    let (x, w_x, w_h, grad) = (x.to_contiguous(), w_x.to_contiguous(), w_h.to_contiguous(), grad.to_contiguous());
+    let (xs, h) = (x.layout().shape().clone(), w_h.layout().shape()[0]);
+    let (b, t, c) = (xs[0], xs[1], xs[2]);
+    let (hidden_v, saved_v, grad_v): (&[f32], &[f32], &[f32]) = (hidden.storage(), saved.storage(), grad.storage());
+    let w_h_t = Flex::float_swap_dims(w_h, 0, 1);
+    let order = step_order(t, reverse);
+    // Per (sample, step) row: the pre-activation gradients of the input and hidden
+    // transforms, and the state before the step (zeros before the first).
+    let (mut dfx, mut dfh) = (vec![0f32; b * t * 3 * h], vec![0f32; b * t * 3 * h]);
+    let mut h_prev = vec![0f32; b * t * h];
+    let mut dh_next = vec![0f32; b * h];
+    let (mut dfx_t, mut dfh_t, mut direct) = (vec![0f32; b * 3 * h], vec![0f32; b * 3 * h], vec![0f32; b * h]);
+    for (position, &step) in order.iter().enumerate().rev() {
+        let previous = position.checked_sub(1).map(|p| order[p]);
+        let saved_t = &saved_v[step * b * 4 * h..(step + 1) * b * 4 * h];
+        let dh_from_next = &dh_next;
+        let tasks = dfx_t.par_chunks_mut(3 * h).zip(dfh_t.par_chunks_mut(3 * h)).zip(direct.par_chunks_mut(h));
+        tasks.with_min_len(samples_per_task(b, h)).enumerate().for_each(|(s, ((dx, dhh), direct))| {
+            let keep = &saved_t[s * 4 * h..(s + 1) * 4 * h];
+            let (z, r, n, fh_n) = (&keep[..h], &keep[h..2 * h], &keep[2 * h..3 * h], &keep[3 * h..]);
+            let prev = previous.map(|p| &hidden_v[(s * t + p) * h..][..h]);
+            for k in 0..h {
+                let dh = grad_v[(s * t + step) * h + k] + dh_from_next[s * h + k];
+                let h_before = prev.map_or(0.0, |p| p[k]);
+                let dn = dh * (1.0 - z[k]) * (1.0 - n[k] * n[k]);
+                let dz = dh * (h_before - n[k]) * z[k] * (1.0 - z[k]);
+                let dr = dn * fh_n[k] * r[k] * (1.0 - r[k]);
+                (dx[k], dx[h + k], dx[2 * h + k]) = (dz, dr, dn);
+                (dhh[k], dhh[h + k], dhh[2 * h + k]) = (dz, dr, dn * r[k]);
+                direct[k] = dh * z[k];
+            }
+        });
+        for s in 0..b {
+            let row = s * t + step;
+            dfx[row * 3 * h..][..3 * h].copy_from_slice(&dfx_t[s * 3 * h..(s + 1) * 3 * h]);
+            dfh[row * 3 * h..][..3 * h].copy_from_slice(&dfh_t[s * 3 * h..(s + 1) * 3 * h]);
+            if let Some(p) = previous {
+                h_prev[row * h..][..h].copy_from_slice(&hidden_v[(s * t + p) * h..][..h]);
+            }
+        }
+        if previous.is_some() {
+            let through = matmul(f32_tensor(dfh_t.clone(), vec![b, 3 * h]), w_h_t.clone());
+            let through: &[f32] = through.storage();
+            dh_next = direct.iter().zip(through).map(|(d, m)| d + m).collect();
+        }
+    }
+    let (dfx, dfh) = (f32_tensor(dfx, vec![b * t, 3 * h]), f32_tensor(dfh, vec![b * t, 3 * h]));
+    let x_flat = Flex::float_reshape(x, TensorShape::from(vec![b * t, c]));
+    let h_prev = f32_tensor(h_prev, vec![b * t, h]);
+    let dw_x = matmul(Flex::float_swap_dims(x_flat, 0, 1), dfx.clone());
+    let dw_h = matmul(Flex::float_swap_dims(h_prev, 0, 1), dfh.clone());
+    let sum = |rows: FlexTensor| Flex::float_reshape(Flex::float_sum_dim(rows, 0), TensorShape::from(vec![3 * h]));
+    let (db_x, db_h) = (sum(dfx.clone()), sum(dfh));
+    let dx = matmul(dfx, Flex::float_swap_dims(w_x, 0, 1));
+    (Flex::float_reshape(dx, TensorShape::from(vec![b, t, c])), dw_x, dw_h, db_x, db_h)
+}
+
+impl<C: CheckpointStrategy> GruOps for Autodiff<Flex, C> {
     fn gru_steps(
         x: FloatTensor<Self>,
         w_x: FloatTensor<Self>,
@@ -261,53 +242,25 @@ impl<B: Backend + GruOps, C: CheckpointStrategy> GruOps for Autodiff<B, C> {
         #[derive(Debug)]
         struct Steps;
 
-        impl<B: Backend + GruOps> Backward<B, 5> for Steps {
+        impl Backward<Flex, 5> for Steps {
             /// The input, both weights, the states and what the forward pass saved.
-            type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, bool);
+            type State = (FlexTensor, FlexTensor, FlexTensor, FlexTensor, FlexTensor, bool);
 
             fn backward(self, ops: Ops<Self::State, 5>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-                let (x, w_x, w_h, hidden, saved, reverse) = ops.state;
-                let grad = grads.consume::<B>(&ops.node);
-                let (dx, dw_x, dw_h, db_x, db_h) = B::gru_steps_backward(x, w_x, w_h, hidden, saved, grad, reverse);
-                for (parent, gradient) in ops.parents.into_iter().zip([dx, dw_x, dw_h, db_x, db_h]) {
-                    if let Some(node) = parent {
-                        grads.register::<B>(node.id, gradient);
-                    }
-                }
+                backward_on_flex(ops, grads, |(x, w_x, w_h, hidden, saved, reverse), grad| {
+                    backward(x, w_x, w_h, hidden, saved, grad, reverse).into()
+                });
             }
         }
 
         let nodes = [x.node(), w_x.node(), w_h.node(), b_x.node(), b_h.node()];
         let (x, w_x, w_h) = (x.into_primitive(), w_x.into_primitive(), w_h.into_primitive());
-        let (b_x, b_h) = (b_x.into_primitive(), b_h.into_primitive());
-        let (hidden, saved) = B::gru_steps_saved(x.clone(), w_x.clone(), w_h.clone(), b_x, b_h, reverse);
+        let (hidden, saved) =
+            forward(x.clone(), w_x.clone(), w_h.clone(), b_x.into_primitive(), b_h.into_primitive(), reverse);
         match Steps.prepare::<C>(nodes).compute_bound().stateful() {
             OpsKind::Tracked(prep) => prep.finish((x, w_x, w_h, hidden.clone(), saved, reverse), hidden),
             OpsKind::UnTracked(prep) => prep.finish(hidden),
         }
-    }
-
-    fn gru_steps_saved(
-        _x: FloatTensor<Self>,
-        _w_x: FloatTensor<Self>,
-        _w_h: FloatTensor<Self>,
-        _b_x: FloatTensor<Self>,
-        _b_h: FloatTensor<Self>,
-        _reverse: bool,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        unreachable!("the autodiff backend records `gru_steps` itself")
-    }
-
-    fn gru_steps_backward(
-        _x: FloatTensor<Self>,
-        _w_x: FloatTensor<Self>,
-        _w_h: FloatTensor<Self>,
-        _hidden: FloatTensor<Self>,
-        _saved: FloatTensor<Self>,
-        _grad: FloatTensor<Self>,
-        _reverse: bool,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        unreachable!("backward passes run on the inner backend")
     }
 }
 

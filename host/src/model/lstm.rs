@@ -11,11 +11,11 @@
 //! hidden state, and autodiff derives the gradients.
 
 use super::activation::{sigmoid, sigmoid_of, tanh, tanh_of};
-use super::conv::f32_tensor;
-use super::rnn::scan;
+use super::flex::{backward_on_flex, f32_tensor, fused, matmul, samples_per_task};
+use super::rnn::{scan, step_order};
 use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Backend, DType, Dispatch, DispatchDevice, Flex, backend_extension};
+use burn::backend::{Backend, Dispatch, Flex, backend_extension};
 use burn::nn::GateController;
 use burn::nn::activation::Activation;
 use burn::nn::lstm::Lstm;
@@ -65,7 +65,7 @@ pub fn lstm(m: &Lstm, x: Tensor<3>, reverse: bool) -> (Tensor<3>, Tensor<2>) {
         .collect::<Option<Vec<_>>>()
         .map(|b| Tensor::cat(b, 0).reshape([1, 4 * hidden]));
     let device = x.device();
-    if matches!(device.as_dispatch().clone().inner(), DispatchDevice::Flex(_)) && x.dtype() == DType::F32 {
+    if fused(&x) {
         let bias = bias.map_or_else(|| Tensor::zeros([4 * hidden], &device), |b| b.reshape([4 * hidden]));
         let seq = Tensor::from_dispatch(<Dispatch as LstmOps>::lstm_steps(
             x.into_dispatch(),
@@ -112,28 +112,6 @@ pub trait LstmOps: Backend {
         bias: FloatTensor<Self>,
         reverse: bool,
     ) -> FloatTensor<Self>;
-
-    /// The forward pass and what the backward pass reads: the hidden states, the gates
-    /// after their activations (`[T, B, 4H]`), and the cell states beside their tanh
-    /// (`[T, B, 2H]`).
-    fn lstm_steps_saved(
-        x: FloatTensor<Self>,
-        weights: FloatTensor<Self>,
-        bias: FloatTensor<Self>,
-        reverse: bool,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
-
-    /// The gradients of `x`, `weights` and `bias` from the hidden states' (`grad`).
-    #[allow(clippy::too_many_arguments)]
-    fn lstm_steps_backward(
-        x: FloatTensor<Self>,
-        weights: FloatTensor<Self>,
-        hidden: FloatTensor<Self>,
-        gates: FloatTensor<Self>,
-        cells: FloatTensor<Self>,
-        grad: FloatTensor<Self>,
-        reverse: bool,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
 /// Sizes of one LSTM sequence.
@@ -150,21 +128,6 @@ impl Sizes {
         let (xs, ws) = (x.layout().shape(), weights.layout().shape());
         Sizes { batch: xs[0], steps: xs[1], channels: xs[2], hidden: ws[1] / 4 }
     }
-
-    /// Steps in the order they are computed.
-    fn order(&self, reverse: bool) -> Vec<usize> {
-        if reverse { (0..self.steps).rev().collect() } else { (0..self.steps).collect() }
-    }
-}
-
-/// Samples per parallel task of one step: the batch split over the threads, but no task
-/// under about 2,048 gate values (a thread's wake-up costs more than that work).
-pub(super) fn samples_per_task(batch: usize, hidden: usize) -> usize {
-    batch.div_ceil(rayon::current_num_threads()).max(2048 / (4 * hidden).max(1)).max(1)
-}
-
-pub(super) fn matmul(a: FlexTensor, b: FlexTensor) -> FlexTensor {
-    Flex::float_matmul(a, b).to_contiguous()
 }
 
 fn rows(t: FlexTensor, from: usize, to: usize, columns: usize) -> FlexTensor {
@@ -174,150 +137,153 @@ fn rows(t: FlexTensor, from: usize, to: usize, columns: usize) -> FlexTensor {
 
 impl LstmOps for Flex {
     fn lstm_steps(x: FlexTensor, weights: FlexTensor, bias: FlexTensor, reverse: bool) -> FlexTensor {
-        Self::lstm_steps_saved(x, weights, bias, reverse).0
-    }
-
-    fn lstm_steps_saved(
-        x: FlexTensor,
-        weights: FlexTensor,
-        bias: FlexTensor,
-        reverse: bool,
-    ) -> (FlexTensor, FlexTensor, FlexTensor) {
-        let (x, weights, bias) = (x.to_contiguous(), weights.to_contiguous(), bias.to_contiguous());
-        let n = Sizes::of(&x, &weights);
-        let (b, t, c, h) = (n.batch, n.steps, n.channels, n.hidden);
-        // Every step's input transform in one matmul: [B·T, C] · [C, 4H].
-        let x_flat = Flex::float_reshape(x, TensorShape::from(vec![b * t, c]));
-        let projected = matmul(x_flat, rows(weights.clone(), 0, c, 4 * h));
-        let (projected, bias): (&[f32], &[f32]) = (projected.storage(), bias.storage());
-        let w_h = rows(weights, c, c + h, 4 * h);
-        let mut hidden = vec![0f32; b * t * h];
-        let mut gates = vec![0f32; t * b * 4 * h];
-        // Per step and sample: the cell state, then its tanh (the backward pass reads both).
-        let mut cells = vec![0f32; t * b * 2 * h];
-        let mut h_t = vec![0f32; b * h];
-        let mut previous: Option<usize> = None;
-        for step in n.order(reverse) {
-            let recurrent = previous.map(|_| matmul(f32_tensor(h_t.clone(), vec![b, h]), w_h.clone()));
-            let recurrent: Option<&[f32]> = recurrent.as_ref().map(|r| r.storage());
-            let span = b * 2 * h;
-            let (cells_t, cells_prev): (&mut [f32], Option<&[f32]>) = match previous {
-                None => (&mut cells[step * span..(step + 1) * span], None),
-                Some(p) if p < step => {
-                    let (done, rest) = cells.split_at_mut(step * span);
-                    (&mut rest[..span], Some(&done[p * span..(p + 1) * span]))
-                }
-                Some(p) => {
-                    let (rest, done) = cells.split_at_mut(p * span);
-                    (&mut rest[step * span..(step + 1) * span], Some(&done[..span]))
-                }
-            };
-            let gates_t = &mut gates[step * b * 4 * h..(step + 1) * b * 4 * h];
-            let tasks = gates_t.par_chunks_mut(4 * h).zip(cells_t.par_chunks_mut(2 * h)).zip(h_t.par_chunks_mut(h));
-            tasks.with_min_len(samples_per_task(b, h)).enumerate().for_each(|(s, ((z, cell), h_out))| {
-                let from_x = &projected[(s * t + step) * 4 * h..][..4 * h];
-                z.iter_mut().zip(from_x).zip(bias).for_each(|((z, x), b)| *z = x + b);
-                if let Some(r) = recurrent {
-                    z.iter_mut().zip(&r[s * 4 * h..(s + 1) * 4 * h]).for_each(|(z, r)| *z += r);
-                }
-                let (sig, g) = z.split_at_mut(3 * h);
-                sig.iter_mut().for_each(|v| *v = sigmoid_of(*v));
-                g.iter_mut().for_each(|v| *v = tanh_of(*v));
-                let (i, f, o, g) = (&z[..h], &z[h..2 * h], &z[2 * h..3 * h], &z[3 * h..]);
-                let (c_new, tanh_c) = cell.split_at_mut(h);
-                match cells_prev {
-                    Some(prev) => {
-                        let c_prev = &prev[s * 2 * h..s * 2 * h + h];
-                        c_new.iter_mut().zip(c_prev).zip(f).for_each(|((c, p), f)| *c = f * p);
-                    }
-                    None => c_new.fill(0.0),
-                }
-                c_new.iter_mut().zip(i).zip(g).for_each(|((c, i), g)| *c += i * g);
-                tanh_c.iter_mut().zip(c_new.iter()).for_each(|(tc, c)| *tc = tanh_of(*c));
-                h_out.iter_mut().zip(o).zip(tanh_c.iter()).for_each(|((h, o), tc)| *h = o * tc);
-            });
-            for (s, h_s) in h_t.chunks(h).enumerate() {
-                hidden[(s * t + step) * h..][..h].copy_from_slice(h_s);
-            }
-            previous = Some(step);
-        }
-        (f32_tensor(hidden, vec![b, t, h]), f32_tensor(gates, vec![t, b, 4 * h]), f32_tensor(cells, vec![t, b, 2 * h]))
-    }
-
-    fn lstm_steps_backward(
-        x: FlexTensor,
-        weights: FlexTensor,
-        hidden: FlexTensor,
-        gates: FlexTensor,
-        cells: FlexTensor,
-        grad: FlexTensor,
-        reverse: bool,
-    ) -> (FlexTensor, FlexTensor, FlexTensor) {
-        let (x, weights, grad) = (x.to_contiguous(), weights.to_contiguous(), grad.to_contiguous());
-        let n = Sizes::of(&x, &weights);
-        let (b, t, c, h) = (n.batch, n.steps, n.channels, n.hidden);
-        let (hidden_v, gates_v, cells_v, grad_v): (&[f32], &[f32], &[f32], &[f32]) =
-            (hidden.storage(), gates.storage(), cells.storage(), grad.storage());
-        let w_h_t = Flex::float_swap_dims(rows(weights.clone(), c, c + h, 4 * h), 0, 1);
-        let order = n.order(reverse);
-        // dZ of every step, rows as `x`'s (sample, step); and each step's previous hidden
-        // state in the same rows (zeros before the first step).
-        let mut dz = vec![0f32; b * t * 4 * h];
-        let mut h_prev = vec![0f32; b * t * h];
-        let (mut dh_next, mut dc_next) = (vec![0f32; b * h], vec![0f32; b * h]);
-        let mut dz_t = vec![0f32; b * 4 * h];
-        for (position, &step) in order.iter().enumerate().rev() {
-            let previous = position.checked_sub(1).map(|p| order[p]);
-            let gates_t = &gates_v[step * b * 4 * h..(step + 1) * b * 4 * h];
-            let cells_t = &cells_v[step * b * 2 * h..(step + 1) * b * 2 * h];
-            let dh_from_next = &dh_next;
-            let tasks = dz_t.par_chunks_mut(4 * h).zip(dc_next.par_chunks_mut(h));
-            tasks.with_min_len(samples_per_task(b, h)).enumerate().for_each(|(s, (d, dc_next))| {
-                let z = &gates_t[s * 4 * h..(s + 1) * 4 * h];
-                let (i, f, o, g) = (&z[..h], &z[h..2 * h], &z[2 * h..3 * h], &z[3 * h..]);
-                let tanh_c = &cells_t[s * 2 * h + h..(s + 1) * 2 * h];
-                let c_prev = previous.map(|p| &cells_v[(p * b + s) * 2 * h..][..h]);
-                let grad_s = &grad_v[(s * t + step) * h..][..h];
-                let dh_s = &dh_from_next[s * h..(s + 1) * h];
-                let (di, rest) = d.split_at_mut(h);
-                let (df, rest) = rest.split_at_mut(h);
-                let (d_o, dg) = rest.split_at_mut(h);
-                for k in 0..h {
-                    let dh = grad_s[k] + dh_s[k];
-                    let tc = tanh_c[k];
-                    let dc = dh * o[k] * (1.0 - tc * tc) + dc_next[k];
-                    dc_next[k] = dc * f[k];
-                    di[k] = dc * g[k] * i[k] * (1.0 - i[k]);
-                    df[k] = dc * c_prev.map_or(0.0, |p| p[k]) * f[k] * (1.0 - f[k]);
-                    d_o[k] = dh * tc * o[k] * (1.0 - o[k]);
-                    dg[k] = dc * i[k] * (1.0 - g[k] * g[k]);
-                }
-            });
-            for s in 0..b {
-                dz[(s * t + step) * 4 * h..][..4 * h].copy_from_slice(&dz_t[s * 4 * h..(s + 1) * 4 * h]);
-                if let Some(p) = previous {
-                    h_prev[(s * t + step) * h..][..h].copy_from_slice(&hidden_v[(s * t + p) * h..][..h]);
-                }
-            }
-            if previous.is_some() {
-                dh_next = matmul(f32_tensor(dz_t.clone(), vec![b, 4 * h]), w_h_t.clone()).storage::<f32>().to_vec();
-            }
-        }
-        let dz = f32_tensor(dz, vec![b * t, 4 * h]);
-        let x_flat = Flex::float_reshape(x, TensorShape::from(vec![b * t, c]));
-        let h_prev = f32_tensor(h_prev, vec![b * t, h]);
-        // dW = [x, h_prev]ᵀ · dZ over all steps at once; dx = dZ · W_xᵀ.
-        let dw_x = matmul(Flex::float_swap_dims(x_flat, 0, 1), dz.clone());
-        let dw_h = matmul(Flex::float_swap_dims(h_prev, 0, 1), dz.clone());
-        let dweights = Flex::float_cat(vec![dw_x, dw_h], 0);
-        let dbias = Flex::float_sum_dim(dz.clone(), 0);
-        let dbias = Flex::float_reshape(dbias, TensorShape::from(vec![4 * h]));
-        let dx = matmul(dz, Flex::float_swap_dims(rows(weights, 0, c, 4 * h), 0, 1));
-        (Flex::float_reshape(dx, TensorShape::from(vec![b, t, c])), dweights, dbias)
+        forward(x, weights, bias, reverse).0
     }
 }
 
-impl<B: Backend + LstmOps, C: CheckpointStrategy> LstmOps for Autodiff<B, C> {
+/// The forward pass and what the backward pass reads: the hidden states, the gates after
+/// their activations (`[T, B, 4H]`), and the cell states beside their tanh (`[T, B, 2H]`).
+fn forward(
+    x: FlexTensor,
+    weights: FlexTensor,
+    bias: FlexTensor,
+    reverse: bool,
+) -> (FlexTensor, FlexTensor, FlexTensor) {
+    let (x, weights, bias) = (x.to_contiguous(), weights.to_contiguous(), bias.to_contiguous());
+    let n = Sizes::of(&x, &weights);
+    let (b, t, c, h) = (n.batch, n.steps, n.channels, n.hidden);
+    // Every step's input transform in one matmul: [B·T, C] · [C, 4H].
+    let x_flat = Flex::float_reshape(x, TensorShape::from(vec![b * t, c]));
+    let projected = matmul(x_flat, rows(weights.clone(), 0, c, 4 * h));
+    let (projected, bias): (&[f32], &[f32]) = (projected.storage(), bias.storage());
+    let w_h = rows(weights, c, c + h, 4 * h);
+    let mut hidden = vec![0f32; b * t * h];
+    let mut gates = vec![0f32; t * b * 4 * h];
+    // Per step and sample: the cell state, then its tanh (the backward pass reads both).
+    let mut cells = vec![0f32; t * b * 2 * h];
+    let mut h_t = vec![0f32; b * h];
+    let mut previous: Option<usize> = None;
+    for step in step_order(t, reverse) {
+        let recurrent = previous.map(|_| matmul(f32_tensor(h_t.clone(), vec![b, h]), w_h.clone()));
+        let recurrent: Option<&[f32]> = recurrent.as_ref().map(|r| r.storage());
+        let span = b * 2 * h;
+        let (cells_t, cells_prev): (&mut [f32], Option<&[f32]>) = match previous {
+            None => (&mut cells[step * span..(step + 1) * span], None),
+            Some(p) if p < step => {
+                let (done, rest) = cells.split_at_mut(step * span);
+                (&mut rest[..span], Some(&done[p * span..(p + 1) * span]))
+            }
+            Some(p) => {
+                let (rest, done) = cells.split_at_mut(p * span);
+                (&mut rest[step * span..(step + 1) * span], Some(&done[..span]))
+            }
+        };
+        let gates_t = &mut gates[step * b * 4 * h..(step + 1) * b * 4 * h];
+        let tasks = gates_t.par_chunks_mut(4 * h).zip(cells_t.par_chunks_mut(2 * h)).zip(h_t.par_chunks_mut(h));
+        tasks.with_min_len(samples_per_task(b, h)).enumerate().for_each(|(s, ((z, cell), h_out))| {
+            let from_x = &projected[(s * t + step) * 4 * h..][..4 * h];
+            z.iter_mut().zip(from_x).zip(bias).for_each(|((z, x), b)| *z = x + b);
+            if let Some(r) = recurrent {
+                z.iter_mut().zip(&r[s * 4 * h..(s + 1) * 4 * h]).for_each(|(z, r)| *z += r);
+            }
+            let (sig, g) = z.split_at_mut(3 * h);
+            sig.iter_mut().for_each(|v| *v = sigmoid_of(*v));
+            g.iter_mut().for_each(|v| *v = tanh_of(*v));
+            let (i, f, o, g) = (&z[..h], &z[h..2 * h], &z[2 * h..3 * h], &z[3 * h..]);
+            let (c_new, tanh_c) = cell.split_at_mut(h);
+            match cells_prev {
+                Some(prev) => {
+                    let c_prev = &prev[s * 2 * h..s * 2 * h + h];
+                    c_new.iter_mut().zip(c_prev).zip(f).for_each(|((c, p), f)| *c = f * p);
+                }
+                None => c_new.fill(0.0),
+            }
+            c_new.iter_mut().zip(i).zip(g).for_each(|((c, i), g)| *c += i * g);
+            tanh_c.iter_mut().zip(c_new.iter()).for_each(|(tc, c)| *tc = tanh_of(*c));
+            h_out.iter_mut().zip(o).zip(tanh_c.iter()).for_each(|((h, o), tc)| *h = o * tc);
+        });
+        for (s, h_s) in h_t.chunks(h).enumerate() {
+            hidden[(s * t + step) * h..][..h].copy_from_slice(h_s);
+        }
+        previous = Some(step);
+    }
+    (f32_tensor(hidden, vec![b, t, h]), f32_tensor(gates, vec![t, b, 4 * h]), f32_tensor(cells, vec![t, b, 2 * h]))
+}
+
+/// The gradients of `x`, `weights` and `bias` from the hidden states' (`grad`).
+fn backward(
+    x: FlexTensor,
+    weights: FlexTensor,
+    hidden: FlexTensor,
+    gates: FlexTensor,
+    cells: FlexTensor,
+    grad: FlexTensor,
+    reverse: bool,
+) -> (FlexTensor, FlexTensor, FlexTensor) {
+    let (x, weights, grad) = (x.to_contiguous(), weights.to_contiguous(), grad.to_contiguous());
+    let n = Sizes::of(&x, &weights);
+    let (b, t, c, h) = (n.batch, n.steps, n.channels, n.hidden);
+    let (hidden_v, gates_v, cells_v, grad_v): (&[f32], &[f32], &[f32], &[f32]) =
+        (hidden.storage(), gates.storage(), cells.storage(), grad.storage());
+    let w_h_t = Flex::float_swap_dims(rows(weights.clone(), c, c + h, 4 * h), 0, 1);
+    let order = step_order(t, reverse);
+    // dZ of every step, rows as `x`'s (sample, step); and each step's previous hidden
+    // state in the same rows (zeros before the first step).
+    let mut dz = vec![0f32; b * t * 4 * h];
+    let mut h_prev = vec![0f32; b * t * h];
+    let (mut dh_next, mut dc_next) = (vec![0f32; b * h], vec![0f32; b * h]);
+    let mut dz_t = vec![0f32; b * 4 * h];
+    for (position, &step) in order.iter().enumerate().rev() {
+        let previous = position.checked_sub(1).map(|p| order[p]);
+        let gates_t = &gates_v[step * b * 4 * h..(step + 1) * b * 4 * h];
+        let cells_t = &cells_v[step * b * 2 * h..(step + 1) * b * 2 * h];
+        let dh_from_next = &dh_next;
+        let tasks = dz_t.par_chunks_mut(4 * h).zip(dc_next.par_chunks_mut(h));
+        tasks.with_min_len(samples_per_task(b, h)).enumerate().for_each(|(s, (d, dc_next))| {
+            let z = &gates_t[s * 4 * h..(s + 1) * 4 * h];
+            let (i, f, o, g) = (&z[..h], &z[h..2 * h], &z[2 * h..3 * h], &z[3 * h..]);
+            let tanh_c = &cells_t[s * 2 * h + h..(s + 1) * 2 * h];
+            let c_prev = previous.map(|p| &cells_v[(p * b + s) * 2 * h..][..h]);
+            let grad_s = &grad_v[(s * t + step) * h..][..h];
+            let dh_s = &dh_from_next[s * h..(s + 1) * h];
+            let (di, rest) = d.split_at_mut(h);
+            let (df, rest) = rest.split_at_mut(h);
+            let (d_o, dg) = rest.split_at_mut(h);
+            for k in 0..h {
+                let dh = grad_s[k] + dh_s[k];
+                let tc = tanh_c[k];
+                let dc = dh * o[k] * (1.0 - tc * tc) + dc_next[k];
+                dc_next[k] = dc * f[k];
+                di[k] = dc * g[k] * i[k] * (1.0 - i[k]);
+                df[k] = dc * c_prev.map_or(0.0, |p| p[k]) * f[k] * (1.0 - f[k]);
+                d_o[k] = dh * tc * o[k] * (1.0 - o[k]);
+                dg[k] = dc * i[k] * (1.0 - g[k] * g[k]);
+            }
+        });
+        for s in 0..b {
+            dz[(s * t + step) * 4 * h..][..4 * h].copy_from_slice(&dz_t[s * 4 * h..(s + 1) * 4 * h]);
+            if let Some(p) = previous {
+                h_prev[(s * t + step) * h..][..h].copy_from_slice(&hidden_v[(s * t + p) * h..][..h]);
+            }
+        }
+        if previous.is_some() {
+            dh_next = matmul(f32_tensor(dz_t.clone(), vec![b, 4 * h]), w_h_t.clone()).storage::<f32>().to_vec();
+        }
+    }
+    let dz = f32_tensor(dz, vec![b * t, 4 * h]);
+    let x_flat = Flex::float_reshape(x, TensorShape::from(vec![b * t, c]));
+    let h_prev = f32_tensor(h_prev, vec![b * t, h]);
+    // dW = [x, h_prev]ᵀ · dZ over all steps at once; dx = dZ · W_xᵀ.
+    let dw_x = matmul(Flex::float_swap_dims(x_flat, 0, 1), dz.clone());
+    let dw_h = matmul(Flex::float_swap_dims(h_prev, 0, 1), dz.clone());
+    let dweights = Flex::float_cat(vec![dw_x, dw_h], 0);
+    let dbias = Flex::float_sum_dim(dz.clone(), 0);
+    let dbias = Flex::float_reshape(dbias, TensorShape::from(vec![4 * h]));
+    let dx = matmul(dz, Flex::float_swap_dims(rows(weights, 0, c, 4 * h), 0, 1));
+    (Flex::float_reshape(dx, TensorShape::from(vec![b, t, c])), dweights, dbias)
+}
+
+impl<C: CheckpointStrategy> LstmOps for Autodiff<Flex, C> {
     fn lstm_steps(
         x: FloatTensor<Self>,
         weights: FloatTensor<Self>,
@@ -327,50 +293,24 @@ impl<B: Backend + LstmOps, C: CheckpointStrategy> LstmOps for Autodiff<B, C> {
         #[derive(Debug)]
         struct Steps;
 
-        impl<B: Backend + LstmOps> Backward<B, 3> for Steps {
+        impl Backward<Flex, 3> for Steps {
             /// The input, the weights, and what the forward pass saved.
-            type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, bool);
+            type State = (FlexTensor, FlexTensor, FlexTensor, FlexTensor, FlexTensor, bool);
 
             fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-                let (x, weights, hidden, gates, cells, reverse) = ops.state;
-                let grad = grads.consume::<B>(&ops.node);
-                let (dx, dweights, dbias) = B::lstm_steps_backward(x, weights, hidden, gates, cells, grad, reverse);
-                for (parent, gradient) in ops.parents.into_iter().zip([dx, dweights, dbias]) {
-                    if let Some(node) = parent {
-                        grads.register::<B>(node.id, gradient);
-                    }
-                }
+                backward_on_flex(ops, grads, |(x, weights, hidden, gates, cells, reverse), grad| {
+                    backward(x, weights, hidden, gates, cells, grad, reverse).into()
+                });
             }
         }
 
         let nodes = [x.node(), weights.node(), bias.node()];
         let (x, weights, bias) = (x.into_primitive(), weights.into_primitive(), bias.into_primitive());
-        let (hidden, gates, cells) = B::lstm_steps_saved(x.clone(), weights.clone(), bias, reverse);
+        let (hidden, gates, cells) = forward(x.clone(), weights.clone(), bias, reverse);
         match Steps.prepare::<C>(nodes).compute_bound().stateful() {
             OpsKind::Tracked(prep) => prep.finish((x, weights, hidden.clone(), gates, cells, reverse), hidden),
             OpsKind::UnTracked(prep) => prep.finish(hidden),
         }
-    }
-
-    fn lstm_steps_saved(
-        _x: FloatTensor<Self>,
-        _weights: FloatTensor<Self>,
-        _bias: FloatTensor<Self>,
-        _reverse: bool,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        unreachable!("the autodiff backend records `lstm_steps` itself")
-    }
-
-    fn lstm_steps_backward(
-        _x: FloatTensor<Self>,
-        _weights: FloatTensor<Self>,
-        _hidden: FloatTensor<Self>,
-        _gates: FloatTensor<Self>,
-        _cells: FloatTensor<Self>,
-        _grad: FloatTensor<Self>,
-        _reverse: bool,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        unreachable!("backward passes run on the inner backend")
     }
 }
 

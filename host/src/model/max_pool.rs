@@ -20,7 +20,7 @@ use burn_autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn_flex::{FlexTensor, Layout};
 use rayon::prelude::*;
 
-use super::conv::per_task;
+use super::flex::per_task;
 
 /// Max pooling of `[B, C, H, W]` over `size`x`size` windows every `stride`, no padding.
 pub fn max_pool2d(x: Tensor<4>, size: usize, stride: usize) -> Tensor<4> {

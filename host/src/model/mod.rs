@@ -6,6 +6,7 @@
 mod activation;
 mod batch_norm;
 mod conv;
+mod flex;
 mod gru;
 mod lstm;
 mod max_pool;

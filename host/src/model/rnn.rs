@@ -50,6 +50,11 @@ impl Rnn {
     }
 }
 
+/// The steps in the order a layer computes them: the last first when `reverse`.
+pub(super) fn step_order(steps: usize, reverse: bool) -> Vec<usize> {
+    if reverse { (0..steps).rev().collect() } else { (0..steps).collect() }
+}
+
 /// Runs a recurrence over steps `0..steps` (from the last when `reverse`): `step(t, state)`
 /// gives the next state and step `t`'s output. Returns the outputs stacked in input order
 /// (`[B, T, H]`) and the last one computed.
@@ -63,10 +68,9 @@ pub(super) fn scan<S>(
     mut state: S,
     mut step: impl FnMut(usize, S) -> (S, Tensor<2>),
 ) -> (Tensor<3>, Tensor<2>) {
-    let order: Box<dyn Iterator<Item = usize>> = if reverse { Box::new((0..steps).rev()) } else { Box::new(0..steps) };
     let mut outputs: Vec<Option<Tensor<2>>> = vec![None; steps];
     let mut last = None;
-    for t in order {
+    for t in step_order(steps, reverse) {
         let output;
         (state, output) = step(t, state);
         outputs[t] = Some(output.clone());

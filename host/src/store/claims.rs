@@ -226,11 +226,24 @@ impl Txn<'_> {
         Ok(trial)
     }
 
+    /// Whether `me` still holds trial `id` (it runs under `me`'s lease).
+    fn holds(&self, id: u64, me: &Owner) -> Result<bool, StoreError> {
+        let stored = self.trial(id)?;
+        Ok(stored.status == TrialStatus::Running && stored.owner.is_some_and(|o| o.same_process(me)))
+    }
+
+    /// Puts a trial that `me` was interrupted on back at the head of the queue; nothing
+    /// when its lease was lost (then it is queued or running elsewhere already).
+    pub fn give_back(&mut self, stage: &mut StageRecord, trial: TrialRecord, me: &Owner) -> Result<(), StoreError> {
+        if !self.holds(trial.id, me)? {
+            return Ok(());
+        }
+        self.requeue(stage, trial, "interrupted: back in the queue")
+    }
+
     /// Records `trial`'s result if `me` still holds it.
     pub fn finish(&mut self, stage: &mut StageRecord, trial: &TrialRecord, me: &Owner) -> Result<Finished, StoreError> {
-        let stored = self.trial(trial.id)?;
-        let ours = stored.status == TrialStatus::Running && stored.owner.is_some_and(|o| o.same_process(me));
-        if !ours {
+        if !self.holds(trial.id, me)? {
             let message = "result dropped: its lease expired and it was requeued before it finished";
             self.log(Some(&stage.name), Some(trial.id), message)?;
             return Ok(Finished::LeaseLost);

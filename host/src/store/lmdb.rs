@@ -69,7 +69,7 @@ struct Txn<'a, T: Transaction> {
 
 impl<T: Transaction> Txn<'_, T> {
     fn db(&self, table: Table) -> Database {
-        self.store.tables[Table::ALL.iter().position(|t| *t == table).expect("every table is opened")]
+        self.store.tables[table as usize]
     }
 
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {

@@ -73,6 +73,7 @@ pub(crate) enum Table {
 }
 
 impl Table {
+    /// In declaration order, so `table as usize` is a table's place here.
     pub const ALL: [Table; 6] =
         [Table::Meta, Table::Stages, Table::Trials, Table::Events, Table::Finished, Table::Rungs];
 
@@ -165,14 +166,18 @@ impl Store {
     /// Like `open`; with `url`, the run is kept in that PostgreSQL database (created
     /// there on first use). A run directory that keeps its trials in LMDB cannot move.
     pub fn open_at(run_dir: &Path, url: Option<&str>) -> Result<Self, StoreError> {
-        let from_env = std::env::var(STORE_ENV).ok().filter(|u| !u.is_empty());
         let file = StoreFile::read(run_dir)?;
-        let url = url.map(str::to_string).or(from_env.filter(|_| file.is_some() || url.is_some()));
-        let Some(url) = url.or_else(|| file.as_ref().map(|f| f.url.clone())) else {
-            return Ok(Self {
-                name: run_dir.join(STORE_DIR).display().to_string(),
-                backend: Backend::Lmdb(lmdb::Lmdb::open(run_dir)?),
-            });
+        // A run kept in PostgreSQL: the URL given, else `MSH_STORE`, else the one it was
+        // created with. `MSH_STORE` alone never moves a new run there (`msh run` passes it).
+        let url = match (url, &file) {
+            (Some(url), _) => url.to_string(),
+            (None, Some(file)) => {
+                std::env::var(STORE_ENV).ok().filter(|u| !u.is_empty()).unwrap_or_else(|| file.url.clone())
+            }
+            (None, None) => {
+                let backend = Backend::Lmdb(lmdb::Lmdb::open(run_dir)?);
+                return Ok(Self { name: run_dir.join(STORE_DIR).display().to_string(), backend });
+            }
         };
         if !is_postgres_url(&url) {
             return Err(StoreError::Open {
@@ -189,14 +194,11 @@ impl Store {
                 ),
             });
         }
-        let (file, new) = match file {
-            Some(file) => (file, false),
-            None => {
-                let name =
-                    run_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
-                (StoreFile { run: format!("{name}-{:016x}", random_u64()), url: redact_url(&url) }, true)
-            }
-        };
+        let new = file.is_none();
+        let file = file.unwrap_or_else(|| {
+            let name = run_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
+            StoreFile { run: format!("{name}-{:016x}", random_u64()), url: redact_url(&url) }
+        });
         let name = format!("{} run {}", redact_url(&url), file.run);
         let backend = Backend::Postgres(postgres::Postgres::open(&url, &file.run, &name)?);
         // Written once the database answered, so that a wrong URL leaves nothing behind.
@@ -285,7 +287,8 @@ impl Store {
     }
 }
 
-fn random_u64() -> u64 {
+/// A number that differs between calls and processes (run keys, owner sessions).
+pub(crate) fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));

@@ -316,149 +316,139 @@ pub fn train_until(
     on_event: &mut (dyn FnMut(TrainEvent<'_>) + Send),
     stop: &AtomicBool,
 ) -> Result<Trained, TrainError> {
-    let mut train = || train_here(spec, splits, config, device, guidance, on_event, stop);
+    let mut train = || -> Result<Trained, TrainError> {
+        config.check()?;
+        if spec.input_shape != splits.train.shape {
+            return Err(TrainError::Shape { expected: spec.input_shape.clone(), found: splits.train.shape.clone() });
+        }
+        let started = Instant::now();
+        let device = device.clone().autodiff();
+        device.seed(config.seed);
+        let outputs = spec.task.outputs();
+        if let Some(residual) = &guidance.residual
+            && (residual.train.len() != splits.train.len() * outputs
+                || residual.valid.len() != splits.valid.len() * outputs)
+        {
+            return Err(TrainError::Config("the residual base does not match the data set".into()));
+        }
+        if let Some(distill) = &guidance.distill
+            && distill.teacher.len() != splits.train.len() * outputs
+        {
+            return Err(TrainError::Config(format!(
+                "the teacher gave {} outputs for {} training samples of {outputs}",
+                distill.teacher.len(),
+                splits.train.len()
+            )));
+        }
+        let (mut model, inherited) = inherit(Model::seeded(spec, config.seed, &device)?, &guidance.donors)?;
+        let parameters = model.parameter_count();
+        let mut optimizer = config.optimizer();
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(config.seed ^ 0x9e37_79b9_7f4a_7c15);
+        let mut order: Vec<usize> = (0..splits.train.len()).collect();
+        let batches = order.len().div_ceil(config.batch_size);
+
+        let mut best: Option<(f64, usize, Model)> = None;
+        let mut epochs = Vec::with_capacity(config.epochs);
+        let mut outcome = Outcome::Completed;
+        let mut step = 0;
+        'epochs: for epoch in 1..=config.epochs {
+            let epoch_start = Instant::now();
+            order.shuffle(&mut rng);
+            let mut loss_sum = 0.0;
+            let (mut pending, mut pending_samples): (Option<Tensor<1>>, usize) = (None, 0);
+            for (b, chunk) in order.chunks(config.batch_size).enumerate() {
+                if stop.load(Ordering::Relaxed) {
+                    outcome = Outcome::Interrupted { epoch };
+                    break 'epochs;
+                }
+                let (x, y) = batch_tensors(&splits.train, chunk, spec.task, &device);
+                let mut output = model.forward(x);
+                if let Some(residual) = &guidance.residual {
+                    let rows: Vec<f32> = chunk
+                        .iter()
+                        .flat_map(|&i| residual.train[i * outputs..(i + 1) * outputs].iter().copied())
+                        .collect();
+                    output = output + Tensor::from_data(TensorData::new(rows, [chunk.len(), outputs]), &device);
+                }
+                let mut loss = task_loss(output.clone(), y, spec.task);
+                if let Some(distill) = &guidance.distill {
+                    let rows: Vec<f32> = chunk
+                        .iter()
+                        .flat_map(|&i| distill.teacher[i * outputs..(i + 1) * outputs].iter().copied())
+                        .collect();
+                    let teacher = Tensor::from_data(TensorData::new(rows, [chunk.len(), outputs]), &device);
+                    loss = loss + distill_loss(output, teacher, distill, spec.task).mul_scalar(distill.lambda);
+                }
+                // Reading the loss waits for the device: on a GPU that stalls the queue at
+                // every batch, so the sum stays on the device and is read every few batches.
+                let weighted = loss.clone().detach().mul_scalar(chunk.len() as f64);
+                pending = Some(match pending.take() {
+                    Some(sum) => sum + weighted,
+                    None => weighted,
+                });
+                pending_samples += chunk.len();
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                let lr = config.learning_rate_at(step);
+                model = optimizer.step(lr, model, grads);
+                step += 1;
+                if (b + 1) % LOSS_READ_INTERVAL == 0 || b + 1 == batches {
+                    let sum = pending.take().map_or(0.0, |t| t.into_scalar::<f32>() as f64);
+                    let mean = sum / pending_samples as f64;
+                    if !mean.is_finite() {
+                        outcome = Outcome::Diverged { epoch, step, loss: mean };
+                        break 'epochs;
+                    }
+                    loss_sum += sum;
+                    pending_samples = 0;
+                    on_event(TrainEvent::Batch { epoch, batch: b + 1, batches, loss: mean });
+                }
+            }
+            let snapshot = model.valid();
+            let valid_set = if splits.valid.is_empty() { &splits.train } else { &splits.valid };
+            let valid = match &guidance.residual {
+                Some(residual) => {
+                    let base = if splits.valid.is_empty() { &residual.train } else { &residual.valid };
+                    let own = predict(&snapshot, &valid_set.features, valid_set.sample_len());
+                    metrics_of(&add_outputs(own, base), valid_set, spec.task, &splits.normalization)
+                }
+                None => evaluate(&snapshot, valid_set, spec.task, &splits.normalization),
+            };
+            if !valid.loss.is_finite() {
+                outcome = Outcome::Diverged { epoch, step, loss: valid.loss };
+                break;
+            }
+            let report = EpochReport {
+                epoch,
+                train_loss: loss_sum / splits.train.len() as f64,
+                valid,
+                learning_rate: config.learning_rate_at(step),
+                seconds: epoch_start.elapsed().as_secs_f64(),
+            };
+            on_event(TrainEvent::Epoch(&report));
+            if best.as_ref().is_none_or(|(loss, _, _)| report.valid.loss < *loss) {
+                best = Some((report.valid.loss, epoch, snapshot));
+            }
+            epochs.push(report);
+            // Asked at the last epoch too, so that the rule sees every value; the run is
+            // complete then either way.
+            if let Some(rule) = guidance.early_stop
+                && !(rule.0)(&epochs)
+                && epoch < config.epochs
+            {
+                outcome = Outcome::Stopped { epoch };
+                break;
+            }
+        }
+        let (best_epoch, model) = match best {
+            Some((_, epoch, model)) => (epoch, model),
+            None => (0, model.valid()),
+        };
+        Ok(Trained { model, outcome, epochs, best_epoch, parameters, inherited, train_time: started.elapsed() })
+    };
     match rayon::current_thread_index() {
         Some(_) => train(),
         None => rayon::scope(|_| train()),
     }
-}
-
-fn train_here(
-    spec: &ModelSpec,
-    splits: &Splits,
-    config: &TrainConfig,
-    device: &Device,
-    guidance: &Guidance<'_>,
-    on_event: &mut (dyn FnMut(TrainEvent<'_>) + Send),
-    stop: &AtomicBool,
-) -> Result<Trained, TrainError> {
-    config.check()?;
-    if spec.input_shape != splits.train.shape {
-        return Err(TrainError::Shape { expected: spec.input_shape.clone(), found: splits.train.shape.clone() });
-    }
-    let started = Instant::now();
-    let device = device.clone().autodiff();
-    device.seed(config.seed);
-    let outputs = spec.task.outputs();
-    if let Some(residual) = &guidance.residual
-        && (residual.train.len() != splits.train.len() * outputs
-            || residual.valid.len() != splits.valid.len() * outputs)
-    {
-        return Err(TrainError::Config("the residual base does not match the data set".into()));
-    }
-    if let Some(distill) = &guidance.distill
-        && distill.teacher.len() != splits.train.len() * outputs
-    {
-        return Err(TrainError::Config(format!(
-            "the teacher gave {} outputs for {} training samples of {outputs}",
-            distill.teacher.len(),
-            splits.train.len()
-        )));
-    }
-    let (mut model, inherited) = inherit(Model::seeded(spec, config.seed, &device)?, &guidance.donors)?;
-    let parameters = model.parameter_count();
-    let mut optimizer = config.optimizer();
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(config.seed ^ 0x9e37_79b9_7f4a_7c15);
-    let mut order: Vec<usize> = (0..splits.train.len()).collect();
-    let batches = order.len().div_ceil(config.batch_size);
-
-    let mut best: Option<(f64, usize, Model)> = None;
-    let mut epochs = Vec::with_capacity(config.epochs);
-    let mut outcome = Outcome::Completed;
-    let mut step = 0;
-    'epochs: for epoch in 1..=config.epochs {
-        let epoch_start = Instant::now();
-        order.shuffle(&mut rng);
-        let mut loss_sum = 0.0;
-        let (mut pending, mut pending_samples): (Option<Tensor<1>>, usize) = (None, 0);
-        for (b, chunk) in order.chunks(config.batch_size).enumerate() {
-            if stop.load(Ordering::Relaxed) {
-                outcome = Outcome::Interrupted { epoch };
-                break 'epochs;
-            }
-            let (x, y) = batch_tensors(&splits.train, chunk, spec.task, &device);
-            let mut output = model.forward(x);
-            if let Some(residual) = &guidance.residual {
-                let rows: Vec<f32> = chunk
-                    .iter()
-                    .flat_map(|&i| residual.train[i * outputs..(i + 1) * outputs].iter().copied())
-                    .collect();
-                output = output + Tensor::from_data(TensorData::new(rows, [chunk.len(), outputs]), &device);
-            }
-            let mut loss = task_loss(output.clone(), y, spec.task);
-            if let Some(distill) = &guidance.distill {
-                let rows: Vec<f32> = chunk
-                    .iter()
-                    .flat_map(|&i| distill.teacher[i * outputs..(i + 1) * outputs].iter().copied())
-                    .collect();
-                let teacher = Tensor::from_data(TensorData::new(rows, [chunk.len(), outputs]), &device);
-                loss = loss + distill_loss(output, teacher, distill, spec.task).mul_scalar(distill.lambda);
-            }
-            // Reading the loss waits for the device: on a GPU that stalls the queue at
-            // every batch, so the sum stays on the device and is read every few batches.
-            let weighted = loss.clone().detach().mul_scalar(chunk.len() as f64);
-            pending = Some(match pending.take() {
-                Some(sum) => sum + weighted,
-                None => weighted,
-            });
-            pending_samples += chunk.len();
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            let lr = config.learning_rate_at(step);
-            model = optimizer.step(lr, model, grads);
-            step += 1;
-            if (b + 1) % LOSS_READ_INTERVAL == 0 || b + 1 == batches {
-                let sum = pending.take().map_or(0.0, |t| t.into_scalar::<f32>() as f64);
-                let mean = sum / pending_samples as f64;
-                if !mean.is_finite() {
-                    outcome = Outcome::Diverged { epoch, step, loss: mean };
-                    break 'epochs;
-                }
-                loss_sum += sum;
-                pending_samples = 0;
-                on_event(TrainEvent::Batch { epoch, batch: b + 1, batches, loss: mean });
-            }
-        }
-        let snapshot = model.valid();
-        let valid_set = if splits.valid.is_empty() { &splits.train } else { &splits.valid };
-        let valid = match &guidance.residual {
-            Some(residual) => {
-                let base = if splits.valid.is_empty() { &residual.train } else { &residual.valid };
-                let own = predict(&snapshot, &valid_set.features, valid_set.sample_len());
-                metrics_of(&add_outputs(own, base), valid_set, spec.task, &splits.normalization)
-            }
-            None => evaluate(&snapshot, valid_set, spec.task, &splits.normalization),
-        };
-        if !valid.loss.is_finite() {
-            outcome = Outcome::Diverged { epoch, step, loss: valid.loss };
-            break;
-        }
-        let report = EpochReport {
-            epoch,
-            train_loss: loss_sum / splits.train.len() as f64,
-            valid,
-            learning_rate: config.learning_rate_at(step),
-            seconds: epoch_start.elapsed().as_secs_f64(),
-        };
-        on_event(TrainEvent::Epoch(&report));
-        if best.as_ref().is_none_or(|(loss, _, _)| report.valid.loss < *loss) {
-            best = Some((report.valid.loss, epoch, snapshot));
-        }
-        epochs.push(report);
-        // Asked at the last epoch too, so that the rule sees every value; the run is
-        // complete then either way.
-        if let Some(rule) = guidance.early_stop
-            && !(rule.0)(&epochs)
-            && epoch < config.epochs
-        {
-            outcome = Outcome::Stopped { epoch };
-            break;
-        }
-    }
-    let (best_epoch, model) = match best {
-        Some((_, epoch, model)) => (epoch, model),
-        None => (0, model.valid()),
-    };
-    Ok(Trained { model, outcome, epochs, best_epoch, parameters, inherited, train_time: started.elapsed() })
 }
 
 /// Builds `[batch, features]` inputs and the matching targets for the samples at `indices`.
