@@ -1,6 +1,7 @@
 //! The GRU treated like the LSTM (`lstm.rs`): on Flex one op for the whole sequence
-//! (`GruOps`: the input transform of all steps in one matmul, per step one matmul of the
-//! hidden state and one pass over the gates, backpropagation through time written out);
+//! (`GruOps`: the input transform of all steps in one matmul, per step one pass in which
+//! each task multiplies its samples' states by W_h and computes their gates,
+//! backpropagation through time written out);
 //! elsewhere per step one matmul of the input and one of the hidden state for all three
 //! gates, the update and reset gates through one sigmoid, and autodiff.
 
@@ -21,7 +22,7 @@ use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
 use super::activation::{sigmoid, sigmoid_of, tanh, tanh_of};
-use super::flex::{backward_on_flex, f32_tensor, fused, matmul, samples_per_task};
+use super::flex::{Mat, backward_on_flex, f32_tensor, fused, gemm, matmul, samples_per_task};
 use super::rnn::{scan, step_order};
 
 /// A gate's weights and bias of one transform (input or hidden), stacked update, reset,
@@ -130,29 +131,39 @@ fn forward(
     let (xs, h) = (x.layout().shape().clone(), w_h.layout().shape()[0]);
     let (b, t, c) = (xs[0], xs[1], xs[2]);
     let projected = matmul(Flex::float_reshape(x, TensorShape::from(vec![b * t, c])), w_x);
-    let (projected, b_x, b_h): (&[f32], &[f32], &[f32]) = (projected.storage(), b_x.storage(), b_h.storage());
+    let (projected, b_x, b_h, w_h): (&[f32], &[f32], &[f32], &[f32]) =
+        (projected.storage(), b_x.storage(), b_h.storage(), w_h.storage());
+    let w_h = Mat::row_major(w_h, h, 3 * h);
+    let per_task = samples_per_task(b, h);
     let mut hidden = vec![0f32; b * t * h];
     let mut saved = vec![0f32; t * b * 4 * h];
     let mut h_t = vec![0f32; b * h];
     let mut first = true;
     for step in step_order(t, reverse) {
-        let recurrent = (!first).then(|| matmul(f32_tensor(h_t.clone(), vec![b, h]), w_h.clone()));
-        let recurrent: Option<&[f32]> = recurrent.as_ref().map(|r| r.storage());
+        // Each task takes a block of samples: the product of their states (read before they
+        // are overwritten) by W_h, then their gates and new states.
         let saved_t = &mut saved[step * b * 4 * h..(step + 1) * b * 4 * h];
-        let tasks = saved_t.par_chunks_mut(4 * h).zip(h_t.par_chunks_mut(h));
-        tasks.with_min_len(samples_per_task(b, h)).enumerate().for_each(|(s, (keep, state))| {
-            let fx = &projected[(s * t + step) * 3 * h..][..3 * h];
-            let fh = |k: usize| b_h[k] + recurrent.map_or(0.0, |r| r[s * 3 * h + k]);
-            let (gates, rest) = keep.split_at_mut(2 * h);
-            let (candidate, fh_n) = rest.split_at_mut(h);
-            for (k, g) in gates.iter_mut().enumerate() {
-                *g = sigmoid_of(fx[k] + b_x[k] + fh(k));
+        let tasks = saved_t.par_chunks_mut(per_task * 4 * h).zip(h_t.par_chunks_mut(per_task * h));
+        tasks.enumerate().for_each(|(task, (keep, states))| {
+            let mut recurrent = vec![0f32; states.len() * 3];
+            if !first {
+                gemm(&mut recurrent, Mat::row_major(states, states.len() / h, h), w_h, false);
             }
-            for k in 0..h {
-                fh_n[k] = fh(2 * h + k);
-                candidate[k] = tanh_of(fx[2 * h + k] + b_x[2 * h + k] + gates[h + k] * fh_n[k]);
-                // (1 - z) n + z h, as n + z (h - n).
-                state[k] = candidate[k] + gates[k] * (state[k] - candidate[k]);
+            let samples = keep.chunks_exact_mut(4 * h).zip(states.chunks_exact_mut(h)).zip(recurrent.chunks_exact(3 * h));
+            for (j, ((keep, state), recurrent)) in samples.enumerate() {
+                let fx = &projected[((task * per_task + j) * t + step) * 3 * h..][..3 * h];
+                let fh = |k: usize| b_h[k] + recurrent[k];
+                let (gates, rest) = keep.split_at_mut(2 * h);
+                let (candidate, fh_n) = rest.split_at_mut(h);
+                for (k, g) in gates.iter_mut().enumerate() {
+                    *g = sigmoid_of(fx[k] + b_x[k] + fh(k));
+                }
+                for k in 0..h {
+                    fh_n[k] = fh(2 * h + k);
+                    candidate[k] = tanh_of(fx[2 * h + k] + b_x[2 * h + k] + gates[h + k] * fh_n[k]);
+                    // (1 - z) n + z h, as n + z (h - n).
+                    state[k] = candidate[k] + gates[k] * (state[k] - candidate[k]);
+                }
             }
         });
         for (s, state) in h_t.chunks(h).enumerate() {
@@ -177,32 +188,42 @@ fn backward(
     let (xs, h) = (x.layout().shape().clone(), w_h.layout().shape()[0]);
     let (b, t, c) = (xs[0], xs[1], xs[2]);
     let (hidden_v, saved_v, grad_v): (&[f32], &[f32], &[f32]) = (hidden.storage(), saved.storage(), grad.storage());
-    let w_h_t = Flex::float_swap_dims(w_h, 0, 1);
+    let w_h_v: &[f32] = w_h.storage();
+    let w_h_t = Mat::row_major(w_h_v, h, 3 * h).t();
+    let per_task = samples_per_task(b, h);
     let order = step_order(t, reverse);
     // Per (sample, step) row: the pre-activation gradients of the input and hidden
     // transforms, and the state before the step (zeros before the first).
     let (mut dfx, mut dfh) = (vec![0f32; b * t * 3 * h], vec![0f32; b * t * 3 * h]);
     let mut h_prev = vec![0f32; b * t * h];
     let mut dh_next = vec![0f32; b * h];
-    let (mut dfx_t, mut dfh_t, mut direct) = (vec![0f32; b * 3 * h], vec![0f32; b * 3 * h], vec![0f32; b * h]);
+    let (mut dfx_t, mut dfh_t) = (vec![0f32; b * 3 * h], vec![0f32; b * 3 * h]);
     for (position, &step) in order.iter().enumerate().rev() {
         let previous = position.checked_sub(1).map(|p| order[p]);
         let saved_t = &saved_v[step * b * 4 * h..(step + 1) * b * 4 * h];
-        let dh_from_next = &dh_next;
-        let tasks = dfx_t.par_chunks_mut(3 * h).zip(dfh_t.par_chunks_mut(3 * h)).zip(direct.par_chunks_mut(h));
-        tasks.with_min_len(samples_per_task(b, h)).enumerate().for_each(|(s, ((dx, dhh), direct))| {
-            let keep = &saved_t[s * 4 * h..(s + 1) * 4 * h];
-            let (z, r, n, fh_n) = (&keep[..h], &keep[h..2 * h], &keep[2 * h..3 * h], &keep[3 * h..]);
-            let prev = previous.map(|p| &hidden_v[(s * t + p) * h..][..h]);
-            for k in 0..h {
-                let dh = grad_v[(s * t + step) * h + k] + dh_from_next[s * h + k];
-                let h_before = prev.map_or(0.0, |p| p[k]);
-                let dn = dh * (1.0 - z[k]) * (1.0 - n[k] * n[k]);
-                let dz = dh * (h_before - n[k]) * z[k] * (1.0 - z[k]);
-                let dr = dn * fh_n[k] * r[k] * (1.0 - r[k]);
-                (dx[k], dx[h + k], dx[2 * h + k]) = (dz, dr, dn);
-                (dhh[k], dhh[h + k], dhh[2 * h + k]) = (dz, dr, dn * r[k]);
-                direct[k] = dh * z[k];
+        // Each task takes a block of samples: their pre-activation gradients, then what their
+        // previous states get: dh·z directly (in place of dh, once read) plus dfh · W_hᵀ.
+        let tasks = dfx_t.par_chunks_mut(per_task * 3 * h).zip(dfh_t.par_chunks_mut(per_task * 3 * h));
+        tasks.zip(dh_next.par_chunks_mut(per_task * h)).enumerate().for_each(|(task, ((dx, dhh), dh_next))| {
+            let samples = dx.chunks_exact_mut(3 * h).zip(dhh.chunks_exact_mut(3 * h)).zip(dh_next.chunks_exact_mut(h));
+            for (j, ((dx, dhh), dh_next)) in samples.enumerate() {
+                let s = task * per_task + j;
+                let keep = &saved_t[s * 4 * h..(s + 1) * 4 * h];
+                let (z, r, n, fh_n) = (&keep[..h], &keep[h..2 * h], &keep[2 * h..3 * h], &keep[3 * h..]);
+                let prev = previous.map(|p| &hidden_v[(s * t + p) * h..][..h]);
+                for k in 0..h {
+                    let dh = grad_v[(s * t + step) * h + k] + dh_next[k];
+                    let h_before = prev.map_or(0.0, |p| p[k]);
+                    let dn = dh * (1.0 - z[k]) * (1.0 - n[k] * n[k]);
+                    let dz = dh * (h_before - n[k]) * z[k] * (1.0 - z[k]);
+                    let dr = dn * fh_n[k] * r[k] * (1.0 - r[k]);
+                    (dx[k], dx[h + k], dx[2 * h + k]) = (dz, dr, dn);
+                    (dhh[k], dhh[h + k], dhh[2 * h + k]) = (dz, dr, dn * r[k]);
+                    dh_next[k] = dh * z[k];
+                }
+            }
+            if previous.is_some() {
+                gemm(dh_next, Mat::row_major(dhh, dhh.len() / (3 * h), 3 * h), w_h_t, true);
             }
         });
         for s in 0..b {
@@ -212,11 +233,6 @@ fn backward(
             if let Some(p) = previous {
                 h_prev[row * h..][..h].copy_from_slice(&hidden_v[(s * t + p) * h..][..h]);
             }
-        }
-        if previous.is_some() {
-            let through = matmul(f32_tensor(dfh_t.clone(), vec![b, 3 * h]), w_h_t.clone());
-            let through: &[f32] = through.storage();
-            dh_next = direct.iter().zip(through).map(|(d, m)| d + m).collect();
         }
     }
     let (dfx, dfh) = (f32_tensor(dfx, vec![b * t, 3 * h]), f32_tensor(dfh, vec![b * t, 3 * h]));
@@ -275,8 +291,8 @@ mod tests {
     #[test]
     fn gru_matches_burn_in_both_directions_with_gradients() {
         let device = Device::flex().autodiff();
-        // The third size splits the samples of a step over several parallel tasks.
-        for (bias, batch, hidden) in [(true, 2, 5), (false, 2, 5), (true, 300, 64)] {
+        // The last size splits the samples of a step over parallel tasks, the last one short.
+        for (bias, batch, hidden) in [(true, 2, 5), (false, 2, 5), (true, 301, 64)] {
             // burn's bidirectional GRU runs its reverse module from the last step.
             let m = BiGruConfig::new(3, hidden, bias).init(&device);
             let x = input([batch, 4, 3], &device).require_grad();

@@ -3,15 +3,15 @@
 //! burn-nn's LSTM runs eight matmuls per time step (four gates, input and hidden apart)
 //! and writes each step's output into a copy of the whole sequence. Here the gates'
 //! weights are stacked once per forward. On Flex the whole sequence is a backend extension
-//! (`LstmOps`): the input transform of every step in one matmul, then per step one matmul
-//! of the hidden state and the gates in one pass; the backward pass is written out
-//! (backpropagation through time: one matmul per step, then the weights' gradients in two
-//! matmuls over all steps). Composed from tensor ops, a step was some fifteen autodiff
+//! (`LstmOps`): the input transform of every step in one matmul, then per step one pass in
+//! which each task multiplies its samples' hidden states by W_h and computes their gates;
+//! the backward pass is written out (backpropagation through time: per step one pass with
+//! one product per task, then the weights' gradients in two matmuls over all steps). Composed from tensor ops, a step was some fifteen autodiff
 //! nodes. On other backends each step is one matmul over the step's input beside the
 //! hidden state, and autodiff derives the gradients.
 
 use super::activation::{sigmoid, sigmoid_of, tanh, tanh_of};
-use super::flex::{backward_on_flex, f32_tensor, fused, matmul, samples_per_task};
+use super::flex::{Mat, backward_on_flex, f32_tensor, fused, gemm, matmul, samples_per_task};
 use super::rnn::{scan, step_order};
 use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
@@ -155,8 +155,9 @@ fn forward(
     // Every step's input transform in one matmul: [B·T, C] · [C, 4H].
     let x_flat = Flex::float_reshape(x, TensorShape::from(vec![b * t, c]));
     let projected = matmul(x_flat, rows(weights.clone(), 0, c, 4 * h));
-    let (projected, bias): (&[f32], &[f32]) = (projected.storage(), bias.storage());
-    let w_h = rows(weights, c, c + h, 4 * h);
+    let (projected, bias, weights): (&[f32], &[f32], &[f32]) = (projected.storage(), bias.storage(), weights.storage());
+    let w_h = Mat::row_major(&weights[c * 4 * h..], h, 4 * h);
+    let per_task = samples_per_task(b, h);
     let mut hidden = vec![0f32; b * t * h];
     let mut gates = vec![0f32; t * b * 4 * h];
     // Per step and sample: the cell state, then its tanh (the backward pass reads both).
@@ -164,8 +165,6 @@ fn forward(
     let mut h_t = vec![0f32; b * h];
     let mut previous: Option<usize> = None;
     for step in step_order(t, reverse) {
-        let recurrent = previous.map(|_| matmul(f32_tensor(h_t.clone(), vec![b, h]), w_h.clone()));
-        let recurrent: Option<&[f32]> = recurrent.as_ref().map(|r| r.storage());
         let span = b * 2 * h;
         let (cells_t, cells_prev): (&mut [f32], Option<&[f32]>) = match previous {
             None => (&mut cells[step * span..(step + 1) * span], None),
@@ -178,29 +177,24 @@ fn forward(
                 (&mut rest[step * span..(step + 1) * span], Some(&done[..span]))
             }
         };
+        // Each task takes a block of samples: their gates' inputs, the product of their
+        // hidden states (read before they are overwritten) by W_h, then the cell.
         let gates_t = &mut gates[step * b * 4 * h..(step + 1) * b * 4 * h];
-        let tasks = gates_t.par_chunks_mut(4 * h).zip(cells_t.par_chunks_mut(2 * h)).zip(h_t.par_chunks_mut(h));
-        tasks.with_min_len(samples_per_task(b, h)).enumerate().for_each(|(s, ((z, cell), h_out))| {
-            let from_x = &projected[(s * t + step) * 4 * h..][..4 * h];
-            z.iter_mut().zip(from_x).zip(bias).for_each(|((z, x), b)| *z = x + b);
-            if let Some(r) = recurrent {
-                z.iter_mut().zip(&r[s * 4 * h..(s + 1) * 4 * h]).for_each(|(z, r)| *z += r);
+        let tasks = gates_t.par_chunks_mut(per_task * 4 * h).zip(cells_t.par_chunks_mut(per_task * 2 * h));
+        tasks.zip(h_t.par_chunks_mut(per_task * h)).enumerate().for_each(|(task, ((z, cell), h_out))| {
+            let first = task * per_task;
+            for (j, z) in z.chunks_exact_mut(4 * h).enumerate() {
+                let from_x = &projected[((first + j) * t + step) * 4 * h..][..4 * h];
+                z.iter_mut().zip(from_x).zip(bias).for_each(|((z, x), b)| *z = x + b);
             }
-            let (sig, g) = z.split_at_mut(3 * h);
-            sig.iter_mut().for_each(|v| *v = sigmoid_of(*v));
-            g.iter_mut().for_each(|v| *v = tanh_of(*v));
-            let (i, f, o, g) = (&z[..h], &z[h..2 * h], &z[2 * h..3 * h], &z[3 * h..]);
-            let (c_new, tanh_c) = cell.split_at_mut(h);
-            match cells_prev {
-                Some(prev) => {
-                    let c_prev = &prev[s * 2 * h..s * 2 * h + h];
-                    c_new.iter_mut().zip(c_prev).zip(f).for_each(|((c, p), f)| *c = f * p);
-                }
-                None => c_new.fill(0.0),
+            if previous.is_some() {
+                gemm(z, Mat::row_major(h_out, h_out.len() / h, h), w_h, true);
             }
-            c_new.iter_mut().zip(i).zip(g).for_each(|((c, i), g)| *c += i * g);
-            tanh_c.iter_mut().zip(c_new.iter()).for_each(|(tc, c)| *tc = tanh_of(*c));
-            h_out.iter_mut().zip(o).zip(tanh_c.iter()).for_each(|((h, o), tc)| *h = o * tc);
+            let samples = z.chunks_exact_mut(4 * h).zip(cell.chunks_exact_mut(2 * h)).zip(h_out.chunks_exact_mut(h));
+            for (j, ((z, cell), h_out)) in samples.enumerate() {
+                let c_prev = cells_prev.map(|prev| &prev[(first + j) * 2 * h..][..h]);
+                cell_step(z, cell, h_out, c_prev);
+            }
         });
         for (s, h_s) in h_t.chunks(h).enumerate() {
             hidden[(s * t + step) * h..][..h].copy_from_slice(h_s);
@@ -208,6 +202,25 @@ fn forward(
         previous = Some(step);
     }
     (f32_tensor(hidden, vec![b, t, h]), f32_tensor(gates, vec![t, b, 4 * h]), f32_tensor(cells, vec![t, b, 2 * h]))
+}
+
+/// One sample's step from its gate inputs `z` (`[4H]`, replaced by the gates after their
+/// activations): the cell state and its tanh into `cell` (`[2H]`), the hidden state into
+/// `h_out`; `c_prev` is the previous cell state (none at the first step).
+fn cell_step(z: &mut [f32], cell: &mut [f32], h_out: &mut [f32], c_prev: Option<&[f32]>) {
+    let h = h_out.len();
+    let (sig, g) = z.split_at_mut(3 * h);
+    sig.iter_mut().for_each(|v| *v = sigmoid_of(*v));
+    g.iter_mut().for_each(|v| *v = tanh_of(*v));
+    let (i, f, o, g) = (&z[..h], &z[h..2 * h], &z[2 * h..3 * h], &z[3 * h..]);
+    let (c_new, tanh_c) = cell.split_at_mut(h);
+    match c_prev {
+        Some(prev) => c_new.iter_mut().zip(prev).zip(f).for_each(|((c, p), f)| *c = f * p),
+        None => c_new.fill(0.0),
+    }
+    c_new.iter_mut().zip(i).zip(g).for_each(|((c, i), g)| *c += i * g);
+    tanh_c.iter_mut().zip(c_new.iter()).for_each(|(tc, c)| *tc = tanh_of(*c));
+    h_out.iter_mut().zip(o).zip(tanh_c.iter()).for_each(|((h, o), tc)| *h = o * tc);
 }
 
 /// The gradients of `x`, `weights` and `bias` from the hidden states' (`grad`).
@@ -225,7 +238,9 @@ fn backward(
     let (b, t, c, h) = (n.batch, n.steps, n.channels, n.hidden);
     let (hidden_v, gates_v, cells_v, grad_v): (&[f32], &[f32], &[f32], &[f32]) =
         (hidden.storage(), gates.storage(), cells.storage(), grad.storage());
-    let w_h_t = Flex::float_swap_dims(rows(weights.clone(), c, c + h, 4 * h), 0, 1);
+    let weights_v: &[f32] = weights.storage();
+    let w_h_t = Mat::row_major(&weights_v[c * 4 * h..], h, 4 * h).t();
+    let per_task = samples_per_task(b, h);
     let order = step_order(t, reverse);
     // dZ of every step, rows as `x`'s (sample, step); and each step's previous hidden
     // state in the same rows (zeros before the first step).
@@ -237,27 +252,34 @@ fn backward(
         let previous = position.checked_sub(1).map(|p| order[p]);
         let gates_t = &gates_v[step * b * 4 * h..(step + 1) * b * 4 * h];
         let cells_t = &cells_v[step * b * 2 * h..(step + 1) * b * 2 * h];
-        let dh_from_next = &dh_next;
-        let tasks = dz_t.par_chunks_mut(4 * h).zip(dc_next.par_chunks_mut(h));
-        tasks.with_min_len(samples_per_task(b, h)).enumerate().for_each(|(s, (d, dc_next))| {
-            let z = &gates_t[s * 4 * h..(s + 1) * 4 * h];
-            let (i, f, o, g) = (&z[..h], &z[h..2 * h], &z[2 * h..3 * h], &z[3 * h..]);
-            let tanh_c = &cells_t[s * 2 * h + h..(s + 1) * 2 * h];
-            let c_prev = previous.map(|p| &cells_v[(p * b + s) * 2 * h..][..h]);
-            let grad_s = &grad_v[(s * t + step) * h..][..h];
-            let dh_s = &dh_from_next[s * h..(s + 1) * h];
-            let (di, rest) = d.split_at_mut(h);
-            let (df, rest) = rest.split_at_mut(h);
-            let (d_o, dg) = rest.split_at_mut(h);
-            for k in 0..h {
-                let dh = grad_s[k] + dh_s[k];
-                let tc = tanh_c[k];
-                let dc = dh * o[k] * (1.0 - tc * tc) + dc_next[k];
-                dc_next[k] = dc * f[k];
-                di[k] = dc * g[k] * i[k] * (1.0 - i[k]);
-                df[k] = dc * c_prev.map_or(0.0, |p| p[k]) * f[k] * (1.0 - f[k]);
-                d_o[k] = dh * tc * o[k] * (1.0 - o[k]);
-                dg[k] = dc * i[k] * (1.0 - g[k] * g[k]);
+        // Each task takes a block of samples: their gates' gradients, then (read before it
+        // is overwritten) the gradient their previous hidden states get, dZ · W_hᵀ.
+        let tasks = dz_t.par_chunks_mut(per_task * 4 * h).zip(dc_next.par_chunks_mut(per_task * h));
+        tasks.zip(dh_next.par_chunks_mut(per_task * h)).enumerate().for_each(|(task, ((d, dc_next), dh_next))| {
+            let samples = d.chunks_exact_mut(4 * h).zip(dc_next.chunks_exact_mut(h)).zip(dh_next.chunks(h));
+            for (j, ((d, dc_next), dh_s)) in samples.enumerate() {
+                let s = task * per_task + j;
+                let z = &gates_t[s * 4 * h..(s + 1) * 4 * h];
+                let (i, f, o, g) = (&z[..h], &z[h..2 * h], &z[2 * h..3 * h], &z[3 * h..]);
+                let tanh_c = &cells_t[s * 2 * h + h..(s + 1) * 2 * h];
+                let c_prev = previous.map(|p| &cells_v[(p * b + s) * 2 * h..][..h]);
+                let grad_s = &grad_v[(s * t + step) * h..][..h];
+                let (di, rest) = d.split_at_mut(h);
+                let (df, rest) = rest.split_at_mut(h);
+                let (d_o, dg) = rest.split_at_mut(h);
+                for k in 0..h {
+                    let dh = grad_s[k] + dh_s[k];
+                    let tc = tanh_c[k];
+                    let dc = dh * o[k] * (1.0 - tc * tc) + dc_next[k];
+                    dc_next[k] = dc * f[k];
+                    di[k] = dc * g[k] * i[k] * (1.0 - i[k]);
+                    df[k] = dc * c_prev.map_or(0.0, |p| p[k]) * f[k] * (1.0 - f[k]);
+                    d_o[k] = dh * tc * o[k] * (1.0 - o[k]);
+                    dg[k] = dc * i[k] * (1.0 - g[k] * g[k]);
+                }
+            }
+            if previous.is_some() {
+                gemm(dh_next, Mat::row_major(d, d.len() / (4 * h), 4 * h), w_h_t, false);
             }
         });
         for s in 0..b {
@@ -265,9 +287,6 @@ fn backward(
             if let Some(p) = previous {
                 h_prev[(s * t + step) * h..][..h].copy_from_slice(&hidden_v[(s * t + p) * h..][..h]);
             }
-        }
-        if previous.is_some() {
-            dh_next = matmul(f32_tensor(dz_t.clone(), vec![b, 4 * h]), w_h_t.clone()).storage::<f32>().to_vec();
         }
     }
     let dz = f32_tensor(dz, vec![b * t, 4 * h]);
@@ -325,8 +344,8 @@ mod tests {
     fn lstm_matches_burn_in_both_directions_with_gradients() {
         use burn::nn::lstm::LstmConfig;
         let device = Device::flex().autodiff();
-        // The second size splits the samples of a step over several parallel tasks.
-        for (bias, batch, hidden) in [(true, 2, 5), (false, 2, 5), (true, 300, 64)] {
+        // The last size splits the samples of a step over parallel tasks, the last one short.
+        for (bias, batch, hidden) in [(true, 2, 5), (false, 2, 5), (true, 301, 64)] {
             let m = LstmConfig::new(3, hidden, bias).init(&device);
             for reverse in [false, true] {
                 let x = input([batch, 4, 3], &device).require_grad();
