@@ -111,13 +111,13 @@ impl GruOps for Flex {
         b_h: FlexTensor,
         reverse: bool,
     ) -> FlexTensor {
-        forward(x, w_x, w_h, b_x, b_h, reverse).0
+        forward(x, w_x, w_h, b_x, b_h, reverse, false).0
     }
 }
 
 /// The forward pass and what the backward pass reads: the states, and per step and sample
 /// the update and reset gates, the candidate and the hidden transform's new-gate part
-/// (`[T, B, 4H]`).
+/// (`[T, B, 4H]`; without `keep`, the last step's only).
 fn forward(
     x: FlexTensor,
     w_x: FlexTensor,
@@ -125,6 +125,7 @@ fn forward(
     b_x: FlexTensor,
     b_h: FlexTensor,
     reverse: bool,
+    keep: bool,
 ) -> (FlexTensor, FlexTensor) {
     let (x, w_x, w_h) = (x.to_contiguous(), w_x.to_contiguous(), w_h.to_contiguous());
     let (b_x, b_h) = (b_x.to_contiguous(), b_h.to_contiguous());
@@ -136,13 +137,16 @@ fn forward(
     let w_h = Mat::row_major(w_h, h, 3 * h);
     let per_task = samples_per_task(b, h);
     let mut hidden = vec![0f32; b * t * h];
-    let mut saved = vec![0f32; t * b * 4 * h];
+    // Every step's gates for the backward pass (`keep`), else one step's at a time.
+    let slots = if keep { t } else { 1 };
+    let mut saved = vec![0f32; slots * b * 4 * h];
     let mut h_t = vec![0f32; b * h];
     let mut first = true;
     for step in step_order(t, reverse) {
         // Each task takes a block of samples: the product of their states (read before they
         // are overwritten) by W_h, then their gates and new states.
-        let saved_t = &mut saved[step * b * 4 * h..(step + 1) * b * 4 * h];
+        let slot = if keep { step } else { 0 };
+        let saved_t = &mut saved[slot * b * 4 * h..(slot + 1) * b * 4 * h];
         let tasks = saved_t.par_chunks_mut(per_task * 4 * h).zip(h_t.par_chunks_mut(per_task * h));
         tasks.enumerate().for_each(|(task, (keep, states))| {
             let mut recurrent = vec![0f32; states.len() * 3];
@@ -171,7 +175,7 @@ fn forward(
         }
         first = false;
     }
-    (f32_tensor(hidden, vec![b, t, h]), f32_tensor(saved, vec![t, b, 4 * h]))
+    (f32_tensor(hidden, vec![b, t, h]), f32_tensor(saved, vec![slots, b, 4 * h]))
 }
 
 /// The gradients of `x`, `w_x`, `w_h`, `b_x` and `b_h` from the states' (`grad`).
@@ -271,11 +275,13 @@ impl<C: CheckpointStrategy> GruOps for Autodiff<Flex, C> {
 
         let nodes = [x.node(), w_x.node(), w_h.node(), b_x.node(), b_h.node()];
         let (x, w_x, w_h) = (x.into_primitive(), w_x.into_primitive(), w_h.into_primitive());
-        let (hidden, saved) =
-            forward(x.clone(), w_x.clone(), w_h.clone(), b_x.into_primitive(), b_h.into_primitive(), reverse);
+        let (b_x, b_h) = (b_x.into_primitive(), b_h.into_primitive());
         match Steps.prepare::<C>(nodes).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish((x, w_x, w_h, hidden.clone(), saved, reverse), hidden),
-            OpsKind::UnTracked(prep) => prep.finish(hidden),
+            OpsKind::Tracked(prep) => {
+                let (hidden, saved) = forward(x.clone(), w_x.clone(), w_h.clone(), b_x, b_h, reverse, true);
+                prep.finish((x, w_x, w_h, hidden.clone(), saved, reverse), hidden)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(forward(x, w_x, w_h, b_x, b_h, reverse, false).0),
         }
     }
 }
@@ -287,6 +293,19 @@ mod tests {
 
     use super::*;
     use crate::model::testing::{assert_close, input, values};
+
+    #[test]
+    fn inference_matches_burn_in_both_directions() {
+        // Without autodiff the op keeps one step's gates, not the sequence's.
+        let device = Device::flex();
+        let m = BiGruConfig::new(3, 6, true).init(&device);
+        let x = input([5, 7, 3], &device);
+        let (seq, last) = gru(&m.forward, x.clone(), false);
+        let (seq_back, last_back) = gru(&m.reverse, x.clone(), true);
+        let (their_seq, their_states) = m.forward(x, None);
+        assert_close(values(Tensor::cat(vec![seq, seq_back], 2)), values(their_seq), "bigru inference");
+        assert_close(values(Tensor::stack::<3>(vec![last, last_back], 0)), values(their_states), "bigru states");
+    }
 
     #[test]
     fn gru_matches_burn_in_both_directions_with_gradients() {

@@ -137,17 +137,19 @@ fn rows(t: FlexTensor, from: usize, to: usize, columns: usize) -> FlexTensor {
 
 impl LstmOps for Flex {
     fn lstm_steps(x: FlexTensor, weights: FlexTensor, bias: FlexTensor, reverse: bool) -> FlexTensor {
-        forward(x, weights, bias, reverse).0
+        forward(x, weights, bias, reverse, false).0
     }
 }
 
 /// The forward pass and what the backward pass reads: the hidden states, the gates after
-/// their activations (`[T, B, 4H]`), and the cell states beside their tanh (`[T, B, 2H]`).
+/// their activations (`[T, B, 4H]`), and the cell states beside their tanh (`[T, B, 2H]`);
+/// without `keep`, gates and cells of the last steps only.
 fn forward(
     x: FlexTensor,
     weights: FlexTensor,
     bias: FlexTensor,
     reverse: bool,
+    keep: bool,
 ) -> (FlexTensor, FlexTensor, FlexTensor) {
     let (x, weights, bias) = (x.to_contiguous(), weights.to_contiguous(), bias.to_contiguous());
     let n = Sizes::of(&x, &weights);
@@ -159,27 +161,34 @@ fn forward(
     let w_h = Mat::row_major(&weights[c * 4 * h..], h, 4 * h);
     let per_task = samples_per_task(b, h);
     let mut hidden = vec![0f32; b * t * h];
-    let mut gates = vec![0f32; t * b * 4 * h];
+    // Each step's gates and cells in the slot of its step when the backward pass will read
+    // them (`keep`), else in the fewest slots the recurrence needs: one for the gates, two
+    // for the cells (this step's and the last one's). Inference over 512 samples of 40
+    // steps would otherwise hold a hundred megabytes for a 256-unit layer.
+    let (gate_slots, cell_slots) = if keep { (t, t) } else { (1, 2) };
+    let slot = |position: usize, step: usize, slots: usize| if keep { step } else { position % slots };
+    let mut gates = vec![0f32; gate_slots * b * 4 * h];
     // Per step and sample: the cell state, then its tanh (the backward pass reads both).
-    let mut cells = vec![0f32; t * b * 2 * h];
+    let mut cells = vec![0f32; cell_slots * b * 2 * h];
     let mut h_t = vec![0f32; b * h];
     let mut previous: Option<usize> = None;
-    for step in step_order(t, reverse) {
-        let span = b * 2 * h;
-        let (cells_t, cells_prev): (&mut [f32], Option<&[f32]>) = match previous {
-            None => (&mut cells[step * span..(step + 1) * span], None),
-            Some(p) if p < step => {
-                let (done, rest) = cells.split_at_mut(step * span);
+    for (position, step) in step_order(t, reverse).into_iter().enumerate() {
+        let (span, now) = (b * 2 * h, slot(position, step, cell_slots));
+        let (cells_t, cells_prev): (&mut [f32], Option<&[f32]>) = match previous.map(|p| slot(position - 1, p, cell_slots)) {
+            None => (&mut cells[now * span..(now + 1) * span], None),
+            Some(p) if p < now => {
+                let (done, rest) = cells.split_at_mut(now * span);
                 (&mut rest[..span], Some(&done[p * span..(p + 1) * span]))
             }
             Some(p) => {
                 let (rest, done) = cells.split_at_mut(p * span);
-                (&mut rest[step * span..(step + 1) * span], Some(&done[..span]))
+                (&mut rest[now * span..(now + 1) * span], Some(&done[..span]))
             }
         };
         // Each task takes a block of samples: their gates' inputs, the product of their
         // hidden states (read before they are overwritten) by W_h, then the cell.
-        let gates_t = &mut gates[step * b * 4 * h..(step + 1) * b * 4 * h];
+        let g = slot(position, step, gate_slots);
+        let gates_t = &mut gates[g * b * 4 * h..(g + 1) * b * 4 * h];
         let tasks = gates_t.par_chunks_mut(per_task * 4 * h).zip(cells_t.par_chunks_mut(per_task * 2 * h));
         tasks.zip(h_t.par_chunks_mut(per_task * h)).enumerate().for_each(|(task, ((z, cell), h_out))| {
             let first = task * per_task;
@@ -201,7 +210,8 @@ fn forward(
         }
         previous = Some(step);
     }
-    (f32_tensor(hidden, vec![b, t, h]), f32_tensor(gates, vec![t, b, 4 * h]), f32_tensor(cells, vec![t, b, 2 * h]))
+    let (gates, cells) = (f32_tensor(gates, vec![gate_slots, b, 4 * h]), f32_tensor(cells, vec![cell_slots, b, 2 * h]));
+    (f32_tensor(hidden, vec![b, t, h]), gates, cells)
 }
 
 /// One sample's step from its gate inputs `z` (`[4H]`, replaced by the gates after their
@@ -325,10 +335,12 @@ impl<C: CheckpointStrategy> LstmOps for Autodiff<Flex, C> {
 
         let nodes = [x.node(), weights.node(), bias.node()];
         let (x, weights, bias) = (x.into_primitive(), weights.into_primitive(), bias.into_primitive());
-        let (hidden, gates, cells) = forward(x.clone(), weights.clone(), bias, reverse);
         match Steps.prepare::<C>(nodes).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish((x, weights, hidden.clone(), gates, cells, reverse), hidden),
-            OpsKind::UnTracked(prep) => prep.finish(hidden),
+            OpsKind::Tracked(prep) => {
+                let (hidden, gates, cells) = forward(x.clone(), weights.clone(), bias, reverse, true);
+                prep.finish((x, weights, hidden.clone(), gates, cells, reverse), hidden)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(forward(x, weights, bias, reverse, false).0),
         }
     }
 }
@@ -339,6 +351,26 @@ mod tests {
 
     use super::*;
     use crate::model::testing::{assert_close, input, values};
+
+    #[test]
+    fn inference_matches_burn_in_both_directions() {
+        // Without autodiff the op keeps two steps' cells and one step's gates.
+        use burn::nn::lstm::LstmConfig;
+        let device = Device::flex();
+        let m = LstmConfig::new(3, 6, true).init(&device);
+        for reverse in [false, true] {
+            let x = input([5, 7, 3], &device);
+            let (seq, last) = lstm(&m, x.clone(), reverse);
+            let timesteps = x.clone().iter_dim(1).enumerate();
+            let (their_seq, state) = if reverse {
+                m.forward_iter(timesteps.rev(), None, 5, 7, &device)
+            } else {
+                m.forward_iter(timesteps, None, 5, 7, &device)
+            };
+            assert_close(values(seq), values(their_seq), &format!("lstm inference reverse {reverse}"));
+            assert_close(values(last), values(state.hidden), &format!("lstm inference reverse {reverse}: last"));
+        }
+    }
 
     #[test]
     fn lstm_matches_burn_in_both_directions_with_gradients() {
