@@ -309,7 +309,8 @@ impl ConvOps for Flex {
             false => Either::Right((0..d.batch).into_par_iter().map(|_| None)),
         };
         let samples = grad.par_chunks(d.filters * outputs).zip(input.par_chunks(d.plane())).zip(input_grads);
-        let scratch = || BackwardScratch { cols: Vec::new(), cols_grad: Vec::new(), weight_grad: vec![0.0; d.filters * rows] };
+        let scratch =
+            || BackwardScratch { cols: Vec::new(), cols_grad: Vec::new(), weight_grad: vec![0.0; d.filters * rows] };
         let weight_grad = samples
             .fold(scratch, |mut s, ((grad, x), x_grad)| {
                 let grad = Mat::row_major(grad, d.filters, outputs);
@@ -328,15 +329,13 @@ impl ConvOps for Flex {
                 s
             })
             .map(|s| s.weight_grad)
-            .reduce(Vec::new, |a, b| match (a.is_empty(), b.is_empty()) {
-                (true, _) => b,
-                (_, true) => a,
-                _ => a.into_iter().zip(b).map(|(a, b)| a + b).collect(),
-            });
-        let weight_grad = match weight_grad.is_empty() {
-            true => vec![0.0; d.filters * rows],
-            false => weight_grad,
-        };
+            .reduce(
+                || vec![0.0; d.filters * rows],
+                |mut sum, part| {
+                    sum.iter_mut().zip(part).for_each(|(a, b)| *a += b);
+                    sum
+                },
+            );
         (
             x_grad.then(|| f32_tensor(input_grad, vec![d.batch, d.channels, d.height, d.width])),
             f32_tensor(weight_grad, vec![d.filters, d.channels, d.kh, d.kw]),

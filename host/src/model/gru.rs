@@ -153,7 +153,8 @@ fn forward(
             if !first {
                 gemm(&mut recurrent, Mat::row_major(states, states.len() / h, h), w_h, false);
             }
-            let samples = keep.chunks_exact_mut(4 * h).zip(states.chunks_exact_mut(h)).zip(recurrent.chunks_exact(3 * h));
+            let samples =
+                keep.chunks_exact_mut(4 * h).zip(states.chunks_exact_mut(h)).zip(recurrent.chunks_exact(3 * h));
             for (j, ((keep, state), recurrent)) in samples.enumerate() {
                 let fx = &projected[((task * per_task + j) * t + step) * 3 * h..][..3 * h];
                 let fh = |k: usize| b_h[k] + recurrent[k];

@@ -174,17 +174,18 @@ fn forward(
     let mut previous: Option<usize> = None;
     for (position, step) in step_order(t, reverse).into_iter().enumerate() {
         let (span, now) = (b * 2 * h, slot(position, step, cell_slots));
-        let (cells_t, cells_prev): (&mut [f32], Option<&[f32]>) = match previous.map(|p| slot(position - 1, p, cell_slots)) {
-            None => (&mut cells[now * span..(now + 1) * span], None),
-            Some(p) if p < now => {
-                let (done, rest) = cells.split_at_mut(now * span);
-                (&mut rest[..span], Some(&done[p * span..(p + 1) * span]))
-            }
-            Some(p) => {
-                let (rest, done) = cells.split_at_mut(p * span);
-                (&mut rest[now * span..(now + 1) * span], Some(&done[..span]))
-            }
-        };
+        let (cells_t, cells_prev): (&mut [f32], Option<&[f32]>) =
+            match previous.map(|p| slot(position - 1, p, cell_slots)) {
+                None => (&mut cells[now * span..(now + 1) * span], None),
+                Some(p) if p < now => {
+                    let (done, rest) = cells.split_at_mut(now * span);
+                    (&mut rest[..span], Some(&done[p * span..(p + 1) * span]))
+                }
+                Some(p) => {
+                    let (rest, done) = cells.split_at_mut(p * span);
+                    (&mut rest[now * span..(now + 1) * span], Some(&done[..span]))
+                }
+            };
         // Each task takes a block of samples: their gates' inputs, the product of their
         // hidden states (read before they are overwritten) by W_h, then the cell.
         let g = slot(position, step, gate_slots);

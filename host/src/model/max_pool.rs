@@ -161,7 +161,13 @@ struct Planes {
 
 impl Planes {
     /// Every plane's maxima and where they are, over `KH`x`KW` windows (`size` when 0).
-    fn pool<const KH: usize, const KW: usize>(self, input: &[f32], output: &mut [f32], argmax: &mut [i64], size: [usize; 2]) {
+    fn pool<const KH: usize, const KW: usize>(
+        self,
+        input: &[f32],
+        output: &mut [f32],
+        argmax: &mut [i64],
+        size: [usize; 2],
+    ) {
         let [kh, kw] = [if KH == 0 { size[0] } else { KH }, if KW == 0 { size[1] } else { KW }];
         let Planes { height, width, out_h, out_w, stride } = self;
         let (plane_in, plane_out) = (height * width, out_h * out_w);
