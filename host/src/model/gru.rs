@@ -141,6 +141,8 @@ fn forward(
     let slots = if keep { t } else { 1 };
     let mut saved = vec![0f32; slots * b * 4 * h];
     let mut h_t = vec![0f32; b * h];
+    // Each step's states times W_h (zeros before the first step, which has no product).
+    let mut recurrent = vec![0f32; b * 3 * h];
     let mut first = true;
     for step in step_order(t, reverse) {
         // Each task takes a block of samples: the product of their states (read before they
@@ -148,29 +150,30 @@ fn forward(
         let slot = if keep { step } else { 0 };
         let saved_t = &mut saved[slot * b * 4 * h..(slot + 1) * b * 4 * h];
         let tasks = saved_t.par_chunks_mut(per_task * 4 * h).zip(h_t.par_chunks_mut(per_task * h));
-        tasks.enumerate().for_each(|(task, (keep, states))| {
-            let mut recurrent = vec![0f32; states.len() * 3];
-            if !first {
-                gemm(&mut recurrent, Mat::row_major(states, states.len() / h, h), w_h, false);
-            }
-            let samples =
-                keep.chunks_exact_mut(4 * h).zip(states.chunks_exact_mut(h)).zip(recurrent.chunks_exact(3 * h));
-            for (j, ((keep, state), recurrent)) in samples.enumerate() {
-                let fx = &projected[((task * per_task + j) * t + step) * 3 * h..][..3 * h];
-                let fh = |k: usize| b_h[k] + recurrent[k];
-                let (gates, rest) = keep.split_at_mut(2 * h);
-                let (candidate, fh_n) = rest.split_at_mut(h);
-                for (k, g) in gates.iter_mut().enumerate() {
-                    *g = sigmoid_of(fx[k] + b_x[k] + fh(k));
+        tasks.zip(recurrent.par_chunks_mut(per_task * 3 * h)).enumerate().for_each(
+            |(task, ((keep, states), recurrent))| {
+                if !first {
+                    gemm(recurrent, Mat::row_major(states, states.len() / h, h), w_h, false);
                 }
-                for k in 0..h {
-                    fh_n[k] = fh(2 * h + k);
-                    candidate[k] = tanh_of(fx[2 * h + k] + b_x[2 * h + k] + gates[h + k] * fh_n[k]);
-                    // (1 - z) n + z h, as n + z (h - n).
-                    state[k] = candidate[k] + gates[k] * (state[k] - candidate[k]);
+                let samples =
+                    keep.chunks_exact_mut(4 * h).zip(states.chunks_exact_mut(h)).zip(recurrent.chunks_exact(3 * h));
+                for (j, ((keep, state), recurrent)) in samples.enumerate() {
+                    let fx = &projected[((task * per_task + j) * t + step) * 3 * h..][..3 * h];
+                    let fh = |k: usize| b_h[k] + recurrent[k];
+                    let (gates, rest) = keep.split_at_mut(2 * h);
+                    let (candidate, fh_n) = rest.split_at_mut(h);
+                    for (k, g) in gates.iter_mut().enumerate() {
+                        *g = sigmoid_of(fx[k] + b_x[k] + fh(k));
+                    }
+                    for k in 0..h {
+                        fh_n[k] = fh(2 * h + k);
+                        candidate[k] = tanh_of(fx[2 * h + k] + b_x[2 * h + k] + gates[h + k] * fh_n[k]);
+                        // (1 - z) n + z h, as n + z (h - n).
+                        state[k] = candidate[k] + gates[k] * (state[k] - candidate[k]);
+                    }
                 }
-            }
-        });
+            },
+        );
         for (s, state) in h_t.chunks(h).enumerate() {
             hidden[(s * t + step) * h..][..h].copy_from_slice(state);
         }

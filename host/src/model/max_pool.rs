@@ -171,12 +171,14 @@ impl Planes {
         let [kh, kw] = [if KH == 0 { size[0] } else { KH }, if KW == 0 { size[1] } else { KW }];
         let Planes { height, width, out_h, out_w, stride } = self;
         let (plane_in, plane_out) = (height * width, out_h * out_w);
+        // Windows that tile the input (stride = size) have a faster scan.
+        let tiled = KH > 0 && KW > 0 && stride == [KH, KW];
         let tasks = output.par_chunks_mut(plane_out).zip(argmax.par_chunks_mut(plane_out));
         tasks.with_min_len(per_task(plane_in)).enumerate().for_each(|(plane, (out, arg))| {
             let src = &input[plane * plane_in..(plane + 1) * plane_in];
             for (oh, (out, arg)) in out.chunks_exact_mut(out_w).zip(arg.chunks_exact_mut(out_w)).enumerate() {
                 let top = oh * stride[0] * width;
-                if KH > 0 && KW > 0 && stride == [KH, KW] && tiled_row::<KH, KW>(src, top, width, out, arg) {
+                if tiled && tiled_row::<KH, KW>(src, top, width, out, arg) {
                     continue;
                 }
                 for (ow, (out, arg)) in out.iter_mut().zip(arg).enumerate() {
