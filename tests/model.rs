@@ -45,54 +45,8 @@ fn train_briefly(yaml: &str, splits: &Splits) -> train::Trained {
 /// One model using every primitive op (but embedding) trains without error.
 #[test]
 fn every_op_builds_and_trains() {
-    let yaml = r#"
-blocks:
-  - name: seq
-    nodes:
-      - {op: conv1d, filters: 8, kernel: 3, dilation: 2}              # 1  [8, 12]
-      - {op: separable_conv, filters: 8, kernel: 3}                   # 2
-      - {op: batch_norm}                                              # 3
-      - {op: layer_norm}                                              # 4
-      - {op: swish}                                                   # 5
-      - {op: positional_encoding, max_len: 64}                        # 6
-      - {op: self_attention, heads: 2, dropout: 0.1}                  # 7
-      - {op: add, inputs: [6, 7]}                                     # 8
-      - {op: multiply, inputs: [8, 5]}                                # 9
-      - {op: lstm, hidden: 4, bidirectional: true, return_sequences: true}  # 10 [8, 12]
-      - {op: gru, hidden: 4, return_sequences: true, inputs: [9]}     # 11 [4, 12]
-      - {op: concat, inputs: [10, 11]}                                # 12 [12, 12]
-      - {op: avg_pool, size: 2}                                       # 13 [12, 6]
-      - {op: max_pool, size: 2, stride: 1}                            # 14 [12, 5]
-      - {op: gelu}                                                    # 15
-      - {op: reshape, shape: [4, 3, 5]}                               # 16
-      - {op: conv2d, filters: 4, kernel: [3, 1], padding: valid}      # 17 [4, 1, 5]
-      - {op: conv2d, filters: 4, kernel: [1, 3]}                      # 18 [4, 1, 5]
-      - {op: tanh}                                                    # 19
-      - {op: separable_conv, filters: 2, kernel: 1}                   # 20 [2, 1, 5]
-      - {op: max_pool, size: 1}                                       # 21
-      - {op: avg_pool, size: 1}                                       # 22
-      - {op: layer_norm}                                              # 23
-      - {op: global_max_pool}                                         # 24 [2]
-  - name: rest
-    nodes:
-      - {op: identity}
-      - {op: dropout, rate: 0.2}
-      - {op: dense, units: 6, bias: false}
-      - {op: batch_norm}
-      - {op: sigmoid}
-      - {op: reshape, shape: [2, 3]}
-      - {op: gru, hidden: 3, bidirectional: true}                     # [6]
-      - {op: reshape, shape: [3, 2]}
-      - {op: lstm, hidden: 3}                                         # [3]
-      - {op: relu}
-      - {op: leaky_relu, slope: 0.1}
-      - {op: match_features, units: 5}                                # [5]: two zeros
-      - {op: reshape, shape: [1, 5]}
-      - {op: conv1d, filters: 2, kernel: 3, padding: causal}          # [2, 5]
-      - {op: rnn, hidden: 3, bidirectional: true, return_sequences: true}  # [6, 5]
-      - {op: rnn, hidden: 2}                                          # [2]
-      - {op: match_features, units: 1}                                # [1]
-"#;
+    let yaml = std::fs::read_to_string(common::root().join("tests/fixtures/every_op.yaml")).unwrap();
+    let yaml = yaml.as_str();
     let trained = train_briefly(yaml, &common::synthetic(&[4, 12], 32, 3, false));
     // The count from shapes alone (what budgets and bounds use) is what the model holds.
     assert_eq!(msh::graph::parameter_count(&arch(yaml), &[4, 12], 3).unwrap(), trained.parameters as u64);

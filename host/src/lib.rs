@@ -9,6 +9,7 @@ pub mod engine;
 pub mod fuzz;
 pub mod graph;
 pub mod model;
+pub mod onnx;
 pub mod plugin;
 pub mod report;
 pub mod store;

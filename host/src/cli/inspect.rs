@@ -11,6 +11,7 @@ use msh::model::Task;
 use msh::store::{StageRecord, StageState, Store, TrialRecord, TrialStatus};
 use msh::store::{best_trial, pareto_front};
 use msh::train::{self, Backend, Predictor};
+use msh::workflow::ExportFormat;
 use serde_json::json;
 
 pub(super) fn open(run: &Path) -> anyhow::Result<Store> {
@@ -22,6 +23,11 @@ pub(super) fn open(run: &Path) -> anyhow::Result<Store> {
         );
     }
     Ok(Store::open(run)?)
+}
+
+/// The name of the workflow a run runs (what exports record as their run).
+pub(super) fn run_name(store: &Store) -> anyhow::Result<String> {
+    Ok(store.run_meta()?.map_or_else(|| store.name().to_string(), |m| m.workflow_name))
 }
 
 #[derive(Debug, Args)]
@@ -222,9 +228,13 @@ pub struct BestArgs {
     /// List the Pareto front of validation loss, parameters and latency instead.
     #[arg(long, conflicts_with_all = ["stage", "export"])]
     pareto: bool,
-    /// Write the model (model.json, weights.bpk, architecture.yaml, trial.json) here.
+    /// Write the model here: model.json, weights.bpk, architecture.yaml (msh's format),
+    /// model.onnx (ONNX) and trial.json.
     #[arg(long)]
     export: Option<PathBuf>,
+    /// Which files `--export` writes.
+    #[arg(long, value_enum, default_value_t = ExportFormat::All, requires = "export")]
+    format: ExportFormat,
     #[arg(long)]
     json: bool,
 }
@@ -250,7 +260,7 @@ pub fn best(args: BestArgs) -> anyhow::Result<ExitCode> {
         }
     };
     if let Some(dest) = &args.export {
-        export_trial(&args.run, &best, dest)?;
+        export_trial(&args.run, &run_name(&store)?, &best, dest, args.format)?;
         eprintln!("exported trial {} to {}", best.id, dest.display());
     }
     if args.json {
@@ -279,6 +289,9 @@ pub struct PredictArgs {
     /// Write one prediction per sample (CSV) here.
     #[arg(long)]
     output: Option<PathBuf>,
+    /// With `--output`, also write each class's probability (columns `p_<class>`).
+    #[arg(long, requires = "output")]
+    probabilities: bool,
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
     backend: Backend,
     #[arg(long)]
@@ -326,9 +339,24 @@ pub fn predict(args: PredictArgs) -> anyhow::Result<ExitCode> {
         Task::Regression => outputs.iter().map(|&v| meta.normalization.unscale_target(v).to_string()).collect(),
     };
     if let Some(path) = &args.output {
-        let mut text = String::from("prediction\n");
-        for p in &predictions {
+        let mut text = String::from("prediction");
+        let probabilities = match task {
+            Task::Classification { classes } if args.probabilities => {
+                for class in 0..classes {
+                    let label = meta.class_names.get(class).cloned().unwrap_or_else(|| class.to_string());
+                    text.push_str(&format!(",p_{label}"));
+                }
+                train::to_probabilities(&outputs, task)
+            }
+            _ => Vec::new(),
+        };
+        text.push('\n');
+        let width = task.outputs();
+        for (i, p) in predictions.iter().enumerate() {
             text.push_str(p);
+            for value in probabilities.iter().skip(i * width).take(width) {
+                text.push_str(&format!(",{value}"));
+            }
             text.push('\n');
         }
         msh::atomic_file::write_atomic(path, text.as_bytes())

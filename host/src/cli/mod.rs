@@ -6,6 +6,7 @@ mod bench_searchers;
 mod bench_store;
 mod blocks;
 mod data;
+mod export;
 mod fuzz;
 mod inspect;
 mod pack;
@@ -39,6 +40,8 @@ enum Command {
     Trials(inspect::TrialsArgs),
     /// A run's best trial; `--export DIR` writes it out.
     Best(inspect::BestArgs),
+    /// Write any trial's model (or a saved model or ensemble) as one ONNX file.
+    Export(export::ExportArgs),
     /// Predict with a run's best model or a saved model directory.
     Predict(inspect::PredictArgs),
     /// Write a run as one self-contained HTML page of plots (RUN/report.html by default).
@@ -75,6 +78,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(args) => inspect::status(args),
         Command::Trials(args) => inspect::trials(args),
         Command::Best(args) => inspect::best(args),
+        Command::Export(args) => export::export(args),
         Command::Predict(args) => inspect::predict(args),
         Command::Report(args) => ui::write_report(args),
         Command::Ui(args) => ui::serve(args),

@@ -32,9 +32,29 @@ pub struct RunArgs {
     /// from the one the run started with; the change is logged.
     #[arg(long)]
     allow_changed_plugins: bool,
+    /// Also write the engine's events to stdout, one JSON object per line
+    /// (`{"TrialFinished": {...}}`), for programs that follow the run; the progress for
+    /// people stays on stderr.
+    #[arg(long, value_enum)]
+    events: Option<EventFormat>,
     /// Internal: be one trainer of a search stage for a parent `msh run`.
     #[arg(long, hide = true)]
     worker_of: Option<String>,
+}
+
+/// How `--events` writes events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum EventFormat {
+    Json,
+}
+
+/// Writes an event to stdout as one JSON line (trainer processes to their parent, and
+/// `msh run --events json`).
+fn print_json_event(event: &EngineEvent) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{}", serde_json::to_string(event).expect("events serialise"));
+    let _ = out.flush();
 }
 
 #[derive(Debug, Args)]
@@ -196,19 +216,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     if trainer_of.is_some() {
         // Events go to the parent as JSON lines.
-        let reporter = Arc::new(|event: EngineEvent| {
-            use std::io::Write;
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{}", serde_json::to_string(&event).expect("events serialise"));
-            let _ = out.flush();
-        });
+        let reporter = Arc::new(|event: EngineEvent| print_json_event(&event));
         return Ok(match engine::run_workflow(&args.workflow, &options, reporter)? {
             RunEnd::Interrupted => ExitCode::from(130),
             _ => ExitCode::SUCCESS,
         });
     }
     eprintln!("msh: running {} in {}", args.workflow.display(), run_dir.display());
-    let end = run_with_display(&args.workflow, &options)?;
+    let end = run_with_display(&args.workflow, &options, args.events == Some(EventFormat::Json))?;
     let shown = run_dir.display();
     Ok(match end {
         RunEnd::Done => {
@@ -253,7 +268,7 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         allow_changed_plugins: false,
     };
     eprintln!("msh: worker {} pid {} joins {}", msh::store::host_name(), std::process::id(), args.run_dir.display());
-    Ok(match run_with_display(&workflow, &options)? {
+    Ok(match run_with_display(&workflow, &options, false)? {
         RunEnd::Done => {
             eprintln!("msh: every search stage of {} has ended", args.run_dir.display());
             ExitCode::SUCCESS
@@ -266,12 +281,18 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Runs with progress bars (or lines) on stderr.
-fn run_with_display(workflow: &Path, options: &RunOptions) -> anyhow::Result<RunEnd> {
+/// Runs with progress bars (or lines) on stderr, and each event as JSON on stdout when
+/// `json_events`.
+fn run_with_display(workflow: &Path, options: &RunOptions, json_events: bool) -> anyhow::Result<RunEnd> {
     let display = Arc::new(Mutex::new(Display::new()));
     let reporter = {
         let display = display.clone();
-        Arc::new(move |event: EngineEvent| display.lock().expect("no panics while drawing").on_event(event))
+        Arc::new(move |event: EngineEvent| {
+            if json_events {
+                print_json_event(&event);
+            }
+            display.lock().expect("no panics while drawing").on_event(event)
+        })
     };
     let end = engine::run_workflow(workflow, options, reporter)?;
     display.lock().expect("no panics while drawing").finish();

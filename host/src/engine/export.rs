@@ -1,12 +1,13 @@
 //! The export stage, and `export_trial`, which `msh best --export` shares: a trial's
-//! checkpoint (or an ensemble and its members) copied out to stand alone.
+//! checkpoint (or an ensemble and its members) copied out to stand alone, and as ONNX.
 
 use std::path::{Path, PathBuf};
 
 use super::{EngineError, Run};
+use crate::onnx::{self, ONNX_FILE, OnnxError, Provenance};
 use crate::store::{StoreError, TrialRecord, pareto_front};
 use crate::train::{self, Checkpoint};
-use crate::workflow::{StageKind, upstream_search};
+use crate::workflow::{ExportFormat, Stage, StageKind, upstream_search};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -14,19 +15,49 @@ pub enum ExportError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Checkpoint(#[from] train::CheckpointError),
+    #[error(transparent)]
+    Onnx(#[from] OnnxError),
     #[error("cannot write {}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("trial {0} has no model to export to ONNX (it was looked up in a metrics table)")]
+    NoModel(u64),
 }
 
-/// Writes a trial to `dest`: its checkpoint (model.json, weights.bpk) and its architecture
-/// as a file `msh train --arch` reads, or for an ensemble `ensemble.json` and its members
-/// under `members/`; and `trial.json` with the record and metrics.
-pub fn export_trial(run_dir: &Path, trial: &TrialRecord, dest: &Path) -> Result<(), ExportError> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| ExportError::Io { path, source }
-    };
+/// Writes a trial of the run `run` to `dest`: in msh's format its checkpoint (model.json,
+/// weights.bpk) and its architecture as a file `msh train --arch` reads, or for an ensemble
+/// `ensemble.json` and its members under `members/`; in ONNX `model.onnx`; and always
+/// `trial.json` with the record and metrics.
+pub fn export_trial(
+    run_dir: &Path,
+    run: &str,
+    trial: &TrialRecord,
+    dest: &Path,
+    format: ExportFormat,
+) -> Result<(), ExportError> {
     std::fs::create_dir_all(dest).map_err(io(dest))?;
+    match &trial.checkpoint {
+        Some(relative) if format.onnx() => {
+            let provenance = Provenance { run: Some(run.to_string()), trial: Some(trial.id) };
+            onnx::write(&run_dir.join(relative), &dest.join(ONNX_FILE), &provenance)?;
+        }
+        None if format == ExportFormat::Onnx => return Err(ExportError::NoModel(trial.id)),
+        _ => {}
+    }
+    if format.msh() {
+        copy_checkpoint(run_dir, trial, dest)?;
+    }
+    let record = serde_json::to_vec_pretty(trial).expect("trial records serialise");
+    crate::atomic_file::write_atomic(&dest.join("trial.json"), &record).map_err(io(&dest.join("trial.json")))
+}
+
+/// The error of an I/O operation on `path`.
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ExportError {
+    let path = path.to_path_buf();
+    move |source| ExportError::Io { path, source }
+}
+
+/// msh's own files of a trial, copied to `dest`.
+fn copy_checkpoint(run_dir: &Path, trial: &TrialRecord, dest: &Path) -> Result<(), ExportError> {
     let ensemble =
         trial.checkpoint.as_ref().map(|c| run_dir.join(c).join(train::ENSEMBLE_FILE)).filter(|f| f.is_file());
     if let Some(file) = ensemble {
@@ -57,14 +88,12 @@ pub fn export_trial(run_dir: &Path, trial: &TrialRecord, dest: &Path) -> Result<
         crate::atomic_file::write_atomic(&dest.join("architecture.yaml"), yaml.as_bytes())
             .map_err(io(&dest.join("architecture.yaml")))?;
     }
-    let record = serde_json::to_vec_pretty(trial).expect("trial records serialise");
-    crate::atomic_file::write_atomic(&dest.join("trial.json"), &record).map_err(io(&dest.join("trial.json")))
+    Ok(())
 }
 
 /// Exports the model its needs produced: a retrained model or an ensemble, else the
 /// search's best trial.
-pub fn run_export(run: &Run, name: &str, dir: Option<&Path>) -> Result<String, EngineError> {
-    let stage = &run.workflow.stages[name];
+pub fn run_export(run: &Run, name: &str, stage: &Stage) -> Result<String, EngineError> {
     let mut chosen = None;
     for need in &stage.needs {
         if matches!(run.workflow.stages[need].kind, StageKind::Retrain | StageKind::Ensemble | StageKind::Distill) {
@@ -75,15 +104,18 @@ pub fn run_export(run: &Run, name: &str, dir: Option<&Path>) -> Result<String, E
         Some(t) => t,
         None => run.best_of(&upstream_search(&run.workflow, name).expect("validated"))?,
     };
-    let dest = run.dir.join(dir.unwrap_or(Path::new("export")));
-    export_trial(&run.dir, &trial, &dest).map_err(|e| EngineError::Stage(e.to_string()))?;
+    let dest = run.dir.join(stage.dir.as_deref().unwrap_or(Path::new("export")));
+    let format = stage.format.unwrap_or_default();
+    let export = |trial: &TrialRecord, dest: &Path| {
+        export_trial(&run.dir, &run.workflow.name, trial, dest, format).map_err(|e| EngineError::Stage(e.to_string()))
+    };
+    export(&trial, &dest)?;
     if !run.workflow.objectives.pareto {
         return Ok(format!("trial {} exported to {}", trial.id, dest.display()));
     }
     let front = pareto_front(&run.store)?;
     for member in &front {
-        export_trial(&run.dir, member, &dest.join("pareto").join(member.id.to_string()))
-            .map_err(|e| EngineError::Stage(e.to_string()))?;
+        export(member, &dest.join("pareto").join(member.id.to_string()))?;
     }
     let ids: Vec<String> = front.iter().map(|t| t.id.to_string()).collect();
     Ok(format!(

@@ -587,7 +587,7 @@ fn run_stage(run: &Arc<Run>, name: &str) -> Result<bool, EngineError> {
     let outcome = match stage.kind {
         StageKind::Retrain => retrain::run_retrain(run, name, &source)?,
         StageKind::Ensemble => Some(ensemble::run_ensemble(run, name, &source)?),
-        StageKind::Export => Some(export::run_export(run, name, stage.dir.as_deref())?),
+        StageKind::Export => Some(export::run_export(run, name, stage)?),
         StageKind::Distill => distill::run_distill(run, name, &source)?,
         StageKind::Search => unreachable!("search stages run above"),
     };

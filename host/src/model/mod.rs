@@ -22,8 +22,13 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::graph::{Architecture, BlockGraph, GraphError, Shape, infer_model};
-use node::{NodeModule, Value};
+use node::Value;
+pub use node::{NodeModule, Separable1d, Separable2d};
+pub use rnn::{BiRnn, Rnn};
 pub use transfer::{Donor, TransferError, inherit};
+
+/// Layer norm's epsilon (burn's default, named so that exporters use the same one).
+pub const LAYER_NORM_EPSILON: f64 = 1e-5;
 
 /// What a model predicts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,6 +180,16 @@ impl Model {
 }
 
 impl BlockModule {
+    /// The block's graph, as the model was built from it.
+    pub fn graph(&self) -> &BlockGraph {
+        &self.graph
+    }
+
+    /// Every node's sample shape, index 0 the block's input.
+    pub fn shapes(&self) -> &[Shape] {
+        &self.shapes
+    }
+
     fn forward(&self, input: Value) -> Value {
         let mut values: Vec<Option<Value>> = Vec::with_capacity(self.nodes.len() + 1);
         values.push(Some(input));

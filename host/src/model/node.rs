@@ -181,7 +181,9 @@ impl NodeModule {
                 }
             }
             Op::BatchNorm => Self::BatchNorm(BatchNormConfig::new(channels).init(device)),
-            Op::LayerNorm => Self::LayerNorm(LayerNormConfig::new(channels).init(device)),
+            Op::LayerNorm => {
+                Self::LayerNorm(LayerNormConfig::new(channels).with_epsilon(super::LAYER_NORM_EPSILON).init(device))
+            }
             Op::Dropout { rate } => Self::Dropout(DropoutConfig::new(rate).init()),
             Op::Lstm { hidden, bidirectional: false, .. } => {
                 Self::Lstm(LstmConfig::new(channels, hidden, true).init(device))

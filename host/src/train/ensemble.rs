@@ -178,6 +178,39 @@ impl Predictor {
         Ok(Self { members, meta, ensemble: Some(ensemble) })
     }
 
+    /// A model in memory, as if loaded from its checkpoint (with no normalisation).
+    #[cfg(test)]
+    pub(crate) fn from_model(model: Model) -> Self {
+        let spec = model.spec().clone();
+        let meta = CheckpointMeta {
+            version: super::CHECKPOINT_VERSION,
+            parameters: model.parameter_count(),
+            spec,
+            normalization: crate::data::Normalization::identity(),
+            class_names: Vec::new(),
+            metrics: Default::default(),
+        };
+        Self { members: vec![(model, 1.0)], meta, ensemble: None }
+    }
+
+    /// The models and their weights (one, weight 1, for a single model).
+    pub fn members(&self) -> &[(Model, f64)] {
+        &self.members
+    }
+
+    /// What a user reads for raw samples (flat, as the data set holds them): class
+    /// probabilities (rows of `classes`) or regression values in target units.
+    pub fn predict_raw(&self, raw: &[f32]) -> Vec<f64> {
+        let sample_len: usize = self.meta.spec.input_shape.iter().product();
+        let mut features = raw.to_vec();
+        self.meta.normalization.apply_features(&mut features, sample_len);
+        let outputs = self.predict(&features, sample_len);
+        match self.meta.spec.task {
+            task @ Task::Classification { .. } => to_probabilities(&outputs, task),
+            Task::Regression => outputs.iter().map(|&v| self.meta.normalization.unscale_target(v) as f64).collect(),
+        }
+    }
+
     /// Outputs for flat, normalised samples (for an ensemble: log mean probabilities).
     pub fn predict(&self, features: &[f32], sample_len: usize) -> Vec<f32> {
         let ensemble = self.ensemble.as_ref();

@@ -81,6 +81,7 @@ mod tests {
             epochs: None,
             max_parameters: None,
             dir: None,
+            format: None,
         }
     }
 

@@ -594,6 +594,31 @@ pub struct Stage {
     /// export: the directory, relative to the run directory.
     #[serde(default)]
     pub dir: Option<PathBuf>,
+    /// export: which files to write [default: all].
+    #[serde(default)]
+    pub format: Option<ExportFormat>,
+}
+
+/// What an export writes: msh's checkpoint files, an ONNX file, or both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum ExportFormat {
+    /// `model.json` and `weights.bpk` (or `ensemble.json` and `members/`), for `msh predict`.
+    Msh,
+    /// `model.onnx`, for ONNX Runtime and every other ONNX reader.
+    Onnx,
+    #[default]
+    All,
+}
+
+impl ExportFormat {
+    pub fn msh(self) -> bool {
+        matches!(self, ExportFormat::Msh | ExportFormat::All)
+    }
+
+    pub fn onnx(self) -> bool {
+        matches!(self, ExportFormat::Onnx | ExportFormat::All)
+    }
 }
 
 /// A workflow that cannot be used, and where.

@@ -400,6 +400,7 @@ pub fn resolve(
             ("every", stage.every.is_some(), &[StageKind::Ensemble]),
             ("epochs", stage.epochs.is_some(), &[StageKind::Retrain, StageKind::Distill]),
             ("dir", stage.dir.is_some(), &[StageKind::Export]),
+            ("format", stage.format.is_some(), &[StageKind::Export]),
             ("max_parameters", stage.max_parameters.is_some(), &[StageKind::Distill]),
         ];
         for (field, set, kinds) in misplaced {
