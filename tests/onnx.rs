@@ -279,9 +279,9 @@ fn every_core_block_on_every_rank_predicts_in_onnx_runtime_as_in_msh() {
     check(&cases, d);
 }
 
-/// The winner of a real search of each shipped workflow family, two ensembles (learned,
-/// greedy) and a distilled student, each through `msh run`, `msh best --export`, `msh
-/// export` and `msh predict`.
+/// The winner of a real search of each shipped workflow family, three ensembles (learned,
+/// greedy, residual) and a distilled student, each through `msh run`, `msh best --export`,
+/// `msh export` and `msh predict`.
 #[test]
 fn searched_models_ensembles_and_students_predict_in_onnx_runtime_as_in_msh() {
     let dir = TempDir::new();
@@ -315,6 +315,12 @@ fn searched_models_ensembles_and_students_predict_in_onnx_runtime_as_in_msh() {
         // The encoder needs a stem whose channels split into its heads: depth 2, and
         // proposals that start with it are refused and proposed again.
         ("transformer", mnist1d("", "fixed_conv, transformer_encoder").replace("min_depth: 1", "min_depth: 2")),
+        // Residual trials: their own weights on top of the best ensemble's, outputs summed.
+        (
+            "residual",
+            mnist1d("", "fixed_conv, max_pool").replace("trials: 3", "trials: 4")
+                + "ensembling: {strategy: residual, every: 2}\n",
+        ),
     ];
     let mnist1d_inputs = d.join("mnist1d_inputs.csv");
     let text = std::fs::read_to_string(root.join("data/mnist1d/test.csv")).unwrap();
@@ -354,7 +360,23 @@ fn searched_models_ensembles_and_students_predict_in_onnx_runtime_as_in_msh() {
     let file = export(&name, &run, &["--trial", &trial_id], d);
     cases.push(case(&name, file, &checkpoint, &mnist1d_inputs, d));
 
+    // A residual ensemble (a trial among its own members, on top of others), by its id.
+    let residual_run = d.join("residual");
+    let trials = common::json(&["trials", residual_run.to_str().unwrap(), "--json"]);
+    let residual = trials
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["members"].as_array().is_some_and(|m| m.len() >= 2 && m.iter().any(|member| member[0] == t["id"])))
+        .expect("a residual trial");
+    let id = residual["id"].to_string();
+    let file = export(&format!("residual_{id}"), &residual_run, &["--trial", &id], d);
+    let checkpoint = residual_run.join(residual["checkpoint"].as_str().unwrap());
+    cases.push(case(&format!("residual_trial_{id}"), file, &checkpoint, &mnist1d_inputs, d));
+
     let reports = check(&cases, d);
+    let residual = reports.iter().find(|r| r["name"] == format!("residual_trial_{id}")).unwrap();
+    assert_eq!(residual["metadata"]["msh.ensemble"], "residual");
     let learned = reports.iter().find(|r| r["name"] == "cnn1d_learned").unwrap();
     assert_eq!(learned["metadata"]["msh.ensemble"], "learned");
     assert_eq!(learned["metadata"]["msh.run"], "onnx-cnn1d");

@@ -134,3 +134,12 @@ def test_bad_inputs_are_python_errors(iris):
         clf.fit(X, y + 0.5)
     with pytest.raises(Exception, match="not fitted"):
         clf.predict(X)
+
+
+def test_an_ensemble_is_kept_as_one_model(iris, tmp_path):
+    X, y = iris
+    clf = msh.MshClassifier(**SMALL, ensemble="greedy", run_dir=str(tmp_path)).fit(X, y)
+    assert clf.best_["members"] and clf.best_["stage"] == "ensemble"
+    assert "method: greedy" in clf.workflow_yaml()
+    proba = clf.predict_proba(X)
+    assert proba.shape == (150, 3) and np.allclose(proba.sum(axis=1), 1, atol=1e-5)

@@ -148,3 +148,24 @@ def test_a_postgresql_run(tmp_path):
     assert (run.path / "store.json").is_file() and not (run.path / "store").exists()
     trials = msh.open(run.path, store=url).trials()
     assert len(trials) == 2 and (trials["status"] == "completed").all()
+
+
+def test_ctrl_c_stops_the_run_and_the_same_call_resumes_it(tmp_path):
+    workflow = tmp_path / "w.yaml"
+    workflow.write_text(WORKFLOW.replace("trials: 4", "trials: 6"))
+
+    def ctrl_c_after_two_trials(event, finished=[]):
+        if "TrialFinished" in event:
+            finished.append(event)
+            if len(finished) == 2:
+                raise KeyboardInterrupt  # what a notebook's interrupt raises in this loop
+
+    with pytest.raises(msh.Interrupted, match="resume"):
+        msh.run(workflow, run_dir=tmp_path / "run", progress=False, on_event=ctrl_c_after_two_trials)
+    stopped = msh.open(tmp_path / "run").trials()
+    kept = stopped[stopped["status"] == "completed"]
+    assert 2 <= len(kept) < 6 and not (stopped["status"] == "running").any()
+    run = msh.run(workflow, run_dir=tmp_path / "run", progress=False)
+    trials = run.trials()
+    assert len(trials) == 6 and (trials["status"] == "completed").all()
+    assert list(trials.loc[kept.index, "seconds"]) == list(kept["seconds"])
