@@ -209,3 +209,34 @@ fn status_watch_redraws_until_the_run_ends() {
     let last = text.rsplit("\x1b[H\x1b[2J").next().unwrap();
     assert!(last.contains("search") && last.contains("done") && last.contains("completed 4"), "{last}");
 }
+
+/// The status line of a raw HTTP/1.1 GET to `port` with these headers.
+fn status_of(port: u16, path: &str, headers: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\n{headers}Connection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response.lines().next().unwrap_or_default().to_string()
+}
+
+#[test]
+fn the_dashboard_answers_only_its_loopback_name_and_its_own_pages() {
+    let (_dir, workflow, run_dir) = start(&mnist1d_workflow(1, 1, 1, ""));
+    let run_text = run_dir.to_str().unwrap();
+    let out = run(&["run", workflow.to_str().unwrap(), "--run-dir", run_text]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut ui = Killed(msh().args(["ui", run_text, "--port", "0"]).stdout(Stdio::piped()).spawn().unwrap());
+    let line = read_until(&mut ui.0, "http://");
+    let url = line[line.find("http://").unwrap()..].split_whitespace().next().unwrap();
+    let port: u16 = url.trim_end_matches('/').rsplit(':').next().unwrap().parse().unwrap();
+    let ok = |headers: &str| status_of(port, "/api/trials", headers);
+    assert!(ok(&format!("Host: 127.0.0.1:{port}\r\n")).contains(" 200 "));
+    assert!(ok(&format!("Host: localhost:{port}\r\nOrigin: http://localhost:{port}\r\n")).contains(" 200 "));
+    // A rebound name (DNS rebinding), no name, another port's name, another site's page.
+    assert!(ok(&format!("Host: attacker.example:{port}\r\n")).contains(" 421 "));
+    assert!(!ok("").contains(" 200 "));
+    assert!(ok("Host: 127.0.0.1:1\r\n").contains(" 421 "));
+    let cross = ok(&format!("Host: 127.0.0.1:{port}\r\nOrigin: http://attacker.example\r\n"));
+    assert!(cross.contains(" 403 "), "{cross}");
+}

@@ -177,3 +177,42 @@ fn hyper_parameter_ranges_outside_their_domain_are_located() {
     let err = invalid(&replace("budget:\n", "training: {epochs: 1000000000}\nbudget:\n"));
     assert!(err.contains("w.yaml:10:") && err.contains("`epochs` must be in 1..=10000"), "{err}");
 }
+
+/// Names that become directories are identifiers; an export's `dir` stays in the run.
+#[test]
+fn names_and_dirs_cannot_leave_their_roots() {
+    let err = invalid(&replace("name: iris", "name: ../.."));
+    assert!(err.contains("w.yaml:1:1: workflow name \"../..\": use letters, digits"), "{err}");
+    let err = invalid(&replace("  export:\n", "  ../../../X:\n"));
+    assert!(err.contains("w.yaml:15:3: stage name \"../../../X\": use letters, digits"), "{err}");
+    let err = invalid(&replace("    needs: [search]\n", "    needs: [search]\n    dir: ../../elsewhere\n"));
+    assert!(
+        err.contains("w.yaml:18:5: `dir` ../../elsewhere must be a relative path inside the run directory"),
+        "{err}"
+    );
+    let err = invalid(&replace("    needs: [search]\n", "    needs: [search]\n    dir: /tmp/elsewhere\n"));
+    assert!(err.contains("must be a relative path inside the run directory"), "{err}");
+    let out = run(&["validate", "/dev/null"]);
+    assert!(!out.status.success());
+}
+
+/// Deeply nested flow collections and huge files are refused before the YAML parser (whose
+/// time grows faster than the nesting) sees them.
+#[test]
+fn deep_nesting_and_huge_files_are_refused_quickly() {
+    let started = std::time::Instant::now();
+    let err = invalid(&format!("{}budget_x: {}\n", base(), "[".repeat(80_000)));
+    assert!(err.contains("w.yaml:18:75: flow collections nest deeper than 64 levels"), "{err}");
+    let err = invalid(&format!("{}# {}\n", base(), "x".repeat(2 << 20)));
+    assert!(err.contains("bytes; a workflow is at most 1048576"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "{:?}", started.elapsed());
+}
+
+/// Control characters from a workflow (an OSC window title, a BEL) reach the terminal
+/// escaped.
+#[test]
+fn control_characters_reach_the_terminal_escaped() {
+    let err = invalid(&replace("plugin: random-search", "plugin: \"random\\e]0;pwned\\aesearch\""));
+    assert!(!err.contains('\x1b') && !err.contains('\x07'), "{err:?}");
+    assert!(err.contains("random\\x1b]0;pwned\\x07esearch"), "{err}");
+}

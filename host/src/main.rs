@@ -34,7 +34,7 @@ fn main() -> ExitCode {
     match cli::run(args) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("msh: error: {err:#}");
+            eprintln!("msh: error: {}", cli::printable(&format!("{err:#}")));
             ExitCode::FAILURE
         }
     }

@@ -145,7 +145,7 @@ fn show_status(args: &StatusArgs, store: &Store) -> anyhow::Result<bool> {
     for event in &events[events.len().saturating_sub(args.events)..] {
         let stage = event.stage.as_deref().map(|s| format!("[{s}] ")).unwrap_or_default();
         let trial = event.trial.map(|t| format!("trial {t}: ")).unwrap_or_default();
-        println!("event      +{:.1}s {stage}{trial}{}", event.time - meta.created, event.message);
+        println!("event      +{:.1}s {stage}{trial}{}", event.time - meta.created, super::printable(&event.message));
     }
     Ok(ended)
 }
@@ -153,7 +153,8 @@ fn show_status(args: &StatusArgs, store: &Store) -> anyhow::Result<bool> {
 fn describe(t: &TrialRecord) -> String {
     let valid = t.valid.as_ref().map(|m| format!("valid {}", m.headline())).unwrap_or_default();
     let test = t.test.as_ref().map(|m| format!(", test {}", m.headline())).unwrap_or_default();
-    format!("trial {} of `{}`: {valid}{test}; {} params; {}", t.id, t.stage, t.parameters, t.arch_key())
+    let text = format!("trial {} of `{}`: {valid}{test}; {} params; {}", t.id, t.stage, t.parameters, t.arch_key());
+    super::printable(&text).into_owned()
 }
 
 #[derive(Debug, Args)]
@@ -212,8 +213,8 @@ pub fn trials(args: TrialsArgs) -> anyhow::Result<ExitCode> {
             t.parameters,
             t.train_seconds,
             t.parent.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
-            t.arch_key(),
-            t.error.as_ref().map(|e| format!("  ({e})")).unwrap_or_default()
+            super::printable(&t.arch_key()),
+            t.error.as_ref().map(|e| format!("  ({})", super::printable(e))).unwrap_or_default()
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -70,6 +70,23 @@ enum Command {
     Fuzz(fuzz::FuzzCommand),
 }
 
+/// `text` with its control characters (ESC, BEL, C1 codes...) written as `\x1b`-style
+/// escapes, newlines and tabs kept: names and error texts that come from workflows, data
+/// and plugins cannot retitle the window, write the clipboard or redraw the terminal.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return text.into();
+    }
+    text.chars()
+        .map(|c| match c {
+            '\n' | '\t' => c.to_string(),
+            c if c.is_control() => format!("\\x{:02x}", c as u32),
+            c => c.to_string(),
+        })
+        .collect::<String>()
+        .into()
+}
+
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => run::run(args),

@@ -323,6 +323,7 @@ impl Display {
     }
 
     fn line(&self, text: String) {
+        let text = super::printable(&text).into_owned();
         match &self.bars {
             Some(bars) => {
                 let _ = bars.println(text);
@@ -360,9 +361,11 @@ impl Display {
                         bar
                     });
                     bar.set_position(0);
-                    bar.set_message(format!("trial {trial}: {arch}"));
+                    bar.set_message(format!("trial {trial}: {}", super::printable(&arch)));
                 } else {
-                    plain_line(&format!("[{stage}] trial {trial} started on trainer {trainer}: {arch}"));
+                    plain_line(&super::printable(&format!(
+                        "[{stage}] trial {trial} started on trainer {trainer}: {arch}"
+                    )));
                 }
             }
             EngineEvent::TrialEpoch { trainer, epoch, epochs, .. } => {

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use axum::Router;
-use axum::extract::{Path as UrlPath, Query, State};
-use axum::http::StatusCode;
+use axum::extract::{Path as UrlPath, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Json, Response};
 use axum::routing::get;
 use clap::Args;
@@ -117,11 +118,38 @@ async fn trials_json(State(served): State<Shared>) -> Response {
     }
 }
 
+/// Answers only requests addressed to this server by its loopback name (`Host:
+/// 127.0.0.1:PORT` or `localhost:PORT`), so that a web page whose own name was rebound to
+/// 127.0.0.1 (DNS rebinding) cannot read the run; and refuses requests that another site's
+/// page sends (an `Origin` other than this server).
+async fn loopback_only(State(port): State<u16>, request: Request, next: Next) -> Response {
+    match refusal(port, request.headers()) {
+        Some(refused) => refused.into_response(),
+        None => next.run(request).await,
+    }
+}
+
+/// Why `loopback_only` refuses a request with these headers, if it does.
+fn refusal(port: u16, headers: &axum::http::HeaderMap) -> Option<(StatusCode, &'static str)> {
+    let names = [format!("127.0.0.1:{port}"), format!("localhost:{port}")];
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    if !host.is_some_and(|host| names.iter().any(|n| n == host)) {
+        return Some((StatusCode::MISDIRECTED_REQUEST, "msh ui answers requests for 127.0.0.1 or localhost only\n"));
+    }
+    let foreign = |origin: &axum::http::HeaderValue| {
+        !origin.to_str().is_ok_and(|o| names.iter().any(|n| o == format!("http://{n}")))
+    };
+    if headers.get(header::ORIGIN).is_some_and(foreign) {
+        return Some((StatusCode::FORBIDDEN, "msh ui refuses requests from other sites' pages\n"));
+    }
+    None
+}
+
 pub fn serve(args: UiArgs) -> anyhow::Result<ExitCode> {
     let store = super::inspect::open(&args.run)?;
     snapshot(&store, &args.run)?;
     let served: Shared = Arc::new(Served { store, run: args.run.clone() });
-    let app = Router::new()
+    let routes = Router::new()
         .route("/", get(page))
         .route("/fragment", get(fragment))
         .route("/api/wait", get(wait))
@@ -139,6 +167,7 @@ pub fn serve(args: UiArgs) -> anyhow::Result<ExitCode> {
             Err(e) => return Err(e).with_context(|| format!("cannot listen on {address}")),
         };
         let bound = listener.local_addr()?;
+        let app = routes.layer(middleware::from_fn_with_state(bound.port(), loopback_only));
         println!("msh ui: {} at http://{bound}/ (Ctrl-C stops)", args.run.display());
         axum::serve(listener, app)
             .with_graceful_shutdown(async {

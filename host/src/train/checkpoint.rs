@@ -8,7 +8,7 @@ use burn::prelude::Device;
 use burn::store::ModuleRecord;
 use serde::{Deserialize, Serialize};
 
-use crate::atomic_file::{temp_path, write_atomic};
+use crate::atomic_file::write_atomic;
 use crate::data::Normalization;
 use crate::model::{Model, ModelSpec};
 
@@ -95,13 +95,12 @@ impl Checkpoint {
         let write_err = |path: &Path, source| CheckpointError::Write { path: path.to_path_buf(), source };
         std::fs::create_dir_all(&self.dir).map_err(|e| write_err(&self.dir, e))?;
         let weights = self.dir.join(WEIGHTS_FILE);
-        let tmp = temp_path(&weights);
-        model
+        let bytes = model
             .clone()
             .into_record()
-            .save(&tmp)
+            .into_bytes()
             .map_err(|e| write_err(&weights, std::io::Error::other(e.to_string())))?;
-        std::fs::rename(&tmp, &weights).map_err(|e| write_err(&weights, e))?;
+        write_atomic(&weights, &bytes).map_err(|e| write_err(&weights, e))?;
         let json = serde_json::to_vec_pretty(meta).expect("checkpoint meta serialises");
         write_atomic(&self.dir.join(META_FILE), &json).map_err(|e| write_err(&self.dir.join(META_FILE), e))
     }

@@ -640,10 +640,23 @@ pub struct Source {
     pub text: String,
 }
 
+/// The largest workflow file msh reads: the YAML parser's time grows faster than the text.
+pub const MAX_WORKFLOW_BYTES: u64 = 1 << 20;
+/// The deepest nesting of `[` and `{` a workflow may hold (real ones use 3 or 4).
+pub const MAX_NESTING: usize = 64;
+
 impl Source {
     pub fn read(path: &Path) -> Result<Self, WorkflowError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|source| WorkflowError::Io { path: path.to_path_buf(), source })?;
+        let io = |source| WorkflowError::Io { path: path.to_path_buf(), source };
+        let size = std::fs::metadata(path).map_err(io)?.len();
+        if size > MAX_WORKFLOW_BYTES {
+            return Err(WorkflowError::Invalid {
+                path: path.to_path_buf(),
+                location: None,
+                message: format!("the file is {size} bytes; a workflow is at most {MAX_WORKFLOW_BYTES}"),
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(io)?;
         Ok(Self { path: path.to_path_buf(), text })
     }
 
@@ -661,8 +674,22 @@ impl Source {
         self.path.parent().map(Path::to_path_buf).unwrap_or_default()
     }
 
-    /// Parses the YAML; type errors and unknown keys come with a location and a hint.
+    /// Parses the YAML; type errors and unknown keys come with a location and a hint, and
+    /// names that become paths are checked.
     pub fn parse(&self) -> Result<Workflow, WorkflowError> {
+        if let Some(location) = too_deep(&self.text) {
+            return Err(WorkflowError::Invalid {
+                path: self.path.clone(),
+                location: Some(location),
+                message: format!("flow collections nest deeper than {MAX_NESTING} levels"),
+            });
+        }
+        let workflow = self.parse_yaml()?;
+        validate::check_names(self, &workflow)?;
+        Ok(workflow)
+    }
+
+    fn parse_yaml(&self) -> Result<Workflow, WorkflowError> {
         serde_yaml_ng::from_str::<Workflow>(&self.text).map_err(|e| {
             let mut location = e.location().map(|l| (l.line(), l.column()));
             let mut message = e.to_string();
@@ -687,6 +714,32 @@ impl Source {
             WorkflowError::Invalid { path: self.path.clone(), location, message }
         })
     }
+}
+
+/// Where `[`/`{` first nest deeper than `MAX_NESTING` (outside quotes and comments), if
+/// they do: checked before parsing, whose time grows faster than the depth.
+fn too_deep(text: &str) -> Option<(usize, usize)> {
+    let mut depth = 0usize;
+    for (i, line) in text.lines().enumerate() {
+        let mut quote = None;
+        for (j, c) in line.chars().enumerate() {
+            match (quote, c) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), _) => {}
+                (None, '\'' | '"') => quote = Some(c),
+                (None, '#') => break,
+                (None, '[' | '{') => {
+                    depth += 1;
+                    if depth > MAX_NESTING {
+                        return Some((i + 1, j + 1));
+                    }
+                }
+                (None, ']' | '}') => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+    }
+    None
 }
 
 /// The name and the expected names of serde's "unknown field/variant" messages.

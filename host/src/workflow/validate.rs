@@ -90,6 +90,39 @@ fn load_plugin(sources: &PluginSources<'_>, reference: &str) -> Result<Plugin, S
 }
 
 /// Validates everything `parse` could not: the result runs as is.
+/// Whether `name` may name a workflow or a stage: it becomes a directory name
+/// (`runs/<workflow>`, an ensemble stage's checkpoints), so letters, digits, `_` and `-`.
+fn is_identifier(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && !name.starts_with('-')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// Names that become paths are identifiers, and an export's `dir` stays inside the run
+/// directory.
+pub(super) fn check_names(source: &Source, wf: &Workflow) -> Result<(), WorkflowError> {
+    use Step::Key;
+    const RULE: &str = "letters, digits, `_` and `-` (at most 64, not starting with `-`)";
+    if !is_identifier(&wf.name) {
+        return Err(source.error_at(&[Key("name")], None, format!("workflow name {:?}: use {RULE}", wf.name)));
+    }
+    for (name, stage) in &wf.stages {
+        if !is_identifier(name) {
+            return Err(source.error_at(&[Key("stages")], Some(name), format!("stage name {name:?}: use {RULE}")));
+        }
+        if let Some(dir) = &stage.dir
+            && !dir.components().all(|c| matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(source.error_at(
+                &[Key("stages"), Key(name), Key("dir")],
+                None,
+                format!("`dir` {} must be a relative path inside the run directory (no `..`)", dir.display()),
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub fn resolve(
     source: &Source,
     wf: &Workflow,
