@@ -307,3 +307,48 @@ fn a_run_directory_names_its_postgres_run_and_cannot_change_backend() {
         Store::open_at(TempDir::new().path(), Some("postgres://nobody@127.0.0.1:1/none")).unwrap_err().to_string();
     assert!(err.contains("127.0.0.1:1"), "{err}");
 }
+
+/// Secrets of a store URL, in every form tokio-postgres accepts, appear in nothing msh
+/// writes or prints: store.json, the run's copy of the workflow, its record, `msh
+/// status`, the report, and errors.
+#[test]
+fn store_secrets_stay_out_of_files_and_messages() {
+    let url = common::postgres_url().replacen("postgres@", "postgres:topsecret1@", 1)
+        + "?password=topsecret2&application_name=a@b";
+    let (_dir, workflow, run_dir) =
+        common::start(&(common::mnist1d_workflow(1, 1, 1, "") + &format!("store: \"{url}\"\n")));
+    let run_text = run_dir.to_str().unwrap();
+    let validated = common::run(&["validate", workflow.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&validated.stderr).contains("`store:` holds a password"));
+    let out = common::run(&["run", workflow.to_str().unwrap(), "--run-dir", run_text]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let status = common::run(&["status", run_text, "--events", "20"]);
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    common::run(&["report", run_text]);
+    let store_file = std::fs::read_to_string(run_dir.join("store.json")).unwrap();
+    assert!(
+        store_file.contains("@127.0.0.1:55432/msh_test?application_name=a@b"),
+        "the host is the URL's: {store_file}"
+    );
+    let record = common::json(&["status", run_text, "--json"]);
+    let shown = [
+        store_file,
+        std::fs::read_to_string(run_dir.join("workflow.yaml")).unwrap(),
+        std::fs::read_to_string(run_dir.join("report.html")).unwrap(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        String::from_utf8_lossy(&status.stdout).into_owned(),
+        record.to_string(),
+    ];
+    for text in &shown {
+        assert!(!text.contains("topsecret"), "a secret shows: {text}");
+    }
+    let typo = common::failure(&[
+        "run",
+        workflow.to_str().unwrap(),
+        "--run-dir",
+        "x",
+        "--store",
+        "postgress:u:topsecret3@db/x",
+    ]);
+    assert!(!typo.contains("topsecret") && typo.contains("postgress:…"), "{typo}");
+}

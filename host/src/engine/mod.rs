@@ -293,12 +293,11 @@ fn open_run_dir(
 ) -> Result<(Store, Vec<String>), EngineError> {
     let store = Store::open_at(dir, url)?;
     let copy = dir.join("workflow.yaml");
+    let text = source.redacted_text(wf);
     let mut changes = Vec::new();
     store.write(|t| -> Result<(), EngineError> {
         match t.run_meta()? {
-            Some(meta) if meta.workflow_text != source.text => {
-                Err(EngineError::DifferentWorkflow { dir: dir.to_path_buf() })
-            }
+            Some(meta) if meta.workflow_text != text => Err(EngineError::DifferentWorkflow { dir: dir.to_path_buf() }),
             Some(mut meta) => {
                 for (plugin, now) in &plugins {
                     match meta.plugins.get(plugin) {
@@ -329,12 +328,12 @@ fn open_run_dir(
                 Ok(())
             }
             None => {
-                crate::atomic_file::write_atomic(&copy, source.text.as_bytes())
+                crate::atomic_file::write_atomic(&copy, text.as_bytes())
                     .map_err(|e| EngineError::Io { path: copy.clone(), source: e })?;
                 t.put_run_meta(&RunMeta {
                     workflow_name: wf.name.clone(),
                     workflow_path: std::fs::canonicalize(&source.path).unwrap_or_else(|_| source.path.clone()),
-                    workflow_text: source.text.clone(),
+                    workflow_text: text.clone(),
                     created: store::now(),
                     msh_version: env!("CARGO_PKG_VERSION").into(),
                     plugins: plugins.clone(),

@@ -143,12 +143,47 @@ impl StoreFile {
     }
 }
 
-/// `postgres://user:secret@host/db` without `:secret`, for messages and `store.json`.
+/// Connection parameters that hold a secret, in a URL's query or a `key=value` string.
+const SECRET_PARAMETERS: [&str; 2] = ["password", "sslpassword"];
+
+/// A store URL without its secrets, for messages and `store.json`: the password of
+/// `user:secret@` and `password=` parameters are left out (the URL is parsed: an `@` in the
+/// password or the query does not move the host). Text that is not a URL keeps only what
+/// precedes its first `:`, unless it is `key=value` words, whose secrets are left out.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-    let Some((credentials, host)) = rest.rsplit_once('@') else { return url.to_string() };
-    let user = credentials.split_once(':').map_or(credentials, |(user, _)| user);
-    format!("{scheme}://{user}@{host}")
+    let Some((scheme, rest)) = url.split_once("://") else {
+        if url.contains('=') {
+            let kept: Vec<&str> = url.split_whitespace().filter(|word| !is_secret_parameter(word)).collect();
+            return kept.join(" ");
+        }
+        return url.split_once(':').map_or_else(|| "(not a URL)".to_string(), |(scheme, _)| format!("{scheme}:…"));
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let authority = match authority.rsplit_once('@') {
+        Some((credentials, host)) => {
+            format!("{}@{host}", credentials.split_once(':').map_or(credentials, |(user, _)| user))
+        }
+        None => authority.to_string(),
+    };
+    let (path, query) = tail.split_once('?').unwrap_or((tail, ""));
+    let (query, fragment) = query.split_once('#').map_or((query, None), |(q, f)| (q, Some(f)));
+    let kept: Vec<&str> = query.split('&').filter(|p| !p.is_empty() && !is_secret_parameter(p)).collect();
+    let mut redacted = format!("{scheme}://{authority}{path}");
+    if !kept.is_empty() {
+        redacted.push('?');
+        redacted.push_str(&kept.join("&"));
+    }
+    if let Some(fragment) = fragment {
+        redacted.push('#');
+        redacted.push_str(fragment);
+    }
+    redacted
+}
+
+fn is_secret_parameter(parameter: &str) -> bool {
+    let key = parameter.split_once('=').map_or(parameter, |(k, _)| k);
+    SECRET_PARAMETERS.iter().any(|secret| key.eq_ignore_ascii_case(secret))
 }
 
 fn is_postgres_url(url: &str) -> bool {
@@ -554,6 +589,17 @@ mod tests {
         assert_eq!(redact_url("postgres://msh:s3cr@t@db.example:5432/runs"), "postgres://msh@db.example:5432/runs");
         assert_eq!(redact_url("postgres://msh@db/runs"), "postgres://msh@db/runs");
         assert_eq!(redact_url("postgres://db/runs"), "postgres://db/runs");
+        // Every credential form: a query parameter, an `@` in the query, a mistyped scheme,
+        // key=value words.
+        assert_eq!(
+            redact_url("postgres://msh@db:5432/runs?sslmode=disable&password=s3cret&application_name=a@b"),
+            "postgres://msh@db:5432/runs?sslmode=disable&application_name=a@b"
+        );
+        assert_eq!(redact_url("postgres://db/runs?x=1@evil.example"), "postgres://db/runs?x=1@evil.example");
+        assert_eq!(redact_url("postgres://u:p@ss@db/runs?PASSWORD=x"), "postgres://u@db/runs");
+        assert_eq!(redact_url("postgress:u:s3cret@db/runs"), "postgress:…");
+        assert_eq!(redact_url("host=db user=msh password=s3cret"), "host=db user=msh");
+        assert_eq!(redact_url("localhost"), "(not a URL)");
     }
 
     #[test]

@@ -669,6 +669,15 @@ impl Source {
         }
     }
 
+    /// The text with the secrets of an inline `store:` URL left out: what msh copies into
+    /// a run (`RUN/workflow.yaml`, the run record, the report and the dashboard).
+    pub fn redacted_text(&self, wf: &Workflow) -> String {
+        match wf.inline_store_secret() {
+            Some((url, redacted)) => self.text.replace(url, &redacted),
+            None => self.text.clone(),
+        }
+    }
+
     /// The directory relative paths in the workflow are resolved against.
     pub fn base_dir(&self) -> PathBuf {
         self.path.parent().map(Path::to_path_buf).unwrap_or_default()
@@ -767,6 +776,13 @@ impl Workflow {
                 .map_err(|_| format!("workflow `{}`: `store: env:{var}` but {var} is not set", self.name)),
             Some((url, None)) => Ok(Some(url.to_string())),
         }
+    }
+
+    /// An inline `store:` URL that holds a secret, and the URL without it.
+    pub fn inline_store_secret(&self) -> Option<(&str, String)> {
+        let url = self.store.as_deref().filter(|s| !s.starts_with("env:"))?;
+        let redacted = crate::store::redact_url(url);
+        (redacted != url).then_some((url, redacted))
     }
 
     /// The stage's searcher: its own, else the workflow's.

@@ -133,6 +133,13 @@ pub fn resolve(
     let base = source.base_dir();
     let err = |path: &[Step<'_>], value: Option<&str>, message: String| source.error_at(path, value, message);
 
+    if wf.inline_store_secret().is_some() {
+        tracing::warn!(
+            "{}: `store:` holds a password; msh leaves it out of everything it writes and shows, but the \
+             workflow file holds it: prefer `store: env:MSH_STORE`",
+            source.path.display()
+        );
+    }
     if wf.version != super::SCHEMA_VERSION {
         return Err(err(
             &[Key("version")],
