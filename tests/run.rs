@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{TempDir, json, mnist1d_workflow, msh, run, start};
+use common::{TempDir, failure, json, mnist1d_workflow, msh, run, start};
 use serde_json::Value;
 
 /// `msh run` to the end; panics with its stderr unless it succeeded, else returns it.
@@ -885,4 +885,46 @@ fn asha_stops_trials_early_and_stopped_trials_are_results() {
     assert!(text.contains("early stopping (asha) at epoch"), "{text}");
     let table = String::from_utf8_lossy(&run(&["trials", run_dir_text]).stdout).into_owned();
     assert_eq!(table.matches(" stopped ").count(), stopped.len(), "{table}");
+}
+
+/// A run records its data's fingerprint; a resume (or a worker) whose data differs, even
+/// under an identical workflow, is refused with both, unless `--allow-changed-data`.
+#[test]
+fn a_resume_with_other_data_is_refused() {
+    let dir = TempDir::new();
+    let csv = dir.path().join("iris.csv");
+    let iris = std::fs::read_to_string(common::root().join("data/iris/iris.csv")).unwrap();
+    std::fs::write(&csv, &iris).unwrap();
+    let workflow = dir.path().join("w.yaml");
+    std::fs::write(
+        &workflow,
+        format!(
+            "name: fingerprint\ndata: {{source: csv:{}}}\nspace: {{blocks: [dense], max_depth: 1}}\n\
+             searcher: {{plugin: random-search}}\ntraining: {{epochs: 1}}\ntrainers: {{backend: cpu}}\n\
+             budget: {{trials: 1}}\nstages: {{search: {{kind: search}}}}\n",
+            csv.display()
+        ),
+    )
+    .unwrap();
+    let run_dir = dir.path().join("run");
+    let args = ["run", workflow.to_str().unwrap(), "--run-dir", run_dir.to_str().unwrap()];
+    let out = run(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The same file with its labels rotated: a different data set under the same workflow.
+    let rotated: String = iris
+        .lines()
+        .enumerate()
+        .map(|(i, line)| match (i, line.split_once(',')) {
+            (0, _) | (_, None) => format!("{line}\n"),
+            (_, Some((label, rest))) => format!("{},{rest}\n", (label.parse::<u32>().unwrap() + 1) % 3),
+        })
+        .collect();
+    std::fs::write(&csv, rotated).unwrap();
+    let err = failure(&args);
+    assert!(err.contains("the data differs from what run directory"), "{err}");
+    assert!(err.matches("sha256 ").count() == 2 && err.contains("--allow-changed-data"), "{err}");
+    let out = run(&[&args[..], &["--allow-changed-data"]].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let status = run(&["status", run_dir.to_str().unwrap(), "--events", "10"]);
+    assert!(String::from_utf8_lossy(&status.stdout).contains("data changed (sha256 "));
 }

@@ -98,6 +98,7 @@ pub fn run_in_process(
         backend: Some(msh::train::Backend::Cpu),
         threads: None,
         allow_changed_plugins: false,
+        allow_changed_data: false,
         role: Default::default(),
         launcher: Some(super::run::launcher(workflow, run_dir, Some(msh::train::Backend::Cpu))),
         stop: Default::default(),

@@ -90,6 +90,10 @@ struct TrainerArgs {
     /// retrains it after that [default: 30].
     #[arg(long)]
     lease_seconds: Option<f64>,
+    /// Train even where the data differs from what the run started with (its fingerprint
+    /// is recorded when the run starts); the change is logged.
+    #[arg(long)]
+    allow_changed_data: bool,
 }
 
 impl TrainerArgs {
@@ -100,6 +104,7 @@ impl TrainerArgs {
             backend: self.backend,
             store: self.store.clone(),
             lease_seconds: self.lease_seconds,
+            allow_changed_data: self.allow_changed_data,
         }
     }
 }
@@ -112,6 +117,7 @@ struct SelfLauncher {
     backend: Option<Backend>,
     store: Option<String>,
     lease_seconds: Option<f64>,
+    allow_changed_data: bool,
 }
 
 impl Launcher for SelfLauncher {
@@ -124,6 +130,9 @@ impl Launcher for SelfLauncher {
         command.args(backend.iter().flat_map(|b| ["--backend".to_string(), b.get_name().to_string()]));
         command.args(["--threads", &threads.to_string()]);
         command.args(self.lease_seconds.iter().flat_map(|s| ["--lease-seconds".to_string(), s.to_string()]));
+        if self.allow_changed_data {
+            command.arg("--allow-changed-data");
+        }
         // The URL may hold a password: it goes by the environment, not the command line.
         if let Some(url) = &self.store {
             command.env(msh::store::STORE_ENV, url);
@@ -134,7 +143,14 @@ impl Launcher for SelfLauncher {
 
 /// The launcher of a run with defaults but for the backend (benchmarks).
 pub(super) fn launcher(workflow: &Path, run_dir: &Path, backend: Option<Backend>) -> Arc<dyn Launcher> {
-    let settings = TrainerArgs { trainers: None, backend, threads: None, store: None, lease_seconds: None };
+    let settings = TrainerArgs {
+        trainers: None,
+        backend,
+        threads: None,
+        store: None,
+        lease_seconds: None,
+        allow_changed_data: false,
+    };
     Arc::new(settings.launcher(workflow, run_dir))
 }
 
@@ -207,6 +223,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         trainers: t.trainers,
         threads: t.threads,
         allow_changed_plugins: args.allow_changed_plugins,
+        allow_changed_data: t.allow_changed_data,
         backend: t.backend,
         role: trainer_of.clone().map_or(Role::Run, Role::TrainerOf),
         launcher: Some(Arc::new(t.launcher(&args.workflow, &run_dir))),
@@ -266,6 +283,7 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         store: t.store.clone(),
         lease_seconds: t.lease_seconds,
         allow_changed_plugins: false,
+        allow_changed_data: t.allow_changed_data,
     };
     eprintln!("msh: worker {} pid {} joins {}", msh::store::host_name(), std::process::id(), args.run_dir.display());
     Ok(match run_with_display(&workflow, &options, false)? {

@@ -414,6 +414,33 @@ impl Normalization {
     }
 }
 
+impl Splits {
+    /// What the splits hold, in one line: the SHA-256 of every split's values and labels
+    /// (and the sample shape), with the sample counts. Equal data, equally split, gives
+    /// the same fingerprint on every machine.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        hash.update(format!("{:?} {:?}", self.train.shape, self.task).as_bytes());
+        for split in [&self.train, &self.valid, &self.test] {
+            hash.update((split.len() as u64).to_le_bytes());
+            for values in [&split.features, &split.targets] {
+                for chunk in values.chunks(1 << 14) {
+                    hash.update(chunk.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>());
+                }
+            }
+        }
+        let digest = hash.finalize();
+        let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        format!(
+            "sha256 {hex} of {} train, {} valid, {} test samples",
+            self.train.len(),
+            self.valid.len(),
+            self.test.len()
+        )
+    }
+}
+
 fn mean_std(values: &[f32]) -> (f32, f32) {
     let n = values.len().max(1) as f64;
     let mean = values.iter().map(|&v| v as f64).sum::<f64>() / n;

@@ -62,6 +62,8 @@ pub struct RunOptions {
     pub threads: Option<usize>,
     /// Resume even where a plugin's content differs from the one the run started with.
     pub allow_changed_plugins: bool,
+    /// Join or resume even where the data differs from what the run started with.
+    pub allow_changed_data: bool,
     pub role: Role,
     /// Starts the extra trainer processes of `trainers` > 1 (none: trainers are threads).
     pub launcher: Option<Arc<dyn Launcher>>,
@@ -143,6 +145,12 @@ pub enum EngineError {
         dir.display()
     )]
     ChangedPlugin { dir: PathBuf, plugin: String, recorded: String, now: String },
+    #[error(
+        "the data differs from what run directory {} trains on ({recorded} then, {now} now); use the \
+         same data, or pass --allow-changed-data to train on this",
+        dir.display()
+    )]
+    ChangedData { dir: PathBuf, recorded: String, now: String },
     #[error("{0}")]
     Stage(String),
     #[error("cannot write {}: {source}", path.display())]
@@ -337,6 +345,7 @@ fn open_run_dir(
                     created: store::now(),
                     msh_version: env!("CARGO_PKG_VERSION").into(),
                     plugins: plugins.clone(),
+                    data: None,
                 })?;
                 t.log(None, None, format!("run of `{}` created", wf.name))?;
                 Ok(())
@@ -344,6 +353,30 @@ fn open_run_dir(
         }
     })?;
     Ok((store, changes))
+}
+
+/// Loads the data and compares its fingerprint with the one the run recorded (recording
+/// it when none is): a worker or a resume whose data differs from the run's is refused
+/// unless `allow_changed`. Data that cannot be loaded is left to the stages to report.
+fn check_data(run: &Run, allow_changed: bool) -> Result<(), EngineError> {
+    let Ok(splits) = run.splits() else { return Ok(()) };
+    let now = splits.fingerprint();
+    run.store.write(|t| -> Result<(), EngineError> {
+        let Some(mut meta) = t.run_meta()? else { return Ok(()) };
+        match meta.data.as_ref() {
+            Some(recorded) if *recorded == now => return Ok(()),
+            Some(recorded) if !allow_changed => {
+                return Err(EngineError::ChangedData { dir: run.dir.clone(), recorded: recorded.clone(), now });
+            }
+            Some(recorded) => {
+                t.log(None, None, format!("data changed ({recorded} then, {now} now); going on with it"))?
+            }
+            None => {}
+        }
+        meta.data = Some(now.clone());
+        t.put_run_meta(&meta)?;
+        Ok(())
+    })
 }
 
 /// Requeues trials whose owner's lease expired (or whose process on this machine is
@@ -427,6 +460,9 @@ pub fn run_workflow(path: &Path, options: &RunOptions, report: Reporter) -> Resu
         splits: Mutex::new(None),
         teachers: Default::default(),
     });
+    if run.workflow.trainers.kind == TrainerKind::Burn {
+        check_data(&run, options.allow_changed_data)?;
+    }
     start_heartbeat(&run);
     for change in changed_plugins {
         run.note(change);

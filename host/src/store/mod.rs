@@ -390,6 +390,7 @@ pub(crate) fn record_seeds() -> Vec<Vec<u8>> {
         encode(&StageRecord::new("search", "search")),
         encode(&RungRecord::default()),
         encode(&RunMeta {
+            data: None,
             workflow_name: "w".into(),
             workflow_path: "w.yaml".into(),
             workflow_text: "name: w".into(),

@@ -43,6 +43,10 @@ pub struct RunMeta {
     /// The SHA-256 of every plugin the run uses, by name: a resumed run must use the same.
     #[serde(default)]
     pub plugins: BTreeMap<String, String>,
+    /// The fingerprint of the data the run trains on (`Splits::fingerprint`), recorded by
+    /// the first process that loads it: every later one must load the same.
+    #[serde(default)]
+    pub data: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
