@@ -18,6 +18,10 @@ fn cifar_archive() -> (Vec<u8>, String, String) {
     std::fs::create_dir(&root).unwrap();
     common::write_cifar(&root, 20);
     std::fs::write(root.join("batches.meta.txt"), "airplane\nautomobile\n").unwrap();
+    // World-writable in the archive, as some published archives are.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::set_permissions(root.join("test_batch.bin"), std::fs::Permissions::from_mode(0o666)).unwrap();
     let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()));
     tar.append_dir_all("cifar-10-batches-bin", &root).unwrap();
     let bytes = tar.into_inner().unwrap().finish().unwrap();
@@ -125,6 +129,12 @@ fn fetch_verifies_extracts_and_resumes_an_interrupted_download() {
     common::write_cifar(expected.path(), 20);
     for name in ["data_batch_1.bin", "data_batch_5.bin", "test_batch.bin"] {
         assert_eq!(std::fs::read(data.join(name)).unwrap(), std::fs::read(expected.path().join(name)).unwrap());
+    }
+    // Nobody but the owner may write what was fetched, whatever modes the archive held.
+    use std::os::unix::fs::PermissionsExt;
+    for path in [data.clone(), data.join("test_batch.bin")] {
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & 0o022, 0, "{} has mode {mode:o}", path.display());
     }
     // The tries after the cut ones asked for the rest only.
     let ranges = server.ranges();

@@ -424,6 +424,18 @@ fn pack_store_installs_verifies_and_removes() {
     let (ok, text) = run(&["pack", "verify"]);
     assert!(ok && text.contains("ok      core_blocks"), "{text}");
 
+    // The same bytes under a second name: both names stay, and removing one keeps the other.
+    let copy = home.path().join("my_blocks.wasm");
+    std::fs::copy(wasm, &copy).unwrap();
+    let (ok, text) = run(&["pack", "install", copy.to_str().unwrap()]);
+    assert!(ok, "{text}");
+    let (ok, text) = run(&["pack", "list"]);
+    assert!(ok && text.contains("core_blocks") && text.contains("my_blocks"), "{text}");
+    let (ok, text) = run(&["pack", "remove", "my_blocks"]);
+    assert!(ok, "{text}");
+    let (ok, text) = run(&["blocks", "list", "--pack", "core_blocks"]);
+    assert!(ok && text.contains("resnet"), "{text}");
+
     // A pack altered after installation is caught before use.
     let stored = home.path().join("packs").join(format!("{sha}.wasm"));
     let mut bytes = std::fs::read(&stored).unwrap();

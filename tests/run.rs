@@ -928,3 +928,34 @@ fn a_resume_with_other_data_is_refused() {
     let status = run(&["status", run_dir.to_str().unwrap(), "--events", "10"]);
     assert!(String::from_utf8_lossy(&status.stdout).contains("data changed (sha256 "));
 }
+
+/// Two `msh run` processes on one run directory share the search and run every later
+/// stage once: the stage is claimed under a lease like a trial, and the other waits.
+#[test]
+fn two_runs_on_one_directory_run_each_stage_once() {
+    let stages = "  ensemble: {kind: ensemble, needs: [search], top_k: 2}\n  \
+                  retrain: {kind: retrain, needs: [search], epochs: 2}\n  \
+                  export: {kind: export, needs: [ensemble]}\n";
+    let (_dir, workflow, run_dir) = start(&mnist1d_workflow(4, 1, 1, stages));
+    let args = ["run", workflow.to_str().unwrap(), "--run-dir", run_dir.to_str().unwrap()];
+    let children: Vec<_> =
+        (0..2).map(|_| msh().args(args).stderr(std::process::Stdio::piped()).spawn().unwrap()).collect();
+    let outputs: Vec<_> = children.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+    for out in &outputs {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let trials = json(&["trials", run_dir.to_str().unwrap(), "--json"]);
+    let mut by_stage = BTreeMap::new();
+    for t in trials.as_array().unwrap() {
+        *by_stage.entry(t["stage"].as_str().unwrap().to_string()).or_insert(0) += 1;
+    }
+    assert_eq!(by_stage, BTreeMap::from([("ensemble".into(), 1), ("retrain".into(), 1), ("search".into(), 4)]));
+    let status = json(&["status", run_dir.to_str().unwrap(), "--json"]);
+    let states: Vec<&str> = status["stages"].as_array().unwrap().iter().map(|s| s["state"].as_str().unwrap()).collect();
+    assert_eq!(states, ["done"; 4]);
+    let log =
+        String::from_utf8_lossy(&run(&["status", run_dir.to_str().unwrap(), "--events", "100"]).stdout).into_owned();
+    for stage in ["ensemble", "retrain", "export"] {
+        assert_eq!(log.matches(&format!("[{stage}] done:")).count(), 1, "{log}");
+    }
+}

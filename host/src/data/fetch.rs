@@ -358,6 +358,8 @@ fn extract(dataset: &KnownDataset, archive: &Path, into: &Path) -> Result<(), Fe
     let bad = |reason: String| FetchError::Archive { path: archive.to_path_buf(), reason };
     let file = File::open(archive).map_err(|source| FetchError::Io { action: "read", path: archive.into(), source })?;
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(io::BufReader::new(file)));
+    // Modes as the archive has them, less group and world write (some archives are 0777).
+    tar.set_mask(0o022);
     let entries = tar.entries().map_err(|e| bad(format!("not a gzip'd tar archive: {e}")))?;
     for entry in entries {
         let mut entry = entry.map_err(|e| bad(format!("corrupt archive: {e}")))?;

@@ -25,9 +25,11 @@ pub use trainer::{Table, TableError};
 
 use crate::data::{self, DataError, Splits};
 use crate::plugin::{PackStore, PluginHost};
-use crate::store::{self, Owner, RunMeta, StageRecord, StageState, Store, StoreError, TrialRecord, TrialStatus};
+use crate::store::{
+    self, Owner, RunMeta, StageClaim, StageRecord, StageState, Store, StoreError, TrialRecord, TrialStatus,
+};
 use crate::train::{self, Backend, Selected};
-use crate::workflow::{self, Resolved, StageKind, TrainerKind, Workflow, WorkflowError, upstream_search};
+use crate::workflow::{self, Resolved, Stage, StageKind, TrainerKind, Workflow, WorkflowError, upstream_search};
 
 /// What this process does for a run.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -197,6 +199,8 @@ pub(crate) struct Run {
     pub lease: f64,
     /// Trials and reservations this process holds: the heartbeat renews their leases.
     held: Mutex<BTreeSet<u64>>,
+    /// The stages (not searches) this process runs now, under leases it renews.
+    held_stages: Mutex<BTreeSet<String>>,
     stop: Arc<AtomicBool>,
     pub report: Reporter,
     device: OnceLock<Result<Selected, String>>,
@@ -273,6 +277,13 @@ fn start_heartbeat(run: &Arc<Run>) {
             std::thread::sleep(std::time::Duration::from_secs_f64(period));
             let Some(run) = run.upgrade() else { return };
             let ids: Vec<u64> = run.held.lock().expect("no panics while holding").iter().copied().collect();
+            let stages: Vec<String> =
+                run.held_stages.lock().expect("no panics while holding").iter().cloned().collect();
+            if !stages.is_empty()
+                && let Err(e) = run.store.write(|t| t.renew_stages(&stages, &run.owner, run.lease))
+            {
+                run.note(format!("cannot renew the leases on stage(s) {stages:?}: {e}"));
+            }
             if ids.is_empty() {
                 continue;
             }
@@ -454,6 +465,7 @@ pub fn run_workflow(path: &Path, options: &RunOptions, report: Reporter) -> Resu
         host: store::host_name(),
         lease: options.lease_seconds.unwrap_or(DEFAULT_LEASE_SECONDS),
         held: Mutex::new(BTreeSet::new()),
+        held_stages: Mutex::new(BTreeSet::new()),
         stop: options.stop.clone(),
         report,
         device: OnceLock::new(),
@@ -586,6 +598,7 @@ async fn run_stages(run: Arc<Run>) -> Result<RunEnd, EngineError> {
                 run.store.write(|t| -> Result<(), StoreError> {
                     let mut record = t.stage(&name)?.unwrap_or_else(|| StageRecord::new(&name, "?"));
                     record.state = StageState::Failed;
+                    record.owner = None;
                     record.finished = Some(store::now());
                     record.message = Some(message.clone());
                     t.put_stage(&record)?;
@@ -612,23 +625,42 @@ fn run_stage(run: &Arc<Run>, name: &str) -> Result<bool, EngineError> {
         return search::run_search(run, name);
     }
     let source = upstream_search(&run.workflow, name).expect("validation ensures an upstream search stage");
-    run.store.write(|t| -> Result<(), StoreError> {
-        let mut record = t.stage(name)?.unwrap_or_else(|| StageRecord::new(name, &stage.kind.to_string()));
-        record.state = StageState::Running;
-        record.started = Some(store::now());
-        t.put_stage(&record)
-    })?;
-    (run.report)(EngineEvent::StageStarted { stage: name.into(), kind: stage.kind, trials: None, done: 0 });
-    let outcome = match stage.kind {
-        StageKind::Retrain => retrain::run_retrain(run, name, &source)?,
-        StageKind::Ensemble => Some(ensemble::run_ensemble(run, name, &source)?),
-        StageKind::Export => Some(export::run_export(run, name, stage)?),
-        StageKind::Distill => distill::run_distill(run, name, &source)?,
-        StageKind::Search => unreachable!("search stages run above"),
+    let kind = stage.kind.to_string();
+    // Every process of the run may reach the stage: it runs in the one that claims it.
+    let mut waiting = false;
+    loop {
+        match run.store.write(|t| t.claim_stage(name, &kind, &run.owner, run.lease))? {
+            StageClaim::Taken => break,
+            StageClaim::Done if waiting => {
+                run.note(format!("[{name}] done in another process"));
+                return Ok(true);
+            }
+            StageClaim::Done => return Ok(true),
+            StageClaim::Held if run.stopping() => return Ok(false),
+            StageClaim::Held => {
+                if !waiting {
+                    run.note(format!("[{name}] runs in another process; waiting for it"));
+                    waiting = true;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(500));
+            }
+        }
+    }
+    run.held_stages.lock().expect("no panics while holding").insert(name.to_string());
+    let outcome = run_claimed_stage(run, name, stage, &source);
+    run.held_stages.lock().expect("no panics while holding").remove(name);
+    let Some(message) = outcome? else {
+        // Interrupted: the stage goes back to pending, for whoever runs next.
+        run.store.write(|t| -> Result<(), StoreError> {
+            let mut record = t.known_stage(name)?;
+            (record.state, record.owner) = (StageState::Pending, None);
+            t.put_stage(&record)
+        })?;
+        return Ok(false);
     };
-    let Some(message) = outcome else { return Ok(false) };
     run.store.write(|t| -> Result<(), StoreError> {
-        let mut record = t.stage(name)?.unwrap_or_else(|| StageRecord::new(name, &stage.kind.to_string()));
+        let mut record = t.stage(name)?.unwrap_or_else(|| StageRecord::new(name, &kind));
+        record.owner = None;
         record.state = StageState::Done;
         record.finished = Some(store::now());
         record.message = Some(message.clone());
@@ -637,4 +669,16 @@ fn run_stage(run: &Arc<Run>, name: &str) -> Result<bool, EngineError> {
     })?;
     (run.report)(EngineEvent::StageFinished { stage: name.into(), state: StageState::Done, message });
     Ok(true)
+}
+
+/// Runs a stage this process claimed: its message, or `None` when interrupted.
+fn run_claimed_stage(run: &Arc<Run>, name: &str, stage: &Stage, source: &str) -> Result<Option<String>, EngineError> {
+    (run.report)(EngineEvent::StageStarted { stage: name.into(), kind: stage.kind, trials: None, done: 0 });
+    Ok(match stage.kind {
+        StageKind::Retrain => retrain::run_retrain(run, name, source)?,
+        StageKind::Ensemble => Some(ensemble::run_ensemble(run, name, source)?),
+        StageKind::Export => Some(export::run_export(run, name, stage)?),
+        StageKind::Distill => distill::run_distill(run, name, source)?,
+        StageKind::Search => unreachable!("search stages run in search.rs"),
+    })
 }

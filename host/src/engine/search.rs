@@ -243,14 +243,20 @@ impl Search<'_> {
         let mut done: Option<TrialRecord> = None;
         loop {
             let recorded = done.take();
-            let claimed =
+            let (claimed, finished) =
                 self.claim(recorded.as_ref(), trainer).inspect_err(|_| self.abort.store(true, Ordering::Relaxed))?;
-            if let Some(trial) = recorded {
-                (self.run.report)(EngineEvent::TrialFinished {
+            match (recorded, finished) {
+                (Some(trial), Finished::Recorded) => (self.run.report)(EngineEvent::TrialFinished {
                     stage: self.name.into(),
                     trainer,
                     trial: Box::new(trial),
-                });
+                }),
+                (Some(trial), Finished::LeaseLost) => self.run.note(format!(
+                    "[{}] trial {} dropped: lease lost (the trial was requeued while this trainer held it; its \
+                     result here is not recorded)",
+                    self.name, trial.id
+                )),
+                (None, _) => {}
             }
             let Some((trial, searcher_seconds)) = claimed else { return Ok(()) };
             (self.run.report)(EngineEvent::TrialStarted {
@@ -276,16 +282,22 @@ impl Search<'_> {
     }
 
     /// Records a finished trial inside the claiming transaction, unless its lease was lost.
-    fn record_finished(&self, t: &mut Txn<'_>, stage: &mut StageRecord, trial: &TrialRecord) -> Result<(), StoreError> {
+    fn record_finished(
+        &self,
+        t: &mut Txn<'_>,
+        stage: &mut StageRecord,
+        trial: &TrialRecord,
+    ) -> Result<Finished, StoreError> {
         if t.finish(stage, trial, &self.run.owner)? == Finished::LeaseLost {
-            return Ok(());
+            return Ok(Finished::LeaseLost);
         }
         let what = match (&trial.error, &trial.valid) {
             (Some(error), _) => format!("{}: {error}", trial.status.name()),
             (None, Some(valid)) => format!("{}: {}", trial.status.name(), valid.headline()),
             (None, None) => trial.status.name().to_string(),
         };
-        t.log(Some(self.name), Some(trial.id), what)
+        t.log(Some(self.name), Some(trial.id), what)?;
+        Ok(Finished::Recorded)
     }
 
     /// Brings the stage's spent time up to date. Every claim records it, so a killed
@@ -302,15 +314,21 @@ impl Search<'_> {
     /// The next trial for a free trainer, marked running, and the seconds the searcher
     /// took to propose it; `None` when the stage is spent. Reserve, propose, commit: the
     /// searcher runs between two transactions, so other trainers' claims never wait on it.
-    fn claim(&self, finished: Option<&TrialRecord>, trainer: usize) -> Result<Option<(TrialRecord, f64)>, EngineError> {
+    /// Records `finished` (saying whether it was kept) and claims the next trial, if any.
+    fn claim(
+        &self,
+        finished: Option<&TrialRecord>,
+        trainer: usize,
+    ) -> Result<(Option<(TrialRecord, f64)>, Finished), EngineError> {
         let mut history = self.history.lock().expect("no panics while proposing");
         let run = self.run;
         let worker = format!("{} pid {} trainer {trainer}", run.host, run.owner.pid);
         let limit = self.budget.trials.map_or(u64::MAX, u64::from);
+        let mut kept = Finished::Recorded;
         let reserved = run.store.write(|t| -> Result<Reserved, EngineError> {
             let mut stage = t.known_stage(self.name)?;
             if let Some(trial) = finished {
-                self.record_finished(t, &mut stage, trial)?;
+                kept = self.record_finished(t, &mut stage, trial)?;
             }
             self.record_time(&mut stage);
             t.put_stage(&stage)?;
@@ -336,10 +354,10 @@ impl Search<'_> {
             run.release(trial.id);
         }
         let (id, mut running) = match reserved {
-            Reserved::Nothing => return Ok(None),
+            Reserved::Nothing => return Ok((None, kept)),
             Reserved::Trial(trial) => {
                 run.hold(trial.id);
-                return Ok(Some((trial, 0.0)));
+                return Ok((Some((trial, 0.0)), kept));
             }
             Reserved::Slot(id, running) => (id, running),
         };
@@ -402,10 +420,10 @@ impl Search<'_> {
             }
         };
         match committed {
-            Ok(Some(trial)) => Ok(Some((trial, searcher_seconds))),
+            Ok(Some(trial)) => Ok((Some((trial, searcher_seconds)), kept)),
             Ok(None) => {
                 run.release(id);
-                Ok(None)
+                Ok((None, kept))
             }
             Err(e) => {
                 run.release(id);

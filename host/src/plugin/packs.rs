@@ -97,7 +97,7 @@ impl PackStore {
     }
 
     /// Validates a plugin with `host` and stores it under its hash (installing the same
-    /// bytes again is a no-op).
+    /// bytes under the same name again is a no-op; under another name, adds that name).
     pub fn install(&self, host: &PluginHost, path: &Path) -> Result<PackEntry, PackError> {
         let bytes = std::fs::read(path).map_err(|e| self.fail(format!("cannot read {}: {e}", path.display())))?;
         let name = host.load_file(path)?.name;
@@ -123,8 +123,9 @@ impl PackStore {
             sha256: plugin.sha256.clone(),
             source: source.to_string(),
         };
+        // The same bytes may be installed under several names; each name stays.
         let mut entries = self.list()?;
-        entries.retain(|e| e.sha256 != entry.sha256);
+        entries.retain(|e| (e.sha256.as_str(), e.name.as_str()) != (entry.sha256.as_str(), entry.name.as_str()));
         entries.push(entry.clone());
         self.write_index(&entries)?;
         Ok(entry)
@@ -205,8 +206,12 @@ impl PackStore {
     pub fn remove(&self, query: &str) -> Result<PackEntry, PackError> {
         let entry = self.find(query)?;
         let mut entries = self.list()?;
-        entries.retain(|e| e.sha256 != entry.sha256);
+        entries.retain(|e| e != &entry);
         self.write_index(&entries)?;
+        // The bytes stay while another name holds them.
+        if entries.iter().any(|e| e.sha256 == entry.sha256) {
+            return Ok(entry);
+        }
         match std::fs::remove_file(self.file(&entry.sha256)) {
             Ok(()) => Ok(entry),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(entry),

@@ -9,7 +9,7 @@
 //! holds the trial, so each trial ends exactly once. The budget counts finished, running
 //! and reserved trials, all under the store's write lock, so it holds across workers.
 
-use super::{Owner, Reservation, StageRecord, StoreError, TrialRecord, TrialStatus, Txn};
+use super::{Owner, Reservation, StageRecord, StageState, StoreError, TrialRecord, TrialStatus, Txn};
 
 /// What a free trainer gets from `Txn::claim`.
 #[derive(Debug)]
@@ -28,6 +28,17 @@ pub enum Committed {
     Running(TrialRecord),
     /// The reservation had expired and others used up the budget meanwhile.
     Spent,
+}
+
+/// What `Txn::claim_stage` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StageClaim {
+    /// The stage is this process's to run now.
+    Taken,
+    /// Another process runs it, under a live lease.
+    Held,
+    /// It ran to its end.
+    Done,
 }
 
 /// What `Txn::finish` did with a result.
@@ -107,6 +118,40 @@ fn process_alive(pid: u32) -> bool {
 }
 
 impl Txn<'_> {
+    /// Claims a stage that runs once per run (ensemble, retrain, distill, export): unless
+    /// it is done, or another process holds it under a live lease, it becomes `me`'s,
+    /// leased for `lease` seconds (a dead or silent owner's stage is taken over).
+    pub fn claim_stage(&mut self, name: &str, kind: &str, me: &Owner, lease: f64) -> Result<StageClaim, StoreError> {
+        let now = self.clock();
+        let mut record = self.stage(name)?.unwrap_or_else(|| StageRecord::new(name, kind));
+        match (record.state, &record.owner) {
+            (StageState::Done, _) => return Ok(StageClaim::Done),
+            (StageState::Running, Some(owner)) if !owner.same_process(me) => {
+                let Some(why) = owner.loss(now, me) else { return Ok(StageClaim::Held) };
+                self.log(Some(name), None, format!("taken over from pid {}: {why}", owner.pid))?;
+            }
+            _ => {}
+        }
+        record.state = StageState::Running;
+        record.started = Some(super::now());
+        record.owner = Some(Owner { lease_until: now + lease, ..me.clone() });
+        self.put_stage(&record)?;
+        Ok(StageClaim::Taken)
+    }
+
+    /// Extends `me`'s leases on the stages `names` (those it still holds).
+    pub fn renew_stages(&mut self, names: &[String], me: &Owner, lease: f64) -> Result<(), StoreError> {
+        let now = self.clock();
+        for name in names {
+            let Some(mut record) = self.stage(name)? else { continue };
+            if let Some(owner) = record.owner.as_mut().filter(|o| o.same_process(me)) {
+                owner.lease_until = now + lease;
+                self.put_stage(&record)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Requeues `stage`'s running trials whose owner's lease expired, and drops such
     /// reservations; the ids requeued.
     pub fn requeue_expired(&mut self, stage: &mut StageRecord, me: &Owner) -> Result<Vec<u64>, StoreError> {

@@ -16,7 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use claims::{Claim, Committed, Finished, host_name, lost};
+pub use claims::{Claim, Committed, Finished, StageClaim, host_name, lost};
 pub use queries::{best_trial, pareto_front};
 pub use records::{
     BlockRef, Event, Metrics, Owner, ParamValue, Reservation, RunMeta, RungRecord, StageRecord, StageState,

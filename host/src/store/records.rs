@@ -90,6 +90,9 @@ pub struct StageRecord {
     /// What the stage produced, or why it failed.
     #[serde(default)]
     pub message: Option<String>,
+    /// The process running a stage that runs once (not a search), under its lease.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
 }
 
 impl StageRecord {
@@ -108,6 +111,7 @@ impl StageRecord {
             rejected_proposals: 0,
             finished_trials: 0,
             message: None,
+            owner: None,
         }
     }
 

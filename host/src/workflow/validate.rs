@@ -93,7 +93,7 @@ fn load_plugin(sources: &PluginSources<'_>, reference: &str) -> Result<Plugin, S
 /// Whether `name` may name a workflow or a stage: it becomes a directory name
 /// (`runs/<workflow>`, an ensemble stage's checkpoints), so letters, digits, `_` and `-`.
 fn is_identifier(name: &str) -> bool {
-    (1..=64).contains(&name.len())
+    (1..=200).contains(&name.len())
         && !name.starts_with('-')
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
@@ -102,7 +102,7 @@ fn is_identifier(name: &str) -> bool {
 /// directory.
 pub(super) fn check_names(source: &Source, wf: &Workflow) -> Result<(), WorkflowError> {
     use Step::Key;
-    const RULE: &str = "letters, digits, `_` and `-` (at most 64, not starting with `-`)";
+    const RULE: &str = "letters, digits, `_` and `-` (at most 200, not starting with `-`)";
     if !is_identifier(&wf.name) {
         return Err(source.error_at(&[Key("name")], None, format!("workflow name {:?}: use {RULE}", wf.name)));
     }
