@@ -197,3 +197,44 @@ fn the_kubernetes_job_and_slurm_script_run_real_worker_commands() {
     assert!(err.contains("is not a run directory"), "{err}");
     assert!(!missing.exists());
 }
+
+/// A run survives its database connections being cut again and again: every backend of
+/// the run is terminated every 20 ms for 10 s while it trains, and it still ends with
+/// every trial of its budget exactly once.
+#[test]
+fn a_run_survives_terminated_database_backends() {
+    const TRIALS: u64 = 12;
+    let name = format!("msh-fault-{}", std::process::id());
+    let url = format!("{}?application_name={name}", common::postgres_url());
+    let (_dir, workflow, run_dir) = common::start(&common::mnist1d_workflow(TRIALS as u32, 2, 2, ""));
+    let run_text = run_dir.to_str().unwrap();
+    let run = spawn(&["run", workflow.to_str().unwrap(), "--run-dir", run_text], &url, "fault", false);
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let terminated = runtime.block_on(async {
+        let (admin, connection) =
+            tokio_postgres::connect(&common::postgres_url(), tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        let kill = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                    WHERE application_name = $1 AND pid <> pg_backend_pid()";
+        let started = Instant::now();
+        let mut terminated = 0;
+        while started.elapsed() < Duration::from_secs(10) {
+            terminated += admin.query_one(kill, &[&name]).await.unwrap().get::<_, i64>(0);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        terminated
+    });
+    assert!(terminated >= 20, "only {terminated} backends were terminated: the run was not under fire");
+    wait(run, "the run under terminated backends", Instant::now() + Duration::from_secs(300));
+
+    let store = Store::open_at(&run_dir, Some(&common::postgres_url())).unwrap();
+    let trials = store.trials().unwrap();
+    assert_eq!(trials.len() as u64, TRIALS, "{trials:#?}");
+    assert!(trials.iter().all(|t| t.status == TrialStatus::Completed), "{trials:#?}");
+    let keys: std::collections::BTreeSet<String> =
+        trials.iter().map(|t| format!("{}|{:?}", t.arch_key(), t.hparams)).collect();
+    assert_eq!(keys.len() as u64, TRIALS, "no trial was trained twice");
+    let stage = store.stage("search").unwrap().unwrap();
+    assert_eq!(stage.finished_trials, TRIALS);
+}

@@ -277,7 +277,7 @@ pub fn run_ensemble(run: &Run, name: &str, source: &str) -> Result<String, Engin
     };
     built.describe_in(&mut record, relative);
     let record = run.store.write(|t| -> Result<TrialRecord, StoreError> {
-        let mut record = record;
+        let mut record = record.clone();
         record.id = t.next_trial_id()?;
         t.put_trial(&record)?;
         Ok(record)

@@ -377,7 +377,11 @@ fn check_data(run: &Run, allow_changed: bool) -> Result<(), EngineError> {
         match meta.data.as_ref() {
             Some(recorded) if *recorded == now => return Ok(()),
             Some(recorded) if !allow_changed => {
-                return Err(EngineError::ChangedData { dir: run.dir.clone(), recorded: recorded.clone(), now });
+                return Err(EngineError::ChangedData {
+                    dir: run.dir.clone(),
+                    recorded: recorded.clone(),
+                    now: now.clone(),
+                });
             }
             Some(recorded) => {
                 t.log(None, None, format!("data changed ({recorded} then, {now} now); going on with it"))?

@@ -371,10 +371,12 @@ impl Search<'_> {
             let step = run.store.write(|t| -> Result<Proposed, EngineError> {
                 let mut stage = t.known_stage(self.name)?;
                 stage.rejected_proposals += refused;
-                for note in notes {
-                    t.log(Some(self.name), None, note)?;
+                for note in &notes {
+                    t.log(Some(self.name), None, note.as_str())?;
                 }
-                let proposal = match proposed {
+                // A transaction may run again (a dropped database connection): it reads
+                // what it was given, never consumes it.
+                let proposal = match proposed.clone() {
                     Ok(Some(proposal)) => proposal,
                     Ok(None) => {
                         t.release(&mut stage, id)?;
@@ -526,7 +528,7 @@ impl Search<'_> {
         let id = trial.id;
         self.run.store.write(|t| -> Result<(), StoreError> {
             let mut stage = t.known_stage(self.name)?;
-            t.give_back(&mut stage, trial, &self.run.owner)
+            t.give_back(&mut stage, trial.clone(), &self.run.owner)
         })?;
         self.run.release(id);
         Ok(())

@@ -267,7 +267,7 @@ impl Store {
     /// Runs `f` in one write transaction, committed when it returns `Ok`. Write
     /// transactions of one run are serialised (LMDB's writer lock; an advisory lock on
     /// PostgreSQL), so what `f` reads stays true until it commits.
-    pub fn write<T, E: From<StoreError>>(&self, f: impl FnOnce(&mut Txn<'_>) -> Result<T, E>) -> Result<T, E> {
+    pub fn write<T, E: From<StoreError>>(&self, mut f: impl FnMut(&mut Txn<'_>) -> Result<T, E>) -> Result<T, E> {
         let name = self.name.as_str();
         let body = |records: &mut dyn Records| f(&mut Txn { records, name });
         match &self.backend {
@@ -277,7 +277,7 @@ impl Store {
     }
 
     /// Reads in one consistent snapshot.
-    fn read<T>(&self, f: impl FnOnce(&View<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    fn read<T>(&self, f: impl Fn(&View<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
         let name = self.name.as_str();
         let body = |records: &dyn Records| f(&View { records, name });
         match &self.backend {

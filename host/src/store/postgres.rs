@@ -6,6 +6,8 @@
 //! store works from plain threads and from inside the engine's runtime alike.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use tokio_postgres::{Client, IsolationLevel, NoTls, Statement};
 
@@ -20,6 +22,11 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS msh_records (
 )";
 /// The advisory lock that serialises creating the schema (any constant of our own).
 const SCHEMA_LOCK: i64 = 0x6d73_685f_7363_6865;
+/// How long a transaction is retried on new connections after the connection failed (a
+/// restarted server, a failover, a terminated backend), the first wait, and the longest.
+const RETRY_FOR: Duration = Duration::from_secs(120);
+const FIRST_BACKOFF: Duration = Duration::from_millis(10);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 pub struct Postgres {
     url: String,
@@ -27,6 +34,9 @@ pub struct Postgres {
     name: String,
     /// One connection per process; reconnected when the server closed it.
     connection: Mutex<Option<Connection>>,
+    /// Set by an error that broke the connection (not one of the statement): the
+    /// transaction it happened in is retried on a new connection.
+    broken: AtomicBool,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -56,19 +66,46 @@ impl Postgres {
             run: run.into(),
             name: name.into(),
             connection: Mutex::new(None),
+            broken: AtomicBool::new(false),
             runtime: Some(runtime),
         };
-        let mut slot = store.connection.lock().expect("no panics while connecting");
-        *slot = Some(store.connect()?);
-        drop(slot);
+        // A backend terminated while the connection is set up is retried; a server that
+        // cannot be reached at all is an error at once (a wrong URL, say).
+        let connection = store.retried(|| store.connect(false))?;
+        *store.connection.lock().expect("no panics while connecting") = Some(connection);
         Ok(store)
     }
 
     fn error(&self, source: tokio_postgres::Error) -> StoreError {
+        if connection_lost(&source) {
+            self.broken.store(true, Ordering::Relaxed);
+        }
         StoreError::Postgres { store: self.name.clone(), source }
     }
 
-    fn connect(&self) -> Result<Connection, StoreError> {
+    /// Runs `attempt` until it succeeds, fails for a reason of its own, or connection
+    /// failures have gone on for `RETRY_FOR`: each failed attempt (its transaction rolled
+    /// back by the server) drops the connection, waits, and tries again on a new one.
+    /// A transaction whose COMMIT was cut off may have committed: the claim protocol
+    /// (leases, owners checked at finish) makes a second run of it harmless.
+    fn retried<T, E>(&self, mut attempt: impl FnMut() -> Result<T, E>) -> Result<T, E> {
+        let started = Instant::now();
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            self.broken.store(false, Ordering::Relaxed);
+            let result = attempt();
+            if result.is_ok() || !self.broken.swap(false, Ordering::Relaxed) || started.elapsed() > RETRY_FOR {
+                return result;
+            }
+            *self.connection.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// A new connection, its schema made and statements prepared. `reconnecting`: a
+    /// connection this process had was lost, so one that cannot be made now is retried.
+    fn connect(&self, reconnecting: bool) -> Result<Connection, StoreError> {
         let runtime = self.runtime.as_ref().expect("the runtime lives as long as the store");
         let url = self.url.clone();
         let connecting = runtime.spawn(async move {
@@ -82,7 +119,13 @@ impl Postgres {
         });
         let client = pollster::block_on(connecting)
             .map_err(|e| StoreError::Open { store: self.name.clone(), reason: e.to_string() })?
-            .map_err(|e| self.error(e))?;
+            .map_err(|e| {
+                // A server that refuses connections while it restarts is worth retrying.
+                if reconnecting {
+                    self.broken.store(true, Ordering::Relaxed);
+                }
+                self.error(e)
+            })?;
         pollster::block_on(async {
             // Several workers may start at once: the schema is created under a lock.
             client.execute("SELECT pg_advisory_lock($1)", &[&SCHEMA_LOCK]).await?;
@@ -117,12 +160,16 @@ impl Postgres {
     fn with_connection<T, E: From<StoreError>>(&self, f: impl FnOnce(&mut Connection) -> Result<T, E>) -> Result<T, E> {
         let mut slot = self.connection.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if slot.as_ref().is_none_or(|c| c.client.is_closed()) {
-            *slot = Some(self.connect()?);
+            *slot = Some(self.connect(true)?);
         }
         f(slot.as_mut().expect("connected above"))
     }
 
-    pub fn write<T, E: From<StoreError>>(&self, f: impl FnOnce(&mut dyn Records) -> Result<T, E>) -> Result<T, E> {
+    pub fn write<T, E: From<StoreError>>(&self, mut f: impl FnMut(&mut dyn Records) -> Result<T, E>) -> Result<T, E> {
+        self.retried(|| self.write_once(&mut f))
+    }
+
+    fn write_once<T, E: From<StoreError>>(&self, f: &mut impl FnMut(&mut dyn Records) -> Result<T, E>) -> Result<T, E> {
         self.with_connection(|c| {
             let txn =
                 pollster::block_on(c.client.build_transaction().isolation_level(IsolationLevel::ReadCommitted).start())
@@ -137,7 +184,11 @@ impl Postgres {
         })
     }
 
-    pub fn read<T>(&self, f: impl FnOnce(&dyn Records) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    pub fn read<T>(&self, f: impl Fn(&dyn Records) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        self.retried(|| self.read_once(&f))
+    }
+
+    fn read_once<T>(&self, f: &impl Fn(&dyn Records) -> Result<T, StoreError>) -> Result<T, StoreError> {
         self.with_connection(|c| {
             let txn = pollster::block_on(
                 c.client.build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start(),
@@ -149,6 +200,22 @@ impl Postgres {
             pollster::block_on(records.txn.commit()).map_err(|e| self.error(e))?;
             Ok(value)
         })
+    }
+}
+
+/// Whether `e` broke the connection (the server closed it, terminated the backend, shut
+/// down, or cannot be reached), as opposed to a failure of the statement.
+fn connection_lost(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    match e.code() {
+        // Class 08 (connection exception) and 57P01-57P03 (admin or crash shutdown, cannot
+        // connect now).
+        Some(code) => {
+            code.code().starts_with("08")
+                || [SqlState::ADMIN_SHUTDOWN, SqlState::CRASH_SHUTDOWN, SqlState::CANNOT_CONNECT_NOW].contains(code)
+        }
+        // No server error: the connection closed, or an I/O error on its socket.
+        None => e.is_closed() || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>()),
     }
 }
 
