@@ -959,3 +959,30 @@ fn two_runs_on_one_directory_run_each_stage_once() {
         assert_eq!(log.matches(&format!("[{stage}] done:")).count(), 1, "{log}");
     }
 }
+
+/// A trainer frozen past its lease loses its trial to another process; when it wakes and
+/// finishes, its result is dropped, and it says so instead of "completed".
+#[test]
+fn a_result_after_a_lost_lease_is_reported_as_dropped() {
+    use std::io::{BufRead, BufReader};
+    let (_dir, workflow, run_dir) = start(&mnist1d_workflow(1, 20, 1, ""));
+    let args = ["run", workflow.to_str().unwrap(), "--run-dir", run_dir.to_str().unwrap(), "--lease-seconds", "1"];
+    let mut frozen = msh().args(args).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(frozen.stderr.take().unwrap()).lines();
+    let started = lines.by_ref().map(|l| l.unwrap()).find(|l| l.contains("started on trainer")).unwrap();
+    let signal = |name: &str| {
+        assert!(std::process::Command::new("kill").args([name, &frozen.id().to_string()]).status().unwrap().success());
+    };
+    signal("-STOP");
+    std::thread::sleep(Duration::from_millis(2500));
+    let other = run(&args);
+    signal("-CONT");
+    assert!(other.status.success(), "{}", String::from_utf8_lossy(&other.stderr));
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    assert!(frozen.wait().unwrap().success(), "{rest:?}");
+    let id = started.split("trial ").nth(1).unwrap().split_whitespace().next().unwrap();
+    assert!(rest.iter().any(|l| l.contains(&format!("trial {id} dropped: lease lost"))), "{started}\n{rest:#?}");
+    assert!(!rest.iter().any(|l| l.contains(&format!("trial {id} completed"))), "{rest:#?}");
+    let trials = json(&["trials", run_dir.to_str().unwrap(), "--json"]);
+    assert_eq!(trials.as_array().unwrap().len(), 1);
+}

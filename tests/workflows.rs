@@ -216,3 +216,17 @@ fn control_characters_reach_the_terminal_escaped() {
     assert!(!err.contains('\x1b') && !err.contains('\x07'), "{err:?}");
     assert!(err.contains("random\\x1b]0;pwned\\x07esearch"), "{err}");
 }
+
+/// A setting value the searcher refuses is an error of `msh validate`, located at the key,
+/// not a failure of the run's first proposal.
+#[test]
+fn searcher_setting_values_are_checked_by_the_searcher() {
+    let err = invalid(&replace("  plugin: random-search\n", "  plugin: beam-search\n  config:\n    beam_size: many\n"));
+    assert!(err.contains("w.yaml:11:5: searcher `beam-search` refuses it: setting `beam_size` is `many`"), "{err}");
+    let ok = replace("  plugin: random-search\n", "  plugin: beam-search\n  config:\n    beam_size: 2\n");
+    let dir = TempDir::new();
+    let path = dir.path().join("w.yaml");
+    std::fs::write(&path, ok).unwrap();
+    let out = run(&["validate", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

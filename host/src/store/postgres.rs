@@ -119,12 +119,13 @@ impl Postgres {
         });
         let client = pollster::block_on(connecting)
             .map_err(|e| StoreError::Open { store: self.name.clone(), reason: e.to_string() })?
-            .map_err(|e| {
-                // A server that refuses connections while it restarts is worth retrying.
+            .map_err(|source| {
+                // A server that refuses connections while it restarts is worth retrying; one
+                // that never answered this process is not (a wrong URL, say).
                 if reconnecting {
                     self.broken.store(true, Ordering::Relaxed);
                 }
-                self.error(e)
+                StoreError::Postgres { store: self.name.clone(), source }
             })?;
         pollster::block_on(async {
             // Several workers may start at once: the schema is created under a lock.

@@ -476,7 +476,7 @@ pub fn resolve(
                         p
                     }
                 };
-                config_pairs(spec).map_err(|m| err(&path[..path.len() - 1], None, m))?;
+                let config = config_pairs(spec).map_err(|m| err(&path[..path.len() - 1], None, m))?;
                 let settings = plugin.settings().map_err(|e| err(&path, None, e.to_string()))?;
                 if !settings.is_empty() {
                     let known: Vec<&str> = settings.iter().map(|s| s.name.as_str()).collect();
@@ -489,6 +489,22 @@ pub fn resolve(
                             known.join(", ")
                         );
                         return Err(err(&at, None, with_hint(message, did_you_mean(key, known.iter().copied()))));
+                    }
+                }
+                // The searcher parses its settings' values when it first proposes: ask it once,
+                // so that a value it refuses is an error here rather than at the run's first trial.
+                // Only what it says of a setting counts: the rest waits for the run's data.
+                if !spec.config.is_empty() {
+                    let context = types::Context { seed: wf.seed, budget: 0, config };
+                    let refused = match plugin.propose_once(&context, &space, &[], 1) {
+                        Err(e) => e.to_string(),
+                        Ok(_) => String::new(),
+                    };
+                    if let Some(key) = spec.config.keys().find(|k| refused.contains(&format!("setting `{k}`"))) {
+                        let mut at = path[..path.len() - 1].to_vec();
+                        at.extend([Key("config"), Key(key.as_str())]);
+                        let reason = refused.rsplit(": ").next().unwrap_or(&refused);
+                        return Err(err(&at, None, format!("searcher `{}` refuses it: {reason}", spec.plugin)));
                     }
                 }
                 if let Some(budget) = &stage.budget {
