@@ -1,5 +1,6 @@
 //! `msh blocks` and `msh plugin check`: what packs offer, and whether a plugin is sound.
 
+use super::say;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -73,9 +74,9 @@ pub fn run_blocks(cmd: BlocksCommand) -> anyhow::Result<ExitCode> {
         BlocksCommand::List(arg) => {
             let plugin = pack(&host, &arg)?;
             let blocks = plugin.blocks()?;
-            println!("{} ({} blocks, msh:plugin@{})", plugin.name, blocks.len(), plugin.version);
+            say!("{} ({} blocks, msh:plugin@{})", plugin.name, blocks.len(), plugin.version);
             for b in blocks {
-                println!("  {:<24} ranks {:<6} {}", b.name, rank_text(&b.input_ranks), b.description);
+                say!("  {:<24} ranks {:<6} {}", b.name, rank_text(&b.input_ranks), b.description);
             }
         }
         BlocksCommand::Show(args) => {
@@ -84,10 +85,10 @@ pub fn run_blocks(cmd: BlocksCommand) -> anyhow::Result<ExitCode> {
             let Some(info) = blocks.iter().find(|b| b.name == args.name) else {
                 bail!("{} has no block `{}` (see `msh blocks list`)", plugin.name, args.name);
             };
-            println!("{}: {}", info.name, info.description);
-            println!("input ranks: {}", rank_text(&info.input_ranks));
+            say!("{}: {}", info.name, info.description);
+            say!("input ranks: {}", rank_text(&info.input_ranks));
             for p in &info.params {
-                println!(
+                say!(
                     "  {:<18} {:<28} default {:<8} {}",
                     p.name,
                     kind_text(&p.kind),
@@ -102,10 +103,10 @@ pub fn run_blocks(cmd: BlocksCommand) -> anyhow::Result<ExitCode> {
             for shape in shapes {
                 let graph = plugin.build(&info.name, &shape, &[])?;
                 let inferred = infer_block(&graph, 0, &shape)?;
-                println!("\nfor input {shape:?}: {} parameters", block_parameters(&graph, &shape)?);
+                say!("\nfor input {shape:?}: {} parameters", block_parameters(&graph, &shape)?);
                 for (i, node) in graph.nodes.iter().enumerate() {
                     let op = serde_json::to_string(&node.op)?;
-                    println!(
+                    say!(
                         "  {:>3} <- {:<10} {:<16} {op}",
                         i + 1,
                         format!("{:?}", node.input_ids(i + 1)),
@@ -199,13 +200,7 @@ pub fn run_plugin(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
     let PluginCommand::Check { file } = cmd;
     let host = PluginHost::new(Limits::default());
     let plugin = host.load_file(&file)?;
-    println!(
-        "{}: {} built against msh:plugin@{} (sha256 {})",
-        file.display(),
-        plugin.world,
-        plugin.version,
-        plugin.sha256
-    );
+    say!("{}: {} built against msh:plugin@{} (sha256 {})", file.display(), plugin.world, plugin.version, plugin.sha256);
     let mut failures = 0;
     match plugin.world {
         World::BlockPack => {
@@ -215,16 +210,16 @@ pub fn run_plugin(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
             }
             for b in &blocks {
                 if b.input_ranks.is_empty() || b.input_ranks.iter().any(|r| !(1..=3).contains(r)) {
-                    println!("  FAIL {}: input ranks {:?} must be among 1, 2, 3", b.name, b.input_ranks);
+                    say!("  FAIL {}: input ranks {:?} must be among 1, 2, 3", b.name, b.input_ranks);
                     failures += 1;
                     continue;
                 }
                 for &rank in &b.input_ranks {
                     let shape = sample_shape(rank);
                     match plugin.build(&b.name, &shape, &[]) {
-                        Ok(graph) => println!("  ok   {} on {shape:?}: {} nodes", b.name, graph.nodes.len()),
+                        Ok(graph) => say!("  ok   {} on {shape:?}: {} nodes", b.name, graph.nodes.len()),
                         Err(e) => {
-                            println!("  FAIL {e}");
+                            say!("  FAIL {e}");
                             failures += 1;
                         }
                     }
@@ -238,9 +233,9 @@ pub fn run_plugin(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
             for history_len in [0, 1, 20] {
                 let history = sample_history(&blocks, history_len);
                 match plugin.propose_once(&context, &space, &history, 4) {
-                    Ok(p) => println!("  ok   propose with {history_len} trials of history: {} proposals", p.len()),
+                    Ok(p) => say!("  ok   propose with {history_len} trials of history: {} proposals", p.len()),
                     Err(e) => {
-                        println!("  FAIL {e}");
+                        say!("  FAIL {e}");
                         failures += 1;
                     }
                 }
@@ -250,6 +245,6 @@ pub fn run_plugin(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
     if failures > 0 {
         bail!("{}: {failures} check(s) failed", file.display());
     }
-    println!("all checks passed");
+    say!("all checks passed");
     Ok(ExitCode::SUCCESS)
 }

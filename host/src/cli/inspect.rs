@@ -1,5 +1,6 @@
 //! `msh status`, `msh trials`, `msh best` and `msh predict`: reading a run's store.
 
+use super::say;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -59,7 +60,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         // Home and clear: each frame replaces the last.
         print!("\x1b[H\x1b[2J");
         if store.run_meta()?.is_none() {
-            println!("{}: waiting for the run to start", args.run.display());
+            say!("{}: waiting for the run to start", args.run.display());
         } else if show_status(&args, &store)? {
             return Ok(ExitCode::SUCCESS);
         }
@@ -107,8 +108,8 @@ fn show_status(args: &StatusArgs, store: &Store) -> anyhow::Result<bool> {
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(ended);
     }
-    println!("run        {} ({}), workflow {}", meta.workflow_name, args.run.display(), meta.workflow_path.display());
-    println!("store      {}", store.name());
+    say!("run        {} ({}), workflow {}", meta.workflow_name, args.run.display(), meta.workflow_path.display());
+    say!("store      {}", store.name());
     for s in &stages {
         let state = serde_json::to_value(s.state)?.as_str().unwrap_or("?").to_string();
         let trials = if s.kind == "search" {
@@ -120,23 +121,17 @@ fn show_status(args: &StatusArgs, store: &Store) -> anyhow::Result<bool> {
         } else {
             String::new()
         };
-        println!(
-            "stage      {:<12} {:<8} {:<8} {trials}  {}",
-            s.name,
-            s.kind,
-            state,
-            s.message.as_deref().unwrap_or("")
-        );
+        say!("stage      {:<12} {:<8} {:<8} {trials}  {}", s.name, s.kind, state, s.message.as_deref().unwrap_or(""));
     }
-    println!("trials     {}", counts.iter().map(|(n, c)| format!("{n} {c}")).collect::<Vec<_>>().join(", "));
+    say!("trials     {}", counts.iter().map(|(n, c)| format!("{n} {c}")).collect::<Vec<_>>().join(", "));
     for trial in trials.iter().filter(|t| t.status == TrialStatus::Running) {
-        println!("running    trial {} on {}", trial.id, trial.worker.as_deref().unwrap_or("an unknown trainer"));
+        say!("running    trial {} on {}", trial.id, trial.worker.as_deref().unwrap_or("an unknown trainer"));
     }
     if let Some(best) = &best {
-        println!("best       {}", describe(best));
+        say!("best       {}", describe(best));
     }
     if let Some(eta) = eta {
-        println!(
+        say!(
             "eta        about {:.0} min ({left} trials left at {mean:.0}s each on {trainers} trainer(s))",
             (eta / 60.0).ceil()
         );
@@ -145,7 +140,7 @@ fn show_status(args: &StatusArgs, store: &Store) -> anyhow::Result<bool> {
     for event in &events[events.len().saturating_sub(args.events)..] {
         let stage = event.stage.as_deref().map(|s| format!("[{s}] ")).unwrap_or_default();
         let trial = event.trial.map(|t| format!("trial {t}: ")).unwrap_or_default();
-        println!("event      +{:.1}s {stage}{trial}{}", event.time - meta.created, super::printable(&event.message));
+        say!("event      +{:.1}s {stage}{trial}{}", event.time - meta.created, event.message);
     }
     Ok(ended)
 }
@@ -153,8 +148,7 @@ fn show_status(args: &StatusArgs, store: &Store) -> anyhow::Result<bool> {
 fn describe(t: &TrialRecord) -> String {
     let valid = t.valid.as_ref().map(|m| format!("valid {}", m.headline())).unwrap_or_default();
     let test = t.test.as_ref().map(|m| format!(", test {}", m.headline())).unwrap_or_default();
-    let text = format!("trial {} of `{}`: {valid}{test}; {} params; {}", t.id, t.stage, t.parameters, t.arch_key());
-    super::printable(&text).into_owned()
+    format!("trial {} of `{}`: {valid}{test}; {} params; {}", t.id, t.stage, t.parameters, t.arch_key())
 }
 
 #[derive(Debug, Args)]
@@ -195,15 +189,22 @@ pub fn trials(args: TrialsArgs) -> anyhow::Result<ExitCode> {
         out.flush()?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    say!(
         "{:>5} {:<10} {:<9} {:>9} {:>9} {:>9} {:>7} {:>6}  architecture",
-        "id", "stage", "status", "valid", "test", "params", "secs", "parent"
+        "id",
+        "stage",
+        "status",
+        "valid",
+        "test",
+        "params",
+        "secs",
+        "parent"
     );
     let headline = |m: &Option<train::Metrics>| {
         m.as_ref().map(|m| format!("{:.4}", m.accuracy.or(m.r2).unwrap_or(m.loss))).unwrap_or_else(|| "-".into())
     };
     for t in &trials {
-        println!(
+        say!(
             "{:>5} {:<10} {:<9} {:>9} {:>9} {:>9} {:>7.1} {:>6}  {}{}",
             t.id,
             t.stage,
@@ -213,8 +214,8 @@ pub fn trials(args: TrialsArgs) -> anyhow::Result<ExitCode> {
             t.parameters,
             t.train_seconds,
             t.parent.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
-            super::printable(&t.arch_key()),
-            t.error.as_ref().map(|e| format!("  ({})", super::printable(e))).unwrap_or_default()
+            t.arch_key(),
+            t.error.as_ref().map(|e| format!("  ({e})")).unwrap_or_default()
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -249,7 +250,7 @@ pub fn best(args: BestArgs) -> anyhow::Result<ExitCode> {
         } else {
             for t in &front {
                 let latency = t.latency_ms.map(|l| format!("{l:.3} ms/sample")).unwrap_or_else(|| "-".into());
-                println!("{}; valid loss {:.4}; {latency}", describe(t), t.objective.unwrap_or(f64::NAN));
+                say!("{}; valid loss {:.4}; {latency}", describe(t), t.objective.unwrap_or(f64::NAN));
             }
         }
         return Ok(ExitCode::SUCCESS);
@@ -262,12 +263,12 @@ pub fn best(args: BestArgs) -> anyhow::Result<ExitCode> {
     };
     if let Some(dest) = &args.export {
         export_trial(&args.run, &run_name(&store)?, &best, dest, args.format)?;
-        eprintln!("exported trial {} to {}", best.id, dest.display());
+        esay!("exported trial {} to {}", best.id, dest.display());
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&best)?);
     } else {
-        println!("{}", describe(&best));
+        say!("{}", describe(&best));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -369,9 +370,9 @@ pub fn predict(args: PredictArgs) -> anyhow::Result<ExitCode> {
             serde_json::to_string_pretty(&json!({ "model": dir, "samples": samples.len(), "metrics": metrics }))?
         );
     } else {
-        println!("model      {}", dir.display());
-        println!("samples    {}", samples.len());
-        println!("metrics    {}  loss {:.4}", metrics.headline(), metrics.loss);
+        say!("model      {}", dir.display());
+        say!("samples    {}", samples.len());
+        say!("metrics    {}  loss {:.4}", metrics.headline(), metrics.loss);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -87,6 +87,13 @@ pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
         .into()
 }
 
+/// `println!` for text that holds names or messages from plugins, workflows or data: its
+/// control characters are escaped (`printable`).
+macro_rules! say {
+    ($($arg:tt)*) => { println!("{}", $crate::cli::printable(&format!($($arg)*))) };
+}
+pub(crate) use say;
+
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => run::run(args),

@@ -1,6 +1,7 @@
 //! `msh pack`: install, list, remove and verify shared plugins in the pack store; push them
 //! to OCI registries and pin a workflow's OCI plugins in a lock file.
 
+use super::say;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -33,27 +34,32 @@ pub fn run(cmd: PackCommand) -> anyhow::Result<ExitCode> {
         PackCommand::Install { plugin } if plugin.starts_with(oci::SCHEME) => {
             let reference: OciRef = plugin.parse()?;
             let entry = store.fetch_oci(&PluginHost::new(Limits::default()), &reference)?.entry;
-            println!(
+            say!(
                 "installed {}@sha256:{} ({}, msh:plugin@{}) from {}",
-                entry.name, entry.sha256, entry.world, entry.version, entry.source
+                entry.name,
+                entry.sha256,
+                entry.world,
+                entry.version,
+                entry.source
             );
         }
         PackCommand::Install { plugin } => {
             let entry = store.install(&PluginHost::new(Limits::default()), &PathBuf::from(plugin))?;
-            println!(
-                "installed {}@sha256:{} ({}, msh:plugin@{})",
-                entry.name, entry.sha256, entry.world, entry.version
-            );
+            say!("installed {}@sha256:{} ({}, msh:plugin@{})", entry.name, entry.sha256, entry.world, entry.version);
         }
         PackCommand::List => {
             let entries = store.list()?;
             if entries.is_empty() {
-                println!("no packs installed in {}", store.dir().display());
+                say!("no packs installed in {}", store.dir().display());
             }
             for e in entries {
-                println!(
+                say!(
                     "{:<24} {:<10} msh:plugin@{:<7} sha256:{}  from {}",
-                    e.name, e.world, e.version, e.sha256, e.source
+                    e.name,
+                    e.world,
+                    e.version,
+                    e.sha256,
+                    e.source
                 );
             }
         }
@@ -62,7 +68,7 @@ pub fn run(cmd: PackCommand) -> anyhow::Result<ExitCode> {
             let plugin = PluginHost::new(Limits::default()).load_file(&file)?;
             let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let manifest = oci::push(&bytes, &reference)?;
-            println!(
+            say!(
                 "pushed {}@sha256:{} ({}) to {}@sha256:{manifest}",
                 plugin.name,
                 plugin.sha256,
@@ -82,7 +88,7 @@ pub fn run(cmd: PackCommand) -> anyhow::Result<ExitCode> {
                 let pack = store
                     .fetch_oci(&host, &reference)
                     .with_context(|| format!("{}: cannot lock {text}", source.path.display()))?;
-                println!("{text} -> sha256:{} ({}@sha256:{})", pack.manifest, pack.entry.name, pack.entry.sha256);
+                say!("{text} -> sha256:{} ({}@sha256:{})", pack.manifest, pack.entry.name, pack.entry.sha256);
                 lock.packs.insert(reference.without_digest(), pack.manifest);
             }
             if lock.packs.is_empty() {
@@ -90,11 +96,11 @@ pub fn run(cmd: PackCommand) -> anyhow::Result<ExitCode> {
             }
             let path =
                 lock.write(&workflow).with_context(|| format!("cannot write the lock of {}", workflow.display()))?;
-            println!("wrote {}", path.display());
+            say!("wrote {}", path.display());
         }
         PackCommand::Remove { pack } => {
             let entry = store.remove(&pack)?;
-            println!("removed {}@sha256:{}", entry.name, entry.sha256);
+            say!("removed {}@sha256:{}", entry.name, entry.sha256);
         }
         PackCommand::Verify { pack } => {
             let entries = match pack {
@@ -104,9 +110,9 @@ pub fn run(cmd: PackCommand) -> anyhow::Result<ExitCode> {
             let mut corrupt = 0;
             for entry in &entries {
                 match store.verify(entry) {
-                    Ok(_) => println!("ok      {}@sha256:{}", entry.name, entry.sha256),
+                    Ok(_) => say!("ok      {}@sha256:{}", entry.name, entry.sha256),
                     Err(e) => {
-                        println!("CORRUPT {e}");
+                        say!("CORRUPT {e}");
                         corrupt += 1;
                     }
                 }
