@@ -173,6 +173,12 @@ fn every_op_model_predicts_in_onnx_runtime_as_in_msh() {
     };
     let every_op = d.join("every_op");
     train(&fixture, &train_csv, &["--shape", "4,12"], &every_op);
+    let (images_train, images_test) = (d.join("images_train.csv"), d.join("images_test.csv"));
+    write_csv(&images_train, 192, &random_rows(96, 192, 3, 5));
+    write_csv(&images_test, 192, &random_rows(SAMPLES, 192, 3, 6));
+    let more_ops = d.join("more_ops");
+    let more_fixture = common::root().join("tests/fixtures/more_ops.yaml");
+    train(&more_fixture, &images_train, &["--shape", "3,8,8"], &more_ops);
 
     let tokens_arch = d.join("tokens.yaml");
     std::fs::write(
@@ -205,6 +211,7 @@ fn every_op_model_predicts_in_onnx_runtime_as_in_msh() {
     let regression = export_and_predict("diabetes_regression", &diabetes_model, &diabetes_inputs, d);
     let cases = vec![
         export_and_predict("every_op", &every_op, &test_csv, d),
+        export_and_predict("more_ops", &more_ops, &images_test, d),
         export_and_predict("embedding_attention", &tokens_model, &tokens_test, d),
         Case { label: "target", ..regression },
     ];
@@ -215,7 +222,7 @@ fn every_op_model_predicts_in_onnx_runtime_as_in_msh() {
     assert_eq!(meta["msh.input_shape"], "[4,12]");
     assert_eq!(reports[0]["outputs"], serde_json::json!(["probabilities", "logits"]));
     assert_eq!(reports[0]["inputs"], serde_json::json!([["input", ["batch", 48]]]));
-    assert_eq!(reports[2]["outputs"], serde_json::json!(["values"]));
+    assert_eq!(reports[3]["outputs"], serde_json::json!(["values"]));
 }
 
 /// Every block of core-blocks on every rank it accepts, trained a step on synthetic data

@@ -263,7 +263,7 @@ pub fn best(args: BestArgs) -> anyhow::Result<ExitCode> {
     };
     if let Some(dest) = &args.export {
         export_trial(&args.run, &run_name(&store)?, &best, dest, args.format)?;
-        esay!("exported trial {} to {}", best.id, dest.display());
+        eprintln!("exported trial {} to {}", best.id, dest.display());
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&best)?);
