@@ -232,9 +232,10 @@ fn a_run_survives_terminated_database_backends() {
     let trials = store.trials().unwrap();
     assert_eq!(trials.len() as u64, TRIALS, "{trials:#?}");
     assert!(trials.iter().all(|t| t.status == TrialStatus::Completed), "{trials:#?}");
+    // A trial is its blocks with their parameters and its hyper-parameters.
     let keys: std::collections::BTreeSet<String> =
-        trials.iter().map(|t| format!("{}|{:?}", t.arch_key(), t.hparams)).collect();
-    assert_eq!(keys.len() as u64, TRIALS, "no trial was trained twice");
+        trials.iter().map(|t| format!("{:?}|{:?}", t.architecture, t.hparams)).collect();
+    assert_eq!(keys.len() as u64, TRIALS, "no trial was trained twice: {trials:#?}");
     let stage = store.stage("search").unwrap().unwrap();
     assert_eq!(stage.finished_trials, TRIALS);
 }
