@@ -14,7 +14,9 @@ use super::history::History;
 use super::trainer::{Evaluated, Table, Trainer};
 use super::{EngineError, EngineEvent, Role, Run};
 use crate::plugin::types;
-use crate::store::{self, BlockRef, Claim, Committed, Finished, StageRecord, StageState, StoreError, TrialRecord, Txn};
+use crate::store::{
+    self, BlockRef, Claim, Committed, Finished, StageRecord, StageState, StoreError, TrialRecord, TrialStatus, Txn,
+};
 use crate::workflow::{Budget, EnsembleStrategy, TrainerKind, validate_config};
 
 /// One search stage being worked on by this process.
@@ -289,7 +291,11 @@ impl Search<'_> {
         trial: &TrialRecord,
     ) -> Result<Finished, StoreError> {
         if t.finish(stage, trial, &self.run.owner)? == Finished::LeaseLost {
-            return Ok(Finished::LeaseLost);
+            // Unless an earlier attempt of this transaction recorded it (its COMMIT's reply
+            // was lost with the connection): then the stored result is this one.
+            let stored = t.trial(trial.id)?;
+            let ours = stored.finished == trial.finished && stored.status == trial.status;
+            return Ok(if ours { Finished::Recorded } else { Finished::LeaseLost });
         }
         let what = match (&trial.error, &trial.valid) {
             (Some(error), _) => format!("{}: {error}", trial.status.name()),
@@ -325,8 +331,14 @@ impl Search<'_> {
         let worker = format!("{} pid {} trainer {trainer}", run.host, run.owner.pid);
         let limit = self.budget.trials.map_or(u64::MAX, u64::from);
         let mut kept = Finished::Recorded;
+        // The transaction may run again after a lost connection; a reservation an earlier
+        // attempt made (and perhaps committed) is given back first, so none leaks.
+        let mut reserved_before = None;
         let reserved = run.store.write(|t| -> Result<Reserved, EngineError> {
             let mut stage = t.known_stage(self.name)?;
+            if let Some(id) = reserved_before.take() {
+                t.release(&mut stage, id)?;
+            }
             if let Some(trial) = finished {
                 kept = self.record_finished(t, &mut stage, trial)?;
             }
@@ -341,6 +353,7 @@ impl Search<'_> {
                 Claim::Spent => return Ok(Reserved::Nothing),
                 Claim::Reserved(id) => id,
             };
+            reserved_before = Some(id);
             history.refresh(t)?;
             if let Some(trial) = self.intermixed_ensemble(t, id, &stage, history.best())? {
                 return Ok(match t.commit(&mut stage, trial, &run.owner, run.lease, limit, &worker)? {
@@ -375,7 +388,14 @@ impl Search<'_> {
                     t.log(Some(self.name), None, note.as_str())?;
                 }
                 // A transaction may run again (a dropped database connection): it reads
-                // what it was given, never consumes it.
+                // what it was given, never consumes it, and finds what its first attempt
+                // committed.
+                if let Ok(mine) = t.trial(id)
+                    && mine.status == TrialStatus::Running
+                    && mine.owner.is_some_and(|o| o.same_process(&run.owner))
+                {
+                    return Ok(Proposed::Done(Ok(Some(mine))));
+                }
                 let proposal = match proposed.clone() {
                     Ok(Some(proposal)) => proposal,
                     Ok(None) => {
