@@ -134,7 +134,7 @@ impl Txn<'_> {
         }
         record.state = StageState::Running;
         record.started = Some(super::now());
-        record.owner = Some(Owner { lease_until: now + lease, ..me.clone() });
+        record.owner = Some(Owner { lease_until: now + lease, ..*me });
         self.put_stage(&record)?;
         Ok(StageClaim::Taken)
     }
