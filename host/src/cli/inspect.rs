@@ -189,16 +189,9 @@ pub fn trials(args: TrialsArgs) -> anyhow::Result<ExitCode> {
         out.flush()?;
         return Ok(ExitCode::SUCCESS);
     }
-    say!(
+    println!(
         "{:>5} {:<10} {:<9} {:>9} {:>9} {:>9} {:>7} {:>6}  architecture",
-        "id",
-        "stage",
-        "status",
-        "valid",
-        "test",
-        "params",
-        "secs",
-        "parent"
+        "id", "stage", "status", "valid", "test", "params", "secs", "parent"
     );
     let headline = |m: &Option<train::Metrics>| {
         m.as_ref().map(|m| format!("{:.4}", m.accuracy.or(m.r2).unwrap_or(m.loss))).unwrap_or_else(|| "-".into())

@@ -69,7 +69,7 @@ pub struct WorkerArgs {
 }
 
 /// How this process trains, and where the run keeps its trials (`msh run`, `msh worker`).
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args)]
 struct TrainerArgs {
     /// Trainers working at once (overrides `trainers.count`) [`msh worker`: 1].
     #[arg(long)]
@@ -143,14 +143,7 @@ impl Launcher for SelfLauncher {
 
 /// The launcher of a run with defaults but for the backend (benchmarks).
 pub(super) fn launcher(workflow: &Path, run_dir: &Path, backend: Option<Backend>) -> Arc<dyn Launcher> {
-    let settings = TrainerArgs {
-        trainers: None,
-        backend,
-        threads: None,
-        store: None,
-        lease_seconds: None,
-        allow_changed_data: false,
-    };
+    let settings = TrainerArgs { backend, ..TrainerArgs::default() };
     Arc::new(settings.launcher(workflow, run_dir))
 }
 

@@ -279,15 +279,14 @@ fn start_heartbeat(run: &Arc<Run>) {
             let ids: Vec<u64> = run.held.lock().expect("no panics while holding").iter().copied().collect();
             let stages: Vec<String> =
                 run.held_stages.lock().expect("no panics while holding").iter().cloned().collect();
-            if !stages.is_empty()
-                && let Err(e) = run.store.write(|t| t.renew_stages(&stages, &run.owner, run.lease))
-            {
-                run.note(format!("cannot renew the leases on stage(s) {stages:?}: {e}"));
-            }
-            if ids.is_empty() {
+            if ids.is_empty() && stages.is_empty() {
                 continue;
             }
-            match run.store.write(|t| t.renew(&ids, &run.owner, run.lease)) {
+            let renewed = run.store.write(|t| {
+                t.renew_stages(&stages, &run.owner, run.lease)?;
+                t.renew(&ids, &run.owner, run.lease)
+            });
+            match renewed {
                 Ok(lost) if !lost.is_empty() => run.note(format!(
                     "the leases on trial(s) {lost:?} expired before they were renewed; others retrain them"
                 )),
@@ -635,11 +634,12 @@ fn run_stage(run: &Arc<Run>, name: &str) -> Result<bool, EngineError> {
     loop {
         match run.store.write(|t| t.claim_stage(name, &kind, &run.owner, run.lease))? {
             StageClaim::Taken => break,
-            StageClaim::Done if waiting => {
-                run.note(format!("[{name}] done in another process"));
+            StageClaim::Done => {
+                if waiting {
+                    run.note(format!("[{name}] done in another process"));
+                }
                 return Ok(true);
             }
-            StageClaim::Done => return Ok(true),
             StageClaim::Held if run.stopping() => return Ok(false),
             StageClaim::Held => {
                 if !waiting {

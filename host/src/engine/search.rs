@@ -320,7 +320,8 @@ impl Search<'_> {
     /// The next trial for a free trainer, marked running, and the seconds the searcher
     /// took to propose it; `None` when the stage is spent. Reserve, propose, commit: the
     /// searcher runs between two transactions, so other trainers' claims never wait on it.
-    /// Records `finished` (saying whether it was kept) and claims the next trial, if any.
+    /// The first transaction also records `finished`; the second value says whether it
+    /// was kept.
     fn claim(
         &self,
         finished: Option<&TrialRecord>,

@@ -22,9 +22,8 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::graph::{Architecture, BlockGraph, GraphError, Shape, infer_model};
+pub use node::NodeModule;
 use node::Value;
-pub use node::{NodeModule, Separable1d, Separable2d};
-pub use rnn::{BiRnn, Rnn};
 pub use transfer::{Donor, TransferError, inherit};
 
 /// Layer norm's epsilon (burn's default, named so that exporters use the same one).

@@ -90,6 +90,10 @@ impl Lowering<'_> {
         self.g.ints(&format!("{}.{what}", self.hint), values)
     }
 
+    fn scalar(&mut self, what: &str, value: f32) -> String {
+        self.g.scalar(&format!("{}.{what}", self.hint), value)
+    }
+
     fn transpose(&mut self, x: &str, perm: &[i64]) -> String {
         self.op("Transpose", &[x], vec![ints("perm", perm)])
     }
@@ -225,9 +229,9 @@ impl Lowering<'_> {
             }
             (Op::Gelu, _) => {
                 // Opset 17 has no Gelu: x * (1 + erf(x / sqrt 2)) / 2, burn's exact form.
-                let root = self.g.scalar(&format!("{}.sqrt2", self.hint), std::f32::consts::SQRT_2);
-                let one = self.g.scalar(&format!("{}.one", self.hint), 1.0);
-                let half = self.g.scalar(&format!("{}.half", self.hint), 0.5);
+                let root = self.scalar("sqrt2", std::f32::consts::SQRT_2);
+                let one = self.scalar("one", 1.0);
+                let half = self.scalar("half", 0.5);
                 let scaled = self.op("Div", &[x, &root], vec![]);
                 let erf = self.op("Erf", &[&scaled], vec![]);
                 let shifted = self.op("Add", &[&erf, &one], vec![]);
@@ -322,7 +326,7 @@ impl Lowering<'_> {
                 let k = project(self, &m.key, "key.", &[0, 2, 3, 1]);
                 let v = project(self, &m.value, "value.", &[0, 2, 1, 3]);
                 let scores = self.op("MatMul", &[&q, &k], vec![]);
-                let root = self.g.scalar(&format!("{}.sqrt_dk", self.hint), (dk as f32).sqrt());
+                let root = self.scalar("sqrt_dk", (dk as f32).sqrt());
                 let scores = self.op("Div", &[&scores, &root], vec![]);
                 let weights = self.op("Softmax", &[&scores], vec![int("axis", -1)]);
                 let context = self.op("MatMul", &[&weights, &v], vec![]);
