@@ -3,7 +3,7 @@
 # RUNS inputs per target (default 1,000,000), each target capped at MAX_SECONDS when set.
 # An input that panics, aborts, takes over 10 s or 4 GiB is saved under
 # fuzz/artifacts/msh/ and the script fails; replay it on a stable build with
-#   msh fuzz replay TARGET FILE
+#   cargo run -p msh --features fuzzing -- fuzz replay TARGET FILE
 #
 #   bash fuzz/run.sh                      # every target, a million inputs each
 #   TARGETS="csv npy" RUNS=10000 bash fuzz/run.sh
@@ -20,7 +20,7 @@ export MSH_GUEST_TOOLCHAIN=stable
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 
 # Seeds: the repository's workflows, architectures and data, and files msh writes.
-cargo build -p msh --quiet
+cargo build -p msh --features fuzzing --quiet
 "$CARGO_TARGET_DIR/debug/msh" fuzz seeds fuzz/seeds
 TARGETS=${TARGETS:-$(ls fuzz/seeds)}
 

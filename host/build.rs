@@ -38,27 +38,40 @@ fn main() {
     ] {
         println!("cargo:rerun-if-changed={}", root.join(path).display());
     }
+    println!("cargo:rustc-env=MSH_COMMIT={}", commit(&root));
     let target_dir = out_dir.join("plugins-target");
     // Tests that build guest crates of their own reuse these compiled dependencies.
     println!("cargo:rerun-if-env-changed=MSH_GUEST_TOOLCHAIN");
     println!("cargo:rustc-env=MSH_PLUGINS_TARGET_DIR={}", target_dir.display());
+    // One cargo per kind of plugin, so that shared dependencies build once and in parallel;
+    // block packs and searchers apart, as the SDK's `block-pack` and `searcher` features
+    // export different worlds and cannot be unified.
+    let (mut packs, mut searchers) = (Vec::new(), Vec::new());
+    for package in EMBEDDED.iter().chain(FIXTURES.iter().map(|(package, _)| package)) {
+        let dir = if EMBEDDED.contains(package) { root.join("plugins") } else { root.join("plugins/testing") };
+        println!("cargo:rerun-if-changed={}", dir.join(package).display());
+        let manifest = std::fs::read_to_string(dir.join(package).join("Cargo.toml"))
+            .unwrap_or_else(|e| panic!("cannot read plugin `{package}`'s Cargo.toml: {e}"));
+        if manifest.contains("\"block-pack\"") { packs.push(*package) } else { searchers.push(*package) }
+    }
+    build_plugins(&root, &packs, &target_dir);
+    build_plugins(&root, &searchers, &target_dir);
+    let built =
+        |package: &str| target_dir.join("wasm32-wasip2/release").join(format!("{}.wasm", package.replace('-', "_")));
     for package in EMBEDDED {
-        println!("cargo:rerun-if-changed={}", root.join("plugins").join(package).display());
-        let built = build_plugin(&root, package, &target_dir);
+        let built = built(package);
         let file = built.file_name().expect("a file");
         std::fs::copy(&built, out_dir.join(file)).unwrap_or_else(|e| panic!("cannot copy {}: {e}", built.display()));
         // Tests load the built files too, e.g. MSH_PLUGIN_CORE_BLOCKS.
         println!("cargo:rustc-env=MSH_PLUGIN_{}={}", package.replace('-', "_").to_uppercase(), built.display());
     }
     for (package, variable) in FIXTURES {
-        println!("cargo:rerun-if-changed={}", root.join("plugins/testing").join(package).display());
-        let built = build_plugin(&root, package, &target_dir);
-        println!("cargo:rustc-env={variable}={}", built.display());
+        println!("cargo:rustc-env={variable}={}", built(package).display());
     }
 }
 
-/// Builds one plugin crate; returns the path of its `.wasm`.
-fn build_plugin(root: &Path, package: &str, target_dir: &Path) -> PathBuf {
+/// Builds the plugin crates `packages` for wasm32-wasip2, into `target_dir`.
+fn build_plugins(root: &Path, packages: &[&str], target_dir: &Path) {
     // MSH_GUEST_TOOLCHAIN builds the plugins with another rustup toolchain than the host's
     // (fuzz/run.sh builds the host with nightly, which may lack wasm32-wasip2).
     let mut cmd = match std::env::var("MSH_GUEST_TOOLCHAIN") {
@@ -69,10 +82,11 @@ fn build_plugin(root: &Path, package: &str, target_dir: &Path) -> PathBuf {
         }
         _ => Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())),
     };
-    cmd.args(["build", "--release", "--locked", "--target", "wasm32-wasip2", "-p", package, "--manifest-path"])
-        .arg(root.join("plugins/Cargo.toml"))
-        .arg("--target-dir")
-        .arg(target_dir);
+    cmd.args(["build", "--release", "--locked", "--target", "wasm32-wasip2"]);
+    for package in packages {
+        cmd.args(["-p", package]);
+    }
+    cmd.arg("--manifest-path").arg(root.join("plugins/Cargo.toml")).arg("--target-dir").arg(target_dir);
     // The outer build's settings are for the host target, not for the guests.
     for var in [
         "RUSTFLAGS",
@@ -84,11 +98,45 @@ fn build_plugin(root: &Path, package: &str, target_dir: &Path) -> PathBuf {
     ] {
         cmd.env_remove(var);
     }
-    let status = cmd.status().unwrap_or_else(|e| panic!("cannot run cargo to build plugin `{package}`: {e}"));
+    let status = cmd.status().unwrap_or_else(|e| panic!("cannot run cargo to build the plugins: {e}"));
     if !status.success() {
         panic!(
-            "building plugin `{package}` for wasm32-wasip2 failed (is the target installed? `rustup target add wasm32-wasip2`)"
+            "building the plugins ({}) for wasm32-wasip2 failed (is the target installed? `rustup target add wasm32-wasip2`)",
+            packages.join(", ")
         );
     }
-    target_dir.join("wasm32-wasip2/release").join(format!("{}.wasm", package.replace('-', "_")))
+}
+
+/// The commit being built, for `msh --version`: `git rev-parse`, or `MSH_COMMIT` where the
+/// sources are not a git checkout (a tarball, a vendored copy), else `unknown`.
+fn commit(root: &Path) -> String {
+    println!("cargo:rerun-if-env-changed=MSH_COMMIT");
+    if let Ok(commit) = std::env::var("MSH_COMMIT") {
+        return commit;
+    }
+    // Built again when HEAD moves: HEAD names a branch, the branch's ref file names the commit.
+    let git = root.join(".git");
+    let head = git.join("HEAD");
+    if head.is_file() {
+        println!("cargo:rerun-if-changed={}", head.display());
+        let branch =
+            std::fs::read_to_string(&head).ok().and_then(|h| Some(h.strip_prefix("ref: ")?.trim().to_string()));
+        // A watched path that does not exist would rebuild every time: a packed ref lives
+        // in packed-refs.
+        let loose = branch.map(|b| git.join(b)).filter(|path| path.is_file());
+        if let Some(watched) = loose.or_else(|| Some(git.join("packed-refs")).filter(|p| p.is_file())) {
+            println!("cargo:rerun-if-changed={}", watched.display());
+        }
+    }
+    Command::new("git")
+        .arg("-C")
+        .arg(root)
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .map(|commit| commit.trim().to_string())
+        .filter(|commit| !commit.is_empty())
+        .unwrap_or_else(|| "unknown".into())
 }

@@ -1,6 +1,6 @@
 //! Fuzz targets: every parser of outside input, each taking arbitrary bytes. An input must
 //! end in a value or a located error: a panic, an abort or a hang is a bug. `fuzz/` drives
-//! them coverage-guided (cargo-fuzz); tests/fuzz.rs runs a fast slice in the suite.
+//! them coverage-guided (cargo-fuzz); tests/it/fuzz.rs runs a fast slice in the suite.
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};

@@ -6,6 +6,7 @@ pub mod arch_file;
 pub mod atomic_file;
 pub mod data;
 pub mod engine;
+#[cfg(feature = "fuzzing")]
 pub mod fuzz;
 pub mod graph;
 pub mod model;

@@ -1,6 +1,7 @@
 //! `msh status`, `msh trials`, `msh best` and `msh predict`: reading a run's store.
 
 use super::say;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -57,8 +58,12 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         bail!("--interval must be a positive number of seconds, got {}", args.interval);
     }
     loop {
-        // Home and clear: each frame replaces the last.
-        print!("\x1b[H\x1b[2J");
+        // Home and clear on a terminal: each frame replaces the last.
+        if std::io::stdout().is_terminal() {
+            print!("\x1b[H\x1b[2J");
+        } else {
+            println!();
+        }
         if store.run_meta()?.is_none() {
             say!("{}: waiting for the run to start", args.run.display());
         } else if show_status(&args, &store)? {

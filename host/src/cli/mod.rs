@@ -7,11 +7,13 @@ mod bench_store;
 mod blocks;
 mod data;
 mod export;
+#[cfg(feature = "fuzzing")]
 mod fuzz;
 mod inspect;
 mod pack;
 mod progress;
 mod run;
+mod shell;
 mod train;
 mod ui;
 
@@ -19,8 +21,28 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// `msh --version`: the release, the commit it was built from and the compute backends
+/// compiled in.
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("MSH_COMMIT"), "; backends: cpu, wgpu)");
+
+/// What `msh --help` and the manual page say about exit statuses.
+const EXIT_STATUS: &str = "\
+Exit status:
+  0    success
+  1    an error, or a stage of the run failed
+  2    training diverged (msh train), or the command line is wrong
+  130  interrupted (Ctrl-C); `msh run` resumes where it stopped
+
+Environment: MSH_LOG (log filter, e.g. debug), MSH_HOME (installed packs),
+MSH_OCI_USERNAME and MSH_OCI_PASSWORD (registry credentials), NO_COLOR.";
+
 #[derive(Debug, Parser)]
-#[command(name = "msh", version, about = "Neural architecture search: sandboxed plugins, native trainers")]
+#[command(
+    name = "msh",
+    version = VERSION,
+    about = "Neural architecture search: sandboxed plugins, native trainers",
+    after_help = EXIT_STATUS
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -65,7 +87,12 @@ enum Command {
     /// Measure throughput.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Print a shell's completion script for msh.
+    Completions(shell::CompletionsArgs),
+    /// Print msh's manual page, or write one page per subcommand with --dir.
+    Man(shell::ManArgs),
     /// Fuzz targets' seeds and replays (for fuzz/run.sh).
+    #[cfg(feature = "fuzzing")]
     #[command(subcommand, hide = true)]
     Fuzz(fuzz::FuzzCommand),
 }
@@ -112,6 +139,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pack(cmd) => pack::run(cmd),
         Command::Plugin(cmd) => blocks::run_plugin(cmd),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Completions(args) => shell::completions(args),
+        Command::Man(args) => shell::man(args),
+        #[cfg(feature = "fuzzing")]
         Command::Fuzz(cmd) => fuzz::run(cmd),
     }
 }

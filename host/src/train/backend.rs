@@ -60,28 +60,39 @@ pub struct NoGpu {
 }
 
 impl Backend {
-    /// Resolves the choice to a device.
+    /// Resolves the choice to a device. Only `auto` and `wgpu` look for adapters, so a
+    /// CPU run never loads a GPU driver.
     pub fn select(self) -> Result<Selected, NoGpu> {
         let cpu = || Selected { device: Device::flex(), description: "cpu (flex)".into() };
         match self {
             Backend::Cpu => Ok(cpu()),
-            Backend::Auto => Ok(find_gpu().unwrap_or_else(cpu)),
+            Backend::Auto => Ok(find_gpu(&adapters()).unwrap_or_else(cpu)),
             // Asked for by name, a software adapter (lavapipe, llvmpipe) is better than a
             // refusal: it runs the GPU code path, slowly, where no GPU exists (CI, tests).
-            Backend::Wgpu => find_gpu().or_else(find_software).ok_or_else(|| NoGpu { found: describe_adapters() }),
+            Backend::Wgpu => {
+                let adapters = adapters();
+                find_gpu(&adapters)
+                    .or_else(|| find_software(&adapters))
+                    .ok_or_else(|| NoGpu { found: describe_adapters(&adapters) })
+            }
         }
     }
 }
 
+/// The adapters of the backends burn-wgpu trains on (Vulkan, Metal, DirectX 12). OpenGL
+/// is left out: burn does not train there, and probing it connects to a display server
+/// (EGL on Wayland), which prints errors on machines without one.
 fn adapters() -> Vec<wgpu::AdapterInfo> {
-    let instance = wgpu::Instance::default();
-    pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all())).iter().map(|a| a.get_info()).collect()
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+        backends: wgpu::Backends::PRIMARY,
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
+    });
+    pollster::block_on(instance.enumerate_adapters(wgpu::Backends::PRIMARY)).iter().map(|a| a.get_info()).collect()
 }
 
 /// The best real GPU: discrete, then integrated, then virtual. Software adapters such as
 /// llvmpipe report `DeviceType::Cpu` and are never chosen here.
-fn find_gpu() -> Option<Selected> {
-    let infos = adapters();
+fn find_gpu(infos: &[wgpu::AdapterInfo]) -> Option<Selected> {
     let ranked = [
         (wgpu::DeviceType::DiscreteGpu, DeviceKind::DiscreteGpu(0)),
         (wgpu::DeviceType::IntegratedGpu, DeviceKind::IntegratedGpu(0)),
@@ -97,8 +108,7 @@ fn find_gpu() -> Option<Selected> {
 }
 
 /// A software adapter, with a warning: it is correct but much slower than burn's CPU backend.
-fn find_software() -> Option<Selected> {
-    let infos = adapters();
+fn find_software(infos: &[wgpu::AdapterInfo]) -> Option<Selected> {
     let info = infos.iter().find(|i| i.device_type == wgpu::DeviceType::Cpu)?;
     tracing::warn!(
         "no GPU found; wgpu runs on the software adapter {} ({:?}), which is much slower than --backend cpu",
@@ -111,8 +121,7 @@ fn find_software() -> Option<Selected> {
     })
 }
 
-fn describe_adapters() -> String {
-    let infos = adapters();
+fn describe_adapters(infos: &[wgpu::AdapterInfo]) -> String {
     if infos.is_empty() {
         return "wgpu finds no adapter, not even a software one".into();
     }

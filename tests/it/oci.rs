@@ -2,7 +2,7 @@
 //! loopback by each test): push, install, workflows naming `oci://` plugins, lock files,
 //! and a tampered blob.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -20,6 +20,11 @@ struct Registry {
 
 impl Registry {
     fn start() -> Registry {
+        Self::start_with("")
+    }
+
+    /// A registry whose configuration adds `auth` (YAML) under its top level.
+    fn start_with(auth: &str) -> Registry {
         let storage = TempDir::new();
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let host = format!("127.0.0.1:{port}");
@@ -28,7 +33,7 @@ impl Registry {
             &config,
             format!(
                 "version: 0.1\nlog: {{level: error}}\nstorage:\n  filesystem: {{rootdirectory: {}}}\n\
-                 http: {{addr: '{host}'}}\n",
+                 http: {{addr: '{host}'}}\n{auth}",
                 storage.path().join("data").display()
             ),
         )
@@ -40,7 +45,9 @@ impl Registry {
             .spawn()
             .expect("Debian's docker-registry is installed (bash .ci/run installs it)");
         let started = Instant::now();
-        while ureq::get(&format!("http://{host}/v2/")).call().is_err() {
+        // Any answer will do, a refusal included: a registry with auth answers 401.
+        while matches!(ureq::get(&format!("http://{host}/v2/")).call(), Err(e) if !matches!(e, ureq::Error::StatusCode(_)))
+        {
             assert!(started.elapsed() < Duration::from_secs(30), "the registry at {host} did not answer");
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -180,4 +187,54 @@ fn a_tampered_blob_and_a_wrong_digest_are_refused() {
 
     let err = failure(home, &["pack", "push", core_blocks, "oci://team/blocks:v1"]);
     assert!(err.contains("`oci://team/blocks:v1` is not an OCI reference (it names no registry host)"), "{err}");
+}
+
+/// A token service on loopback, as registries that speak bearer auth name in their
+/// challenge: it hands out one token and keeps the query of every request.
+fn token_service() -> (String, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let realm = format!("http://{}/token", listener.local_addr().unwrap());
+    let (sender, queries) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream);
+            let mut request_line = String::new();
+            reader.read_line(&mut request_line).unwrap();
+            // The rest of the request head.
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap() > 2 {
+                line.clear();
+            }
+            let query = request_line.split_whitespace().nth(1).unwrap_or_default().to_string();
+            let _ = sender.send(query);
+            let body = r#"{"token": "a-token"}"#;
+            let mut stream = reader.into_inner();
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (realm, queries)
+}
+
+#[test]
+fn a_registry_that_asks_for_a_bearer_token_gets_one_from_its_token_service() {
+    // The registry's `silly` auth asks every request without an Authorization header for a
+    // bearer token from `realm`; the token service here answers.
+    let (realm, queries) = token_service();
+    let registry = Registry::start_with(&format!("auth: {{silly: {{realm: '{realm}', service: msh-test}}}}\n"));
+    let home = TempDir::new();
+    let home = home.path();
+    let blocks = format!("oci://{}/team/blocks:v1", registry.host);
+    let core_blocks = env!("MSH_PLUGIN_CORE_BLOCKS");
+    ok(home, &["pack", "push", core_blocks, &blocks]);
+    let installed = ok(home, &["pack", "install", &blocks]);
+    assert!(installed.contains(&format!("installed blocks@sha256:{}", sha256_of(core_blocks))), "{installed}");
+    let asked: Vec<String> = queries.try_iter().collect();
+    let push = "/token?scope=repository%3Ateam%2Fblocks%3Apull%2Cpush&service=msh-test";
+    let pull = "/token?scope=repository%3Ateam%2Fblocks%3Apull&service=msh-test";
+    assert!(asked.iter().any(|q| q == push) && asked.iter().any(|q| q == pull), "{asked:?}");
 }

@@ -2,7 +2,7 @@
 //! deterministic mutations of them must end without a panic and in bounded time. The
 //! coverage-guided runs of a million inputs per target are `fuzz/run.sh`.
 
-mod common;
+use crate::common;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};

@@ -5,7 +5,7 @@
 //! ONNX Runtime and ONNX come from PyPI: `MSH_TEST_PYTHON` names the interpreter, else
 //! `.ci/python` makes (or reuses) the virtual environment that holds them.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -3,7 +3,7 @@
 //! mid-trial. Every trial of the budget must end exactly
 //! once, and the killed worker's trial must be retrained by another once its lease expires.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::process::{Child, Stdio};

@@ -1,7 +1,7 @@
 //! Workflow files: the bundled ones validate, and each kind of mistake is reported with
 //! `FILE:LINE:COLUMN` and, where one is close, a suggestion.
 
-mod common;
+use crate::common;
 
 use common::{TempDir, failure, run};
 

@@ -1,7 +1,7 @@
 //! The plugin sandbox with real wasm components: hostile plugins are contained, the
 //! built-in pack's blocks build and train, and searchers stay inside the search space.
 
-mod common;
+use crate::common;
 
 use burn::prelude::Device;
 use msh::graph::Architecture;

@@ -1,7 +1,7 @@
 //! The plugin SDK's README tutorial, built for wasm32-wasip2 and run as a searcher, so the
 //! tutorial cannot rot.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

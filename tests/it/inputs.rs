@@ -2,7 +2,7 @@
 //! record or node at fault. Also the CIFAR-10, image-folder and NumPy providers on written
 //! data (the NumPy fixtures are written by NumPy: tests/fixtures/numpy/make.py).
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

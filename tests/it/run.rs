@@ -1,7 +1,7 @@
 //! `msh run` end to end: a real search on MNIST-1D with two trainers, the store's
 //! contents, status/trials/best/predict, and resuming after SIGKILL and Ctrl-C.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

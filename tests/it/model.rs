@@ -1,7 +1,7 @@
 //! The model builder and checkpoints through the library: stable parameter paths, every
 //! primitive op in a trainable model, and save/load round trips.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

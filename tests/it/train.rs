@@ -1,6 +1,6 @@
 //! End-to-end training of real models on the bundled real data, through the `msh` binary.
 
-mod common;
+use crate::common;
 
 use common::{test_metric, train_json};
 

@@ -1,7 +1,7 @@
 //! `msh report`, `msh ui` and `msh status --watch` on real runs, checked in a real browser
 //! (headless Chromium, installed by `.ci/run`) and by HTML Tidy.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;

@@ -1,7 +1,7 @@
 //! Weight sharing on MNIST-1D: a child starts from its parent's checkpoint where parameter
 //! paths and shapes match, and starts better off than the same network initialised fresh.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::AtomicBool;
 

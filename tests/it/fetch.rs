@@ -2,7 +2,7 @@
 //! small archive in CIFAR-10's binary format: success, resuming an interrupted download,
 //! and a corrupt one.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};

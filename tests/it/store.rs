@@ -2,7 +2,7 @@
 //! finish log, counters, events, and the lease protocol's claims, commits, finishes,
 //! requeues and renewals), run on both backends, LMDB and PostgreSQL.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::Arc;
