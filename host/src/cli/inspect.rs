@@ -58,11 +58,12 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         bail!("--interval must be a positive number of seconds, got {}", args.interval);
     }
     loop {
-        // Home and clear on a terminal: each frame replaces the last.
+        // Home and clear on a terminal, so that each frame replaces the last; elsewhere (a
+        // file, a pipe) frames follow one another as pages, each after a form feed.
         if std::io::stdout().is_terminal() {
             print!("\x1b[H\x1b[2J");
         } else {
-            println!();
+            print!("\x0c");
         }
         if store.run_meta()?.is_none() {
             say!("{}: waiting for the run to start", args.run.display());
