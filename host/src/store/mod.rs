@@ -366,6 +366,7 @@ fn decode<T: DeserializeOwned>(store: &str, table: Table, key: &[u8], bytes: &[u
 
 /// Decodes `bytes` as each kind of record, under keys of each table's shape (fuzzing);
 /// the trial, when they are one.
+#[cfg(feature = "fuzzing")]
 pub(crate) fn decode_every_record(bytes: &[u8]) -> Option<TrialRecord> {
     let store = "fuzz";
     let (id, rung) = (7u64.to_be_bytes(), rung_key("search", 3));
@@ -377,6 +378,7 @@ pub(crate) fn decode_every_record(bytes: &[u8]) -> Option<TrialRecord> {
 }
 
 /// One encoded record of each kind (fuzzing's starting inputs).
+#[cfg(feature = "fuzzing")]
 pub(crate) fn record_seeds() -> Vec<Vec<u8>> {
     let mut trial = TrialRecord::new(
         7,
