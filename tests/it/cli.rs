@@ -79,7 +79,7 @@ fn warnings_to_a_file_carry_no_colour_codes() {
 }
 
 #[test]
-fn a_cpu_run_loads_no_gpu_driver_and_prints_nothing_of_theirs() {
+fn cpu_and_auto_runs_print_nothing_from_gpu_drivers() {
     // Without XDG_RUNTIME_DIR (servers, containers) a display-server probe would print
     // `error: XDG_RUNTIME_DIR is invalid or not set in the environment.`; nothing probes
     // on the CPU, and `auto` probes only the backends burn trains on.
