@@ -9,6 +9,7 @@ pub mod engine;
 #[cfg(feature = "fuzzing")]
 pub mod fuzz;
 pub mod graph;
+mod http;
 pub mod model;
 pub mod onnx;
 pub mod plugin;

@@ -33,11 +33,7 @@ pub fn completions(args: CompletionsArgs) -> anyhow::Result<ExitCode> {
 pub fn man(args: ManArgs) -> anyhow::Result<ExitCode> {
     let command = super::Cli::command();
     match &args.dir {
-        None => {
-            let mut page = Vec::new();
-            clap_mangen::Man::new(command).render(&mut page).context("cannot render the manual page")?;
-            std::io::stdout().write_all(&page).context("cannot write the manual page to stdout")?;
-        }
+        None => std::io::stdout().write_all(&page(command)?).context("cannot write the manual page to stdout")?,
         Some(dir) => {
             std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
             let written = write_pages(dir, command.name("msh"), "msh")?;
@@ -50,14 +46,21 @@ pub fn man(args: ManArgs) -> anyhow::Result<ExitCode> {
 /// Writes `NAME.1` for `command` and each visible subcommand below it; returns how many.
 fn write_pages(dir: &Path, command: clap::Command, name: &str) -> anyhow::Result<usize> {
     let path = dir.join(format!("{name}.1"));
-    let mut page = Vec::new();
-    clap_mangen::Man::new(command.clone().name(name.to_string()))
-        .render(&mut page)
-        .with_context(|| format!("cannot render {}", path.display()))?;
-    std::fs::write(&path, page).with_context(|| format!("cannot write {}", path.display()))?;
+    std::fs::write(&path, page(command.clone().name(name.to_string()))?)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     let mut written = 1;
     for sub in command.get_subcommands().filter(|s| !s.is_hide_set() && s.get_name() != "help") {
         written += write_pages(dir, sub.clone(), &format!("{name}-{}", sub.get_name()))?;
     }
     Ok(written)
+}
+
+/// `command`'s manual page, in roff.
+fn page(command: clap::Command) -> anyhow::Result<Vec<u8>> {
+    let name = command.get_name().to_string();
+    let mut page = Vec::new();
+    clap_mangen::Man::new(command)
+        .render(&mut page)
+        .with_context(|| format!("cannot render the manual page of {name}"))?;
+    Ok(page)
 }

@@ -206,13 +206,7 @@ fn check_destination(dataset: &KnownDataset, dest: &Path) -> Result<(), FetchErr
 const ATTEMPTS: u32 = 4;
 
 fn download(archive: &Archive, part: &Path, progress: bool, log: &dyn Fn(&str)) -> Result<u64, FetchError> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_connect(Some(Duration::from_secs(30)))
-        .timeout_recv_response(Some(Duration::from_secs(60)))
-        .timeout_per_read(Some(Duration::from_secs(60)))
-        .build()
-        .into();
+    let agent = crate::http::agent(Duration::from_secs(60));
     let mut last = String::new();
     for attempt in 0..ATTEMPTS {
         if attempt > 0 {

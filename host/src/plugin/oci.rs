@@ -318,13 +318,7 @@ struct Answer {
 
 impl Registry {
     fn new(reference: &OciRef, actions: &'static str) -> Self {
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_connect(Some(Duration::from_secs(30)))
-            .timeout_recv_response(Some(Duration::from_secs(120)))
-            .timeout_per_read(Some(Duration::from_secs(120)))
-            .build()
-            .into();
+        let agent = crate::http::agent(Duration::from_secs(120));
         let scheme = if reference.is_loopback() { "http" } else { "https" };
         let credentials = match (std::env::var("MSH_OCI_USERNAME"), std::env::var("MSH_OCI_PASSWORD")) {
             (Ok(user), Ok(password)) => Some((user, password)),
@@ -362,11 +356,11 @@ impl Registry {
         limit: u64,
     ) -> Result<Answer, String> {
         let url = self.url(path);
-        let mut answer = self.send_once(method, &url, headers, body, limit)?;
+        let mut answer = self.send_once(method, &url, headers, body, limit, self.authorization.as_deref())?;
         if answer.status == 401 {
             let challenge = answer.challenge.take().ok_or("the registry refused access (401) and asked for nothing")?;
             self.authorization = Some(self.authorize(&challenge)?);
-            answer = self.send_once(method, &url, headers, body, limit)?;
+            answer = self.send_once(method, &url, headers, body, limit, self.authorization.as_deref())?;
         }
         Ok(answer)
     }
@@ -378,12 +372,13 @@ impl Registry {
         headers: &[(&str, &str)],
         body: &[u8],
         limit: u64,
+        authorization: Option<&str>,
     ) -> Result<Answer, String> {
         let mut request = ureq::http::Request::builder().method(method).uri(url);
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        if let Some(authorization) = &self.authorization {
+        if let Some(authorization) = authorization {
             request = request.header("Authorization", authorization);
         }
         let sent = if body.is_empty() && matches!(method, "GET" | "HEAD") {
@@ -433,20 +428,10 @@ impl Registry {
         }
         let separator = if realm.contains('?') { '&' } else { '?' };
         let url = format!("{realm}{separator}{}", query.join("&"));
-        let mut request = self.agent.get(&url);
-        if self.credentials.is_some() {
-            request = request.header("Authorization", basic()?);
-        }
-        let mut response = request.call().map_err(|e| format!("token service {realm}: {e}"))?;
-        let status = response.status().as_u16();
-        let body = response
-            .body_mut()
-            .with_config()
-            .limit(MANIFEST_LIMIT)
-            .read_to_vec()
-            .map_err(|e| format!("token service {realm}: {e}"))?;
-        if status != 200 {
-            return Err(format!("token service {realm} answered {status}{}", registry_error(&body)));
+        let credentials = self.credentials.is_some().then(basic).transpose()?;
+        let answer = self.send_once("GET", &url, &[], &[], MANIFEST_LIMIT, credentials.as_deref())?;
+        if answer.status != 200 {
+            return Err(format!("token service {realm} answered {}{}", answer.status, registry_error(&answer.body)));
         }
         #[derive(Deserialize)]
         struct Token {
@@ -454,7 +439,7 @@ impl Registry {
             access_token: Option<String>,
         }
         let token: Token =
-            serde_json::from_slice(&body).map_err(|e| format!("token service {realm} sent no token: {e}"))?;
+            serde_json::from_slice(&answer.body).map_err(|e| format!("token service {realm} sent no token: {e}"))?;
         let token = token.token.or(token.access_token).ok_or_else(|| format!("token service {realm} sent no token"))?;
         Ok(format!("Bearer {token}"))
     }
