@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use common::TempDir;
 use msh::store::{
-    BlockRef, Claim, Committed, Finished, Owner, ParamValue, StageRecord, Store, StoreError, TrialRecord, TrialStatus,
+    BlockRef, Claim, Claimant, Committed, Finished, Owner, ParamValue, StageRecord, Store, StoreError, TrialRecord,
+    TrialStatus,
 };
 
 #[derive(Clone, Copy, Debug)]
@@ -36,6 +37,11 @@ fn trial(id: u64, status: TrialStatus) -> TrialRecord {
 
 fn owner(session: u64) -> Owner {
     Owner::this_process(session)
+}
+
+/// `me` claiming trials of stage `search`.
+fn claimant<'a>(me: &'a Owner, lease: f64, limit: u64, worker: &'a str) -> Claimant<'a> {
+    Claimant { stage: "search", me, lease, limit, worker }
 }
 
 fn with_stage(store: &Store, name: &str) {
@@ -121,27 +127,17 @@ fn counters_events_and_rungs_are_shared_by_every_connection() {
 /// One trainer's loop: claim, commit a proposal into a reservation, finish; the ids it
 /// finished.
 fn train_until_spent(store: &Store, me: Owner, limit: u64) -> Vec<u64> {
+    let who = claimant(&me, 30.0, limit, "test");
     let mut finished = Vec::new();
     loop {
-        let claim = store
-            .write(|t| {
-                let mut stage = t.known_stage("search")?;
-                t.claim(&mut stage, &me, 30.0, limit, "test")
-            })
-            .unwrap();
+        let (_, claim) = store.claim(&who, None).unwrap();
         let running = match claim {
             Claim::Spent => return finished,
             Claim::Trial(trial) => trial,
             Claim::Reserved(id) => {
                 // Proposing happens here, outside any transaction.
                 std::thread::sleep(Duration::from_millis(2));
-                let committed = store
-                    .write(|t| {
-                        let mut stage = t.known_stage("search")?;
-                        t.commit(&mut stage, trial(id, TrialStatus::Pending), &me, 30.0, limit, "test")
-                    })
-                    .unwrap();
-                match committed {
+                match store.commit(&who, trial(id, TrialStatus::Pending), 0, "proposed").unwrap() {
                     Committed::Running(trial) => trial,
                     Committed::Spent => return finished,
                 }
@@ -149,13 +145,7 @@ fn train_until_spent(store: &Store, me: Owner, limit: u64) -> Vec<u64> {
         };
         assert_eq!(running.status, TrialStatus::Running);
         let done = TrialRecord { status: TrialStatus::Completed, objective: Some(0.5), ..running };
-        let outcome = store
-            .write(|t| {
-                let mut stage = t.known_stage("search")?;
-                t.finish(&mut stage, &done, &me)
-            })
-            .unwrap();
-        assert_eq!(outcome, Finished::Recorded);
+        assert_eq!(store.finish(&who, &done, "completed").unwrap(), Finished::Recorded);
         finished.push(done.id);
     }
 }
@@ -194,45 +184,26 @@ fn an_expired_lease_requeues_the_trial_and_drops_the_late_result() {
         let store = open(backend, dir.path());
         with_stage(&store, "search");
         let (slow, other) = (owner(1), owner(2));
-        let reserve = |me: &Owner, lease: f64| {
-            store.write(|t| {
-                let mut stage = t.known_stage("search")?;
-                t.claim(&mut stage, me, lease, 10, "test")
-            })
-        };
-        let Claim::Reserved(id) = reserve(&slow, 0.3).unwrap() else { panic!("a reservation") };
-        let committed = store
-            .write(|t| {
-                let mut stage = t.known_stage("search")?;
-                t.commit(&mut stage, trial(id, TrialStatus::Pending), &slow, 0.3, 10, "slow")
-            })
-            .unwrap();
+        let slow_claims = claimant(&slow, 0.3, 10, "slow");
+        let (_, Claim::Reserved(id)) = store.claim(&slow_claims, None).unwrap() else { panic!("a reservation") };
+        let committed = store.commit(&slow_claims, trial(id, TrialStatus::Pending), 0, "proposed").unwrap();
         assert!(matches!(committed, Committed::Running(_)), "{backend:?}");
         // Within the lease nothing is requeued.
-        let requeue = |me: &Owner| {
-            store.write(|t| {
-                let mut stage = t.known_stage("search")?;
-                t.requeue_expired(&mut stage, me)
-            })
-        };
-        assert!(requeue(&other).unwrap().is_empty(), "{backend:?}");
+        assert!(store.requeue_expired("search", &other).unwrap().is_empty(), "{backend:?}");
         std::thread::sleep(Duration::from_millis(500));
-        assert_eq!(requeue(&other).unwrap(), vec![id], "{backend:?}");
+        assert_eq!(store.requeue_expired("search", &other).unwrap(), vec![id], "{backend:?}");
         let events = store.events().unwrap();
         let last = &events.last().unwrap().message;
         assert!(last.contains("slow stopped (its lease expired) before it finished attempt 1"), "{backend:?}: {last}");
         // The other trainer gets it back, as a second attempt.
-        let Claim::Trial(retried) = reserve(&other, 30.0).unwrap() else { panic!("the requeued trial") };
-        assert_eq!((retried.id, retried.attempts, retried.status), (id, 2, TrialStatus::Running), "{backend:?}");
-        let finish = |me: &Owner, t: &TrialRecord| {
-            let done = TrialRecord { status: TrialStatus::Completed, ..t.clone() };
-            store.write(|txn| {
-                let mut stage = txn.known_stage("search")?;
-                txn.finish(&mut stage, &done, me)
-            })
+        let other_claims = claimant(&other, 30.0, 10, "other");
+        let (_, Claim::Trial(retried)) = store.claim(&other_claims, None).unwrap() else {
+            panic!("the requeued trial")
         };
-        assert_eq!(finish(&slow, &retried).unwrap(), Finished::LeaseLost, "{backend:?}");
-        assert_eq!(finish(&other, &retried).unwrap(), Finished::Recorded, "{backend:?}");
+        assert_eq!((retried.id, retried.attempts, retried.status), (id, 2, TrialStatus::Running), "{backend:?}");
+        let done = TrialRecord { status: TrialStatus::Completed, ..retried.clone() };
+        assert_eq!(store.finish(&slow_claims, &done, "completed").unwrap(), Finished::LeaseLost, "{backend:?}");
+        assert_eq!(store.finish(&other_claims, &done, "completed").unwrap(), Finished::Recorded, "{backend:?}");
         let (log, _) = store.finished_since(0).unwrap();
         assert_eq!(log.len(), 1, "{backend:?}: the trial ends once");
         let stage = store.stage("search").unwrap().unwrap();
@@ -247,41 +218,28 @@ fn renewed_leases_hold_and_expired_reservations_are_dropped() {
         let store = open(backend, dir.path());
         with_stage(&store, "search");
         let (holder, other) = (owner(1), owner(2));
-        let claim = |me: &Owner, lease: f64, limit: u64| {
-            store.write(|t| {
-                let mut stage = t.known_stage("search")?;
-                t.claim(&mut stage, me, lease, limit, "test")
-            })
-        };
-        let requeue = |me: &Owner| {
-            store.write(|t| {
-                let mut stage = t.known_stage("search")?;
-                t.requeue_expired(&mut stage, me)
-            })
-        };
-        let Claim::Reserved(kept) = claim(&holder, 0.4, 2).unwrap() else { panic!("a reservation") };
-        let Claim::Reserved(lost) = claim(&holder, 0.4, 2).unwrap() else { panic!("a reservation") };
+        let claim = |who: &Claimant| store.claim(who, None).unwrap().1;
+        let holds = claimant(&holder, 0.4, 2, "test");
+        let Claim::Reserved(kept) = claim(&holds) else { panic!("a reservation") };
+        let Claim::Reserved(lost) = claim(&holds) else { panic!("a reservation") };
         // Reservations count against the budget.
-        assert!(matches!(claim(&other, 30.0, 2).unwrap(), Claim::Spent), "{backend:?}");
+        let others = claimant(&other, 30.0, 2, "test");
+        assert!(matches!(claim(&others), Claim::Spent), "{backend:?}");
         for _ in 0..3 {
             std::thread::sleep(Duration::from_millis(200));
-            let unheld = store.write(|t| t.renew(&[kept], &holder, 0.4)).unwrap();
+            let unheld = store.renew(&[kept], &holder, 0.4).unwrap();
             assert!(unheld.is_empty(), "{backend:?}");
         }
-        requeue(&other).unwrap();
+        store.requeue_expired("search", &other).unwrap();
         let stage = store.stage("search").unwrap().unwrap();
         let reserved: Vec<u64> = stage.reserved.iter().map(|r| r.id).collect();
         assert_eq!(reserved, vec![kept], "{backend:?}: the renewed one stays, the other is dropped");
         // The dropped one's slot is free again; the late commit of `lost` finds the budget spent.
-        assert!(matches!(claim(&other, 30.0, 2).unwrap(), Claim::Reserved(_)), "{backend:?}");
-        let late = store
-            .write(|t| {
-                let mut stage = t.known_stage("search")?;
-                t.commit(&mut stage, trial(lost, TrialStatus::Pending), &holder, 30.0, 2, "late")
-            })
-            .unwrap();
+        assert!(matches!(claim(&others), Claim::Reserved(_)), "{backend:?}");
+        let late_claims = claimant(&holder, 30.0, 2, "late");
+        let late = store.commit(&late_claims, trial(lost, TrialStatus::Pending), 0, "proposed").unwrap();
         assert!(matches!(late, Committed::Spent), "{backend:?}");
-        assert_eq!(store.write(|t| t.renew(&[lost], &holder, 30.0)).unwrap(), vec![lost], "{backend:?}");
+        assert_eq!(store.renew(&[lost], &holder, 30.0).unwrap(), vec![lost], "{backend:?}");
     }
 }
 

@@ -1,7 +1,8 @@
 //! `msh bench store`: how fast the store hands out trials. Workers (threads, each with
 //! its own connection on PostgreSQL) run the engine's claim cycle without training (record
-//! the last result and claim in one transaction, commit the proposal in a second) until a
-//! budget is spent, on each backend, with 1, 4 and 16 workers.
+//! the last result and claim in one step, commit the proposal in a second) until a budget
+//! is spent, on each backend, with 1, 4, 16 and 64 workers; claims per second, and the
+//! median and 99th percentile of a claim's latency.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use msh::store::{
-    BlockRef, Claim, Committed, Finished, Metrics, Owner, ParamValue, StageRecord, Store, TrialRecord, TrialStatus,
+    BlockRef, Claim, Claimant, Committed, Metrics, Owner, ParamValue, StageRecord, Store, TrialRecord, TrialStatus,
 };
 use serde_json::json;
 
@@ -19,7 +20,7 @@ pub struct BenchStoreArgs {
     #[arg(long, default_value_t = 1000)]
     trials: u64,
     /// Worker counts to measure.
-    #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
     workers: Vec<usize>,
     /// The PostgreSQL database to measure (runs are created in it and left there);
     /// without it only LMDB is measured.
@@ -46,45 +47,25 @@ fn typical_trial(id: u64) -> TrialRecord {
     trial
 }
 
-/// One worker's loop; returns how many trials it finished and the time it spent in the store.
-fn worker(store: &Store, me: Owner, limit: u64) -> anyhow::Result<(u64, Duration)> {
-    let (mut finished, mut spent) = (0, Duration::ZERO);
+/// One worker's loop; returns how many trials it finished and how long each claim took
+/// (recording the last result, claiming, and committing the proposal).
+fn worker(store: &Store, me: Owner, limit: u64) -> anyhow::Result<(u64, Vec<Duration>)> {
+    let who = Claimant { stage: "search", me: &me, lease: 30.0, limit, worker: "bench" };
+    let (mut finished, mut claims) = (0, Vec::new());
     let mut done: Option<TrialRecord> = None;
     loop {
         let started = Instant::now();
-        let claim = store.write(|t| -> Result<Claim, msh::store::StoreError> {
-            let mut stage = t.known_stage("search")?;
-            if let Some(trial) = &done {
-                if t.finish(&mut stage, trial, &me)? == Finished::Recorded {
-                    t.log(Some("search"), Some(trial.id), "completed: accuracy 0.9")?;
-                }
-            }
-            t.requeue_expired(&mut stage, &me)?;
-            t.claim(&mut stage, &me, 30.0, limit, "bench")
-        })?;
+        let (_, claim) = store.claim(&who, done.as_ref().map(|trial| (trial, "completed: accuracy 0.9")))?;
         finished += u64::from(done.take().is_some());
         let running = match claim {
-            Claim::Spent => {
-                spent += started.elapsed();
-                return Ok((finished, spent));
-            }
+            Claim::Spent => return Ok((finished, claims)),
             Claim::Trial(trial) => trial,
-            Claim::Reserved(id) => {
-                let committed = store.write(|t| {
-                    let mut stage = t.known_stage("search")?;
-                    t.log(Some("search"), Some(id), "proposed")?;
-                    t.commit(&mut stage, typical_trial(id), &me, 30.0, limit, "bench")
-                })?;
-                match committed {
-                    Committed::Running(trial) => trial,
-                    Committed::Spent => {
-                        spent += started.elapsed();
-                        return Ok((finished, spent));
-                    }
-                }
-            }
+            Claim::Reserved(id) => match store.commit(&who, typical_trial(id), 0, "proposed")? {
+                Committed::Running(trial) => trial,
+                Committed::Spent => return Ok((finished, claims)),
+            },
         };
-        spent += started.elapsed();
+        claims.push(started.elapsed());
         let metrics = Metrics { samples: 400, loss: 0.3, accuracy: Some(0.9), r2: None, rmse: None };
         done = Some(TrialRecord {
             status: TrialStatus::Completed,
@@ -97,8 +78,17 @@ fn worker(store: &Store, me: Owner, limit: u64) -> anyhow::Result<(u64, Duration
     }
 }
 
-/// Claims per second and store time per trial with `workers` workers on a fresh run.
-fn measure(backend: &str, url: Option<&str>, workers: usize, trials: u64) -> anyhow::Result<(f64, f64)> {
+/// What one measurement found.
+struct Measured {
+    claims_per_second: f64,
+    /// Store time per trial, summed over workers, in milliseconds.
+    store_ms_per_trial: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// Claims per second and claim latencies with `workers` workers on a fresh run.
+fn measure(backend: &str, url: Option<&str>, workers: usize, trials: u64) -> anyhow::Result<Measured> {
     let dir = std::env::temp_dir().join(format!("msh-bench-store-{backend}-{workers}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let open = || Store::open_at(&dir, url).with_context(|| format!("opening the {backend} store"));
@@ -110,7 +100,7 @@ fn measure(backend: &str, url: Option<&str>, workers: usize, trials: u64) -> any
         .map(|i| if url.is_none() || i == 0 { Ok(first.clone()) } else { open().map(Arc::new) })
         .collect::<anyhow::Result<_>>()?;
     let started = Instant::now();
-    let results: Vec<anyhow::Result<(u64, Duration)>> = std::thread::scope(|scope| {
+    let results: Vec<anyhow::Result<(u64, Vec<Duration>)>> = std::thread::scope(|scope| {
         let handles: Vec<_> = stores
             .iter()
             .enumerate()
@@ -119,11 +109,11 @@ fn measure(backend: &str, url: Option<&str>, workers: usize, trials: u64) -> any
         handles.into_iter().map(|h| h.join().expect("bench workers do not panic")).collect()
     });
     let wall = started.elapsed().as_secs_f64();
-    let (mut finished, mut spent) = (0, Duration::ZERO);
+    let (mut finished, mut claims) = (0, Vec::new());
     for result in results {
-        let (n, s) = result?;
+        let (n, times) = result?;
         finished += n;
-        spent += s;
+        claims.extend(times);
     }
     anyhow::ensure!(finished == trials, "{backend} with {workers} workers finished {finished} of {trials} trials");
     let stage = first.stage("search")?.context("the stage record")?;
@@ -131,7 +121,15 @@ fn measure(backend: &str, url: Option<&str>, workers: usize, trials: u64) -> any
     drop(stores);
     drop(first);
     let _ = std::fs::remove_dir_all(&dir);
-    Ok((trials as f64 / wall, spent.as_secs_f64() * 1e3 / trials as f64))
+    claims.sort();
+    let quantile = |q: f64| claims[((claims.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e3;
+    let spent: Duration = claims.iter().sum();
+    Ok(Measured {
+        claims_per_second: trials as f64 / wall,
+        store_ms_per_trial: spent.as_secs_f64() * 1e3 / trials as f64,
+        p50_ms: quantile(0.5),
+        p99_ms: quantile(0.99),
+    })
 }
 
 pub fn store(args: BenchStoreArgs) -> anyhow::Result<std::process::ExitCode> {
@@ -141,17 +139,24 @@ pub fn store(args: BenchStoreArgs) -> anyhow::Result<std::process::ExitCode> {
         None => eprintln!("msh: PostgreSQL is not measured: pass --postgres URL (or set MSH_STORE)"),
     }
     if !args.json {
-        println!("{:<10} {:>8} {:>12} {:>18}", "backend", "workers", "claims/s", "store ms/trial");
+        println!(
+            "{:<10} {:>8} {:>10} {:>16} {:>10} {:>10}",
+            "backend", "workers", "claims/s", "store ms/trial", "p50 ms", "p99 ms"
+        );
     }
     for (backend, url) in backends {
         for &workers in &args.workers {
-            let (rate, overhead) = measure(backend, url, workers.max(1), args.trials)?;
+            let m = measure(backend, url, workers.max(1), args.trials)?;
             if args.json {
-                let line = json!({"backend": backend, "workers": workers, "claims_per_second": rate,
-                    "store_ms_per_trial": overhead, "trials": args.trials});
+                let line = json!({"backend": backend, "workers": workers, "claims_per_second": m.claims_per_second,
+                    "store_ms_per_trial": m.store_ms_per_trial, "p50_ms": m.p50_ms, "p99_ms": m.p99_ms,
+                    "trials": args.trials});
                 println!("{line}");
             } else {
-                println!("{backend:<10} {workers:>8} {rate:>12.0} {overhead:>18.2}");
+                println!(
+                    "{backend:<10} {workers:>8} {:>10.0} {:>16.2} {:>10.2} {:>10.2}",
+                    m.claims_per_second, m.store_ms_per_trial, m.p50_ms, m.p99_ms
+                );
             }
         }
     }

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use crate::plugin::{SearchSession, types};
-use crate::store::{StoreError, TrialRecord, Txn};
+use crate::store::{Store, StoreError, TrialRecord};
 
 #[derive(Debug)]
 pub struct History {
@@ -33,10 +33,10 @@ impl History {
         }
     }
 
-    /// Reads what finished since the last call (inside the claiming transaction, so the
-    /// searcher sees every trial other trainers and processes have recorded).
-    pub fn refresh(&mut self, txn: &Txn<'_>) -> Result<(), StoreError> {
-        let (trials, position) = txn.finished_since(self.position)?;
+    /// Reads what finished since the last call, so the searcher sees every trial other
+    /// trainers and processes have recorded.
+    pub fn refresh(&mut self, store: &Store) -> Result<(), StoreError> {
+        let (trials, position) = store.finished_since(self.position)?;
         self.position = position;
         let mut new = Vec::new();
         for record in trials {

@@ -282,10 +282,10 @@ fn start_heartbeat(run: &Arc<Run>) {
             if ids.is_empty() && stages.is_empty() {
                 continue;
             }
-            let renewed = run.store.write(|t| {
-                t.renew_stages(&stages, &run.owner, run.lease)?;
-                t.renew(&ids, &run.owner, run.lease)
-            });
+            let renewed = run
+                .store
+                .write(|t| t.renew_stages(&stages, &run.owner, run.lease))
+                .and_then(|()| run.store.renew(&ids, &run.owner, run.lease));
             match renewed {
                 Ok(lost) if !lost.is_empty() => run.note(format!(
                     "the leases on trial(s) {lost:?} expired before they were renewed; others retrain them"
@@ -396,8 +396,15 @@ fn check_data(run: &Run, allow_changed: bool) -> Result<(), EngineError> {
 /// Requeues trials whose owner's lease expired (or whose process on this machine is
 /// gone) and recounts every search stage; live reservations of other workers stay.
 fn recover(store: &Store, wf: &Workflow, me: &Owner) -> Result<usize, StoreError> {
+    // Search queues first: where the backend keeps them apart, their slots requeue.
+    let mut requeued = 0;
+    for (name, stage) in &wf.stages {
+        if stage.kind == StageKind::Search && store.stage(name)?.is_some() {
+            store.align_queue(name)?;
+            requeued += store.requeue_expired(name, me)?.len();
+        }
+    }
     store.write(|t| {
-        let mut requeued = 0;
         let now = t.clock();
         let mut counts: BTreeMap<String, (Vec<u64>, Vec<u64>, u64)> = BTreeMap::new();
         for mut trial in t.trials()? {

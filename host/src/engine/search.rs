@@ -15,7 +15,7 @@ use super::trainer::{Evaluated, Table, Trainer};
 use super::{EngineError, EngineEvent, Role, Run};
 use crate::plugin::types;
 use crate::store::{
-    self, BlockRef, Claim, Committed, Finished, StageRecord, StageState, StoreError, TrialRecord, TrialStatus, Txn,
+    self, BlockRef, Claim, Claimant, Committed, Finished, StageRecord, StageState, StoreError, TrialRecord,
 };
 use crate::workflow::{Budget, EnsembleStrategy, TrainerKind, validate_config};
 
@@ -31,6 +31,8 @@ struct Search<'a> {
     spent_before: f64,
     /// Set when a trainer hits an error that ends the stage.
     abort: AtomicBool,
+    /// When the stage's spent time was last recorded.
+    time_recorded: Mutex<Instant>,
 }
 
 /// Proposals rejected in a row (duplicates, unbuildable) before the stage gives up.
@@ -72,15 +74,17 @@ pub fn run_search(run: &Arc<Run>, name: &str) -> Result<bool, EngineError> {
         started: Instant::now(),
         spent_before: 0.0,
         abort: AtomicBool::new(false),
+        time_recorded: Mutex::new(Instant::now()),
     };
-    let (done, spent_before) = run.store.write(|t| -> Result<(u64, f64), StoreError> {
+    let spent_before = run.store.write(|t| -> Result<f64, StoreError> {
         let mut record = t.known_stage(name)?;
         record.state = StageState::Running;
         record.started.get_or_insert_with(store::now);
         t.put_stage(&record)?;
         t.log(Some(name), None, "started")?;
-        Ok((record.finished_trials, record.spent_seconds))
+        Ok(record.spent_seconds)
     })?;
+    let done = finished_trials(run, name)?;
     let search = Search { spent_before, ..search };
     (run.report)(EngineEvent::StageStarted {
         stage: name.into(),
@@ -124,11 +128,7 @@ pub fn run_search(run: &Arc<Run>, name: &str) -> Result<bool, EngineError> {
             helper.join(run);
         }
         if failed.is_some() || run.stopping() || !search.wait_for_others()? {
-            run.store.write(|t| -> Result<(), StoreError> {
-                let mut record = t.known_stage(name)?;
-                search.record_time(&mut record);
-                t.put_stage(&record)
-            })?;
+            search.record_time(true)?;
             if let Some(e) = failed {
                 return Err(e);
             }
@@ -138,18 +138,22 @@ pub fn run_search(run: &Arc<Run>, name: &str) -> Result<bool, EngineError> {
     if run.stopping() {
         return Ok(false);
     }
-    let message = run.store.write(|t| -> Result<String, StoreError> {
+    let message = format!("{} trials finished", finished_trials(run, name)?);
+    run.store.write(|t| -> Result<(), StoreError> {
         let mut record = t.known_stage(name)?;
         record.state = StageState::Done;
         record.finished = Some(store::now());
-        let message = format!("{} trials finished", record.finished_trials);
         record.message = Some(message.clone());
         t.put_stage(&record)?;
-        t.log(Some(name), None, format!("done: {message}"))?;
-        Ok(message)
+        t.log(Some(name), None, format!("done: {message}"))
     })?;
     (run.report)(EngineEvent::StageFinished { stage: name.into(), state: StageState::Done, message });
     Ok(true)
+}
+
+/// How many trials of the stage have finished (the store counts them).
+fn finished_trials(run: &Run, name: &str) -> Result<u64, StoreError> {
+    Ok(run.store.stage(name)?.map_or(0, |s| s.finished_trials))
 }
 
 /// A worker process training for this stage, and the thread relaying its events.
@@ -224,15 +228,11 @@ impl Search<'_> {
             if self.run.stopping() {
                 return Ok(false);
             }
-            let (requeued, busy) = self.run.store.write(|t| -> Result<_, StoreError> {
-                let mut stage = t.known_stage(self.name)?;
-                let requeued = t.requeue_expired(&mut stage, &self.run.owner)?;
-                Ok((requeued, stage.running + stage.reserved.len() as u64))
-            })?;
-            if !requeued.is_empty() {
+            if !self.run.store.requeue_expired(self.name, &self.run.owner)?.is_empty() {
                 return Ok(true);
             }
-            if busy == 0 {
+            let stage = self.run.store.stage(self.name)?;
+            if stage.is_none_or(|s| s.running + s.reserved.len() as u64 == 0) {
                 return Ok(false);
             }
             std::thread::sleep(std::time::Duration::from_millis(500));
@@ -283,45 +283,58 @@ impl Search<'_> {
         }
     }
 
-    /// Records a finished trial inside the claiming transaction, unless its lease was lost.
+    /// Records `trial`, finished by this process: kept unless its lease was lost.
     fn record_finished(
         &self,
-        t: &mut Txn<'_>,
-        stage: &mut StageRecord,
+        who: &Claimant,
         trial: &TrialRecord,
-    ) -> Result<Finished, StoreError> {
-        if t.finish(stage, trial, &self.run.owner)? == Finished::LeaseLost {
-            // Unless an earlier attempt of this transaction recorded it (its COMMIT's reply
-            // was lost with the connection): then the stored result is this one.
-            let stored = t.trial(trial.id)?;
-            let ours = stored.finished == trial.finished && stored.status == trial.status;
-            return Ok(if ours { Finished::Recorded } else { Finished::LeaseLost });
-        }
-        let what = match (&trial.error, &trial.valid) {
+        stop: bool,
+    ) -> Result<(Finished, Claim), StoreError> {
+        let event = match (&trial.error, &trial.valid) {
             (Some(error), _) => format!("{}: {error}", trial.status.name()),
             (None, Some(valid)) => format!("{}: {}", trial.status.name(), valid.headline()),
             (None, None) => trial.status.name().to_string(),
         };
-        t.log(Some(self.name), Some(trial.id), what)?;
-        Ok(Finished::Recorded)
+        let (kept, claim) = if stop {
+            (self.run.store.finish(who, trial, &event)?, Claim::Spent)
+        } else {
+            self.run.store.claim(who, Some((trial, &event)))?
+        };
+        if kept == Finished::LeaseLost {
+            // Unless an earlier attempt recorded it (its commit's reply was lost with the
+            // connection): then the stored result is this one.
+            let stored = self.run.store.trial(trial.id)?;
+            if stored.finished == trial.finished && stored.status == trial.status {
+                return Ok((Finished::Recorded, claim));
+            }
+        }
+        Ok((kept, claim))
     }
 
-    /// Brings the stage's spent time up to date. Every claim records it, so a killed
-    /// process loses little; processes working at once measure the same wall time, so
-    /// the larger count wins.
-    fn record_time(&self, stage: &mut StageRecord) {
-        stage.spent_seconds = stage.spent_seconds.max(self.spent_before + self.started.elapsed().as_secs_f64());
+    /// The stage's wall time so far, across the sessions of the run.
+    fn spent_seconds(&self) -> f64 {
+        self.spent_before + self.started.elapsed().as_secs_f64()
     }
 
-    fn out_of_time(&self, stage: &StageRecord) -> bool {
-        self.budget.wall_time.is_some_and(|w| stage.spent_seconds >= w.as_secs_f64())
+    /// Records the stage's spent time, at most once a second (a killed process loses
+    /// little), or now when `always`.
+    fn record_time(&self, always: bool) -> Result<(), StoreError> {
+        let mut last = self.time_recorded.lock().expect("no panics while recording time");
+        if always || last.elapsed().as_secs_f64() >= 1.0 {
+            *last = Instant::now();
+            self.run.store.record_time(self.name, self.spent_seconds())?;
+        }
+        Ok(())
+    }
+
+    fn out_of_time(&self) -> bool {
+        self.budget.wall_time.is_some_and(|w| self.spent_seconds() >= w.as_secs_f64())
     }
 
     /// The next trial for a free trainer, marked running, and the seconds the searcher
     /// took to propose it; `None` when the stage is spent. Reserve, propose, commit: the
-    /// searcher runs between two transactions, so other trainers' claims never wait on it.
-    /// The first transaction also records `finished`; the second value says whether it
-    /// was kept.
+    /// searcher runs between two store steps, so other trainers' claims never wait on it.
+    /// The first step also records `finished`; the second value says whether it was kept.
     fn claim(
         &self,
         finished: Option<&TrialRecord>,
@@ -330,117 +343,77 @@ impl Search<'_> {
         let mut history = self.history.lock().expect("no panics while proposing");
         let run = self.run;
         let worker = format!("{} pid {} trainer {trainer}", run.host, run.owner.pid);
-        let limit = self.budget.trials.map_or(u64::MAX, u64::from);
-        let mut kept = Finished::Recorded;
-        // The transaction may run again after a lost connection; a reservation an earlier
-        // attempt made (and perhaps committed) is given back first, so none leaks.
-        let mut reserved_before = None;
-        let reserved = run.store.write(|t| -> Result<Reserved, EngineError> {
-            let mut stage = t.known_stage(self.name)?;
-            if let Some(id) = reserved_before.take() {
-                t.release(&mut stage, id)?;
-            }
-            if let Some(trial) = finished {
-                kept = self.record_finished(t, &mut stage, trial)?;
-            }
-            self.record_time(&mut stage);
-            t.put_stage(&stage)?;
-            t.requeue_expired(&mut stage, &run.owner)?;
-            if self.run.stopping() || self.abort.load(Ordering::Relaxed) || self.out_of_time(&stage) {
-                return Ok(Reserved::Nothing);
-            }
-            let id = match t.claim(&mut stage, &run.owner, run.lease, limit, &worker)? {
-                Claim::Trial(trial) => return Ok(Reserved::Trial(trial)),
-                Claim::Spent => return Ok(Reserved::Nothing),
-                Claim::Reserved(id) => id,
-            };
-            reserved_before = Some(id);
-            history.refresh(t)?;
-            if let Some(trial) = self.intermixed_ensemble(t, id, &stage, history.best())? {
-                return Ok(match t.commit(&mut stage, trial, &run.owner, run.lease, limit, &worker)? {
-                    Committed::Running(trial) => Reserved::Trial(trial),
-                    Committed::Spent => Reserved::Nothing,
-                });
-            }
-            Ok(Reserved::Slot(id, in_flight(t, &stage)?))
-        })?;
+        let who = Claimant {
+            stage: self.name,
+            me: &run.owner,
+            lease: run.lease,
+            limit: self.budget.trials.map_or(u64::MAX, u64::from),
+            worker: &worker,
+        };
+        self.record_time(false)?;
+        let stop = run.stopping() || self.abort.load(Ordering::Relaxed) || self.out_of_time();
+        let (kept, claim) = match finished {
+            Some(trial) => self.record_finished(&who, trial, stop)?,
+            None if stop => (Finished::Recorded, Claim::Spent),
+            None => run.store.claim(&who, None)?,
+        };
         if let Some(trial) = finished {
             run.release(trial.id);
         }
-        let (id, mut running) = match reserved {
-            Reserved::Nothing => return Ok((None, kept)),
-            Reserved::Trial(trial) => {
+        let id = match claim {
+            Claim::Spent => return Ok((None, kept)),
+            Claim::Trial(trial) => {
                 run.hold(trial.id);
                 return Ok((Some((trial, 0.0)), kept));
             }
-            Reserved::Slot(id, running) => (id, running),
+            Claim::Reserved(id) => id,
         };
         run.hold(id);
-        let mut searcher_seconds = 0.0;
+        history.refresh(&run.store)?;
+        if let Some(trial) = self.intermixed_ensemble(id, history.best())? {
+            return Ok(match run.store.commit(&who, trial, 0, "an intermixed ensemble")? {
+                Committed::Running(trial) => (Some((trial, 0.0)), kept),
+                Committed::Spent => {
+                    run.release(id);
+                    (None, kept)
+                }
+            });
+        }
+        let mut running = run.store.running(self.name)?;
+        let (mut searcher_seconds, mut refused) = (0.0, 0);
         let committed = loop {
             let asked = Instant::now();
-            let (mut notes, mut refused) = (Vec::new(), 0);
+            let mut notes = Vec::new();
             let proposed = self.next_proposal(&mut history, &mut refused, &running, &mut notes);
             searcher_seconds += asked.elapsed().as_secs_f64();
-            let step = run.store.write(|t| -> Result<Proposed, EngineError> {
-                let mut stage = t.known_stage(self.name)?;
-                stage.rejected_proposals += refused;
-                for note in &notes {
-                    t.log(Some(self.name), None, note.as_str())?;
-                }
-                // A transaction may run again (a dropped database connection): it reads
-                // what it was given, never consumes it, and finds what its first attempt
-                // committed.
-                if let Ok(mine) = t.trial(id)
-                    && mine.status == TrialStatus::Running
-                    && mine.owner.is_some_and(|o| o.same_process(&run.owner))
-                {
-                    return Ok(Proposed::Done(Ok(Some(mine))));
-                }
-                let proposal = match proposed.clone() {
-                    Ok(Some(proposal)) => proposal,
-                    Ok(None) => {
-                        t.release(&mut stage, id)?;
-                        run.note(format!("search stage `{}`: the searcher has nothing more to propose", self.name));
-                        return Ok(Proposed::Done(Ok(None)));
-                    }
-                    Err(e) => {
-                        t.release(&mut stage, id)?;
-                        return Ok(Proposed::Done(Err(format!("search stage `{}`: {e}", self.name))));
-                    }
-                };
-                // Another process may have recorded or started the same trial meanwhile.
-                history.refresh(t)?;
-                let running = in_flight(t, &stage)?;
-                let key = history.session.key(&proposal.architecture, &proposal.hparams);
-                let twin = history.trained(&key).or_else(|| history.running_twin(&running, &key));
-                if let Some(twin) = twin {
-                    stage.rejected_proposals += 1;
-                    t.put_stage(&stage)?;
-                    return Ok(Proposed::Repeat(proposal, twin, running));
-                }
-                t.log(Some(self.name), Some(id), "proposed")?;
-                Ok(Proposed::Done(Ok(
-                    match t.commit(
-                        &mut stage,
-                        new_trial(id, self.name, proposal),
-                        &run.owner,
-                        run.lease,
-                        limit,
-                        &worker,
-                    )? {
-                        Committed::Running(trial) => Some(trial),
-                        Committed::Spent => None,
-                    },
-                )))
-            })?;
-            match step {
-                Proposed::Done(outcome) => break outcome,
-                Proposed::Repeat(proposal, twin, now_running) => {
-                    history.session.observe(vec![rejected(proposal, format!("it repeats trial {twin}"))]);
-                    running = now_running;
-                }
+            if !notes.is_empty() {
+                run.store.write(|t| notes.iter().try_for_each(|note| t.log(Some(self.name), None, note.as_str())))?;
             }
+            let proposal = match proposed {
+                Ok(Some(proposal)) => proposal,
+                Ok(None) => {
+                    run.store.release(self.name, id, refused)?;
+                    run.note(format!("search stage `{}`: the searcher has nothing more to propose", self.name));
+                    break Ok(None);
+                }
+                Err(e) => {
+                    run.store.release(self.name, id, refused)?;
+                    break Err(format!("search stage `{}`: {e}", self.name));
+                }
+            };
+            // Another process may have recorded or started the same trial meanwhile.
+            history.refresh(&run.store)?;
+            running = run.store.running(self.name)?;
+            let key = history.session.key(&proposal.architecture, &proposal.hparams);
+            if let Some(twin) = history.trained(&key).or_else(|| history.running_twin(&running, &key)) {
+                refused += 1;
+                history.session.observe(vec![rejected(proposal, format!("it repeats trial {twin}"))]);
+                continue;
+            }
+            break match run.store.commit(&who, new_trial(id, self.name, proposal), refused, "proposed")? {
+                Committed::Running(trial) => Ok(Some(trial)),
+                Committed::Spent => Ok(None),
+            };
         };
         match committed {
             Ok(Some(trial)) => Ok((Some((trial, searcher_seconds)), kept)),
@@ -457,22 +430,17 @@ impl Search<'_> {
 
     /// With `ensembling: intermixed`, every `every`-th trial is an ensemble of the best
     /// trials so far; its members are chosen when a trainer evaluates it.
-    fn intermixed_ensemble(
-        &self,
-        t: &mut Txn<'_>,
-        id: u64,
-        stage: &StageRecord,
-        best: &[types::Trial],
-    ) -> Result<Option<TrialRecord>, StoreError> {
+    fn intermixed_ensemble(&self, id: u64, best: &[types::Trial]) -> Result<Option<TrialRecord>, StoreError> {
         let ensembling = self.run.workflow.ensembling;
-        let position = stage.finished_trials + stage.running + stage.reserved.len() as u64;
-        if ensembling.strategy != EnsembleStrategy::Intermixed
-            || position % ensembling.every as u64 != 0
-            || best.len() < 2
-        {
+        if ensembling.strategy != EnsembleStrategy::Intermixed || best.len() < 2 {
             return Ok(None);
         }
-        t.log(Some(self.name), Some(id), "an intermixed ensemble")?;
+        let stage = self.run.store.stage(self.name)?.unwrap_or_else(|| StageRecord::new(self.name, "search"));
+        // Counting the reservation `id` itself.
+        let position = stage.finished_trials + stage.running + stage.reserved.len() as u64;
+        if position % ensembling.every as u64 != 0 {
+            return Ok(None);
+        }
         let mut trial = new_trial(
             id,
             self.name,
@@ -544,37 +512,12 @@ impl Search<'_> {
         super::trainer::expand(self.run, &new_trial(0, self.name, proposal.clone()), shape).err()
     }
 
-    /// Puts an interrupted trial back at the head of the queue (`Txn::give_back`).
+    /// Puts an interrupted trial back at the head of the queue (`Store::give_back`).
     fn requeue(&self, trial: TrialRecord) -> Result<(), EngineError> {
-        let id = trial.id;
-        self.run.store.write(|t| -> Result<(), StoreError> {
-            let mut stage = t.known_stage(self.name)?;
-            t.give_back(&mut stage, trial.clone(), &self.run.owner)
-        })?;
-        self.run.release(id);
+        self.run.store.give_back(self.name, &trial, &self.run.owner)?;
+        self.run.release(trial.id);
         Ok(())
     }
-}
-
-/// What the reserving transaction of `Search::claim` got.
-enum Reserved {
-    Nothing,
-    Trial(TrialRecord),
-    /// A reservation, and the trials running now (the searcher is told of them).
-    Slot(u64, Vec<TrialRecord>),
-}
-
-/// What the committing transaction of `Search::claim` made of a proposal.
-enum Proposed {
-    Done(Result<Option<TrialRecord>, String>),
-    /// It repeats this trial, recorded or started elsewhere while it was proposed; the
-    /// trials running now.
-    Repeat(types::Proposal, u64, Vec<TrialRecord>),
-}
-
-/// The stage's running trials.
-fn in_flight(t: &Txn<'_>, stage: &StageRecord) -> Result<Vec<TrialRecord>, StoreError> {
-    stage.in_flight.iter().map(|&id| t.trial(id)).collect()
 }
 
 fn new_trial(id: u64, stage: &str, proposal: types::Proposal) -> TrialRecord {

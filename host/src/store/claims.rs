@@ -7,9 +7,168 @@
 //! stage *requeues* a trial whose lease expired (attempts count up when it starts again)
 //! and drops such a reservation. A result is *finished* only by the owner that still
 //! holds the trial, so each trial ends exactly once. The budget counts finished, running
-//! and reserved trials, all under the store's write lock, so it holds across workers.
+//! and reserved trials, so it holds across workers.
+//!
+//! `Store`'s methods here are the protocol. LMDB runs each as one write transaction over
+//! the stage record (its writer lock serialises them); PostgreSQL keeps the queue in
+//! budget slots of its own, claimed row by row (`postgres/slots.rs`), so that no
+//! record or lock is shared by every claim.
 
-use super::{Owner, Reservation, StageRecord, StageState, StoreError, TrialRecord, TrialStatus, Txn};
+use super::{Backend, Owner, Reservation, StageRecord, StageState, Store, StoreError, TrialRecord, TrialStatus, Txn};
+
+/// Who claims trials of a search stage, and on what terms.
+#[derive(Debug, Clone, Copy)]
+pub struct Claimant<'a> {
+    pub stage: &'a str,
+    pub me: &'a Owner,
+    /// Seconds a claim is leased for, renewed by heartbeats.
+    pub lease: f64,
+    /// The stage's trial budget (`u64::MAX` when only time bounds it).
+    pub limit: u64,
+    /// How records name the trainer (`HOST pid P trainer T`).
+    pub worker: &'a str,
+}
+
+impl Store {
+    /// Records `finished` (a result of `who`'s, with its event-log line) and claims the
+    /// next trial for `who`, in one transaction: a requeued trial, else a reservation,
+    /// unless the budget is spent. Expired leases of others are requeued first.
+    pub fn claim(
+        &self,
+        who: &Claimant,
+        finished: Option<(&TrialRecord, &str)>,
+    ) -> Result<(Finished, Claim), StoreError> {
+        match &self.backend {
+            Backend::Lmdb(_) => self.write(|t| {
+                let mut stage = t.known_stage(who.stage)?;
+                let kept = match finished {
+                    Some((trial, event)) => t.finish_logged(&mut stage, trial, who.me, event)?,
+                    None => Finished::Recorded,
+                };
+                t.requeue_expired(&mut stage, who.me)?;
+                Ok((kept, t.claim(&mut stage, who.me, who.lease, who.limit, who.worker)?))
+            }),
+            Backend::Postgres(pg) => {
+                if pg.due_for_requeue(who.stage) {
+                    pg.requeue_expired(who.stage, who.me)?;
+                }
+                pg.claim(who, finished)
+            }
+        }
+    }
+
+    /// Records a result of `who`'s without claiming another.
+    pub fn finish(&self, who: &Claimant, trial: &TrialRecord, event: &str) -> Result<Finished, StoreError> {
+        match &self.backend {
+            Backend::Lmdb(_) => self.write(|t| {
+                let mut stage = t.known_stage(who.stage)?;
+                t.finish_logged(&mut stage, trial, who.me, event)
+            }),
+            Backend::Postgres(pg) => pg.finish(who, trial, event),
+        }
+    }
+
+    /// Records the proposal for `who`'s reservation `trial.id` as a running trial, with
+    /// `event` in the log and `rejected` proposals counted. A reservation that expired
+    /// meanwhile is taken afresh if the budget still allows.
+    pub fn commit(
+        &self,
+        who: &Claimant,
+        trial: TrialRecord,
+        rejected: u64,
+        event: &str,
+    ) -> Result<Committed, StoreError> {
+        match &self.backend {
+            Backend::Lmdb(_) => self.write(|t| {
+                let mut stage = t.known_stage(who.stage)?;
+                stage.rejected_proposals += rejected;
+                t.log(Some(who.stage), Some(trial.id), event)?;
+                t.commit(&mut stage, trial.clone(), who.me, who.lease, who.limit, who.worker)
+            }),
+            Backend::Postgres(pg) => pg.commit(who, trial, rejected, event),
+        }
+    }
+
+    /// Gives reservation `id` of `stage` back (the searcher had nothing more, or failed),
+    /// counting `rejected` proposals.
+    pub fn release(&self, stage: &str, id: u64, rejected: u64) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Lmdb(_) => self.write(|t| {
+                let mut record = t.known_stage(stage)?;
+                record.rejected_proposals += rejected;
+                t.release(&mut record, id)
+            }),
+            Backend::Postgres(pg) => pg.release(stage, id, rejected),
+        }
+    }
+
+    /// Puts a trial that `me` was interrupted on back at the head of the queue; nothing
+    /// when its lease was lost (then it is queued or running elsewhere already).
+    pub fn give_back(&self, stage: &str, trial: &TrialRecord, me: &Owner) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Lmdb(_) => self.write(|t| {
+                let mut record = t.known_stage(stage)?;
+                t.give_back(&mut record, trial.clone(), me)
+            }),
+            Backend::Postgres(pg) => pg.requeue(stage, trial, me, "interrupted: back in the queue").map(drop),
+        }
+    }
+
+    /// Requeues `stage`'s running trials whose owner lost them (`lost`), and drops such
+    /// reservations; the ids requeued.
+    pub fn requeue_expired(&self, stage: &str, me: &Owner) -> Result<Vec<u64>, StoreError> {
+        match &self.backend {
+            Backend::Lmdb(_) => self.write(|t| {
+                let mut record = t.known_stage(stage)?;
+                t.requeue_expired(&mut record, me)
+            }),
+            Backend::Postgres(pg) => pg.requeue_expired(stage, me),
+        }
+    }
+
+    /// Extends `me`'s leases on the trials and reservations `ids` by `lease` seconds;
+    /// returns those it no longer holds.
+    pub fn renew(&self, ids: &[u64], me: &Owner, lease: f64) -> Result<Vec<u64>, StoreError> {
+        match &self.backend {
+            Backend::Lmdb(_) => self.write(|t| t.renew(ids, me, lease)),
+            Backend::Postgres(pg) => pg.renew(ids, me, lease),
+        }
+    }
+
+    /// The trials of `stage` being trained now.
+    pub fn running(&self, stage: &str) -> Result<Vec<TrialRecord>, StoreError> {
+        match &self.backend {
+            Backend::Lmdb(_) => self.read(|v| match v.stage(stage)? {
+                Some(record) => record.in_flight.iter().map(|&id| v.trial(id)).collect(),
+                None => Ok(Vec::new()),
+            }),
+            Backend::Postgres(pg) => pg.running(stage),
+        }
+    }
+
+    /// Brings `stage`'s spent time up to `seconds`; processes working at once measure the
+    /// same wall time, so the larger count wins.
+    pub fn record_time(&self, stage: &str, seconds: f64) -> Result<(), StoreError> {
+        self.write(|t| {
+            let mut record = t.known_stage(stage)?;
+            if seconds > record.spent_seconds {
+                record.spent_seconds = seconds;
+                t.put_stage(&record)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Brings a backend that keeps search queues apart (PostgreSQL) in line with the
+    /// trial records of `stage` (after recovery requeued some, or a run written by an
+    /// older msh): every trial has its slot, in the state its record says.
+    pub fn align_queue(&self, stage: &str) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Lmdb(_) => Ok(()),
+            Backend::Postgres(pg) => pg.align_queue(stage, &self.trials()?),
+        }
+    }
+}
 
 /// What a free trainer gets from `Txn::claim`.
 #[derive(Debug)]
@@ -154,7 +313,7 @@ impl Txn<'_> {
 
     /// Requeues `stage`'s running trials whose owner's lease expired, and drops such
     /// reservations; the ids requeued.
-    pub fn requeue_expired(&mut self, stage: &mut StageRecord, me: &Owner) -> Result<Vec<u64>, StoreError> {
+    fn requeue_expired(&mut self, stage: &mut StageRecord, me: &Owner) -> Result<Vec<u64>, StoreError> {
         let now = self.clock();
         let (kept, dropped): (Vec<Reservation>, Vec<Reservation>) =
             stage.reserved.iter().partition(|r| !r.owner.expired(now, me));
@@ -183,7 +342,7 @@ impl Txn<'_> {
     }
 
     /// Puts a running trial back at the head of the stage's queue, saying `why`.
-    pub fn requeue(&mut self, stage: &mut StageRecord, mut trial: TrialRecord, why: &str) -> Result<(), StoreError> {
+    fn requeue(&mut self, stage: &mut StageRecord, mut trial: TrialRecord, why: &str) -> Result<(), StoreError> {
         trial.status = TrialStatus::Pending;
         trial.owner = None;
         stage.running = stage.running.saturating_sub(1);
@@ -199,7 +358,7 @@ impl Txn<'_> {
     /// The next trial for a free trainer `me` of `stage` (`worker` names it in the
     /// record): a requeued trial, else a reservation, unless finished, running and
     /// reserved trials already reach `limit`.
-    pub fn claim(
+    fn claim(
         &mut self,
         stage: &mut StageRecord,
         me: &Owner,
@@ -223,7 +382,7 @@ impl Txn<'_> {
 
     /// Records the proposal for reservation `trial.id` as a running trial. A reservation
     /// that expired meanwhile is taken afresh if the budget still allows.
-    pub fn commit(
+    fn commit(
         &mut self,
         stage: &mut StageRecord,
         trial: TrialRecord,
@@ -247,7 +406,7 @@ impl Txn<'_> {
     }
 
     /// Gives a reservation back (the searcher had nothing more, or failed).
-    pub fn release(&mut self, stage: &mut StageRecord, id: u64) -> Result<(), StoreError> {
+    fn release(&mut self, stage: &mut StageRecord, id: u64) -> Result<(), StoreError> {
         stage.reserved.retain(|r| r.id != id);
         self.put_stage(stage)
     }
@@ -279,15 +438,30 @@ impl Txn<'_> {
 
     /// Puts a trial that `me` was interrupted on back at the head of the queue; nothing
     /// when its lease was lost (then it is queued or running elsewhere already).
-    pub fn give_back(&mut self, stage: &mut StageRecord, trial: TrialRecord, me: &Owner) -> Result<(), StoreError> {
+    fn give_back(&mut self, stage: &mut StageRecord, trial: TrialRecord, me: &Owner) -> Result<(), StoreError> {
         if !self.holds(trial.id, me)? {
             return Ok(());
         }
         self.requeue(stage, trial, "interrupted: back in the queue")
     }
 
+    /// `finish`, with `event` in the log when the result is kept.
+    fn finish_logged(
+        &mut self,
+        stage: &mut StageRecord,
+        trial: &TrialRecord,
+        me: &Owner,
+        event: &str,
+    ) -> Result<Finished, StoreError> {
+        let kept = self.finish(stage, trial, me)?;
+        if kept == Finished::Recorded {
+            self.log(Some(&stage.name), Some(trial.id), event)?;
+        }
+        Ok(kept)
+    }
+
     /// Records `trial`'s result if `me` still holds it.
-    pub fn finish(&mut self, stage: &mut StageRecord, trial: &TrialRecord, me: &Owner) -> Result<Finished, StoreError> {
+    fn finish(&mut self, stage: &mut StageRecord, trial: &TrialRecord, me: &Owner) -> Result<Finished, StoreError> {
         if !self.holds(trial.id, me)? {
             let message = "result dropped: its lease expired and it was requeued before it finished";
             self.log(Some(&stage.name), Some(trial.id), message)?;
@@ -303,7 +477,7 @@ impl Txn<'_> {
 
     /// Extends `me`'s leases on the trials and reservations `ids` by `lease` seconds;
     /// returns those it no longer holds.
-    pub fn renew(&mut self, ids: &[u64], me: &Owner, lease: f64) -> Result<Vec<u64>, StoreError> {
+    fn renew(&mut self, ids: &[u64], me: &Owner, lease: f64) -> Result<Vec<u64>, StoreError> {
         let owner = me.leased(self.clock(), lease);
         let mut held = Vec::new();
         for mut stage in self.stages()? {

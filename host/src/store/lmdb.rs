@@ -89,6 +89,13 @@ impl<T: Transaction> Txn<'_, T> {
         }
         Ok(out)
     }
+
+    fn counter(&self, name: &str) -> Result<u64, StoreError> {
+        match self.get(Table::Meta, name.as_bytes())? {
+            Some(bytes) => super::decode(&self.store.name, Table::Meta, name.as_bytes(), &bytes),
+            None => Ok(0),
+        }
+    }
 }
 
 impl Records for Txn<'_, lmdb::RwTransaction<'_>> {
@@ -101,6 +108,14 @@ impl Records for Txn<'_, lmdb::RwTransaction<'_>> {
     fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         let db = self.db(table);
         self.txn.put(db, &key, &value, WriteFlags::empty()).map_err(|e| self.store.error(e))
+    }
+    fn counter(&self, name: &str) -> Result<u64, StoreError> {
+        Txn::counter(self, name)
+    }
+    fn bump(&mut self, name: &str) -> Result<u64, StoreError> {
+        let value = Txn::counter(self, name)?;
+        self.put(Table::Meta, name.as_bytes(), &super::encode(&(value + 1)))?;
+        Ok(value)
     }
     fn clock(&self) -> f64 {
         self.clock
@@ -115,6 +130,12 @@ impl Records for Txn<'_, lmdb::RoTransaction<'_>> {
         Txn::scan(self, table)
     }
     fn put(&mut self, _: Table, _: &[u8], _: &[u8]) -> Result<(), StoreError> {
+        unreachable!("`Store::read` hands out `&dyn Records`")
+    }
+    fn counter(&self, name: &str) -> Result<u64, StoreError> {
+        Txn::counter(self, name)
+    }
+    fn bump(&mut self, _: &str) -> Result<u64, StoreError> {
         unreachable!("`Store::read` hands out `&dyn Records`")
     }
     fn clock(&self) -> f64 {

@@ -16,7 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use claims::{Claim, Committed, Finished, StageClaim, host_name, lost};
+pub use claims::{Claim, Claimant, Committed, Finished, StageClaim, host_name, lost};
 pub use queries::{best_trial, pareto_front};
 pub use records::{
     BlockRef, Event, Metrics, Owner, ParamValue, Reservation, RunMeta, RungRecord, StageRecord, StageState,
@@ -95,6 +95,15 @@ pub(crate) trait Records {
     /// Every record of a table, in key order.
     fn scan(&self, table: Table) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
     fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<(), StoreError>;
+    /// A counter's value (0 before its first `bump`).
+    fn counter(&self, name: &str) -> Result<u64, StoreError>;
+    /// Adds one to a counter; its value before.
+    fn bump(&mut self, name: &str) -> Result<u64, StoreError>;
+    /// Where a backend keeps a search stage's queue apart from its record (PostgreSQL's
+    /// budget slots), the queue as it stands; `None` when the record holds it.
+    fn queue(&self, _stage: &str) -> Result<Option<Queue>, StoreError> {
+        Ok(None)
+    }
     /// The store's clock (seconds since the Unix epoch) when the transaction began: the
     /// one clock that every worker's leases are compared against.
     fn clock(&self) -> f64;
@@ -291,7 +300,7 @@ impl Store {
     }
 
     pub fn stages(&self) -> Result<Vec<StageRecord>, StoreError> {
-        self.read(|v| v.all(Table::Stages))
+        self.read(|v| v.stages())
     }
 
     pub fn stage(&self, name: &str) -> Result<Option<StageRecord>, StoreError> {
@@ -413,9 +422,23 @@ fn rung_key(stage: &str, epoch: u32) -> Vec<u8> {
 }
 
 const RUN_KEY: &[u8] = b"run";
-const NEXT_TRIAL: &[u8] = b"next_trial";
-const NEXT_EVENT: &[u8] = b"next_event";
-const NEXT_FINISHED: &[u8] = b"next_finished";
+/// The counters (`Records::bump`): trial ids, event and finish-log positions.
+const NEXT_TRIAL: &str = "next_trial";
+const NEXT_EVENT: &str = "next_event";
+const NEXT_FINISHED: &str = "next_finished";
+const COUNTERS: [&str; 3] = [NEXT_TRIAL, NEXT_EVENT, NEXT_FINISHED];
+
+/// A search stage's queue where a backend keeps it apart from the stage record.
+#[derive(Debug, Default)]
+pub(crate) struct Queue {
+    /// Requeued trials, next first.
+    pub pending: Vec<u64>,
+    pub in_flight: Vec<u64>,
+    pub reserved: Vec<Reservation>,
+    pub finished: u64,
+    /// Proposals refused while slots were held.
+    pub rejected: u64,
+}
 
 /// Typed reads over a transaction's records (a read snapshot, or a write transaction).
 struct View<'a> {
@@ -441,15 +464,26 @@ impl View<'_> {
     }
 
     fn stage(&self, name: &str) -> Result<Option<StageRecord>, StoreError> {
-        self.get(Table::Stages, name.as_bytes())
+        self.get::<StageRecord>(Table::Stages, name.as_bytes())?.map(|s| self.with_queue(s)).transpose()
+    }
+
+    fn stages(&self) -> Result<Vec<StageRecord>, StoreError> {
+        self.all(Table::Stages)?.into_iter().map(|s| self.with_queue(s)).collect()
+    }
+
+    /// The stage with its queue, where the backend keeps that apart.
+    fn with_queue(&self, mut stage: StageRecord) -> Result<StageRecord, StoreError> {
+        if let Some(queue) = self.records.queue(&stage.name)? {
+            stage.running = queue.in_flight.len() as u64;
+            (stage.pending, stage.in_flight, stage.reserved) = (queue.pending, queue.in_flight, queue.reserved);
+            stage.finished_trials = queue.finished;
+            stage.rejected_proposals += queue.rejected;
+        }
+        Ok(stage)
     }
 
     fn trial(&self, id: u64) -> Result<TrialRecord, StoreError> {
         self.get(Table::Trials, &id.to_be_bytes())?.ok_or_else(|| StoreError::NoTrial { id, store: self.name.into() })
-    }
-
-    fn counter(&self, key: &[u8]) -> Result<u64, StoreError> {
-        Ok(self.get::<u64>(Table::Meta, key)?.unwrap_or(0))
     }
 
     fn rung(&self, stage: &str, epoch: u32) -> Result<RungRecord, StoreError> {
@@ -457,7 +491,7 @@ impl View<'_> {
     }
 
     fn finished_since(&self, since: u64) -> Result<(Vec<TrialRecord>, u64), StoreError> {
-        let end = self.counter(NEXT_FINISHED)?;
+        let end = self.records.counter(NEXT_FINISHED)?;
         let mut out = Vec::new();
         for position in since..end {
             if let Some(id) = self.get::<u64>(Table::Finished, &position.to_be_bytes())? {
@@ -489,12 +523,6 @@ impl Txn<'_> {
         self.records.put(table, key, &encode(value))
     }
 
-    fn bump(&mut self, key: &[u8]) -> Result<u64, StoreError> {
-        let value = self.view().counter(key)?;
-        self.put(Table::Meta, key, &(value + 1))?;
-        Ok(value)
-    }
-
     /// The store's clock when this transaction began (leases are compared against it).
     pub fn clock(&self) -> f64 {
         self.records.clock()
@@ -508,8 +536,10 @@ impl Txn<'_> {
         self.put(Table::Meta, RUN_KEY, meta)
     }
 
+    /// The stage's record as stored: on PostgreSQL its queue and counts are the slots'
+    /// (`Store::stage` has them).
     pub fn stage(&self, name: &str) -> Result<Option<StageRecord>, StoreError> {
-        self.view().stage(name)
+        self.view().get(Table::Stages, name.as_bytes())
     }
 
     /// A stage that recovery has written (every stage of the workflow).
@@ -517,6 +547,7 @@ impl Txn<'_> {
         self.stage(name)?.ok_or_else(|| StoreError::NoStage { stage: name.into(), store: self.name.into() })
     }
 
+    /// The stages' records as stored (see `stage`).
     pub fn stages(&self) -> Result<Vec<StageRecord>, StoreError> {
         self.view().all(Table::Stages)
     }
@@ -535,7 +566,7 @@ impl Txn<'_> {
         let was_finished = before.is_some_and(|t| t.status.is_finished());
         self.put(Table::Trials, &trial.id.to_be_bytes(), trial)?;
         if trial.status.is_finished() && !was_finished {
-            let position = self.bump(NEXT_FINISHED)?;
+            let position = self.records.bump(NEXT_FINISHED)?;
             self.put(Table::Finished, &position.to_be_bytes(), &trial.id)?;
         }
         Ok(())
@@ -557,7 +588,7 @@ impl Txn<'_> {
 
     /// A fresh trial id.
     pub fn next_trial_id(&mut self) -> Result<u64, StoreError> {
-        self.bump(NEXT_TRIAL)
+        self.records.bump(NEXT_TRIAL)
     }
 
     /// Every trial, by id (for recovery, which runs once per start).
@@ -571,7 +602,7 @@ impl Txn<'_> {
         trial: Option<u64>,
         message: impl Into<String>,
     ) -> Result<(), StoreError> {
-        let seq = self.bump(NEXT_EVENT)?;
+        let seq = self.records.bump(NEXT_EVENT)?;
         let event = Event { time: self.clock(), stage: stage.map(str::to_string), trial, message: message.into() };
         self.put(Table::Events, &seq.to_be_bytes(), &event)
     }

@@ -1,17 +1,21 @@
 //! The backend for many machines: one PostgreSQL table of records, keyed by run, table
-//! and key, through tokio-postgres. Write transactions of a run are serialised by a
-//! transaction-scoped advisory lock on the run, taken first, so they behave as LMDB's
-//! do; reads are REPEATABLE READ snapshots and take no lock. The client's futures are
+//! and key, through tokio-postgres, beside the search queues' slots and the counters
+//! (`slots.rs`). The claim protocol's steps are server-side functions over rows of their
+//! own; the other write transactions of a run (stage bookkeeping, recovery) are
+//! serialised by a transaction-scoped advisory lock on the run, taken first, so they
+//! behave as LMDB's do; reads are REPEATABLE READ snapshots and take no lock. The client's futures are
 //! polled where they are called; its connection task runs on a runtime of its own, so the
 //! store works from plain threads and from inside the engine's runtime alike.
 
+mod slots;
+
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio_postgres::{Client, IsolationLevel, NoTls, Statement};
 
-use super::{Records, StoreError, Table};
+use super::{COUNTERS, NEXT_EVENT, Queue, Records, StoreError, Table};
 
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS msh_records (
     run text NOT NULL,
@@ -37,12 +41,18 @@ pub struct Postgres {
     /// Set by an error that broke the connection (not one of the statement): the
     /// transaction it happened in is retried on a new connection.
     broken: AtomicBool,
+    /// The database's clock less this machine's (f64 bits), as last seen: leases written
+    /// into records are on the database's clock, as the slots' are.
+    clock_offset: AtomicU64,
+    /// When claims of this process last looked for lost trials, by stage.
+    requeue_checked: Mutex<std::collections::HashMap<String, Instant>>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
 struct Connection {
     client: Client,
     statements: Statements,
+    slots: slots::Statements,
 }
 
 struct Statements {
@@ -51,6 +61,11 @@ struct Statements {
     put: Statement,
     lock: Statement,
     clock: Statement,
+    counter: Statement,
+    bump: Statement,
+    /// Event keys come from a sequence (`slots::SCHEMA`), not a counter.
+    event_key: Statement,
+    adopt_counter: Statement,
 }
 
 impl Postgres {
@@ -67,13 +82,39 @@ impl Postgres {
             name: name.into(),
             connection: Mutex::new(None),
             broken: AtomicBool::new(false),
+            clock_offset: AtomicU64::new(0f64.to_bits()),
+            requeue_checked: Mutex::default(),
             runtime: Some(runtime),
         };
         // A backend terminated while the connection is set up is retried; a server that
         // cannot be reached at all is an error at once (a wrong URL, say).
         let connection = store.retried(|| store.connect(false))?;
         *store.connection.lock().expect("no panics while connecting") = Some(connection);
+        store.adopt_counters()?;
         Ok(store)
+    }
+
+    /// Counters of a run written by an older msh, which kept them among the records,
+    /// carried over to the counters table the first time.
+    fn adopt_counters(&self) -> Result<(), StoreError> {
+        for name in COUNTERS.into_iter().filter(|name| *name != NEXT_EVENT) {
+            let Some(bytes) = self.read(|records| records.get(Table::Meta, name.as_bytes()))? else { continue };
+            let value: u64 = super::decode(&self.name, Table::Meta, name.as_bytes(), &bytes)?;
+            let value = value as i64;
+            self.call(|c| {
+                pollster::block_on(c.client.execute(&c.statements.adopt_counter, &[&self.run, &name, &value]))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// This machine's estimate of the database's clock (seconds since the Unix epoch).
+    fn clock(&self) -> f64 {
+        super::now() + f64::from_bits(self.clock_offset.load(Ordering::Relaxed))
+    }
+
+    fn observe_clock(&self, database: f64) {
+        self.clock_offset.store((database - super::now()).to_bits(), Ordering::Relaxed);
     }
 
     fn error(&self, source: tokio_postgres::Error) -> StoreError {
@@ -130,7 +171,7 @@ impl Postgres {
         pollster::block_on(async {
             // Several workers may start at once: the schema is created under a lock.
             client.execute("SELECT pg_advisory_lock($1)", &[&SCHEMA_LOCK]).await?;
-            let created = client.batch_execute(SCHEMA).await;
+            let created = client.batch_execute(&format!("{SCHEMA};{}", slots::SCHEMA)).await;
             client.execute("SELECT pg_advisory_unlock($1)", &[&SCHEMA_LOCK]).await?;
             created?;
             let statements = Statements {
@@ -151,8 +192,15 @@ impl Postgres {
                     )
                     .await?,
                 clock: client.prepare("SELECT extract(epoch FROM clock_timestamp())::float8").await?,
+                counter: client.prepare("SELECT value FROM msh_counters WHERE run = $1 AND name = $2").await?,
+                bump: client.prepare("SELECT msh_bump($1, $2)").await?,
+                event_key: client.prepare("SELECT msh_event_key()").await?,
+                adopt_counter: client
+                    .prepare("INSERT INTO msh_counters (run, name, value) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+                    .await?,
             };
-            Ok(Connection { client, statements })
+            let slots = slots::Statements::prepare(&client).await?;
+            Ok(Connection { client, statements, slots })
         })
         .map_err(|e| self.error(e))
     }
@@ -171,14 +219,15 @@ impl Postgres {
     }
 
     fn write_once<T, E: From<StoreError>>(&self, f: &mut impl FnMut(&mut dyn Records) -> Result<T, E>) -> Result<T, E> {
-        self.with_connection(|c| {
+        self.with_connection(|Connection { client, statements, slots }| {
             let txn =
-                pollster::block_on(c.client.build_transaction().isolation_level(IsolationLevel::ReadCommitted).start())
+                pollster::block_on(client.build_transaction().isolation_level(IsolationLevel::ReadCommitted).start())
                     .map_err(|e| self.error(e))?;
             // Taken first: every statement after it sees what earlier writers committed.
-            let row = pollster::block_on(txn.query_one(&c.statements.lock, &[&self.run])).map_err(|e| self.error(e))?;
+            let row = pollster::block_on(txn.query_one(&statements.lock, &[&self.run])).map_err(|e| self.error(e))?;
             let clock: f64 = row.get(1);
-            let mut records = Txn { txn, statements: &c.statements, store: self, clock };
+            self.observe_clock(clock);
+            let mut records = Txn { txn, statements, slots, store: self, clock };
             let value = f(&mut records)?;
             pollster::block_on(records.txn.commit()).map_err(|e| self.error(e))?;
             Ok(value)
@@ -190,13 +239,13 @@ impl Postgres {
     }
 
     fn read_once<T>(&self, f: &impl Fn(&dyn Records) -> Result<T, StoreError>) -> Result<T, StoreError> {
-        self.with_connection(|c| {
+        self.with_connection(|Connection { client, statements, slots }| {
             let txn = pollster::block_on(
-                c.client.build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start(),
+                client.build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start(),
             )
             .map_err(|e| self.error(e))?;
-            let row = pollster::block_on(txn.query_one(&c.statements.clock, &[])).map_err(|e| self.error(e))?;
-            let records = Txn { clock: row.get(0), txn, statements: &c.statements, store: self };
+            let row = pollster::block_on(txn.query_one(&statements.clock, &[])).map_err(|e| self.error(e))?;
+            let records = Txn { clock: row.get(0), txn, statements, slots, store: self };
             let value = f(&records)?;
             pollster::block_on(records.txn.commit()).map_err(|e| self.error(e))?;
             Ok(value)
@@ -232,6 +281,7 @@ impl Drop for Postgres {
 struct Txn<'a> {
     txn: tokio_postgres::Transaction<'a>,
     statements: &'a Statements,
+    slots: &'a slots::Statements,
     store: &'a Postgres,
     clock: f64,
 }
@@ -253,6 +303,24 @@ impl Records for Txn<'_> {
         pollster::block_on(self.txn.execute(&self.statements.put, &[&self.store.run, &table.name(), &key, &value]))
             .map_err(|e| self.store.error(e))?;
         Ok(())
+    }
+
+    fn counter(&self, name: &str) -> Result<u64, StoreError> {
+        let row = pollster::block_on(self.txn.query_opt(&self.statements.counter, &[&self.store.run, &name]))
+            .map_err(|e| self.store.error(e))?;
+        Ok(row.map_or(0, |r| r.get::<_, i64>(0) as u64))
+    }
+
+    fn bump(&mut self, name: &str) -> Result<u64, StoreError> {
+        let statement = if name == NEXT_EVENT { &self.statements.event_key } else { &self.statements.bump };
+        let params: &[&(dyn tokio_postgres::types::ToSql + Sync)] =
+            if name == NEXT_EVENT { &[] } else { &[&self.store.run, &name] };
+        let row = pollster::block_on(self.txn.query_one(statement, params)).map_err(|e| self.store.error(e))?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    fn queue(&self, stage: &str) -> Result<Option<Queue>, StoreError> {
+        slots::queue(self.slots, &self.txn, &self.store.run, stage).map_err(|e| self.store.error(e))
     }
 
     fn clock(&self) -> f64 {
