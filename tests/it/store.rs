@@ -150,30 +150,44 @@ fn train_until_spent(store: &Store, me: Owner, limit: u64) -> Vec<u64> {
     }
 }
 
+/// `trainers` trainers, each on a connection of its own (PostgreSQL), spend a budget of
+/// `limit`: every slot is used once, by one trainer, and the counts add up.
+fn spend_together(backend: Backend, trainers: u64, limit: u64) {
+    let dir = TempDir::new();
+    let store = Arc::new(open(backend, dir.path()));
+    with_stage(&store, "search");
+    let trainers: Vec<_> = (0..trainers)
+        .map(|session| {
+            let store = match backend {
+                Backend::Lmdb => store.clone(),
+                Backend::Postgres => Arc::new(open(backend, dir.path())),
+            };
+            std::thread::spawn(move || train_until_spent(&store, owner(100 + session), limit))
+        })
+        .collect();
+    let mut all: Vec<u64> = trainers.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    all.sort();
+    assert_eq!(all, (0..limit).collect::<Vec<_>>(), "{backend:?}: every slot once");
+    let stage = store.stage("search").unwrap().unwrap();
+    assert_eq!((stage.finished_trials, stage.running, stage.reserved.len()), (limit, 0, 0), "{backend:?}");
+    let (log, _) = store.finished_since(0).unwrap();
+    assert_eq!(log.len() as u64, limit, "{backend:?}: each trial joins the finish log once");
+    assert!(store.trials().unwrap().iter().all(|t| t.attempts == 1 && t.owner.is_none()), "{backend:?}");
+}
+
 #[test]
 fn concurrent_claims_hold_the_budget_and_never_share_a_trial() {
     for backend in BACKENDS {
-        let dir = TempDir::new();
-        let store = Arc::new(open(backend, dir.path()));
-        with_stage(&store, "search");
-        let limit = 23;
-        let trainers: Vec<_> = (0..6u64)
-            .map(|session| {
-                let store = match backend {
-                    Backend::Lmdb => store.clone(),
-                    Backend::Postgres => Arc::new(open(backend, dir.path())),
-                };
-                std::thread::spawn(move || train_until_spent(&store, owner(100 + session), limit))
-            })
-            .collect();
-        let mut all: Vec<u64> = trainers.into_iter().flat_map(|t| t.join().unwrap()).collect();
-        all.sort();
-        assert_eq!(all, (0..limit).collect::<Vec<_>>(), "{backend:?}: every slot once");
-        let stage = store.stage("search").unwrap().unwrap();
-        assert_eq!((stage.finished_trials, stage.running, stage.reserved.len()), (limit, 0, 0), "{backend:?}");
-        let (log, _) = store.finished_since(0).unwrap();
-        assert_eq!(log.len() as u64, limit, "{backend:?}: each trial joins the finish log once");
-        assert!(store.trials().unwrap().iter().all(|t| t.attempts == 1 && t.owner.is_none()), "{backend:?}");
+        spend_together(backend, 6, 23);
+    }
+}
+
+/// Many trainers at once: claims that take rows of their own must neither deadlock nor
+/// overrun the budget where they meet (the last slots, the counters).
+#[test]
+fn thirty_two_trainers_spend_a_budget_exactly() {
+    for backend in BACKENDS {
+        spend_together(backend, 32, 300);
     }
 }
 

@@ -35,6 +35,7 @@ CREATE TABLE IF NOT EXISTS msh_slots (
     lease_until float8,
     queued float8,
     rejected bigint NOT NULL DEFAULT 0,
+    token bigint,
     PRIMARY KEY (run, stage, slot)
 );
 CREATE INDEX IF NOT EXISTS msh_slots_by_state ON msh_slots (run, stage, state, slot);
@@ -144,15 +145,26 @@ END $$;
 
 -- A requeued trial (kind 'trial', its record), else a reservation (kind 'reserved', a
 -- fresh trial id), else 'spent'; with a result recorded first when p_finished is given.
+-- p_token names the claim: a call run again after a lost connection gets what its first
+-- run took (and its result, if any, as not kept: the caller looks at what was stored).
 CREATE OR REPLACE FUNCTION msh_claim(
     p_run text, p_stage text, p_pid bigint, p_session bigint, p_host bigint, p_lease float8, p_limit bigint,
-    p_finished bigint, p_record bytea, p_logged bytea, p_event bytea, p_dropped bytea,
+    p_finished bigint, p_record bytea, p_logged bytea, p_event bytea, p_dropped bytea, p_token bigint,
     OUT kind text, OUT trial_id bigint, OUT stored bytea, OUT clock float8, OUT kept boolean
 ) LANGUAGE plpgsql AS $$
 DECLARE
     taken bigint;
 BEGIN
     clock := msh_now();
+    SELECT CASE WHEN state = 'reserved' THEN 'reserved' ELSE 'trial' END, trial INTO kind, trial_id FROM msh_slots
+     WHERE run = p_run AND stage = p_stage AND state IN ('reserved', 'running') AND token = p_token
+       AND pid = p_pid AND session = p_session AND host = p_host;
+    IF kind IS NOT NULL THEN
+        kept := p_finished IS NULL;
+        SELECT value INTO stored FROM msh_records
+         WHERE kind = 'trial' AND run = p_run AND tbl = 'trials' AND key = int8send(trial_id);
+        RETURN;
+    END IF;
     kept := p_finished IS NULL OR msh_finish_slot(p_run, p_stage, p_finished, p_pid, p_session, p_host);
     SELECT slot, trial INTO taken, trial_id FROM msh_slots
      WHERE run = p_run AND stage = p_stage AND state = 'pending'
@@ -160,7 +172,7 @@ BEGIN
     IF taken IS NOT NULL THEN
         kind := 'trial';
         UPDATE msh_slots SET state = 'running', pid = p_pid, session = p_session, host = p_host,
-               lease_until = clock + p_lease, queued = NULL
+               lease_until = clock + p_lease, queued = NULL, token = p_token
          WHERE run = p_run AND stage = p_stage AND slot = taken;
         SELECT value INTO stored FROM msh_records
          WHERE run = p_run AND tbl = 'trials' AND key = int8send(trial_id);
@@ -175,7 +187,7 @@ BEGIN
     IF kind = 'reserved' THEN
         trial_id := msh_bump(p_run, 'next_trial');
         UPDATE msh_slots SET state = 'reserved', trial = trial_id, pid = p_pid, session = p_session,
-               host = p_host, lease_until = clock + p_lease
+               host = p_host, lease_until = clock + p_lease, token = p_token
          WHERE run = p_run AND stage = p_stage AND slot = taken;
     END IF;
     IF p_finished IS NOT NULL AND kept THEN
@@ -277,7 +289,7 @@ impl Statements {
             claim: client
                 .prepare(
                     "SELECT kind, trial_id, stored, clock, kept \
-                     FROM msh_claim($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                     FROM msh_claim($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
                 )
                 .await?,
             finish: client.prepare("SELECT msh_finish($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)").await?,
@@ -411,6 +423,7 @@ impl Postgres {
         let (pid, session, host) = owner_columns(who.me);
         let finish = finished.map(|(trial, event)| (trial.id as i64, self.finish_arguments(who, trial, event)));
         let column = |i: usize| finish.as_ref().map(|(_, args)| args[i].as_slice());
+        let token = (crate::store::random_u64() >> 1) as i64;
         let row = self.call(|c| {
             pollster::block_on(c.client.query_one(
                 &c.slots.claim,
@@ -427,6 +440,7 @@ impl Postgres {
                     &column(1),
                     &column(2),
                     &column(3),
+                    &token,
                 ],
             ))
         })?;
