@@ -31,6 +31,13 @@ fn browse(url: &str, budget_ms: u64, limit: Duration) -> String {
         .stderr(Stdio::null())
         .spawn()
         .expect("chromium starts");
+    // Read while it runs: a large page fills the pipe before chromium exits.
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut dom = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut dom).unwrap();
+        dom
+    });
     let started = Instant::now();
     while child.try_wait().unwrap().is_none() {
         if started.elapsed() > limit {
@@ -39,8 +46,7 @@ fn browse(url: &str, budget_ms: u64, limit: Duration) -> String {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let mut dom = String::new();
-    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut dom).unwrap();
+    let dom = reader.join().unwrap();
     assert!(dom.contains("</html>"), "chromium printed no page for {url}: {dom}");
     dom
 }
