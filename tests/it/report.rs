@@ -258,7 +258,10 @@ fn table_run(trials: u32) -> (TempDir, std::path::PathBuf) {
     let mut level = vec![String::new()];
     let mut row = 0usize;
     for _ in 0..5 {
-        level = level.iter().flat_map(|p| blocks.iter().map(move |b| format!("{p}{}{b}", if p.is_empty() { "" } else { "," }))).collect();
+        level = level
+            .iter()
+            .flat_map(|p| blocks.iter().map(move |b| format!("{p}{}{b}", if p.is_empty() { "" } else { "," })))
+            .collect();
         for arch in &level {
             let accuracy = 0.5 + 0.45 * ((row * 7919) % 1000) as f64 / 1000.0;
             table.push_str(&format!("\"{arch}\",{accuracy:.4},{}\n", 1000 * (arch.matches(',').count() + 1)));
@@ -301,7 +304,11 @@ fn a_report_of_20000_trials_opens_pages_and_sorts_in_the_browser() {
     // It renders: thinned plots that say so, the table's first page of all the trials.
     let dom = browse(&url, 2000, Duration::from_secs(60));
     let objective = section(&dom, "objective");
-    assert!(marks(objective, "trial") <= 3000 && objective.contains("of 20000 trials shown"), "{}", marks(objective, "trial"));
+    assert!(
+        marks(objective, "trial") <= 3000 && objective.contains("of 20000 trials shown"),
+        "{}",
+        marks(objective, "trial")
+    );
     assert!(section(&dom, "timeline").contains("time bins"));
     let first = table_ids(&dom);
     assert_eq!(first, (0..100).collect::<Vec<u64>>(), "page 1 is the first 100 trials by id");
@@ -356,7 +363,10 @@ fn a_trial_whose_worker_vanished_is_stale_not_failed_in_every_view() {
     assert_eq!(status["stale"][0]["worker"], "gone-host pid 4242 trainer 0", "{status}");
     assert_eq!(status["stale"][0]["reason"], "lease expired", "{status}");
     let text = String::from_utf8(run(&["status", run_text]).stdout).unwrap();
-    assert!(text.contains(&format!("stale      trial {id}: gone-host pid 4242 trainer 0 is gone (lease expired")), "{text}");
+    assert!(
+        text.contains(&format!("stale      trial {id}: gone-host pid 4242 trainer 0 is gone (lease expired")),
+        "{text}"
+    );
 
     let all = json(&["trials", run_text, "--json"]);
     let stale = all.as_array().unwrap().iter().find(|t| t["id"] == id).unwrap();
@@ -371,7 +381,9 @@ fn a_trial_whose_worker_vanished_is_stale_not_failed_in_every_view() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let html = std::fs::read_to_string(run_dir.join("report.html")).unwrap();
     assert!(html.contains("stale 1 (their worker is gone)") && html.contains("running 0"), "counts");
-    assert!(html.contains(&format!("<tr data-id=\"{id}\" class=\"stale\" title=\"gone-host pid 4242 trainer 0 is gone")));
+    assert!(
+        html.contains(&format!("<tr data-id=\"{id}\" class=\"stale\" title=\"gone-host pid 4242 trainer 0 is gone"))
+    );
     assert!(!html.contains("class=\"failed\""));
 
     // The dashboard says the same.

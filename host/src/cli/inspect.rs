@@ -10,7 +10,7 @@ use clap::Args;
 use msh::data::{self, DataSpec, LabelColumn, Source};
 use msh::engine::export_trial;
 use msh::model::Task;
-use msh::store::{Stale, StageRecord, StageState, Store, TrialRecord, TrialStatus};
+use msh::store::{StageRecord, StageState, Stale, Store, TrialRecord, TrialStatus};
 use msh::store::{best_trial, pareto_front};
 use msh::train::{self, Backend, Predictor};
 use msh::workflow::ExportFormat;
@@ -147,7 +147,10 @@ fn show_status(args: &StatusArgs, store: &Store) -> anyhow::Result<bool> {
     let eta = (left > 0 && finished > 0).then(|| left as f64 * mean / trainers as f64);
     let stale: Vec<_> = running
         .iter()
-        .filter_map(|(t, s)| s.as_ref().map(|s| json!({"id": t.id, "worker": s.worker, "lease_until": s.lease_until, "reason": s.reason})))
+        .filter_map(|(t, s)| {
+            s.as_ref()
+                .map(|s| json!({"id": t.id, "worker": s.worker, "lease_until": s.lease_until, "reason": s.reason}))
+        })
         .collect();
 
     if args.json {
@@ -185,7 +188,9 @@ fn show_status(args: &StatusArgs, store: &Store) -> anyhow::Result<bool> {
     say!("trials     {}", counts.iter().map(|(n, c)| format!("{n} {c}")).collect::<Vec<_>>().join(", "));
     for (trial, stale) in &running {
         match stale {
-            None => say!("running    trial {} on {}", trial.id, trial.worker.as_deref().unwrap_or("an unknown trainer")),
+            None => {
+                say!("running    trial {} on {}", trial.id, trial.worker.as_deref().unwrap_or("an unknown trainer"))
+            }
             Some(s) => say!(
                 "stale      trial {}: {} is gone ({}; lease until {}), until a worker requeues it",
                 trial.id,

@@ -7,7 +7,7 @@ pub mod svg;
 
 use std::collections::BTreeMap;
 
-use crate::store::{Event, RunMeta, Stale, StageRecord, Store, StoreError, TrialRecord};
+use crate::store::{Event, RunMeta, StageRecord, Stale, Store, StoreError, TrialRecord};
 use crate::workflow::Workflow;
 
 pub use sections::{plots, rows_json, summary, trial_detail};
@@ -53,11 +53,8 @@ impl Snapshot {
 
     /// Notes which running trials are stale at store-clock `now`.
     pub fn judge(&mut self, now: f64, viewer: &crate::store::Owner) {
-        self.stale = self
-            .trials
-            .iter()
-            .filter_map(|t| crate::store::stale(t, now, viewer).map(|s| (t.id, s)))
-            .collect();
+        self.stale =
+            self.trials.iter().filter_map(|t| crate::store::stale(t, now, viewer).map(|s| (t.id, s))).collect();
     }
 
     /// Brings the snapshot up to date by reading only what changed: the trials that

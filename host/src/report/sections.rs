@@ -27,8 +27,18 @@ pub fn all(s: &Snapshot) -> String {
 
 /// The sections that plot the run (what `msh ui` redraws now and then).
 pub fn plots(s: &Snapshot) -> String {
-    [objective(s), accuracy(s), lineage(s), blocks(s), hparams(s), timeline(s), ensembles(s), refinements(s), architecture(s)]
-        .concat()
+    [
+        objective(s),
+        accuracy(s),
+        lineage(s),
+        blocks(s),
+        hparams(s),
+        timeline(s),
+        ensembles(s),
+        refinements(s),
+        architecture(s),
+    ]
+    .concat()
 }
 
 /// Which of `n` marks a plot draws: those `keep` names, and every k-th for about `MARKS`.
@@ -311,7 +321,13 @@ fn accuracy(s: &Snapshot) -> String {
     let mut drawn = 0;
     for (_, (t, m)) in points.iter().enumerate().filter(|(i, _)| draw(*i)) {
         let class = if t.members.is_empty() { "point" } else { "point ensemble" };
-        plot.point(t.parameters as f64, *m, if t.members.is_empty() { "circle" } else { "square" }, class, &tooltip(s, t));
+        plot.point(
+            t.parameters as f64,
+            *m,
+            if t.members.is_empty() { "circle" } else { "square" },
+            class,
+            &tooltip(s, t),
+        );
         drawn += 1;
     }
     plot.line(&front, "pareto", true);
@@ -517,7 +533,8 @@ fn timeline(s: &Snapshot) -> String {
     for ((lane, b), (busy, ended, failed)) in bins {
         let (from, to) = (first + b as f64 * width, first + (b + 1) as f64 * width);
         let share = (busy / width).clamp(0.0, 1.0);
-        let title = format!("{from:.1}s to {to:.1}s: busy {:.0}%, {ended} trials ended ({failed} failed)", share * 100.0);
+        let title =
+            format!("{from:.1}s to {to:.1}s: busy {:.0}%, {ended} trials ended ({failed} failed)", share * 100.0);
         let class = if failed > 0 { "span bin failed" } else { "span bin" };
         let base = lane as f64 - 0.35;
         plot.bar((from, base), (to, base + 0.7 * share.max(0.05)), class, &title);

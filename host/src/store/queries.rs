@@ -18,10 +18,7 @@ pub fn best_trial(store: &Store, stage: Option<&str>) -> Result<Option<TrialReco
         let bests: Vec<_> =
             tally.stages.iter().filter(|(name, _)| stage.map_or_else(|| is_search(name), |s| *name == s)).collect();
         if bests.iter().all(|(_, t)| !t.best_unknown) {
-            let best = bests
-                .iter()
-                .filter_map(|(_, t)| t.best)
-                .min_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+            let best = bests.iter().filter_map(|(_, t)| t.best).min_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
             return best.map(|(id, _)| store.trial(id)).transpose();
         }
     }
