@@ -31,6 +31,13 @@ fn browse(url: &str, budget_ms: u64, limit: Duration) -> String {
         .stderr(Stdio::null())
         .spawn()
         .expect("chromium starts");
+    // Read while it runs: a large page fills the pipe before chromium exits.
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut dom = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut dom).unwrap();
+        dom
+    });
     let started = Instant::now();
     while child.try_wait().unwrap().is_none() {
         if started.elapsed() > limit {
@@ -39,8 +46,7 @@ fn browse(url: &str, budget_ms: u64, limit: Duration) -> String {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let mut dom = String::new();
-    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut dom).unwrap();
+    let dom = reader.join().unwrap();
     assert!(dom.contains("</html>"), "chromium printed no page for {url}: {dom}");
     dom
 }
@@ -241,4 +247,163 @@ fn the_dashboard_answers_only_its_loopback_name_and_its_own_pages() {
     assert!(ok("Host: 127.0.0.1:1\r\n").contains(" 421 "));
     let cross = ok(&format!("Host: 127.0.0.1:{port}\r\nOrigin: http://attacker.example\r\n"));
     assert!(cross.contains(" 403 "), "{cross}");
+}
+
+/// A table-trainer run of `trials` trials over eight blocks at depths 1-5 (37,448
+/// architectures, each with its own accuracy), run by `msh run`.
+fn table_run(trials: u32) -> (TempDir, std::path::PathBuf) {
+    let dir = TempDir::new();
+    let blocks: Vec<String> = (0..8).map(|i| format!("b{i}")).collect();
+    let mut table = String::from("arch,accuracy,params\n");
+    let mut level = vec![String::new()];
+    let mut row = 0usize;
+    for _ in 0..5 {
+        level = level
+            .iter()
+            .flat_map(|p| blocks.iter().map(move |b| format!("{p}{}{b}", if p.is_empty() { "" } else { "," })))
+            .collect();
+        for arch in &level {
+            let accuracy = 0.5 + 0.45 * ((row * 7919) % 1000) as f64 / 1000.0;
+            table.push_str(&format!("\"{arch}\",{accuracy:.4},{}\n", 1000 * (arch.matches(',').count() + 1)));
+            row += 1;
+        }
+    }
+    std::fs::write(dir.path().join("table.csv"), table).unwrap();
+    std::fs::write(dir.path().join("data.csv"), "label,x\n0,1\n1,2\n").unwrap();
+    let workflow = format!(
+        "name: table\ndata: {{source: 'csv:data.csv'}}\nspace: {{packs: [], blocks: [{}], min_depth: 1, max_depth: 5}}\n\
+         searcher: {{plugin: random-search}}\ntrainers: {{kind: table, table: table.csv}}\nbudget: {{trials: {trials}}}\n\
+         stages: {{search: {{kind: search}}}}\n",
+        blocks.join(", ")
+    );
+    std::fs::write(dir.path().join("w.yaml"), workflow).unwrap();
+    let run_dir = dir.path().join("run");
+    let out = run(&["run", dir.path().join("w.yaml").to_str().unwrap(), "--run-dir", run_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    (dir, run_dir)
+}
+
+/// The ids of the trial table's rows as the browser shows them, in order.
+fn table_ids(dom: &str) -> Vec<u64> {
+    let table = section(dom, "trials-section");
+    table.split("<tr data-id=\"").skip(1).map(|rest| rest[..rest.find('"').unwrap()].parse().unwrap()).collect()
+}
+
+#[test]
+fn a_report_of_20000_trials_opens_pages_and_sorts_in_the_browser() {
+    let (dir, run_dir) = table_run(20_000);
+    let file = dir.path().join("report.html");
+    let out = run(&["report", run_dir.to_str().unwrap(), "-o", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let size = std::fs::metadata(&file).unwrap().len();
+    assert!(size < 12 << 20, "the page is {size} bytes");
+    let all = json(&["trials", run_dir.to_str().unwrap(), "--json"]).as_array().unwrap().clone();
+    assert_eq!(all.len(), 20_000);
+    let url = format!("file://{}", file.display());
+
+    // It renders: thinned plots that say so, the table's first page of all the trials.
+    let dom = browse(&url, 2000, Duration::from_secs(60));
+    let objective = section(&dom, "objective");
+    assert!(
+        marks(objective, "trial") <= 3000 && objective.contains("of 20000 trials shown"),
+        "{}",
+        marks(objective, "trial")
+    );
+    assert!(section(&dom, "timeline").contains("time bins"));
+    let first = table_ids(&dom);
+    assert_eq!(first, (0..100).collect::<Vec<u64>>(), "page 1 is the first 100 trials by id");
+    assert!(dom.contains("trials 1-100 of 20000 (page 1 of 200)"));
+
+    // The table pages: page 3 shows the next rows.
+    let third = table_ids(&browse(&format!("{url}#page=3"), 2000, Duration::from_secs(60)));
+    assert_eq!(third, (200..300).collect::<Vec<u64>>());
+
+    // Sorting orders every trial, not the page: the first row has the lowest objective.
+    let sorted = table_ids(&browse(&format!("{url}#sort=objective&order=asc"), 2000, Duration::from_secs(60)));
+    let objective_of = |id: u64| all[id as usize]["objective"].as_f64().unwrap();
+    let lowest = all.iter().filter_map(|t| t["objective"].as_f64()).fold(f64::INFINITY, f64::min);
+    assert_eq!(sorted.len(), 100);
+    assert_eq!(objective_of(sorted[0]), lowest);
+    assert!(sorted.windows(2).all(|w| objective_of(w[0]) <= objective_of(w[1])), "sorted within the page too");
+    let highest = all.iter().filter_map(|t| t["objective"].as_f64()).fold(f64::NEG_INFINITY, f64::max);
+    let reverse = table_ids(&browse(&format!("{url}#sort=objective&order=desc"), 2000, Duration::from_secs(60)));
+    assert_eq!(objective_of(reverse[0]), highest);
+}
+
+#[test]
+fn a_trial_whose_worker_vanished_is_stale_not_failed_in_every_view() {
+    use msh::store::{Owner, Store, StoreError, TrialRecord, TrialStatus};
+    let (_dir, run_dir) = table_run(5);
+    let run_text = run_dir.to_str().unwrap();
+    // A worker claimed a trial and vanished: its lease ran out a minute ago.
+    let store = Store::open(&run_dir).unwrap();
+    let id = store
+        .write(|t| -> Result<u64, StoreError> {
+            let mut stage = t.known_stage("search")?;
+            let id = t.next_trial_id()?;
+            let mut trial = TrialRecord::new(id, "search", vec![], vec![]);
+            trial.status = TrialStatus::Running;
+            trial.owner = Some(Owner { lease_until: t.clock() - 60.0, ..Owner::this_process(7) });
+            trial.worker = Some("gone-host pid 4242 trainer 0".into());
+            trial.started = Some(t.clock() - 120.0);
+            trial.attempts = 1;
+            stage.running += 1;
+            stage.in_flight.push(id);
+            t.put_trial(&trial)?;
+            t.put_stage(&stage)?;
+            Ok(id)
+        })
+        .unwrap();
+    drop(store);
+
+    let status = json(&["status", run_text, "--json"]);
+    assert_eq!(status["trials"]["stale"], 1, "{status}");
+    assert_eq!(status["trials"]["running"], 0, "{status}");
+    assert_eq!(status["trials"]["failed"], 0, "{status}");
+    assert_eq!(status["stale"][0]["worker"], "gone-host pid 4242 trainer 0", "{status}");
+    assert_eq!(status["stale"][0]["reason"], "lease expired", "{status}");
+    let text = String::from_utf8(run(&["status", run_text]).stdout).unwrap();
+    assert!(
+        text.contains(&format!("stale      trial {id}: gone-host pid 4242 trainer 0 is gone (lease expired")),
+        "{text}"
+    );
+
+    let all = json(&["trials", run_text, "--json"]);
+    let stale = all.as_array().unwrap().iter().find(|t| t["id"] == id).unwrap();
+    assert_eq!(stale["status"], "running", "the record stays running until it is requeued");
+    assert_eq!(stale["stale"]["worker"], "gone-host pid 4242 trainer 0");
+    assert!(all[0].get("stale").is_none());
+    let text = String::from_utf8(run(&["trials", run_text]).stdout).unwrap();
+    let line = text.lines().find(|l| l.trim_start().starts_with(&format!("{id} "))).unwrap();
+    assert!(line.contains(" stale ") && line.contains("gone-host pid 4242 trainer 0 is gone"), "{line}");
+
+    let out = run(&["report", run_text]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let html = std::fs::read_to_string(run_dir.join("report.html")).unwrap();
+    assert!(html.contains("stale 1 (their worker is gone)") && html.contains("running 0"), "counts");
+    assert!(
+        html.contains(&format!("<tr data-id=\"{id}\" class=\"stale\" title=\"gone-host pid 4242 trainer 0 is gone"))
+    );
+    assert!(!html.contains("class=\"failed\""));
+
+    // The dashboard says the same.
+    let mut ui = Killed(msh().args(["ui", run_text, "--port", "0"]).stdout(Stdio::piped()).spawn().unwrap());
+    let line = read_until(&mut ui.0, "http://");
+    let url = line[line.find("http://").unwrap()..].split_whitespace().next().unwrap();
+    let port: u16 = url.trim_end_matches('/').rsplit(':').next().unwrap().parse().unwrap();
+    let page = get(port, "/");
+    assert!(page.contains("stale 1 (their worker is gone)") && page.contains("class=\"stale\""), "{page}");
+    let detail = get(port, &format!("/trial/{id}"));
+    assert!(detail.contains("<dt>stale</dt>") && detail.contains("gone-host pid 4242"), "{detail}");
+}
+
+/// The body of a GET from the dashboard on `port`.
+fn get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{}", response.lines().next().unwrap_or_default());
+    response.split_once("\r\n\r\n").unwrap().1.to_string()
 }

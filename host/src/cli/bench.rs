@@ -41,6 +41,8 @@ pub enum BenchCommand {
     Searchers(super::bench_searchers::BenchSearchersArgs),
     /// Claims per second and store time per trial, LMDB and PostgreSQL, 1 to 16 workers.
     Store(super::bench_store::BenchStoreArgs),
+    /// Seconds and memory of status, trials, best, report and the dashboard on a 100,000-trial run.
+    Views(super::bench_views::BenchViewsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -75,6 +77,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
         BenchCommand::Search(args) => return super::bench_engine::search(args),
         BenchCommand::Searchers(args) => return super::bench_searchers::searchers(args),
         BenchCommand::Store(args) => return super::bench_store::store(args),
+        BenchCommand::Views(args) => return super::bench_views::views(args),
     };
     if let Some(threads) = args.threads {
         train::use_threads(threads).map_err(anyhow::Error::msg)?;

@@ -116,8 +116,9 @@ pub fn run_in_process(
     })
 }
 
-pub fn engine(args: BenchEngineArgs) -> anyhow::Result<std::process::ExitCode> {
-    let scratch = Scratch::new("engine")?;
+/// Writes the table-trainer workflow of `msh bench engine` (a metrics table that never
+/// runs out of architectures) into `dir`; returns its path.
+pub fn table_workflow(dir: &Path, trials: u32, searcher: &str) -> anyhow::Result<PathBuf> {
     // Twelve blocks, depth 1-5: 271,452 architectures, every one in the table, so that a
     // search of 100,000 trials never repeats one.
     let blocks: Vec<String> = (0..12).map(|i| format!("b{i}")).collect();
@@ -137,10 +138,10 @@ pub fn engine(args: BenchEngineArgs) -> anyhow::Result<std::process::ExitCode> {
             row += 1;
         }
     }
-    std::fs::write(scratch.0.join("table.csv"), table)?;
-    let csv = scratch.0.join("data.csv");
+    std::fs::write(dir.join("table.csv"), table)?;
+    let csv = dir.join("data.csv");
     std::fs::write(&csv, "label,x\n0,1\n1,2\n0,3\n1,4\n")?;
-    let workflow = scratch.0.join("table.yaml");
+    let workflow = dir.join("table.yaml");
     std::fs::write(
         &workflow,
         format!(
@@ -148,10 +149,16 @@ pub fn engine(args: BenchEngineArgs) -> anyhow::Result<std::process::ExitCode> {
              searcher: {{plugin: '{}'}}\ntrainers: {{kind: table, table: table.csv}}\n\
              budget: {{trials: {}}}\nstages: {{search: {{kind: search}}}}\n",
             blocks.join(", "),
-            args.searcher,
-            args.trials
+            searcher,
+            trials
         ),
     )?;
+    Ok(workflow)
+}
+
+pub fn engine(args: BenchEngineArgs) -> anyhow::Result<std::process::ExitCode> {
+    let scratch = Scratch::new("engine")?;
+    let workflow = table_workflow(&scratch.0, args.trials, &args.searcher)?;
     // Wall time and memory at every tenth of the run: the cost per trial must stay flat.
     let marks = Arc::new(std::sync::Mutex::new(Vec::new()));
     let tenth = (args.trials as u64 / 10).max(1);

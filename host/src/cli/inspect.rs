@@ -10,7 +10,7 @@ use clap::Args;
 use msh::data::{self, DataSpec, LabelColumn, Source};
 use msh::engine::export_trial;
 use msh::model::Task;
-use msh::store::{StageRecord, StageState, Store, TrialRecord, TrialStatus};
+use msh::store::{StageRecord, StageState, Stale, Store, TrialRecord, TrialStatus};
 use msh::store::{best_trial, pareto_front};
 use msh::train::{self, Backend, Predictor};
 use msh::workflow::ExportFormat;
@@ -74,18 +74,66 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// What `msh status` counts: trials by status (stale ones apart from running), the
+/// running ones, and the mean training time of the finished ones.
+struct Counts {
+    by_status: Vec<(&'static str, u64)>,
+    running: Vec<(TrialRecord, Option<Stale>)>,
+    finished: u64,
+    mean_seconds: f64,
+}
+
+/// Counts from the run's tally and its stages' running trials; runs from before the tally
+/// are read in full, one trial at a time.
+fn count(store: &Store, stages: &[StageRecord]) -> anyhow::Result<Counts> {
+    let (now, viewer) = (store.clock()?, msh::store::viewer());
+    let mut by_status = [0u64; 6];
+    let (mut finished, mut seconds) = (0u64, 0.0);
+    let mut running = Vec::new();
+    match store.tally()? {
+        Some(tally) => {
+            for stage in tally.stages.values() {
+                by_status.iter_mut().zip(stage.counts).for_each(|(n, c)| *n += c);
+                seconds += stage.finished_seconds;
+            }
+            finished = TrialStatus::ALL.iter().zip(by_status).filter(|(s, _)| s.is_finished()).map(|(_, n)| n).sum();
+            for id in stages.iter().flat_map(|s| &s.in_flight) {
+                let trial = store.trial(*id)?;
+                let stale = msh::store::stale(&trial, now, &viewer);
+                running.push((trial, stale));
+            }
+        }
+        None => store.each_trial(|t| {
+            by_status[TrialStatus::ALL.iter().position(|s| *s == t.status).expect("every status")] += 1;
+            if t.status.is_finished() {
+                finished += 1;
+                seconds += t.train_seconds;
+            }
+            if t.status == TrialStatus::Running {
+                let stale = msh::store::stale(&t, now, &viewer);
+                running.push((t, stale));
+            }
+            Ok(())
+        })?,
+    }
+    let stale = running.iter().filter(|(_, s)| s.is_some()).count() as u64;
+    let mut counts: Vec<(&'static str, u64)> = TrialStatus::ALL.iter().map(|s| s.name()).zip(by_status).collect();
+    if let Some(slot) = counts.iter_mut().find(|(name, _)| *name == "running") {
+        slot.1 = slot.1.saturating_sub(stale);
+    }
+    counts.insert(counts.len() - 1, ("stale", stale));
+    Ok(Counts { by_status: counts, running, finished, mean_seconds: seconds / finished.max(1) as f64 })
+}
+
 /// Prints the status once; returns whether every stage has ended (done or failed).
 fn show_status(args: &StatusArgs, store: &Store) -> anyhow::Result<bool> {
     let meta = store.run_meta()?.with_context(|| format!("{}: the store has no run record", args.run.display()))?;
     let workflow: Option<msh::workflow::Workflow> = serde_yaml_ng::from_str(&meta.workflow_text).ok();
     let stages = store.stages()?;
-    let trials = store.trials()?;
-    let counts = TrialStatus::counts(&trials).map(|(s, n)| (s.name(), n));
+    let Counts { by_status: counts, running, finished, mean_seconds: mean } = count(store, &stages)?;
     let best = best_trial(store, None)?;
     let ended = StageRecord::run_ended(&stages);
     // ETA: trials left in running search stages, at the mean trial time, spread over the trainers.
-    let finished: Vec<&TrialRecord> = trials.iter().filter(|t| t.status.is_finished()).collect();
-    let mean = finished.iter().map(|t| t.train_seconds).sum::<f64>() / finished.len().max(1) as f64;
     let trainers = workflow.as_ref().map_or(1, |w| w.trainers.count.max(1));
     let left: u64 = stages
         .iter()
@@ -96,7 +144,14 @@ fn show_status(args: &StatusArgs, store: &Store) -> anyhow::Result<bool> {
             Some(budget.saturating_sub(s.finished_trials))
         })
         .sum();
-    let eta = (left > 0 && !finished.is_empty()).then(|| left as f64 * mean / trainers as f64);
+    let eta = (left > 0 && finished > 0).then(|| left as f64 * mean / trainers as f64);
+    let stale: Vec<_> = running
+        .iter()
+        .filter_map(|(t, s)| {
+            s.as_ref()
+                .map(|s| json!({"id": t.id, "worker": s.worker, "lease_until": s.lease_until, "reason": s.reason}))
+        })
+        .collect();
 
     if args.json {
         let value = json!({
@@ -109,6 +164,7 @@ fn show_status(args: &StatusArgs, store: &Store) -> anyhow::Result<bool> {
             })).collect::<Vec<_>>(),
             "trials": counts.iter().map(|(n, c)| (n.to_string(), json!(c))).collect::<serde_json::Map<_, _>>(),
             "best": best,
+            "stale": stale,
             "eta_seconds": eta,
         });
         println!("{}", serde_json::to_string_pretty(&value)?);
@@ -130,8 +186,19 @@ fn show_status(args: &StatusArgs, store: &Store) -> anyhow::Result<bool> {
         say!("stage      {:<12} {:<8} {:<8} {trials}  {}", s.name, s.kind, state, s.message.as_deref().unwrap_or(""));
     }
     say!("trials     {}", counts.iter().map(|(n, c)| format!("{n} {c}")).collect::<Vec<_>>().join(", "));
-    for trial in trials.iter().filter(|t| t.status == TrialStatus::Running) {
-        say!("running    trial {} on {}", trial.id, trial.worker.as_deref().unwrap_or("an unknown trainer"));
+    for (trial, stale) in &running {
+        match stale {
+            None => {
+                say!("running    trial {} on {}", trial.id, trial.worker.as_deref().unwrap_or("an unknown trainer"))
+            }
+            Some(s) => say!(
+                "stale      trial {}: {} is gone ({}; lease until {}), until a worker requeues it",
+                trial.id,
+                s.worker,
+                s.reason,
+                clock_time(s.lease_until - meta.created)
+            ),
+        }
     }
     if let Some(best) = &best {
         say!("best       {}", describe(best));
@@ -142,13 +209,17 @@ fn show_status(args: &StatusArgs, store: &Store) -> anyhow::Result<bool> {
             (eta / 60.0).ceil()
         );
     }
-    let events = store.events()?;
-    for event in &events[events.len().saturating_sub(args.events)..] {
+    for event in &store.last_events(args.events)? {
         let stage = event.stage.as_deref().map(|s| format!("[{s}] ")).unwrap_or_default();
         let trial = event.trial.map(|t| format!("trial {t}: ")).unwrap_or_default();
         say!("event      +{:.1}s {stage}{trial}{}", event.time - meta.created, event.message);
     }
     Ok(ended)
+}
+
+/// Seconds since the run began, as `+12.3s`.
+fn clock_time(seconds: f64) -> String {
+    format!("+{seconds:.1}s")
 }
 
 fn describe(t: &TrialRecord) -> String {
@@ -169,54 +240,106 @@ pub struct TrialsArgs {
     table: bool,
 }
 
+/// A trial as `msh trials --json` prints it: the record, and whether it is stale.
+#[derive(serde::Serialize)]
+struct Shown<'a> {
+    #[serde(flatten)]
+    trial: &'a TrialRecord,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stale: Option<Stale>,
+}
+
 pub fn trials(args: TrialsArgs) -> anyhow::Result<ExitCode> {
+    use serde::ser::{SerializeSeq, Serializer};
+    use std::io::Write;
+
     let store = open(&args.run)?;
-    let trials = store.trials()?;
+    let (now, viewer) = (store.clock()?, msh::store::viewer());
+    let created = store.run_meta()?.map_or(0.0, |m| m.created);
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    // Trials are read and printed one at a time: a run of any size prints in bounded memory.
+    // The store's callback takes store errors; an error of the output is kept until it returns.
+    let mut failed: Option<anyhow::Error> = None;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&trials)?);
-        return Ok(ExitCode::SUCCESS);
-    }
-    if args.table {
-        let mut out = csv::Writer::from_writer(std::io::stdout().lock());
-        out.write_record(["arch", "loss", "accuracy", "test_accuracy", "params", "train_seconds"])?;
+        let mut json = serde_json::Serializer::pretty(&mut out);
+        let mut seq = json.serialize_seq(None)?;
+        store.each_trial(|t| {
+            if failed.is_none() {
+                let stale = msh::store::stale(&t, now, &viewer);
+                failed = seq.serialize_element(&Shown { trial: &t, stale }).err().map(Into::into);
+            }
+            Ok(())
+        })?;
+        seq.end()?;
+        writeln!(out)?;
+    } else if args.table {
+        let mut table = csv::Writer::from_writer(&mut out);
+        table.write_record(["arch", "loss", "accuracy", "test_accuracy", "params", "train_seconds"])?;
         let number = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
-        for t in trials.iter().filter(|t| t.status.is_finished() && t.members.is_empty()) {
+        store.each_trial(|t| {
+            if failed.is_some() || !(t.status.is_finished() && t.members.is_empty()) {
+                return Ok(());
+            }
             let completed = t.status == TrialStatus::Completed;
             let valid = t.valid.as_ref().filter(|_| completed);
-            out.write_record([
+            failed = table
+                .write_record([
+                    t.arch_key(),
+                    if completed { number(t.objective) } else { "inf".into() },
+                    number(valid.and_then(|m| m.accuracy)),
+                    number(t.test.as_ref().filter(|_| completed).and_then(|m| m.accuracy)),
+                    t.parameters.to_string(),
+                    format!("{:.3}", t.train_seconds),
+                ])
+                .err()
+                .map(Into::into);
+            Ok(())
+        })?;
+        table.flush()?;
+    } else {
+        writeln!(
+            out,
+            "{:>5} {:<10} {:<9} {:>9} {:>9} {:>9} {:>7} {:>6}  architecture",
+            "id", "stage", "status", "valid", "test", "params", "secs", "parent"
+        )?;
+        let headline = |m: &Option<train::Metrics>| {
+            m.as_ref().map(|m| format!("{:.4}", m.accuracy.or(m.r2).unwrap_or(m.loss))).unwrap_or_else(|| "-".into())
+        };
+        store.each_trial(|t| {
+            if failed.is_some() {
+                return Ok(());
+            }
+            let stale = msh::store::stale(&t, now, &viewer);
+            let note = match (&stale, &t.error) {
+                (Some(s), _) => format!(
+                    "  ({} is gone: {}, lease until {})",
+                    s.worker,
+                    s.reason,
+                    clock_time(s.lease_until - created)
+                ),
+                (None, Some(e)) => format!("  ({e})"),
+                (None, None) => String::new(),
+            };
+            let line = format!(
+                "{:>5} {:<10} {:<9} {:>9} {:>9} {:>9} {:>7.1} {:>6}  {}{note}",
+                t.id,
+                t.stage,
+                if stale.is_some() { "stale" } else { t.status.name() },
+                headline(&t.valid),
+                headline(&t.test),
+                t.parameters,
+                t.train_seconds,
+                t.parent.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
                 t.arch_key(),
-                if completed { number(t.objective) } else { "inf".into() },
-                number(valid.and_then(|m| m.accuracy)),
-                number(t.test.as_ref().filter(|_| completed).and_then(|m| m.accuracy)),
-                t.parameters.to_string(),
-                format!("{:.3}", t.train_seconds),
-            ])?;
-        }
-        out.flush()?;
-        return Ok(ExitCode::SUCCESS);
+            );
+            failed = writeln!(out, "{}", super::printable(&line)).err().map(Into::into);
+            Ok(())
+        })?;
     }
-    println!(
-        "{:>5} {:<10} {:<9} {:>9} {:>9} {:>9} {:>7} {:>6}  architecture",
-        "id", "stage", "status", "valid", "test", "params", "secs", "parent"
-    );
-    let headline = |m: &Option<train::Metrics>| {
-        m.as_ref().map(|m| format!("{:.4}", m.accuracy.or(m.r2).unwrap_or(m.loss))).unwrap_or_else(|| "-".into())
-    };
-    for t in &trials {
-        say!(
-            "{:>5} {:<10} {:<9} {:>9} {:>9} {:>9} {:>7.1} {:>6}  {}{}",
-            t.id,
-            t.stage,
-            t.status.name(),
-            headline(&t.valid),
-            headline(&t.test),
-            t.parameters,
-            t.train_seconds,
-            t.parent.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
-            t.arch_key(),
-            t.error.as_ref().map(|e| format!("  ({e})")).unwrap_or_default()
-        );
+    if let Some(e) = failed {
+        return Err(e);
     }
+    out.flush()?;
     Ok(ExitCode::SUCCESS)
 }
 

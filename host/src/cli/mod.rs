@@ -4,6 +4,7 @@ mod bench;
 mod bench_engine;
 mod bench_searchers;
 mod bench_store;
+mod bench_views;
 mod blocks;
 mod data;
 mod export;

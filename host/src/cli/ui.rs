@@ -1,11 +1,12 @@
 //! `msh report` writes a run as one HTML file; `msh ui` serves the same page on localhost,
-//! redrawn as trials finish (the page long-polls `/api/wait`), with trial details. Both
-//! only read the store, so they can follow a run that `msh run` is writing.
+//! kept up to date as trials finish (the page long-polls `/api/wait`, which answers with
+//! only what changed), with trial details. Both only read the store, so they can follow a
+//! run that `msh run` is writing. The dashboard reads the run once, then only what changes.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -50,7 +51,8 @@ pub struct UiArgs {
 
 struct Served {
     store: Store,
-    run: PathBuf,
+    /// The run as last read, brought up to date by each request (`Snapshot::update`).
+    snapshot: Mutex<Snapshot>,
 }
 
 type Shared = Arc<Served>;
@@ -61,48 +63,69 @@ fn failure(e: anyhow::Error) -> Response {
 }
 
 impl Served {
-    fn snapshot(&self) -> anyhow::Result<Snapshot> {
-        snapshot(&self.store, &self.run)
+    /// The run now: the snapshot, updated with what changed since the last request.
+    fn current(&self) -> anyhow::Result<MutexGuard<'_, Snapshot>> {
+        // A request that panicked left the snapshot whole (updates replace trials one by one).
+        let mut snapshot = self.snapshot.lock().unwrap_or_else(|e| e.into_inner());
+        snapshot.update(&self.store)?;
+        Ok(snapshot)
     }
 }
 
 async fn page(State(served): State<Shared>) -> Response {
-    match served.snapshot() {
+    match served.current() {
         Ok(s) => Html(report::document(&s, true)).into_response(),
         Err(e) => failure(e),
     }
 }
 
+/// The plots, which the page redraws now and then (the table follows `/api/wait`).
 async fn fragment(State(served): State<Shared>) -> Response {
-    match served.snapshot() {
-        Ok(s) => Html(report::body(&s)).into_response(),
+    match served.current() {
+        Ok(s) => Html(report::plots(&s)).into_response(),
         Err(e) => failure(e),
     }
 }
 
 #[derive(serde::Deserialize)]
 struct Since {
-    finished: usize,
+    /// The finish log's position the page holds (its `data-position`).
+    since: u64,
 }
 
-/// Answers when the count of finished trials differs from `finished` or the run has
-/// ended, and otherwise after 25 seconds.
+/// Answers when trials have finished since position `since` of the finish log, or the run
+/// has ended, and otherwise after 25 seconds, with what changed: the rows of the trials
+/// that finished since then and of those that run or wait, the new position, and the
+/// run's summary (counts, stages, best).
 async fn wait(State(served): State<Shared>, Query(since): Query<Since>) -> Response {
     let deadline = Instant::now() + Duration::from_secs(25);
     loop {
-        let (finished, ended) = match report::progress(&served.store) {
-            Ok(progress) => progress,
-            Err(e) => return failure(e.into()),
+        let answer = || -> anyhow::Result<Option<String>> {
+            let position = served.store.finished_since(u64::MAX)?.1;
+            let ended = report::ended(&served.store)?;
+            if position == since.since && !ended && Instant::now() < deadline {
+                return Ok(None);
+            }
+            let (finished, position) = served.store.finished_since(since.since)?;
+            let snapshot = served.current()?;
+            let open = snapshot.trials.iter().filter(|t| !t.status.is_finished());
+            let rows = report::rows_json(&snapshot, finished.iter().chain(open));
+            Ok(Some(format!(
+                "{{\"position\":{position},\"ended\":{ended},\"finished\":{},\"rows\":{rows},\"summary\":{}}}",
+                snapshot.finished(),
+                serde_json::to_string(&report::summary(&snapshot))?
+            )))
         };
-        if finished != since.finished || ended || Instant::now() >= deadline {
-            return Json(serde_json::json!({ "finished": finished, "ended": ended })).into_response();
+        match answer() {
+            Ok(Some(body)) => return ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+            Ok(None) => tokio::time::sleep(Duration::from_millis(500)).await,
+            Err(e) => return failure(e),
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
 async fn trial(State(served): State<Shared>, UrlPath(id): UrlPath<u64>) -> Response {
-    match served.snapshot() {
+    match served.current() {
         Ok(s) => match report::trial_detail(&s, id) {
             Some(html) => Html(html).into_response(),
             None => (StatusCode::NOT_FOUND, format!("the run has no trial {id}")).into_response(),
@@ -111,9 +134,21 @@ async fn trial(State(served): State<Shared>, UrlPath(id): UrlPath<u64>) -> Respo
     }
 }
 
-async fn trials_json(State(served): State<Shared>) -> Response {
-    match served.snapshot() {
-        Ok(s) => Json(s.trials).into_response(),
+#[derive(serde::Deserialize)]
+struct Window {
+    /// The first trial (by place in id order) and how many: a client can page through a
+    /// large run instead of taking every trial at once.
+    #[serde(default)]
+    offset: usize,
+    limit: Option<usize>,
+}
+
+async fn trials_json(State(served): State<Shared>, Query(window): Query<Window>) -> Response {
+    match served.current() {
+        Ok(s) => {
+            let rest = s.trials.get(window.offset..).unwrap_or_default();
+            Json(&rest[..window.limit.unwrap_or(rest.len()).min(rest.len())]).into_response()
+        }
         Err(e) => failure(e),
     }
 }
@@ -147,8 +182,8 @@ fn refusal(port: u16, headers: &axum::http::HeaderMap) -> Option<(StatusCode, &'
 
 pub fn serve(args: UiArgs) -> anyhow::Result<ExitCode> {
     let store = super::inspect::open(&args.run)?;
-    snapshot(&store, &args.run)?;
-    let served: Shared = Arc::new(Served { store, run: args.run.clone() });
+    let snapshot = Mutex::new(snapshot(&store, &args.run)?);
+    let served: Shared = Arc::new(Served { store, snapshot });
     let routes = Router::new()
         .route("/", get(page))
         .route("/fragment", get(fragment))

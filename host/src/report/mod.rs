@@ -5,42 +5,95 @@
 mod sections;
 pub mod svg;
 
-use crate::store::{Event, RunMeta, StageRecord, Store, StoreError, TrialRecord};
+use std::collections::BTreeMap;
+
+use crate::store::{Event, RunMeta, StageRecord, Stale, Store, StoreError, TrialRecord};
 use crate::workflow::Workflow;
 
-pub use sections::trial_detail;
+pub use sections::{plots, rows_json, summary, trial_detail};
+
+/// Events a page shows (the last ones).
+pub const EVENTS: usize = 30;
 
 /// What a page shows: the store's records at one moment.
 pub struct Snapshot {
     pub meta: RunMeta,
     pub workflow: Option<Workflow>,
     pub stages: Vec<StageRecord>,
+    /// Every trial, by id.
     pub trials: Vec<TrialRecord>,
+    /// The last `EVENTS` events.
     pub events: Vec<Event>,
+    /// Running trials whose worker is gone, by id.
+    pub stale: BTreeMap<u64, Stale>,
+    /// The finish log's position the trials are read at (a live page asks what changed since).
+    pub position: u64,
 }
 
 impl Snapshot {
     /// Reads the run; `None` when the store has no run record yet.
     pub fn read(store: &Store) -> Result<Option<Self>, StoreError> {
+        // The position first: a trial that finishes while the rest is read is then sent again
+        // by the next poll, never missed.
+        let position = store.finished_since(u64::MAX)?.1;
         let Some(meta) = store.run_meta()? else { return Ok(None) };
         let workflow = serde_yaml_ng::from_str(&meta.workflow_text).ok();
-        Ok(Some(Self { workflow, stages: store.stages()?, trials: store.trials()?, events: store.events()?, meta }))
+        let mut snapshot = Self {
+            workflow,
+            stages: store.stages()?,
+            trials: store.trials()?,
+            events: store.last_events(EVENTS)?,
+            meta,
+            stale: BTreeMap::new(),
+            position,
+        };
+        snapshot.judge(store.clock()?, &crate::store::viewer());
+        Ok(Some(snapshot))
+    }
+
+    /// Notes which running trials are stale at store-clock `now`.
+    pub fn judge(&mut self, now: f64, viewer: &crate::store::Owner) {
+        self.stale =
+            self.trials.iter().filter_map(|t| crate::store::stale(t, now, viewer).map(|s| (t.id, s))).collect();
+    }
+
+    /// Brings the snapshot up to date by reading only what changed: the trials that
+    /// finished since its position, and those that run or wait (few), not every trial.
+    pub fn update(&mut self, store: &Store) -> Result<(), StoreError> {
+        let (finished, position) = store.finished_since(self.position)?;
+        let stages = store.stages()?;
+        let mut open: std::collections::BTreeSet<u64> =
+            self.trials.iter().filter(|t| !t.status.is_finished()).map(|t| t.id).collect();
+        open.extend(stages.iter().flat_map(|s| s.in_flight.iter().chain(&s.pending)));
+        for id in finished.iter().map(|t| t.id) {
+            open.remove(&id);
+        }
+        let mut changed = finished;
+        for id in open {
+            changed.push(store.trial(id)?);
+        }
+        for trial in changed {
+            match self.trials.binary_search_by_key(&trial.id, |t| t.id) {
+                Ok(at) => self.trials[at] = trial,
+                Err(at) => self.trials.insert(at, trial),
+            }
+        }
+        self.position = position;
+        self.stages = stages;
+        self.events = store.last_events(EVENTS)?;
+        self.judge(store.clock()?, &crate::store::viewer());
+        Ok(())
     }
 
     /// Finished trials: what a page changes with.
     pub fn finished(&self) -> usize {
-        finished(&self.trials)
+        self.trials.iter().filter(|t| t.status.is_finished()).count()
     }
 }
 
-fn finished(trials: &[TrialRecord]) -> usize {
-    trials.iter().filter(|t| t.status.is_finished()).count()
-}
-
-/// What a live page waits on, read without the rest of a snapshot: the finished trials,
-/// and whether every stage is done or failed.
-pub fn progress(store: &Store) -> Result<(usize, bool), StoreError> {
-    Ok((finished(&store.trials()?), StageRecord::run_ended(&store.stages()?)))
+/// Whether every stage of the run is done or failed (what a live page stops on).
+pub fn ended(store: &Store) -> Result<bool, StoreError> {
+    Ok(StageRecord::run_ended(&store.stages()?))
 }
 
 const STYLE: &str = include_str!("report.css");
@@ -58,9 +111,10 @@ pub fn document(snapshot: &Snapshot, live: bool) -> String {
     format!(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>{title}</title>\n\
-         <style>\n{STYLE}</style>\n</head>\n<body data-live=\"{live}\" data-finished=\"{}\">\n\
+         <style>\n{STYLE}</style>\n</head>\n<body data-live=\"{live}\" data-finished=\"{}\" data-position=\"{}\">\n\
          <main id=\"report\">\n{}</main>\n<aside id=\"detail\" hidden></aside>\n<script>\n{SCRIPT}</script>\n</body>\n</html>\n",
         snapshot.finished(),
+        snapshot.position,
         body(snapshot)
     )
 }

@@ -11,11 +11,23 @@ use crate::store::{ParamValue, TrialRecord, TrialStatus};
 
 const WIDE: (f64, f64) = (860.0, 300.0);
 const SMALL: (f64, f64) = (420.0, 260.0);
+/// About the most marks a plot draws: beyond it a plot keeps the marks that give it its
+/// shape and an even spread of the rest (and says so), the timeline adds trials up into
+/// time bins, so that a page of 100,000 trials opens in a browser.
+const MARKS: usize = 2000;
+/// Time bins of an aggregated timeline.
+const BINS: usize = 200;
+/// Rows of the trial table's first page, drawn before the script pages the rest.
+const PAGE: usize = 100;
 
 /// Every section, in reading order.
 pub fn all(s: &Snapshot) -> String {
+    [summary(s), plots(s), trials(s), workflow(s)].concat()
+}
+
+/// The sections that plot the run (what `msh ui` redraws now and then).
+pub fn plots(s: &Snapshot) -> String {
     [
-        summary(s),
         objective(s),
         accuracy(s),
         lineage(s),
@@ -25,10 +37,27 @@ pub fn all(s: &Snapshot) -> String {
         ensembles(s),
         refinements(s),
         architecture(s),
-        trials(s),
-        workflow(s),
     ]
     .concat()
+}
+
+/// Which of `n` marks a plot draws: those `keep` names, and every k-th for about `MARKS`.
+fn thinned(n: usize, keep: impl Fn(usize) -> bool) -> impl Fn(usize) -> bool {
+    let stride = n.div_ceil(MARKS).max(1);
+    move |i| stride == 1 || i % stride == 0 || keep(i)
+}
+
+/// Says how many of the trials a thinned plot shows (nothing when it shows all).
+fn shown(shown: usize, total: usize, kept: &str) -> String {
+    if shown == total {
+        return String::new();
+    }
+    format!("<p class=\"legend thinned\">{shown} of {total} trials shown: {kept} and an even sample of the rest</p>\n")
+}
+
+/// A trial's status as pages show it: `stale` for a running trial whose worker is gone.
+fn status_of(s: &Snapshot, t: &TrialRecord) -> &'static str {
+    if s.stale.contains_key(&t.id) { "stale" } else { t.status.name() }
 }
 
 fn section(id: &str, title: &str, content: &str) -> String {
@@ -85,14 +114,27 @@ fn status_shape(status: TrialStatus) -> &'static str {
     }
 }
 
-fn tooltip(t: &TrialRecord) -> String {
+/// Why a trial failed, or who held a stale one and until when.
+fn note(s: &Snapshot, t: &TrialRecord) -> Option<String> {
+    match s.stale.get(&t.id) {
+        Some(stale) => Some(format!(
+            "{} is gone ({}; lease until +{:.1}s); it runs again once a worker requeues it",
+            stale.worker,
+            stale.reason,
+            stale.lease_until - s.meta.created
+        )),
+        None => t.error.clone(),
+    }
+}
+
+fn tooltip(s: &Snapshot, t: &TrialRecord) -> String {
     let objective = t.objective.map_or("-".into(), |o| format!("{o:.4}"));
     let metric = headline(t).map_or(String::new(), |m| format!(", {m:.4}"));
-    let error = t.error.as_deref().map_or(String::new(), |e| format!("\n{e}"));
+    let note = note(s, t).map_or(String::new(), |e| format!("\n{e}"));
     format!(
-        "trial {} ({}): objective {objective}{metric}, {} params\n{}{error}",
+        "trial {} ({}): objective {objective}{metric}, {} params\n{}{note}",
         t.id,
-        t.status.name(),
+        status_of(s, t),
         t.parameters,
         arch_text(t)
     )
@@ -133,13 +175,22 @@ fn changes(parent: &TrialRecord, child: &TrialRecord) -> String {
     if out.is_empty() { "same architecture and hyper-parameters".into() } else { out.join("; ") }
 }
 
-fn summary(s: &Snapshot) -> String {
+/// The run's title, trial counts, stages and best trial (what `msh ui` sends with each update).
+pub fn summary(s: &Snapshot) -> String {
     let mut html = String::new();
     let description = s.workflow.as_ref().map(|w| w.description.clone()).unwrap_or_default();
     let _ =
         writeln!(html, "<h1>{}</h1>\n<p class=\"lead\">{}</p>", escape(&s.meta.workflow_name), escape(&description));
-    let counts: Vec<String> =
-        TrialStatus::counts(&s.trials).iter().map(|(st, n)| format!("{} {n}", st.name())).collect();
+    let mut counts: Vec<String> = TrialStatus::counts(&s.trials)
+        .iter()
+        .map(|(st, n)| match st {
+            TrialStatus::Running => format!("running {}", n - s.stale.len()),
+            _ => format!("{} {n}", st.name()),
+        })
+        .collect();
+    if !s.stale.is_empty() {
+        counts.push(format!("stale {} (their worker is gone)", s.stale.len()));
+    }
     let _ = writeln!(html, "<p id=\"counts\">{} trials: {}</p>", s.trials.len(), counts.join(", "));
     html.push_str(
         "<table class=\"stages\"><tr><th>stage</th><th>kind</th><th>state</th><th>finished</th><th>result</th></tr>\n",
@@ -203,18 +254,27 @@ fn objective(s: &Snapshot) -> String {
     let mut plot = Plot::new(WIDE.0, WIDE.1, x, y);
     let mut best = f64::INFINITY;
     let mut curve = Vec::new();
-    for t in &trials {
-        let value = t.objective.filter(|o| o.is_finite());
-        let class = format!("trial {}{}", t.status.name(), if t.members.is_empty() { "" } else { " ensemble" });
-        let shape = if t.members.is_empty() { status_shape(t.status) } else { "square" };
-        // Trials without an objective sit on the top edge.
-        plot.point(t.id as f64, value.unwrap_or(top), shape, &class, &tooltip(t));
-        if let Some(v) = value.filter(|_| matches!(t.status, TrialStatus::Completed)) {
+    let mut steps = Vec::new();
+    for (i, t) in trials.iter().enumerate() {
+        if let Some(v) = t.objective.filter(|o| o.is_finite() && t.status == TrialStatus::Completed) {
             if v < best {
                 best = v;
+                steps.push(i);
             }
             curve.push((t.id as f64, best));
         }
+    }
+    // The curve drawn through its steps only: the same staircase.
+    curve.dedup_by(|b, a| a.1 == b.1);
+    let draw = thinned(trials.len(), |i| steps.binary_search(&i).is_ok());
+    let mut drawn = 0;
+    for (_, t) in trials.iter().enumerate().filter(|(i, _)| draw(*i)) {
+        let value = t.objective.filter(|o| o.is_finite());
+        let class = format!("trial {}{}", status_of(s, t), if t.members.is_empty() { "" } else { " ensemble" });
+        let shape = if t.members.is_empty() { status_shape(t.status) } else { "square" };
+        // Trials without an objective sit on the top edge.
+        plot.point(t.id as f64, value.unwrap_or(top), shape, &class, &tooltip(s, t));
+        drawn += 1;
     }
     if let Some(&(_, last)) = curve.last() {
         curve.push((trials.last().map_or(0.0, |t| t.id as f64), last));
@@ -225,7 +285,8 @@ fn objective(s: &Snapshot) -> String {
                   <span class=\"key failed\">✕ failed or diverged (top edge)</span> \
                   <span class=\"key ensemble\">■ ensemble</span> \
                   <span class=\"key best-so-far\">— best so far</span></p>\n";
-    section("objective", "Objective per trial", &format!("{}{legend}", plot.finish()))
+    let note = shown(drawn, trials.len(), "every one that improved on the best so far");
+    section("objective", "Objective per trial", &format!("{}{legend}{note}", plot.finish()))
 }
 
 fn accuracy(s: &Snapshot) -> String {
@@ -243,25 +304,37 @@ fn accuracy(s: &Snapshot) -> String {
     let x = Axis::fit("parameters", points.iter().map(|(t, _)| t.parameters as f64), true);
     let y = Axis::fit(&format!("test {name}"), points.iter().map(|p| p.1), false);
     let mut plot = Plot::new(WIDE.0, WIDE.1, x, y);
-    for (t, m) in &points {
-        let class = if t.members.is_empty() { "point" } else { "point ensemble" };
-        plot.point(t.parameters as f64, *m, if t.members.is_empty() { "circle" } else { "square" }, class, &tooltip(t));
-    }
     // The Pareto front: no other trial is smaller and at least as good.
     let mut by_size = points.clone();
     by_size.sort_by(|a, b| a.0.parameters.cmp(&b.0.parameters).then(b.1.total_cmp(&a.1)));
     let mut front = Vec::new();
+    let mut on_front = std::collections::BTreeSet::new();
     let mut best = f64::NEG_INFINITY;
     for (t, m) in by_size {
         if m > best {
             best = m;
             front.push((t.parameters as f64, m));
+            on_front.insert(t.id);
         }
+    }
+    let draw = thinned(points.len(), |i| on_front.contains(&points[i].0.id));
+    let mut drawn = 0;
+    for (_, (t, m)) in points.iter().enumerate().filter(|(i, _)| draw(*i)) {
+        let class = if t.members.is_empty() { "point" } else { "point ensemble" };
+        plot.point(
+            t.parameters as f64,
+            *m,
+            if t.members.is_empty() { "circle" } else { "square" },
+            class,
+            &tooltip(s, t),
+        );
+        drawn += 1;
     }
     plot.line(&front, "pareto", true);
     let list: Vec<String> = front.iter().map(|(p, m)| format!("{} params: {m:.4}", short(*p))).collect();
     let text = format!("<p class=\"legend\">Pareto front (step line): {}</p>\n", escape(&list.join(" · ")));
-    section("accuracy", &title, &format!("{}{text}", plot.finish()))
+    let note = shown(drawn, points.len(), "the Pareto front");
+    section("accuracy", &title, &format!("{}{text}{note}", plot.finish()))
 }
 
 fn lineage(s: &Snapshot) -> String {
@@ -281,33 +354,36 @@ fn lineage(s: &Snapshot) -> String {
     let x = Axis::fit("trial", trials.iter().map(|t| t.id as f64), false);
     let y = Axis::fit("generation", [0.0, deepest as f64], false);
     let mut plot = Plot::new(WIDE.0, WIDE.1.max(80.0 + 24.0 * deepest as f64), x, y);
-    for t in &trials {
+    // How the best trial came about.
+    let mut chain = Vec::new();
+    let mut ancestry = std::collections::BTreeSet::new();
+    let mut at = best(s)
+        .map(|b| if b.members.is_empty() { b } else { b.parent.and_then(|p| by_id.get(&p).copied()).unwrap_or(b) });
+    while let Some(t) = at.filter(|t| ancestry.insert(t.id)) {
+        chain.push(t);
+        at = t.parent.and_then(|p| by_id.get(&p).copied());
+    }
+    chain.reverse();
+    let draw = thinned(trials.len(), |i| ancestry.contains(&trials[i].id));
+    let drawn: Vec<&TrialRecord> = trials.iter().enumerate().filter(|(i, _)| draw(*i)).map(|(_, t)| *t).collect();
+    for t in &drawn {
         if let Some(parent) = t.parent.and_then(|p| by_id.get(&p)) {
             let points = [(parent.id as f64, generation[&parent.id] as f64), (t.id as f64, generation[&t.id] as f64)];
             plot.line(&points, "edge", false);
         }
     }
-    for t in &trials {
+    for t in &drawn {
         let change =
             t.parent.and_then(|p| by_id.get(&p)).map(|p| changes(p, t)).unwrap_or_else(|| "a fresh start".into());
-        let title = format!("{}\nfrom {}: {change}", tooltip(t), t.parent.map_or("-".into(), |p| p.to_string()));
+        let title = format!("{}\nfrom {}: {change}", tooltip(s, t), t.parent.map_or("-".into(), |p| p.to_string()));
         plot.point(
             t.id as f64,
             generation[&t.id] as f64,
             status_shape(t.status),
-            &format!("node {}", t.status.name()),
+            &format!("node {}", status_of(s, t)),
             &title,
         );
     }
-    // How the best trial came about.
-    let mut chain = Vec::new();
-    let mut at = best(s)
-        .map(|b| if b.members.is_empty() { b } else { b.parent.and_then(|p| by_id.get(&p).copied()).unwrap_or(b) });
-    while let Some(t) = at {
-        chain.push(t);
-        at = t.parent.and_then(|p| by_id.get(&p).copied()).filter(|p| !chain.iter().any(|c| c.id == p.id));
-    }
-    chain.reverse();
     let mut steps = String::from("<ol class=\"ancestry\">\n");
     for (i, t) in chain.iter().enumerate() {
         let what = if i == 0 { format!("start: {}", arch_text(t)) } else { changes(chain[i - 1], t) };
@@ -320,7 +396,8 @@ fn lineage(s: &Snapshot) -> String {
         );
     }
     steps.push_str("</ol>\n");
-    let content = format!("{}<h3>How the best model came about</h3>\n{steps}", plot.finish());
+    let note = shown(drawn.len(), trials.len(), "the best model's ancestors");
+    let content = format!("{}{note}<h3>How the best model came about</h3>\n{steps}", plot.finish());
     section("lineage", "Lineage: parents and what each child changed (hover a node)", &content)
 }
 
@@ -370,6 +447,7 @@ fn hparams(s: &Snapshot) -> String {
         return section("hparams", "Hyper-parameters against objective", "<p>No hyper-parameters were searched.</p>\n");
     }
     let mut html = String::from("<div class=\"grid\">\n");
+    let (mut drawn, mut total) = (0, 0);
     for name in names {
         let points: Vec<(f64, f64, &TrialRecord)> = trials
             .iter()
@@ -382,12 +460,18 @@ fn hparams(s: &Snapshot) -> String {
         let x = Axis::fit(name, points.iter().map(|p| p.0), log);
         let y = Axis::fit("objective", points.iter().map(|p| p.1), false);
         let mut plot = Plot::new(SMALL.0, SMALL.1, x, y);
-        for (v, o, t) in points {
-            plot.point(v, o, status_shape(t.status), "point", &tooltip(t));
+        let lowest = (0..points.len()).min_by(|&a, &b| points[a].1.total_cmp(&points[b].1));
+        let draw = thinned(points.len(), |i| Some(i) == lowest);
+        let picked: Vec<_> = points.iter().enumerate().filter(|(i, _)| draw(*i)).map(|(_, p)| p).collect();
+        for (v, o, t) in &picked {
+            plot.point(*v, *o, status_shape(t.status), "point", &tooltip(s, t));
         }
+        drawn = drawn.max(picked.len());
+        total = total.max(points.len());
         html.push_str(&plot.finish());
     }
     html.push_str("</div>\n");
+    html.push_str(&shown(drawn, total, "the best trial"));
     section("hparams", "Hyper-parameters against objective", &html)
 }
 
@@ -422,12 +506,44 @@ fn timeline(s: &Snapshot) -> String {
     }
     let x = Axis::fit("seconds since the run began", placed.iter().flat_map(|p| [p.1, p.2]), false);
     let y = Axis { label: "trainer".into(), min: -0.6, max: lanes.len() as f64 - 0.4, log: false };
+    let (first, last) = (x.min, x.max);
     let mut plot = Plot::new(WIDE.0, 70.0 + 30.0 * lanes.len() as f64, x, y).categories(lanes);
-    for (lane, begin, end, t) in placed {
-        let title = format!("{}\n{begin:.1}s to {end:.1}s in stage {}", tooltip(t), t.stage);
-        plot.bar((begin, lane as f64 - 0.35), (end, lane as f64 + 0.35), &format!("span {}", t.status.name()), &title);
+    if placed.len() <= MARKS {
+        for (lane, begin, end, t) in placed {
+            let title = format!("{}\n{begin:.1}s to {end:.1}s in stage {}", tooltip(s, t), t.stage);
+            let class = format!("span {}", status_of(s, t));
+            plot.bar((begin, lane as f64 - 0.35), (end, lane as f64 + 0.35), &class, &title);
+        }
+        return section("timeline", "Timeline: where the time went", &plot.finish());
     }
-    section("timeline", "Timeline: where the time went", &plot.finish())
+    // Too many bars to draw one a trial: per trainer and time bin, the share of the bin it
+    // was busy (the bar's height) and the trials that ended in it.
+    let width = (last - first) / BINS as f64;
+    let bin = |t: f64| (((t - first) / width) as usize).min(BINS - 1);
+    let mut bins: BTreeMap<(usize, usize), (f64, usize, usize)> = BTreeMap::new();
+    for (lane, begin, end, t) in &placed {
+        for b in bin(*begin)..=bin(*end) {
+            let (from, to) = (first + b as f64 * width, first + (b + 1) as f64 * width);
+            bins.entry((*lane, b)).or_default().0 += (end.min(to) - begin.max(from)).max(0.0);
+        }
+        let slot = bins.entry((*lane, bin(*end))).or_default();
+        slot.1 += 1;
+        slot.2 += usize::from(matches!(t.status, TrialStatus::Failed | TrialStatus::Diverged));
+    }
+    for ((lane, b), (busy, ended, failed)) in bins {
+        let (from, to) = (first + b as f64 * width, first + (b + 1) as f64 * width);
+        let share = (busy / width).clamp(0.0, 1.0);
+        let title =
+            format!("{from:.1}s to {to:.1}s: busy {:.0}%, {ended} trials ended ({failed} failed)", share * 100.0);
+        let class = if failed > 0 { "span bin failed" } else { "span bin" };
+        let base = lane as f64 - 0.35;
+        plot.bar((from, base), (to, base + 0.7 * share.max(0.05)), class, &title);
+    }
+    let note = format!(
+        "<p class=\"legend thinned\">{} trials in {BINS} time bins: a bar's height is how busy its trainer was; hover for the trials that ended</p>\n",
+        placed.len()
+    );
+    section("timeline", "Timeline: where the time went", &format!("{}{note}", plot.finish()))
 }
 
 fn ensembles(s: &Snapshot) -> String {
@@ -543,21 +659,49 @@ fn architecture(s: &Snapshot) -> String {
     section("architecture", &title, &svg)
 }
 
+/// Trials as the table's script reads them: one array per trial (the table's columns,
+/// then its note), as JSON that can sit in a `<script>` element.
+pub fn rows_json<'a>(s: &Snapshot, trials: impl IntoIterator<Item = &'a TrialRecord>) -> String {
+    let rows: Vec<serde_json::Value> = trials
+        .into_iter()
+        .map(|t| {
+            serde_json::json!([
+                t.id,
+                t.stage,
+                status_of(s, t),
+                t.objective.filter(|o| o.is_finite()),
+                headline(t).filter(|m| m.is_finite()),
+                t.parameters,
+                t.epochs,
+                t.train_seconds,
+                t.parent,
+                arch_text(t),
+                note(s, t),
+            ])
+        })
+        .collect();
+    // `<` written as an escape: no `</script>` can end the element early.
+    serde_json::to_string(&rows).expect("rows serialise").replace('<', "\\u003c")
+}
+
 fn trials(s: &Snapshot) -> String {
     let mut html = String::from(
         "<input id=\"filter\" type=\"search\" placeholder=\"filter: stage, status, block...\">\n\
+         <p class=\"pager\"><button id=\"prev\" type=\"button\">previous</button> <span id=\"page\"></span> \
+         <button id=\"next\" type=\"button\">next</button></p>\n\
          <table id=\"trials\" class=\"sortable\"><thead><tr><th>id</th><th>stage</th><th>status</th><th>objective</th>\
          <th>test</th><th>parameters</th><th>epochs</th><th>seconds</th><th>parent</th><th>architecture</th></tr></thead><tbody>\n",
     );
-    for t in &s.trials {
+    // The first page, for readers without scripts; the script draws every page from the JSON.
+    for t in s.trials.iter().take(PAGE) {
+        let status = status_of(s, t);
+        let title = note(s, t).map_or(String::new(), |n| format!(" title=\"{}\"", escape(&n)));
         let _ = writeln!(
             html,
-            "<tr data-id=\"{}\" class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{}</td><td>{}</td></tr>",
+            "<tr data-id=\"{}\" class=\"{status}\"{title}><td>{}</td><td>{}</td><td>{status}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{}</td><td>{}</td></tr>",
             t.id,
-            t.status.name(),
             t.id,
             escape(&t.stage),
-            t.status.name(),
             t.objective.map_or(String::new(), |o| format!("{o:.4}")),
             headline(t).map_or(String::new(), |m| format!("{m:.4}")),
             t.parameters,
@@ -567,8 +711,11 @@ fn trials(s: &Snapshot) -> String {
             escape(&arch_text(t))
         );
     }
-    html.push_str("</tbody></table>\n");
-    section("trials-section", "Trials (click a header to sort)", &html)
+    html.push_str("</tbody></table>\n<script type=\"application/json\" id=\"trial-data\">");
+    html.push_str(&rows_json(s, &s.trials));
+    html.push_str("</script>\n");
+    let title = format!("Trials: all {} (click a header to sort, a page at a time)", s.trials.len());
+    section("trials-section", &title, &html)
 }
 
 fn workflow(s: &Snapshot) -> String {
@@ -596,7 +743,10 @@ pub fn trial_detail(s: &Snapshot, id: u64) -> Option<String> {
         let _ = writeln!(html, "<dt>{}</dt><dd>{}</dd>", escape(k), escape(&v));
     };
     row("stage", t.stage.clone());
-    row("status", t.status.name().into());
+    row("status", status_of(s, t).into());
+    if let Some(note) = note(s, t).filter(|_| s.stale.contains_key(&t.id)) {
+        row("stale", note);
+    }
     row("architecture", arch_text(t));
     row("hyper-parameters", t.hparams.iter().map(|(n, v)| format!("{n}={}", short(*v))).collect::<Vec<_>>().join(", "));
     row("objective", t.objective.map_or("-".into(), |o| format!("{o:.5}")));

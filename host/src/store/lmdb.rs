@@ -81,13 +81,22 @@ impl<T: Transaction> Txn<'_, T> {
     }
 
     fn scan(&self, table: Table) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
-        let mut cursor = self.txn.open_ro_cursor(self.db(table)).map_err(|e| self.store.error(e))?;
         let mut out = Vec::new();
+        self.each(table, &mut |key, value| {
+            out.push((key.to_vec(), value.to_vec()));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Records as they lie in the map: a reader of every trial holds one at a time.
+    fn each(&self, table: Table, f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>) -> Result<(), StoreError> {
+        let mut cursor = self.txn.open_ro_cursor(self.db(table)).map_err(|e| self.store.error(e))?;
         for item in cursor.iter_start() {
             let (key, value) = item.map_err(|e| self.store.error(e))?;
-            out.push((key.to_vec(), value.to_vec()));
+            f(key, value)?;
         }
-        Ok(out)
+        Ok(())
     }
 
     fn counter(&self, name: &str) -> Result<u64, StoreError> {
@@ -104,6 +113,9 @@ impl Records for Txn<'_, lmdb::RwTransaction<'_>> {
     }
     fn scan(&self, table: Table) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
         Txn::scan(self, table)
+    }
+    fn each(&self, table: Table, f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>) -> Result<(), StoreError> {
+        Txn::each(self, table, f)
     }
     fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         let db = self.db(table);
@@ -128,6 +140,9 @@ impl Records for Txn<'_, lmdb::RoTransaction<'_>> {
     }
     fn scan(&self, table: Table) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
         Txn::scan(self, table)
+    }
+    fn each(&self, table: Table, f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>) -> Result<(), StoreError> {
+        Txn::each(self, table, f)
     }
     fn put(&mut self, _: Table, _: &[u8], _: &[u8]) -> Result<(), StoreError> {
         unreachable!("`Store::read` hands out `&dyn Records`")

@@ -9,6 +9,7 @@ mod lmdb;
 mod postgres;
 mod queries;
 mod records;
+mod tally;
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -17,11 +18,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use claims::{Claim, Claimant, Committed, Finished, StageClaim, host_name, lost};
-pub use queries::{best_trial, pareto_front};
+pub use queries::{Stale, best_trial, pareto_front, stale, viewer};
 pub use records::{
     BlockRef, Event, Metrics, Owner, ParamValue, Reservation, RunMeta, RungRecord, StageRecord, StageState,
     TrialRecord, TrialStatus,
 };
+pub use tally::{StageTally, Tally};
 
 /// Bumped when a record changes incompatibly.
 pub const STORE_SCHEMA: u32 = 1;
@@ -94,11 +96,35 @@ pub(crate) trait Records {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Every record of a table, in key order.
     fn scan(&self, table: Table) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    /// Hands every record of a table to `f`, in key order; a backend that can hands them
+    /// over where they lie, without a copy of the whole table.
+    fn each(&self, table: Table, f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>) -> Result<(), StoreError> {
+        for (key, value) in self.scan(table)? {
+            f(&key, &value)?;
+        }
+        Ok(())
+    }
     fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<(), StoreError>;
     /// A counter's value (0 before its first `bump`).
     fn counter(&self, name: &str) -> Result<u64, StoreError>;
     /// Adds one to a counter; its value before.
     fn bump(&mut self, name: &str) -> Result<u64, StoreError>;
+    /// The last `n` records of the event log, oldest first. Its keys are dense positions
+    /// unless a backend says otherwise.
+    fn last_events(&self, n: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let end = self.counter(NEXT_EVENT)?;
+        let mut out = Vec::new();
+        for seq in end.saturating_sub(n as u64)..end {
+            let key = seq.to_be_bytes();
+            out.extend(self.get(Table::Events, &key)?.map(|value| (key.to_vec(), value)));
+        }
+        Ok(out)
+    }
+    /// Whether every trial write goes through `Txn::put_trial`, which keeps the run's
+    /// `Tally` (PostgreSQL's claim functions write trials themselves: it keeps none).
+    fn keeps_tally(&self) -> bool {
+        true
+    }
     /// Where a backend keeps a search stage's queue apart from its record (PostgreSQL's
     /// budget slots), the queue as it stands; `None` when the record holds it.
     fn queue(&self, _stage: &str) -> Result<Option<Queue>, StoreError> {
@@ -320,6 +346,31 @@ impl Store {
         self.read(|v| v.all(Table::Events))
     }
 
+    /// The last `n` events of the log, oldest first (without reading the rest).
+    pub fn last_events(&self, n: usize) -> Result<Vec<Event>, StoreError> {
+        self.read(|v| v.last_events(n))
+    }
+
+    /// Hands every trial to `f`, by id, one at a time: what a reader of a large run holds
+    /// is one trial, not all of them.
+    pub fn each_trial(&self, f: impl FnMut(TrialRecord) -> Result<(), StoreError>) -> Result<(), StoreError> {
+        // `read` takes a `Fn` (PostgreSQL may retry a read); the records reach `f` once.
+        let f = std::cell::RefCell::new(f);
+        self.read(|v| v.each(Table::Trials, &mut |t| (f.borrow_mut())(t)))
+    }
+
+    /// The tally of the run's trials by stage and status (`None` for runs created before
+    /// msh kept one).
+    pub fn tally(&self) -> Result<Option<Tally>, StoreError> {
+        self.read(|v| v.tally())
+    }
+
+    /// The store's clock now (the one leases are compared against): what views judge a
+    /// running trial's lease by.
+    pub fn clock(&self) -> Result<f64, StoreError> {
+        self.read(|v| Ok(v.records.clock()))
+    }
+
     /// Trials that finished after position `since` of the finish log, and the new position.
     pub fn finished_since(&self, since: u64) -> Result<(Vec<TrialRecord>, u64), StoreError> {
         self.read(|v| v.finished_since(since))
@@ -357,6 +408,27 @@ fn key_text(table: Table, key: &[u8]) -> String {
     }
 }
 
+/// The schema version at the head of an encoded record (a MessagePack array of two whose
+/// first item is an unsigned integer), without walking the rest: decoding a record walks
+/// it once, not twice.
+fn schema_of(bytes: &[u8]) -> Option<u32> {
+    let (&array, rest) = bytes.split_first()?;
+    if array != 0x92 {
+        return None;
+    }
+    let (&marker, rest) = rest.split_first()?;
+    let be = |n: usize| -> Option<u64> { Some(rest.get(..n)?.iter().fold(0u64, |v, &b| v << 8 | b as u64)) };
+    let value = match marker {
+        0x00..=0x7f => marker as u64,
+        0xcc => be(1)?,
+        0xcd => be(2)?,
+        0xce => be(4)?,
+        0xcf => be(8)?,
+        _ => return None,
+    };
+    u32::try_from(value).ok()
+}
+
 fn decode<T: DeserializeOwned>(store: &str, table: Table, key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
     let corrupt = |reason: String| StoreError::Corrupt {
         store: store.to_string(),
@@ -364,7 +436,16 @@ fn decode<T: DeserializeOwned>(store: &str, table: Table, key: &[u8], bytes: &[u
         key: key_text(table, key),
         reason,
     };
-    let (schema, _): (u32, serde::de::IgnoredAny) = rmp_serde::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
+    // The version is read off the record's first bytes; only a record whose head is not
+    // `[version, ...]` is walked in full to say what is wrong with it.
+    let schema = match schema_of(bytes) {
+        Some(schema) => schema,
+        None => {
+            let (schema, _): (u32, serde::de::IgnoredAny) =
+                rmp_serde::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
+            schema
+        }
+    };
     if schema != STORE_SCHEMA {
         let (store, table, key) = (store.to_string(), table.name(), key_text(table, key));
         return Err(StoreError::Schema { store, table, key, found: schema });
@@ -439,6 +520,8 @@ pub(crate) struct Queue {
     /// Proposals refused while slots were held.
     pub rejected: u64,
 }
+/// The `Tally` of a run created since it was introduced.
+const TALLY_KEY: &[u8] = b"tally";
 
 /// Typed reads over a transaction's records (a read snapshot, or a write transaction).
 struct View<'a> {
@@ -455,8 +538,21 @@ impl View<'_> {
     }
 
     fn all<T: DeserializeOwned>(&self, table: Table) -> Result<Vec<T>, StoreError> {
-        let rows = self.records.scan(table)?;
-        rows.iter().map(|(key, value)| decode(self.name, table, key, value)).collect()
+        let mut out = Vec::new();
+        self.each(table, &mut |record| {
+            out.push(record);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Decodes the records of `table` one at a time, in key order, handing each to `f`.
+    fn each<T: DeserializeOwned>(
+        &self,
+        table: Table,
+        f: &mut dyn FnMut(T) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        self.records.each(table, &mut |key, value| f(decode(self.name, table, key, value)?))
     }
 
     fn run_meta(&self) -> Result<Option<RunMeta>, StoreError> {
@@ -484,6 +580,16 @@ impl View<'_> {
 
     fn trial(&self, id: u64) -> Result<TrialRecord, StoreError> {
         self.get(Table::Trials, &id.to_be_bytes())?.ok_or_else(|| StoreError::NoTrial { id, store: self.name.into() })
+    }
+
+    fn tally(&self) -> Result<Option<Tally>, StoreError> {
+        self.get(Table::Meta, TALLY_KEY)
+    }
+
+    /// The last `n` events, oldest first.
+    fn last_events(&self, n: usize) -> Result<Vec<Event>, StoreError> {
+        let rows = self.records.last_events(n)?;
+        rows.iter().map(|(key, value)| decode(self.name, Table::Events, key, value)).collect()
     }
 
     fn rung(&self, stage: &str, epoch: u32) -> Result<RungRecord, StoreError> {
@@ -532,7 +638,12 @@ impl Txn<'_> {
         self.view().run_meta()
     }
 
+    /// Writes the run record; a new run (no record, no trial yet) starts its tally.
     pub fn put_run_meta(&mut self, meta: &RunMeta) -> Result<(), StoreError> {
+        let new = self.run_meta()?.is_none() && self.records.counter(NEXT_TRIAL)? == 0;
+        if new && self.records.keeps_tally() && self.view().tally()?.is_none() {
+            self.put(Table::Meta, TALLY_KEY, &Tally::default())?;
+        }
         self.put(Table::Meta, RUN_KEY, meta)
     }
 
@@ -563,6 +674,10 @@ impl Txn<'_> {
     /// Writes a trial; the first time it reaches a final status it joins the finish log.
     pub fn put_trial(&mut self, trial: &TrialRecord) -> Result<(), StoreError> {
         let before = self.view().get::<TrialRecord>(Table::Trials, &trial.id.to_be_bytes())?;
+        if let Some(mut tally) = self.view().tally()? {
+            tally.replace(before.as_ref(), trial);
+            self.put(Table::Meta, TALLY_KEY, &tally)?;
+        }
         let was_finished = before.is_some_and(|t| t.status.is_finished());
         self.put(Table::Trials, &trial.id.to_be_bytes(), trial)?;
         if trial.status.is_finished() && !was_finished {

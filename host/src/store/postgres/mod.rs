@@ -65,6 +65,7 @@ struct Statements {
     bump: Statement,
     /// Event keys come from a sequence (`slots::SCHEMA`), not a counter.
     event_key: Statement,
+    last_events: Statement,
     adopt_counter: Statement,
 }
 
@@ -195,6 +196,12 @@ impl Postgres {
                 counter: client.prepare("SELECT value FROM msh_counters WHERE run = $1 AND name = $2").await?,
                 bump: client.prepare("SELECT msh_bump($1, $2)").await?,
                 event_key: client.prepare("SELECT msh_event_key()").await?,
+                last_events: client
+                    .prepare(
+                        "SELECT key, value FROM msh_records WHERE run = $1 AND tbl = 'events' \
+                         ORDER BY key DESC LIMIT $2",
+                    )
+                    .await?,
                 adopt_counter: client
                     .prepare("INSERT INTO msh_counters (run, name, value) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
                     .await?,
@@ -317,6 +324,17 @@ impl Records for Txn<'_> {
             if name == NEXT_EVENT { &[] } else { &[&self.store.run, &name] };
         let row = pollster::block_on(self.txn.query_one(statement, params)).map_err(|e| self.store.error(e))?;
         Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    fn last_events(&self, n: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        let rows = pollster::block_on(self.txn.query(&self.statements.last_events, &[&self.store.run, &n]))
+            .map_err(|e| self.store.error(e))?;
+        Ok(rows.into_iter().rev().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    fn keeps_tally(&self) -> bool {
+        false
     }
 
     fn queue(&self, stage: &str) -> Result<Option<Queue>, StoreError> {

@@ -44,17 +44,24 @@ CREATE INDEX IF NOT EXISTS msh_slots_by_trial ON msh_slots (run, trial);
 CREATE OR REPLACE FUNCTION msh_now() RETURNS float8 LANGUAGE sql AS
 $$ SELECT extract(epoch FROM clock_timestamp())::float8 $$;
 
-CREATE OR REPLACE FUNCTION msh_bump(p_run text, p_name text) RETURNS bigint LANGUAGE sql AS $$
+-- PL/pgSQL, as the functions that write are: it keeps each statement's plan for the
+-- session, where a SQL function would parse and plan its body on every call.
+CREATE OR REPLACE FUNCTION msh_bump(p_run text, p_name text) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    before bigint;
+BEGIN
     INSERT INTO msh_counters AS c (run, name, value) VALUES (p_run, p_name, 1)
     ON CONFLICT (run, name) DO UPDATE SET value = c.value + 1
-    RETURNING c.value - 1
-$$;
+    RETURNING c.value - 1 INTO before;
+    RETURN before;
+END $$;
 
 CREATE OR REPLACE FUNCTION msh_put(p_run text, p_tbl text, p_key bytea, p_value bytea) RETURNS void
-LANGUAGE sql AS $$
+LANGUAGE plpgsql AS $$
+BEGIN
     INSERT INTO msh_records (run, tbl, key, value) VALUES (p_run, p_tbl, p_key, p_value)
-    ON CONFLICT (run, tbl, key) DO UPDATE SET value = excluded.value
-$$;
+    ON CONFLICT (run, tbl, key) DO UPDATE SET value = excluded.value;
+END $$;
 
 -- Event keys come from a sequence, which locks nothing: the log's order is the order keys
 -- were drawn (readers take it whole, never from a position). They start at 2^62, past the
@@ -145,20 +152,24 @@ END $$;
 
 -- A requeued trial (kind 'trial', its record), else a reservation (kind 'reserved', a
 -- fresh trial id), else 'spent'; with a result recorded first when p_finished is given.
--- p_token names the claim: a call run again after a lost connection gets what its first
--- run took (and its result, if any, as not kept: the caller looks at what was stored).
+-- p_token names the claim: a call run again (p_again) after a lost connection gets what
+-- its first run took (and its result, if any, as not kept: the caller looks at what was
+-- stored).
 CREATE OR REPLACE FUNCTION msh_claim(
     p_run text, p_stage text, p_pid bigint, p_session bigint, p_host bigint, p_lease float8, p_limit bigint,
     p_finished bigint, p_record bytea, p_logged bytea, p_event bytea, p_dropped bytea, p_token bigint,
-    OUT kind text, OUT trial_id bigint, OUT stored bytea, OUT clock float8, OUT kept boolean
+    p_again boolean, OUT kind text, OUT trial_id bigint, OUT stored bytea, OUT clock float8, OUT kept boolean
 ) LANGUAGE plpgsql AS $$
 DECLARE
     taken bigint;
 BEGIN
     clock := msh_now();
-    SELECT CASE WHEN state = 'reserved' THEN 'reserved' ELSE 'trial' END, trial INTO kind, trial_id FROM msh_slots
-     WHERE run = p_run AND stage = p_stage AND state IN ('reserved', 'running') AND token = p_token
-       AND pid = p_pid AND session = p_session AND host = p_host;
+    IF p_again THEN
+        SELECT CASE WHEN state = 'reserved' THEN 'reserved' ELSE 'trial' END, trial INTO kind, trial_id
+          FROM msh_slots
+         WHERE run = p_run AND stage = p_stage AND state IN ('reserved', 'running') AND token = p_token
+           AND pid = p_pid AND session = p_session AND host = p_host;
+    END IF;
     IF kind IS NOT NULL THEN
         kept := p_finished IS NULL;
         SELECT value INTO stored FROM msh_records
@@ -229,12 +240,13 @@ END $$;
 
 -- Frees a reservation, counting the proposals refused while it was held.
 CREATE OR REPLACE FUNCTION msh_release(p_run text, p_stage text, p_trial bigint, p_rejected bigint)
-RETURNS void LANGUAGE sql AS $$
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
     UPDATE msh_slots
        SET state = 'free', trial = NULL, pid = NULL, session = NULL, host = NULL, lease_until = NULL,
            rejected = rejected + p_rejected
-     WHERE run = p_run AND trial = p_trial AND stage = p_stage AND state = 'reserved'
-$$;
+     WHERE run = p_run AND trial = p_trial AND stage = p_stage AND state = 'reserved';
+END $$;
 
 -- Puts a running trial back in the queue, or drops a reservation, unless its owner
 -- renewed the lease since it was seen (p_seen); logs p_event when it did.
@@ -289,7 +301,7 @@ impl Statements {
             claim: client
                 .prepare(
                     "SELECT kind, trial_id, stored, clock, kept \
-                     FROM msh_claim($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                     FROM msh_claim($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
                 )
                 .await?,
             finish: client.prepare("SELECT msh_finish($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)").await?,
@@ -424,6 +436,7 @@ impl Postgres {
         let finish = finished.map(|(trial, event)| (trial.id as i64, self.finish_arguments(who, trial, event)));
         let column = |i: usize| finish.as_ref().map(|(_, args)| args[i].as_slice());
         let token = (crate::store::random_u64() >> 1) as i64;
+        let again = std::cell::Cell::new(false);
         let row = self.call(|c| {
             pollster::block_on(c.client.query_one(
                 &c.slots.claim,
@@ -441,6 +454,7 @@ impl Postgres {
                     &column(2),
                     &column(3),
                     &token,
+                    &again.replace(true),
                 ],
             ))
         })?;
