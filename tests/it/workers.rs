@@ -199,8 +199,8 @@ fn the_kubernetes_job_and_slurm_script_run_real_worker_commands() {
 }
 
 /// A run survives its database connections being cut again and again: every backend of
-/// the run is terminated every 20 ms for 10 s while it trains, and it still ends with
-/// every trial of its budget exactly once.
+/// the run is terminated every 20 ms for 10 s (longer, until 20 were, on a loaded machine)
+/// while it trains, and it still ends with every trial of its budget exactly once.
 #[test]
 fn a_run_survives_terminated_database_backends() {
     const TRIALS: u64 = 12;
@@ -219,7 +219,12 @@ fn a_run_survives_terminated_database_backends() {
                     WHERE application_name = $1 AND pid <> pg_backend_pid()";
         let started = Instant::now();
         let mut terminated = 0;
-        while started.elapsed() < Duration::from_secs(10) {
+        // Ten seconds, and on a loaded machine (a slow start) until twenty were cut.
+        let under_fire = |terminated: i64| {
+            let elapsed = started.elapsed();
+            elapsed < Duration::from_secs(10) || (terminated < 20 && elapsed < Duration::from_secs(60))
+        };
+        while under_fire(terminated) {
             terminated += admin.query_one(kill, &[&name]).await.unwrap().get::<_, i64>(0);
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
