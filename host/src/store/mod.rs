@@ -373,6 +373,9 @@ impl Store {
 
     /// Trials that finished after position `since` of the finish log, and the new position.
     pub fn finished_since(&self, since: u64) -> Result<(Vec<TrialRecord>, u64), StoreError> {
+        if let Backend::Postgres(pg) = &self.backend {
+            pg.sequence()?;
+        }
         self.read(|v| v.finished_since(since))
     }
 

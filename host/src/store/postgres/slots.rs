@@ -4,8 +4,10 @@
 //! it), `running`, `pending` (requeued, waiting to run again) or `finished`; the stage's
 //! trial budget is the number of slots there may be, made 64 at a time as they are needed.
 //! Every step of the claim protocol is one server-side function, one round trip and one
-//! commit; the counters (trial ids, event and finish-log positions) are rows locked only
-//! for the end of the step that bumps them.
+//! commit. No claim waits on a row every claim writes: trial ids come with the slots
+//! (`msh_grow` bumps the counter once for 1,024), event keys from a sequence, and a
+//! finished trial's place in the finish log from `msh_sequence`, which one transaction at
+//! a time runs for everything finished since, while the others go on.
 
 use std::time::{Duration, Instant};
 
@@ -36,9 +38,11 @@ CREATE TABLE IF NOT EXISTS msh_slots (
     queued float8,
     rejected bigint NOT NULL DEFAULT 0,
     token bigint,
+    logged bytea,
     PRIMARY KEY (run, stage, slot)
 );
 CREATE INDEX IF NOT EXISTS msh_slots_by_state ON msh_slots (run, stage, state, slot);
+CREATE INDEX IF NOT EXISTS msh_slots_unlogged ON msh_slots (run) WHERE logged IS NOT NULL;
 CREATE INDEX IF NOT EXISTS msh_slots_by_trial ON msh_slots (run, trial);
 
 CREATE OR REPLACE FUNCTION msh_now() RETURNS float8 LANGUAGE sql AS
@@ -76,48 +80,64 @@ BEGIN
     PERFORM msh_put(p_run, 'events', int8send(msh_event_key()), p_event);
 END $$;
 
--- A free slot of the stage, locked by this transaction (slots are made while the budget
--- allows); NULL when the budget is spent.
-CREATE OR REPLACE FUNCTION msh_take_free(p_run text, p_stage text, p_limit bigint) RETURNS bigint
-LANGUAGE plpgsql AS $$
-DECLARE
-    found_slot bigint;
-    top bigint;
+-- A free slot of the stage, locked by this transaction, and the trial id it holds.
+-- `kind` says what to do when none is: 'grow' (msh_grow may make more) or 'spent'.
+CREATE OR REPLACE FUNCTION msh_take_free(
+    p_run text, p_stage text, p_limit bigint, OUT taken bigint, OUT trial_id bigint, OUT kind text
+) LANGUAGE plpgsql AS $$
 BEGIN
-    LOOP
-        SELECT slot INTO found_slot FROM msh_slots
-         WHERE run = p_run AND stage = p_stage AND state = 'free'
-         ORDER BY slot LIMIT 1 FOR UPDATE SKIP LOCKED;
-        IF found_slot IS NOT NULL THEN
-            RETURN found_slot;
-        END IF;
-        SELECT coalesce(max(slot) + 1, 0) INTO top FROM msh_slots WHERE run = p_run AND stage = p_stage;
-        IF top >= p_limit THEN
-            RETURN NULL;
-        END IF;
-        INSERT INTO msh_slots (run, stage, slot)
-        SELECT p_run, p_stage, n FROM generate_series(top, least(top + 63, p_limit - 1)) AS n
-        ON CONFLICT DO NOTHING;
-    END LOOP;
+    SELECT slot, trial INTO taken, trial_id FROM msh_slots
+     WHERE run = p_run AND stage = p_stage AND state = 'free'
+     ORDER BY slot LIMIT 1 FOR UPDATE SKIP LOCKED;
+    IF taken IS NULL THEN
+        SELECT CASE WHEN coalesce(max(slot) + 1, 0) < p_limit THEN 'grow' ELSE 'spent' END INTO kind
+          FROM msh_slots WHERE run = p_run AND stage = p_stage;
+    END IF;
 END $$;
 
--- Ends a running trial's slot if its owner still holds it. Every step takes the slot
--- rows it needs before any counter: a transaction that holds a counter never waits for a
--- slot, so the two kinds of lock cannot deadlock. Counters are bumped last, so they stay
--- locked only until the commit; the finish log's the very last, as it must be dense in
--- commit order (`finished_since` readers move past each position once).
+-- Makes up to 1024 more slots for a stage, each with the trial id a reservation of it
+-- gets (the trial counter is bumped once for them all), unless some are free already:
+-- its own short transaction, so claims never wait on slots being made.
+CREATE OR REPLACE FUNCTION msh_grow(p_run text, p_stage text, p_limit bigint) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    top bigint;
+    n bigint;
+    first_id bigint;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtextextended(p_run || '/' || p_stage, 1));
+    IF EXISTS (SELECT 1 FROM msh_slots WHERE run = p_run AND stage = p_stage AND state = 'free') THEN
+        RETURN 0;
+    END IF;
+    SELECT coalesce(max(slot) + 1, 0) INTO top FROM msh_slots WHERE run = p_run AND stage = p_stage;
+    n := least(1024, p_limit - top);
+    IF n <= 0 THEN
+        RETURN 0;
+    END IF;
+    INSERT INTO msh_counters AS c (run, name, value) VALUES (p_run, 'next_trial', n)
+    ON CONFLICT (run, name) DO UPDATE SET value = c.value + n
+    RETURNING c.value - n INTO first_id;
+    INSERT INTO msh_slots (run, stage, slot, trial)
+    SELECT p_run, p_stage, top + i, first_id + i FROM generate_series(0, n - 1) AS i;
+    RETURN n;
+END $$;
+
+-- Ends a running trial's slot if its owner still holds it, with its finish-log entry
+-- waiting in `logged` for `msh_sequence`. Every step takes the slot rows it needs before
+-- any counter: a transaction that holds a counter never waits for a slot, so the two
+-- kinds of lock cannot deadlock.
 CREATE OR REPLACE FUNCTION msh_finish_slot(
-    p_run text, p_stage text, p_trial bigint, p_pid bigint, p_session bigint, p_host bigint
+    p_run text, p_stage text, p_trial bigint, p_pid bigint, p_session bigint, p_host bigint, p_logged bytea
 ) RETURNS boolean LANGUAGE plpgsql AS $$
 BEGIN
-    UPDATE msh_slots SET state = 'finished', pid = NULL, session = NULL, host = NULL, lease_until = NULL
+    UPDATE msh_slots SET state = 'finished', pid = NULL, session = NULL, host = NULL, lease_until = NULL,
+           logged = p_logged
      WHERE run = p_run AND trial = p_trial AND stage = p_stage AND state = 'running'
        AND pid = p_pid AND session = p_session AND host = p_host;
     RETURN FOUND;
 END $$;
 
--- Records the result whose slot `msh_finish_slot` ended (kept), or logs p_dropped; all
--- but its place in the finish log (`msh_finish_log`, last).
+-- Records the result whose slot `msh_finish_slot` ended (kept), or logs p_dropped.
 CREATE OR REPLACE FUNCTION msh_finish_record(
     p_run text, p_trial bigint, p_kept boolean, p_record bytea, p_event bytea, p_dropped bytea
 ) RETURNS void LANGUAGE plpgsql AS $$
@@ -130,9 +150,34 @@ BEGIN
     PERFORM msh_log(p_run, p_event);
 END $$;
 
-CREATE OR REPLACE FUNCTION msh_finish_log(p_run text, p_logged bytea) RETURNS void LANGUAGE plpgsql AS $$
+-- Gives the finished trials waiting in `logged` their places in the finish log. The log
+-- must be dense and in commit order (`finished_since` readers move past each position
+-- once), so one transaction at a time appends, under a lock held to its commit: a claim
+-- tries it (p_wait false) and leaves it to the holder, or the next one, when taken; a
+-- reader waits for it (p_wait true), so it misses nothing committed before it asked.
+CREATE OR REPLACE FUNCTION msh_sequence(p_run text, p_wait boolean) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    trials bigint[];
+    entries bytea[];
 BEGIN
-    PERFORM msh_put(p_run, 'finished', int8send(msh_bump(p_run, 'next_finished')), p_logged);
+    IF NOT EXISTS (SELECT 1 FROM msh_slots WHERE run = p_run AND logged IS NOT NULL) THEN
+        RETURN;
+    END IF;
+    IF p_wait THEN
+        PERFORM pg_advisory_xact_lock(hashtextextended(p_run, 2));
+    ELSIF NOT pg_try_advisory_xact_lock(hashtextextended(p_run, 2)) THEN
+        RETURN;
+    END IF;
+    -- The slots first, then the counter.
+    SELECT array_agg(trial ORDER BY trial), array_agg(logged ORDER BY trial) INTO trials, entries
+      FROM (SELECT trial, logged FROM msh_slots WHERE run = p_run AND logged IS NOT NULL FOR UPDATE) AS waiting;
+    IF trials IS NULL THEN
+        RETURN;
+    END IF;
+    UPDATE msh_slots SET logged = NULL WHERE run = p_run AND trial = ANY(trials) AND logged IS NOT NULL;
+    FOR i IN 1 .. array_length(trials, 1) LOOP
+        PERFORM msh_put(p_run, 'finished', int8send(msh_bump(p_run, 'next_finished')), entries[i]);
+    END LOOP;
 END $$;
 
 -- Records a result if its owner still holds the trial; else logs p_dropped.
@@ -141,17 +186,16 @@ CREATE OR REPLACE FUNCTION msh_finish(
     p_record bytea, p_logged bytea, p_event bytea, p_dropped bytea
 ) RETURNS boolean LANGUAGE plpgsql AS $$
 DECLARE
-    kept boolean := msh_finish_slot(p_run, p_stage, p_trial, p_pid, p_session, p_host);
+    kept boolean := msh_finish_slot(p_run, p_stage, p_trial, p_pid, p_session, p_host, p_logged);
 BEGIN
     PERFORM msh_finish_record(p_run, p_trial, kept, p_record, p_event, p_dropped);
-    IF kept THEN
-        PERFORM msh_finish_log(p_run, p_logged);
-    END IF;
+    PERFORM msh_sequence(p_run, false);
     RETURN kept;
 END $$;
 
 -- A requeued trial (kind 'trial', its record), else a reservation (kind 'reserved', a
--- fresh trial id), else 'spent'; with a result recorded first when p_finished is given.
+-- fresh trial id), else 'grow' (call msh_grow, then claim again) or 'spent'; with a
+-- result recorded first when p_finished is given.
 -- p_token names the claim: a call run again (p_again) after a lost connection gets what
 -- its first run took (and its result, if any, as not kept: the caller looks at what was
 -- stored).
@@ -176,7 +220,7 @@ BEGIN
          WHERE kind = 'trial' AND run = p_run AND tbl = 'trials' AND key = int8send(trial_id);
         RETURN;
     END IF;
-    kept := p_finished IS NULL OR msh_finish_slot(p_run, p_stage, p_finished, p_pid, p_session, p_host);
+    kept := p_finished IS NULL OR msh_finish_slot(p_run, p_stage, p_finished, p_pid, p_session, p_host, p_logged);
     SELECT slot, trial INTO taken, trial_id FROM msh_slots
      WHERE run = p_run AND stage = p_stage AND state = 'pending'
      ORDER BY queued DESC, slot LIMIT 1 FOR UPDATE SKIP LOCKED;
@@ -188,45 +232,44 @@ BEGIN
         SELECT value INTO stored FROM msh_records
          WHERE run = p_run AND tbl = 'trials' AND key = int8send(trial_id);
     ELSE
-        taken := msh_take_free(p_run, p_stage, p_limit);
-        kind := CASE WHEN taken IS NULL THEN 'spent' ELSE 'reserved' END;
+        SELECT f.taken, f.trial_id, coalesce(f.kind, 'reserved') INTO taken, trial_id, kind
+          FROM msh_take_free(p_run, p_stage, p_limit) AS f;
+        IF taken IS NOT NULL THEN
+            UPDATE msh_slots SET state = 'reserved', pid = p_pid, session = p_session, host = p_host,
+                   lease_until = clock + p_lease, token = p_token
+             WHERE run = p_run AND stage = p_stage AND slot = taken;
+        END IF;
     END IF;
     IF p_finished IS NOT NULL THEN
         PERFORM msh_finish_record(p_run, p_finished, kept, p_record, p_event, p_dropped);
-    END IF;
-    -- The counters, last.
-    IF kind = 'reserved' THEN
-        trial_id := msh_bump(p_run, 'next_trial');
-        UPDATE msh_slots SET state = 'reserved', trial = trial_id, pid = p_pid, session = p_session,
-               host = p_host, lease_until = clock + p_lease, token = p_token
-         WHERE run = p_run AND stage = p_stage AND slot = taken;
-    END IF;
-    IF p_finished IS NOT NULL AND kept THEN
-        PERFORM msh_finish_log(p_run, p_logged);
+        PERFORM msh_sequence(p_run, false);
     END IF;
 END $$;
 
--- Starts the proposal for a reservation as a running trial; false when the reservation
--- expired and the budget is spent meanwhile.
+-- Starts the proposal for a reservation as a running trial: 'running'; else, when the
+-- reservation expired meanwhile, a free slot is taken for it if the budget allows
+-- ('grow': call msh_grow and commit again; 'spent').
 CREATE OR REPLACE FUNCTION msh_commit(
     p_run text, p_stage text, p_trial bigint, p_pid bigint, p_session bigint, p_host bigint,
     p_lease float8, p_limit bigint, p_record bytea, p_event bytea, p_rejected bigint
-) RETURNS boolean LANGUAGE plpgsql AS $$
+) RETURNS text LANGUAGE plpgsql AS $$
 DECLARE
     taken bigint;
     held text;
+    unused bigint;
+    kind text;
 BEGIN
     SELECT slot, state INTO taken, held FROM msh_slots
      WHERE run = p_run AND trial = p_trial AND stage = p_stage AND state IN ('reserved', 'running')
        AND pid = p_pid AND session = p_session AND host = p_host
      FOR UPDATE;
     IF held = 'running' THEN
-        RETURN true;  -- a call run again after a lost connection: its first run committed
+        RETURN 'running';  -- a call run again after a lost connection: its first run committed
     END IF;
     IF taken IS NULL THEN
-        taken := msh_take_free(p_run, p_stage, p_limit);
+        SELECT f.taken, f.trial_id, f.kind INTO taken, unused, kind FROM msh_take_free(p_run, p_stage, p_limit) AS f;
         IF taken IS NULL THEN
-            RETURN false;
+            RETURN kind;
         END IF;
     END IF;
     UPDATE msh_slots
@@ -235,16 +278,17 @@ BEGIN
      WHERE run = p_run AND stage = p_stage AND slot = taken;
     PERFORM msh_put(p_run, 'trials', int8send(p_trial), p_record);
     PERFORM msh_log(p_run, p_event);
-    RETURN true;
+    RETURN 'running';
 END $$;
 
--- Frees a reservation, counting the proposals refused while it was held.
+-- Frees a reservation, counting the proposals refused while it was held. The slot gets a
+-- fresh trial id: a late commit of the old one must not meet a new reservation under it.
 CREATE OR REPLACE FUNCTION msh_release(p_run text, p_stage text, p_trial bigint, p_rejected bigint)
 RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
     UPDATE msh_slots
-       SET state = 'free', trial = NULL, pid = NULL, session = NULL, host = NULL, lease_until = NULL,
-           rejected = rejected + p_rejected
+       SET state = 'free', trial = msh_bump(p_run, 'next_trial'), pid = NULL, session = NULL, host = NULL,
+           lease_until = NULL, rejected = rejected + p_rejected
      WHERE run = p_run AND trial = p_trial AND stage = p_stage AND state = 'reserved';
 END $$;
 
@@ -256,7 +300,8 @@ CREATE OR REPLACE FUNCTION msh_requeue(
 ) RETURNS boolean LANGUAGE plpgsql AS $$
 BEGIN
     IF p_record IS NULL THEN
-        UPDATE msh_slots SET state = 'free', trial = NULL, pid = NULL, session = NULL, host = NULL, lease_until = NULL
+        UPDATE msh_slots SET state = 'free', trial = msh_bump(p_run, 'next_trial'), pid = NULL, session = NULL,
+               host = NULL, lease_until = NULL
          WHERE run = p_run AND trial = p_trial AND stage = p_stage AND state = 'reserved'
            AND pid = p_pid AND session = p_session AND host = p_host AND lease_until <= p_seen;
     ELSE
@@ -293,6 +338,8 @@ pub(super) struct Statements {
     get: Statement,
     slotted: Statement,
     add_slot: Statement,
+    grow: Statement,
+    sequence: Statement,
 }
 
 impl Statements {
@@ -350,8 +397,10 @@ impl Statements {
                 .prepare("SELECT value FROM msh_records WHERE run = $1 AND tbl = 'trials' AND key = int8send($2)")
                 .await?,
             slotted: client
-                .prepare("SELECT trial FROM msh_slots WHERE run = $1 AND stage = $2 AND trial IS NOT NULL")
+                .prepare("SELECT trial FROM msh_slots WHERE run = $1 AND stage = $2 AND state <> 'free'")
                 .await?,
+            grow: client.prepare("SELECT msh_grow($1, $2, $3)").await?,
+            sequence: client.prepare("SELECT msh_sequence($1, true)").await?,
             add_slot: client
                 .prepare(
                     "INSERT INTO msh_slots (run, stage, slot, state, trial, pid, session, host, lease_until) \
@@ -379,6 +428,11 @@ fn owner_of(pid: Option<i64>, session: Option<i64>, host: Option<i64>, lease_unt
 
 /// How often a process's claims look for trials whose owner lost them.
 const REQUEUE_EVERY: Duration = Duration::from_millis(250);
+
+/// Argument `i` of `msh_finish` for a result being recorded (`Postgres::finish_arguments`).
+fn argument(finishing: Option<&(i64, [Vec<u8>; 4])>, i: usize) -> Option<&[u8]> {
+    finishing.map(|(_, args)| args[i].as_slice())
+}
 
 /// Budgets past what a bigint holds are unbounded anyway.
 fn limit(limit: u64) -> i64 {
@@ -434,33 +488,44 @@ impl Postgres {
     ) -> Result<(Finished, Claim), StoreError> {
         let (pid, session, host) = owner_columns(who.me);
         let finish = finished.map(|(trial, event)| (trial.id as i64, self.finish_arguments(who, trial, event)));
-        let column = |i: usize| finish.as_ref().map(|(_, args)| args[i].as_slice());
         let token = (crate::store::random_u64() >> 1) as i64;
         let again = std::cell::Cell::new(false);
-        let row = self.call(|c| {
-            pollster::block_on(c.client.query_one(
-                &c.slots.claim,
-                &[
-                    &self.run,
-                    &who.stage,
-                    &pid,
-                    &session,
-                    &host,
-                    &who.lease,
-                    &limit(who.limit),
-                    &finish.as_ref().map(|(id, _)| *id),
-                    &column(0),
-                    &column(1),
-                    &column(2),
-                    &column(3),
-                    &token,
-                    &again.replace(true),
-                ],
-            ))
-        })?;
-        let (kind, id, stored, clock, kept): (String, Option<i64>, Option<Vec<u8>>, f64, bool) =
-            (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
-        self.observe_clock(clock);
+        // The result is recorded by the first call; one after `msh_grow` only claims.
+        let mut finishing = finish.as_ref();
+        let mut recorded = None;
+        let (kind, id, stored) = loop {
+            let row = self.call(|c| {
+                pollster::block_on(c.client.query_one(
+                    &c.slots.claim,
+                    &[
+                        &self.run,
+                        &who.stage,
+                        &pid,
+                        &session,
+                        &host,
+                        &who.lease,
+                        &limit(who.limit),
+                        &finishing.map(|(id, _)| *id),
+                        &argument(finishing, 0),
+                        &argument(finishing, 1),
+                        &argument(finishing, 2),
+                        &argument(finishing, 3),
+                        &token,
+                        &again.replace(true),
+                    ],
+                ))
+            })?;
+            let (kind, id, stored, clock, kept): (String, Option<i64>, Option<Vec<u8>>, f64, bool) =
+                (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+            self.observe_clock(clock);
+            recorded.get_or_insert(kept);
+            if kind != "grow" {
+                break (kind, id, stored);
+            }
+            finishing = None;
+            self.grow(who)?;
+        };
+        let kept = recorded.unwrap_or(true);
         let kept = if kept { Finished::Recorded } else { Finished::LeaseLost };
         let claim = match (kind.as_str(), id) {
             ("trial", Some(id)) => {
@@ -516,26 +581,53 @@ impl Postgres {
         let trial = self.started(who, trial);
         let (record, event) = (encode(&trial), self.event(who.stage, trial.id, event));
         let rejected = i64::try_from(rejected).unwrap_or(i64::MAX);
-        let running: bool = self.call(|c| {
-            let row = pollster::block_on(c.client.query_one(
-                &c.slots.commit,
-                &[
-                    &self.run,
-                    &who.stage,
-                    &(trial.id as i64),
-                    &pid,
-                    &session,
-                    &host,
-                    &who.lease,
-                    &limit(who.limit),
-                    &record,
-                    &event,
-                    &rejected,
-                ],
-            ))?;
+        loop {
+            let outcome: String = self.call(|c| {
+                let row = pollster::block_on(c.client.query_one(
+                    &c.slots.commit,
+                    &[
+                        &self.run,
+                        &who.stage,
+                        &(trial.id as i64),
+                        &pid,
+                        &session,
+                        &host,
+                        &who.lease,
+                        &limit(who.limit),
+                        &record,
+                        &event,
+                        &rejected,
+                    ],
+                ))?;
+                Ok(row.get(0))
+            })?;
+            match outcome.as_str() {
+                "running" => return Ok(Committed::Running(trial)),
+                "grow" => self.grow(who)?,
+                _ => return Ok(Committed::Spent),
+            }
+        }
+    }
+
+    /// Gives every trial finished so far its place in the finish log, waiting for one who
+    /// does that now: a reader of the log then misses nothing.
+    pub(in crate::store) fn sequence(&self) -> Result<(), StoreError> {
+        self.call(|c| pollster::block_on(c.client.execute(&c.slots.sequence, &[&self.run]))).map(drop)
+    }
+
+    /// Makes more slots for `who`'s stage (`msh_grow`), or lets others' claims of the
+    /// free ones end.
+    fn grow(&self, who: &Claimant) -> Result<(), StoreError> {
+        let made: i64 = self.call(|c| {
+            let row =
+                pollster::block_on(c.client.query_one(&c.slots.grow, &[&self.run, &who.stage, &limit(who.limit)]))?;
             Ok(row.get(0))
         })?;
-        Ok(if running { Committed::Running(trial) } else { Committed::Spent })
+        if made == 0 {
+            // The free slots there are, other claims hold for the moment.
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
     }
 
     pub(in crate::store) fn release(&self, stage: &str, id: u64, rejected: u64) -> Result<(), StoreError> {
