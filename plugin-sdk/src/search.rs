@@ -60,6 +60,19 @@ pub fn restore_state<T: serde::de::DeserializeOwned>(state: &[u8]) -> Result<T, 
     rmp_serde::from_slice(state).map_err(|e| format!("the snapshot is not this searcher's state: {e}"))
 }
 
+/// `Search::restore` for a searcher that is its own state (derives serde): `this` becomes
+/// the snapshot, keeping its own random generator (`rng` picks it out).
+pub fn restore_keeping_rng<T: serde::de::DeserializeOwned>(
+    this: &mut T,
+    state: &[u8],
+    rng: fn(&mut T) -> &mut Rng,
+) -> Result<(), String> {
+    let mut restored: T = restore_state(state)?;
+    std::mem::swap(rng(&mut restored), rng(this));
+    *this = restored;
+    Ok(())
+}
+
 /// The WIT resource around a `Search` (used by `export_search!`).
 #[doc(hidden)]
 pub struct Hosted<S>(RefCell<Result<S, String>>);
@@ -586,10 +599,7 @@ mod tests {
             save_state(self)
         }
         fn restore(&mut self, state: &[u8]) -> Result<(), String> {
-            let rng = self.rng.clone();
-            *self = restore_state(state)?;
-            self.rng = rng;
-            Ok(())
+            restore_keeping_rng(self, state, |s| &mut s.rng)
         }
     }
 
