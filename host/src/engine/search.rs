@@ -31,6 +31,8 @@ struct Search<'a> {
     spent_before: f64,
     /// Set when a trainer hits an error that ends the stage.
     abort: AtomicBool,
+    /// Trials between searcher snapshots (`searcher.snapshot_every`; 0: none).
+    snapshot_every: u64,
 }
 
 /// Proposals rejected in a row (duplicates, unbuildable) before the stage gives up.
@@ -63,15 +65,20 @@ pub fn run_search(run: &Arc<Run>, name: &str) -> Result<bool, EngineError> {
     let session = run.resolved.searchers[name]
         .search(context, space, spec.history)
         .map_err(|e| EngineError::Stage(format!("search stage `{name}`: {e}")))?;
+    let mut history = History::new(name, session, wf.ensembling.top_k);
+    if spec.snapshot_every > 0 {
+        history.resume_from(run.store.snapshot(name)?);
+    }
     let search = Search {
         run,
         name,
         budget,
-        history: Mutex::new(History::new(name, session, wf.ensembling.top_k)),
+        history: Mutex::new(history),
         trainer,
         started: Instant::now(),
         spent_before: 0.0,
         abort: AtomicBool::new(false),
+        snapshot_every: spec.snapshot_every,
     };
     let (done, spent_before) = run.store.write(|t| -> Result<(u64, f64), StoreError> {
         let mut record = t.known_stage(name)?;
@@ -136,6 +143,8 @@ pub fn run_search(run: &Arc<Run>, name: &str) -> Result<bool, EngineError> {
         }
     }
     if run.stopping() {
+        // A clean stop keeps the searcher's state as it is: the next run replays nothing.
+        search.keep_snapshot(true)?;
         return Ok(false);
     }
     let message = run.store.write(|t| -> Result<String, StoreError> {
@@ -442,6 +451,10 @@ impl Search<'_> {
                 }
             }
         };
+        if history.snapshot_due(self.snapshot_every) {
+            drop(history);
+            self.keep_snapshot(false)?;
+        }
         match committed {
             Ok(Some(trial)) => Ok((Some((trial, searcher_seconds)), kept)),
             Ok(None) => {
@@ -453,6 +466,43 @@ impl Search<'_> {
                 Err(EngineError::Stage(e))
             }
         }
+    }
+
+    /// Saves the searcher's snapshot in the store, with an event. `last`: when the stage
+    /// stops, after reading what finished since the last proposal. A searcher that fails
+    /// to save is noted and the search goes on (a resume replays more).
+    fn keep_snapshot(&self, last: bool) -> Result<(), EngineError> {
+        let mut history = self.history.lock().expect("no panics while proposing");
+        if self.snapshot_every == 0 {
+            return Ok(());
+        }
+        if last {
+            self.run.store.write(|t| history.refresh(t))?;
+            if !history.snapshot_stale() {
+                return Ok(());
+            }
+        }
+        let snapshot = match history.snapshot() {
+            Ok(Some(snapshot)) => snapshot,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                self.run.note(format!("search stage `{}`: no searcher snapshot this time: {e}", self.name));
+                return Ok(());
+            }
+        };
+        self.run.store.write(|t| -> Result<(), StoreError> {
+            if t.put_snapshot(self.name, &snapshot)? {
+                let message = format!(
+                    "searcher `{}`: snapshot of {} trials kept ({} KiB)",
+                    snapshot.plugin,
+                    snapshot.trials,
+                    snapshot.state.len().div_ceil(1024)
+                );
+                t.log(Some(self.name), None, message)?;
+            }
+            Ok(())
+        })?;
+        Ok(())
     }
 
     /// With `ensembling: intermixed`, every `every`-th trial is an ensemble of the best
@@ -502,7 +552,7 @@ impl Search<'_> {
         let mut last = String::new();
         for _ in 0..MAX_REJECTED_IN_A_ROW {
             let proposed = history.session.propose(&running_trials, 1);
-            notes.extend(history.session.take_rebuild());
+            notes.extend(history.session.take_notes());
             let Some(proposal) = proposed.map_err(|e| e.to_string())?.into_iter().next() else {
                 return Ok(None);
             };

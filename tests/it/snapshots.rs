@@ -1,0 +1,189 @@
+//! Searcher snapshots (msh:plugin@0.3.0 `save`/`restore`): a run killed mid-search resumes
+//! from the searcher's latest snapshot and tells it only the trials that finished after
+//! it; a snapshot that does not restore, or comes from another plugin build, falls back to
+//! replaying every trial; a searcher of the 0.2.0 contract runs and resumes without one.
+
+use crate::common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use common::{TempDir, msh, start};
+use msh::store::{Store, TrialRecord};
+
+fn blocks() -> Vec<String> {
+    ('a'..='j').map(String::from).collect()
+}
+
+/// Every architecture of `blocks()` of depth 1-3 (1,110) in a table, and a data file.
+fn table(dir: &Path) {
+    let blocks = blocks();
+    let mut archs: Vec<Vec<String>> = blocks.iter().map(|b| vec![b.clone()]).collect();
+    for depth in 2..=3 {
+        let longer: Vec<Vec<String>> = archs
+            .iter()
+            .filter(|a| a.len() == depth - 1)
+            .flat_map(|a| blocks.iter().map(move |b| [a.clone(), vec![b.clone()]].concat()))
+            .collect();
+        archs.extend(longer);
+    }
+    let mut text = String::from("arch,accuracy\n");
+    for (i, arch) in archs.iter().enumerate() {
+        text.push_str(&format!("\"{}\",0.{:04}\n", arch.join(","), (i * 7919) % 10_000));
+    }
+    std::fs::write(dir.join("table.csv"), text).unwrap();
+    std::fs::write(dir.join("data.csv"), "label,x\n0,1\n1,2\n").unwrap();
+}
+
+/// A table search of `budget` trials with a snapshot every `every`.
+fn workflow(searcher: &str, budget: u32, every: u32) -> (TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let text = format!(
+        "name: snapshots\nseed: 11\ndata: {{source: 'csv:data.csv'}}\n\
+         space: {{packs: [], blocks: [{}], min_depth: 1, max_depth: 3}}\n\
+         searcher: {{plugin: '{searcher}', snapshot_every: {every}}}\ntrainers: {{kind: table, table: table.csv}}\n\
+         budget: {{trials: {budget}}}\nstages: {{search: {{kind: search}}}}\n",
+        blocks().join(", ")
+    );
+    let (dir, workflow, run_dir) = start(&text);
+    table(dir.path());
+    (dir, workflow, run_dir)
+}
+
+/// Starts `msh run` and SIGKILLs it once `completions` trials have completed.
+fn run_and_kill(workflow: &Path, run_dir: &Path, completions: usize) {
+    let mut child = msh()
+        .args(["run", workflow.to_str().unwrap(), "--run-dir", run_dir.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
+    let mut seen = 0;
+    for line in lines.map_while(Result::ok) {
+        seen += usize::from(line.contains(" completed"));
+        if seen >= completions {
+            break;
+        }
+    }
+    assert!(seen >= completions, "the run ended before {completions} trials completed");
+    let _ = child.kill(); // SIGKILL
+    child.wait().unwrap();
+}
+
+/// `msh run` to the end; its stderr.
+fn run_to_end(workflow: &Path, run_dir: &Path) -> String {
+    let out = common::run(&["run", workflow.to_str().unwrap(), "--run-dir", run_dir.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "msh run failed:\n{stderr}");
+    stderr
+}
+
+fn finished(store: &Store) -> Vec<TrialRecord> {
+    store.trials().unwrap().into_iter().filter(|t| t.status.is_finished()).collect()
+}
+
+fn events(run_dir: &Path) -> Vec<String> {
+    Store::open(run_dir).unwrap().events().unwrap().into_iter().map(|e| e.message).collect()
+}
+
+/// The run completed its budget, every trial once.
+fn assert_complete(run_dir: &Path, budget: usize) {
+    let store = Store::open(run_dir).unwrap();
+    let done = finished(&store);
+    assert_eq!(done.len(), budget);
+    let keys: BTreeSet<String> = done.iter().map(TrialRecord::arch_key).collect();
+    assert_eq!(keys.len(), budget, "no trial repeats");
+}
+
+/// The numbers in `text`, in order.
+fn numbers(text: &str) -> Vec<u64> {
+    text.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect()
+}
+
+#[test]
+fn a_killed_search_restores_its_snapshot_and_replays_only_the_trials_after_it() {
+    let (_dir, workflow, run_dir) = workflow("local-search", 400, 25);
+    run_and_kill(&workflow, &run_dir, 120);
+    let (snapshot, before) = {
+        let store = Store::open(&run_dir).unwrap();
+        (store.snapshot("search").unwrap().expect("a snapshot every 25 trials"), finished(&store).len() as u64)
+    };
+    assert!(snapshot.trials >= 100 && snapshot.trials <= before, "{} of {before}", snapshot.trials);
+    assert!(!snapshot.state.is_empty());
+    let kept = events(&run_dir);
+    assert!(kept.iter().any(|e| e.starts_with("searcher `local-search`: snapshot of 25 trials kept (")), "{kept:#?}");
+    assert!(before - snapshot.trials <= 25, "a snapshot every 25 trials: {} of {before}", snapshot.trials);
+
+    run_to_end(&workflow, &run_dir);
+    assert_complete(&run_dir, 400);
+    let all = events(&run_dir);
+    let restored: Vec<&String> = all.iter().filter(|e| e.contains("restored its snapshot")).collect();
+    assert_eq!(restored.len(), 1, "{all:#?}");
+    // It was told only the trials that finished after the snapshot, not all of them (and
+    // perhaps the one the kill interrupted, retrained first).
+    assert!(restored[0].starts_with("searcher `local-search`: restored its snapshot of "), "{}", restored[0]);
+    let counts = numbers(restored[0]);
+    assert_eq!(counts.len(), 2, "{}", restored[0]);
+    assert_eq!(counts[0], snapshot.trials, "{}", restored[0]);
+    assert!((before - snapshot.trials..=before - snapshot.trials + 1).contains(&counts[1]), "{}", restored[0]);
+    assert!(!all.iter().any(|e| e.contains("could not be restored")), "{all:#?}");
+}
+
+#[test]
+fn a_corrupt_snapshot_falls_back_to_replaying_every_trial() {
+    let (_dir, workflow, run_dir) = workflow("local-search", 200, 20);
+    run_and_kill(&workflow, &run_dir, 60);
+    let before = {
+        let store = Store::open(&run_dir).unwrap();
+        let mut snapshot = store.snapshot("search").unwrap().expect("a snapshot every 20 trials");
+        // Not MessagePack: the searcher refuses it.
+        snapshot.state = vec![0xc1; 64];
+        assert!(store.write(|t| t.put_snapshot("search", &snapshot)).unwrap());
+        finished(&store).len()
+    };
+
+    let stderr = run_to_end(&workflow, &run_dir);
+    assert_complete(&run_dir, 200);
+    let all = events(&run_dir);
+    let fallback: Vec<&String> = all.iter().filter(|e| e.contains("could not be restored")).collect();
+    assert_eq!(fallback.len(), 1, "{all:#?}");
+    assert!(fallback[0].starts_with("searcher `local-search`: its snapshot of "), "{}", fallback[0]);
+    assert!(fallback[0].contains("refused: the snapshot is not this searcher's state"), "{}", fallback[0]);
+    let replayed = *numbers(fallback[0]).last().unwrap() as usize;
+    assert!(fallback[0].ends_with("trials instead") && (before..=before + 1).contains(&replayed), "{}", fallback[0]);
+    assert!(!all.iter().any(|e| e.contains("restored its snapshot")), "{all:#?}");
+    // The warning names the plugin.
+    assert!(stderr.contains("searcher `local-search`: its snapshot of"), "{stderr}");
+}
+
+#[test]
+fn a_snapshot_of_another_plugin_build_is_ignored() {
+    let (_dir, workflow, run_dir) = workflow("random-search", 150, 20);
+    run_and_kill(&workflow, &run_dir, 50);
+    {
+        let store = Store::open(&run_dir).unwrap();
+        let mut snapshot = store.snapshot("search").unwrap().expect("a snapshot every 20 trials");
+        snapshot.sha256 = "0".repeat(64);
+        assert!(store.write(|t| t.put_snapshot("search", &snapshot)).unwrap());
+    }
+    let stderr = run_to_end(&workflow, &run_dir);
+    assert_complete(&run_dir, 150);
+    assert!(stderr.contains("not `random-search`") && stderr.contains("ignored, every trial is replayed"), "{stderr}");
+    let all = events(&run_dir);
+    assert!(!all.iter().any(|e| e.contains("restored its snapshot") || e.contains("could not be")), "{all:#?}");
+}
+
+#[test]
+fn a_searcher_of_the_frozen_0_2_0_contract_runs_and_resumes_without_snapshots() {
+    // The 0.2.0 fixture walks the space in order; 0.1.0's runs in run.rs.
+    let v2 = env!("MSH_SEARCHER_V2_PLUGIN");
+    assert_eq!(msh::plugin::PluginHost::new(Default::default()).load_file(Path::new(v2)).unwrap().version, "0.2.0");
+    let (_dir, workflow, run_dir) = workflow(v2, 150, 10);
+    run_and_kill(&workflow, &run_dir, 40);
+    run_to_end(&workflow, &run_dir);
+    assert_complete(&run_dir, 150);
+    let store = Store::open(&run_dir).unwrap();
+    assert!(store.snapshot("search").unwrap().is_none(), "a 0.2.0 searcher keeps no snapshot");
+    let all = events(&run_dir);
+    assert!(!all.iter().any(|e| e.contains("snapshot of")), "{all:#?}");
+}
