@@ -313,7 +313,8 @@ fn every_bundled_searcher_restores_its_snapshot_and_goes_on_without_repeating() 
         let state = first.snapshot().unwrap().unwrap_or_else(|| panic!("{name} keeps a snapshot"));
 
         let mut resumed = searcher.search(context.clone(), space.clone(), None).unwrap();
-        resumed.resume_from(state, history.clone());
+        let ids: Vec<u64> = history.iter().map(|t| t.id).collect();
+        resumed.restore(state, 40, &ids).unwrap_or_else(|e| panic!("{e}"));
         let after = resumed.propose(&[], 4).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(
             resumed.take_notes(),

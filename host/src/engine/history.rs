@@ -2,13 +2,14 @@
 //! proposal costs only the trials that finished since the last one: the searcher is told
 //! each new trial once, every trial's key is kept so that none is trained twice, and the
 //! best few are kept for intermixed ensembles. A process that starts on a stage with a
-//! searcher snapshot in the store restores it and tells the searcher only the trials that
+//! searcher snapshot in the store restores it, takes the keys, ids and best trials it
+//! lists for the trials before it, and reads and tells the searcher only the trials that
 //! finished after it; every so many trials it saves one in turn.
 
 use std::collections::HashMap;
 
 use crate::plugin::{PluginError, SearchSession, types};
-use crate::store::{SnapshotRecord, StoreError, TrialRecord, Txn};
+use crate::store::{SnapshotRecord, Store, StoreError, TrialRecord, Txn};
 
 #[derive(Debug)]
 pub struct History {
@@ -21,8 +22,8 @@ pub struct History {
     /// The best completed single-model trials, best first, at most `keep_best`.
     best: Vec<types::Trial>,
     keep_best: usize,
-    /// A stored snapshot to start from, until the first `refresh` reads the trials it covers.
-    resume: Option<SnapshotRecord>,
+    /// Notes for the event log, until `take_notes` reads them.
+    notes: Vec<String>,
     /// Trials of the stage read from the finish log, and of those since the last snapshot.
     trials: u64,
     since_snapshot: u64,
@@ -37,17 +38,19 @@ impl History {
             keys: HashMap::new(),
             best: Vec::new(),
             keep_best: keep_best.max(1),
-            resume: None,
+            notes: Vec::new(),
             trials: 0,
             since_snapshot: 0,
         }
     }
 
-    /// Starts from `snapshot` (the stage's latest in the store), when the searcher can
-    /// read it: the same build of the same plugin, of a contract that has snapshots.
-    /// Anything else is ignored with a note in the tracing log: every trial is replayed.
-    pub fn resume_from(&mut self, snapshot: Option<SnapshotRecord>) {
-        let Some(snapshot) = snapshot else { return };
+    /// Starts from `snapshot` (the stage's latest in the store), before the first `refresh`:
+    /// a new searcher restores it, the keys, ids and best trials it lists stand for the
+    /// trials before it, and only the trials that finished after it are read and told. A
+    /// snapshot of another plugin build is ignored, and one that does not restore is
+    /// noted: then every trial is read and replayed, as without one.
+    pub fn start_from(&mut self, snapshot: Option<SnapshotRecord>, store: &Store) -> Result<(), StoreError> {
+        let Some(snapshot) = snapshot else { return Ok(()) };
         let plugin = self.session.plugin();
         if snapshot.sha256 != plugin.sha256 || snapshot.plugin != plugin.name {
             tracing::warn!(
@@ -59,22 +62,43 @@ impl History {
                 plugin.name,
                 plugin.sha256
             );
-        } else if self.session.keeps_snapshots() {
-            self.resume = Some(snapshot);
+            return Ok(());
         }
+        if !self.session.keeps_snapshots() || self.position > 0 {
+            return Ok(());
+        }
+        let name = plugin.name.clone();
+        if let Err(e) = self.session.restore(snapshot.state, snapshot.trials, &snapshot.ids) {
+            let note = format!(
+                "searcher `{name}`: its snapshot of {} trials could not be restored ({e}); every trial is replayed \
+                 instead",
+                snapshot.trials
+            );
+            tracing::warn!("{note}");
+            self.notes.push(note);
+            return Ok(());
+        }
+        self.keys = snapshot.keys.into_iter().collect();
+        self.best.clear();
+        for id in snapshot.best {
+            let record = store.trial(id)?;
+            self.offer_best(&crate::plugin::convert::trial(&record));
+        }
+        self.position = snapshot.position;
+        self.trials = snapshot.trials;
+        Ok(())
+    }
+
+    /// Notes for the event log (a snapshot that would not restore), and the searcher's own.
+    pub fn take_notes(&mut self) -> Vec<String> {
+        let mut notes = std::mem::take(&mut self.notes);
+        notes.extend(self.session.take_notes());
+        notes
     }
 
     /// Reads what finished since the last call (inside the claiming transaction, so the
     /// searcher sees every trial other trainers and processes have recorded).
     pub fn refresh(&mut self, txn: &Txn<'_>) -> Result<(), StoreError> {
-        if let Some(snapshot) = self.resume.take() {
-            // The trials the snapshot covers: known (keys, the best, parents), not told.
-            let until = snapshot.position.min(txn.finished_count()?);
-            let covered = txn.finished_between(self.position, until)?;
-            let covered = self.absorb(covered);
-            self.session.resume_from(snapshot.state, covered);
-            self.position = until;
-        }
         let (trials, position) = txn.finished_since(self.position)?;
         self.position = position;
         let new = self.absorb(trials);
@@ -125,6 +149,9 @@ impl History {
             trials: self.trials,
             saved: crate::store::now(),
             state,
+            keys: self.keys.iter().map(|(key, id)| (key.clone(), *id)).collect(),
+            ids: self.session.known().collect(),
+            best: self.best.iter().map(|t| t.id).collect(),
         }))
     }
 

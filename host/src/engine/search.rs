@@ -67,7 +67,7 @@ pub fn run_search(run: &Arc<Run>, name: &str) -> Result<bool, EngineError> {
         .map_err(|e| EngineError::Stage(format!("search stage `{name}`: {e}")))?;
     let mut history = History::new(name, session, wf.ensembling.top_k);
     if spec.snapshot_every > 0 {
-        history.resume_from(run.store.snapshot(name)?);
+        history.start_from(run.store.snapshot(name)?, &run.store)?;
     }
     let search = Search {
         run,
@@ -552,7 +552,7 @@ impl Search<'_> {
         let mut last = String::new();
         for _ in 0..MAX_REJECTED_IN_A_ROW {
             let proposed = history.session.propose(&running_trials, 1);
-            notes.extend(history.session.take_notes());
+            notes.extend(history.take_notes());
             let Some(proposal) = proposed.map_err(|e| e.to_string())?.into_iter().next() else {
                 return Ok(None);
             };

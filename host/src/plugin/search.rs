@@ -29,8 +29,8 @@ pub struct SearchSession {
     /// What happened to the live searcher since the last call (rebuilt after a trap,
     /// restored from a snapshot), for the event log, until `take_notes` reads it.
     notes: Vec<String>,
-    /// Live searchers made so far.
-    made: usize,
+    /// Trials covered by the snapshot just restored, until the next call tells the rest.
+    restored: Option<u64>,
 }
 
 impl std::fmt::Debug for SearchSession {
@@ -40,9 +40,11 @@ impl std::fmt::Debug for SearchSession {
 }
 
 enum Kind {
-    /// 0.2.0 and later: the live resource (made on first use), every trial observed in
+    /// 0.2.0 and later: the live resource (made on first use), the trials observed in
     /// order and how many of them it was told, and the latest snapshot to rebuild it from.
-    Live { live: Option<Live>, observed: Vec<types::Trial>, told: usize, base: Option<Base> },
+    /// `complete`: `observed` holds every trial (not so after a restore: the snapshot
+    /// stands for those before it).
+    Live { live: Option<Live>, observed: Vec<types::Trial>, told: usize, base: Option<Base>, complete: bool },
     /// 0.1.0: the history handed over in every call.
     Stateless(Window),
 }
@@ -147,7 +149,7 @@ impl Plugin {
         let kind = if self.is_stateless_searcher() {
             Kind::Stateless(Window::new(history))
         } else {
-            Kind::Live { live: None, observed: Vec::new(), told: 0, base: None }
+            Kind::Live { live: None, observed: Vec::new(), told: 0, base: None, complete: true }
         };
         Ok(SearchSession {
             plugin: self.clone(),
@@ -156,7 +158,7 @@ impl Plugin {
             known: HashSet::new(),
             kind,
             notes: Vec::new(),
-            made: 0,
+            restored: None,
         })
     }
 
@@ -223,19 +225,40 @@ impl SearchSession {
         }
     }
 
-    /// Starts from a stored snapshot that covers `trials` (the searcher had been told them
-    /// when it was saved): the next searcher made restores it and is told only what is
-    /// observed after. The trials are kept for parent checks, and for a full replay
-    /// should the snapshot not restore. Before anything is observed.
-    pub fn resume_from(&mut self, state: Vec<u8>, trials: Vec<types::Trial>) {
-        match &mut self.kind {
-            Kind::Live { live: None, observed, base, .. } if observed.is_empty() => {
-                self.known.extend(trials.iter().map(|t| t.id));
-                observed.extend(trials);
-                *base = Some(Base { state, covers: observed.len() });
-            }
-            _ => self.observe(trials),
+    /// Every trial id observed (the parents a proposal may name).
+    pub fn known(&self) -> impl Iterator<Item = u64> + '_ {
+        self.known.iter().copied().filter(|&id| id != u64::MAX)
+    }
+
+    /// Starts from a stored snapshot of a searcher that had been told `trials` trials, with
+    /// these ids: a new searcher restores it now, and is told only what is observed after.
+    /// Before anything is observed. An error (the snapshot would not restore) leaves the
+    /// session as it was: every trial is to be observed instead.
+    pub fn restore(&mut self, state: Vec<u8>, trials: u64, ids: &[u64]) -> Result<(), PluginError> {
+        if !matches!(&self.kind, Kind::Live { live: None, observed, .. } if observed.is_empty()) {
+            return Err(self.plugin.error("restore", "the session has started already".into()));
         }
+        let mut context = self.context.clone();
+        context.seed ^= (ids.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let mut made = Live::new(&self.plugin, &context, &self.space)?;
+        made.restore(&self.plugin, &state)?;
+        let Kind::Live { live, base, complete, told, .. } = &mut self.kind else { unreachable!("checked above") };
+        *live = Some(made);
+        *told = 0;
+        *base = Some(Base { state, covers: 0 });
+        *complete = false;
+        self.known.extend(ids);
+        self.restored = Some(trials);
+        Ok(())
+    }
+
+    /// The context of a searcher made again (a restart, a trap): a seed of its own. With
+    /// the first one it would redraw everything it proposed before (now seen, so skipped)
+    /// and, past a few hundred trials, give up before reaching anything new.
+    fn restart_context(&self) -> types::Context {
+        let mut context = self.context.clone();
+        context.seed ^= (self.known.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        context
     }
 
     /// A snapshot of the searcher after every trial observed so far, kept in memory too
@@ -284,11 +307,9 @@ impl SearchSession {
                     if let Kind::Live { live, observed, base, .. } = &mut self.kind {
                         *live = None;
                         let from = match base {
-                            Some(base) => format!(
-                                "its snapshot of {} trials and the {} observed since",
-                                base.covers,
-                                observed.len() - base.covers
-                            ),
+                            Some(base) => {
+                                format!("its latest snapshot and the {} trials observed since", observed.len() - base.covers)
+                            }
                             None => format!("{} trials", observed.len()),
                         };
                         self.notes.push(format!("{trap}; rebuilt from {from}"));
@@ -312,39 +333,37 @@ impl SearchSession {
         live.propose(&self.plugin, call, running, count)
     }
 
-    /// Makes the live searcher when there is none, and tells it every trial observed that
-    /// it has not been told. `Err` when a call trapped.
+    /// Makes the live searcher when there is none (from the latest snapshot and the trials
+    /// observed since, else from every trial), and tells it every trial observed that it
+    /// has not been told. `Err` when a call trapped.
     fn ready(&mut self) -> Result<(), PluginError> {
+        let context = self.restart_context();
         let plugin = &self.plugin;
-        let Kind::Live { live, observed, told, base } = &mut self.kind else { unreachable!("a live session") };
+        let Kind::Live { live, observed, told, base, complete } = &mut self.kind else {
+            unreachable!("a live session")
+        };
         if live.is_none() {
-            // A searcher rebuilt after a restart or a trap gets a seed of its own: with the
-            // first one it would redraw everything it proposed before (now seen, so skipped)
-            // and, past a few hundred trials, give up before reaching anything new.
-            let mut context = self.context.clone();
-            context.seed ^= (observed.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
             let mut made = Live::new(plugin, &context, &self.space)?;
             *told = 0;
             if let Some(snapshot) = base.as_ref() {
                 match made.restore(plugin, &snapshot.state) {
-                    Ok(()) => {
-                        *told = snapshot.covers;
-                        if self.made == 0 {
-                            self.notes.push(format!(
-                                "searcher `{}`: restored its snapshot of {} trials; replayed the {} observed after it",
-                                plugin.name,
-                                snapshot.covers,
-                                observed.len() - snapshot.covers
-                            ));
-                        }
+                    Ok(()) => *told = snapshot.covers,
+                    // The trials before the snapshot are in the store, not here: a new run
+                    // replays them.
+                    Err(e) if !*complete => {
+                        return Err(plugin.error(
+                            "restore",
+                            format!(
+                                "rebuilding the searcher after a trap, its snapshot would not restore ({e}); run \
+                                 again to resume, replaying every trial"
+                            ),
+                        ));
                     }
                     // Nothing is lost: a fresh searcher is told every trial instead.
                     Err(e) => {
                         let note = format!(
-                            "searcher `{}`: its snapshot of {} trials could not be restored ({e}); replayed all {} \
-                             trials instead",
+                            "searcher `{}`: its snapshot could not be restored ({e}); replayed all {} trials instead",
                             plugin.name,
-                            snapshot.covers,
                             observed.len()
                         );
                         tracing::warn!("{note}");
@@ -355,12 +374,19 @@ impl SearchSession {
                 }
             }
             *live = Some(made);
-            self.made += 1;
         }
         let live = live.as_mut().expect("made above");
+        let before = *told;
         for chunk in observed[*told..].chunks(REPLAY_CHUNK) {
             live.observe(plugin, chunk)?;
             *told += chunk.len();
+        }
+        if let Some(trials) = self.restored.take() {
+            self.notes.push(format!(
+                "searcher `{}`: restored its snapshot of {trials} trials; replayed the {} observed after it",
+                plugin.name,
+                *told - before
+            ));
         }
         Ok(())
     }

@@ -470,17 +470,13 @@ impl View<'_> {
 
     fn finished_since(&self, since: u64) -> Result<(Vec<TrialRecord>, u64), StoreError> {
         let end = self.counter(NEXT_FINISHED)?;
-        Ok((self.finished_between(since, end)?, end))
-    }
-
-    fn finished_between(&self, since: u64, until: u64) -> Result<Vec<TrialRecord>, StoreError> {
         let mut out = Vec::new();
-        for position in since..until {
+        for position in since..end {
             if let Some(id) = self.get::<u64>(Table::Finished, &position.to_be_bytes())? {
                 out.push(self.trial(id)?);
             }
         }
-        Ok(out)
+        Ok((out, end))
     }
 
     fn snapshot(&self, stage: &str) -> Result<Option<SnapshotRecord>, StoreError> {
@@ -564,16 +560,6 @@ impl Txn<'_> {
     /// Trials that finished after position `since` of the finish log, and the new position.
     pub fn finished_since(&self, since: u64) -> Result<(Vec<TrialRecord>, u64), StoreError> {
         self.view().finished_since(since)
-    }
-
-    /// The finish log's length: the position the next finished trial takes.
-    pub fn finished_count(&self) -> Result<u64, StoreError> {
-        self.view().counter(NEXT_FINISHED)
-    }
-
-    /// Trials that finished at positions `since..until` of the finish log.
-    pub fn finished_between(&self, since: u64, until: u64) -> Result<Vec<TrialRecord>, StoreError> {
-        self.view().finished_between(since, until)
     }
 
     /// What early stopping recorded for `stage` at `epoch` (empty when nothing yet).

@@ -343,4 +343,13 @@ pub struct SnapshotRecord {
     /// The plugin's bytes, opaque to msh.
     #[serde(with = "serde_bytes")]
     pub state: Vec<u8>,
+    /// What the engine keeps of the trials it covers, so that a resume reads none of them:
+    /// each trial's key (`SearchSession::key`) and id, every trial id (the parents a
+    /// proposal may name), and the best trials' ids (intermixed ensembles).
+    #[serde(default)]
+    pub keys: Vec<(String, u64)>,
+    #[serde(default)]
+    pub ids: Vec<u64>,
+    #[serde(default)]
+    pub best: Vec<u64>,
 }
