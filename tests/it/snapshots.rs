@@ -49,10 +49,19 @@ fn workflow(searcher: &str, budget: u32, every: u32) -> (TempDir, std::path::Pat
     (dir, workflow, run_dir)
 }
 
+/// `msh run` on the run directory's LMDB store, or on PostgreSQL at `store`.
+fn msh_run(workflow: &Path, run_dir: &Path, store: Option<&str>) -> std::process::Command {
+    let mut command = msh();
+    command.args(["run", workflow.to_str().unwrap(), "--run-dir", run_dir.to_str().unwrap()]);
+    if let Some(url) = store {
+        command.env("MSH_STORE", url);
+    }
+    command
+}
+
 /// Starts `msh run` and SIGKILLs it once `completions` trials have completed.
-fn run_and_kill(workflow: &Path, run_dir: &Path, completions: usize) {
-    let mut child = msh()
-        .args(["run", workflow.to_str().unwrap(), "--run-dir", run_dir.to_str().unwrap()])
+fn run_and_kill(workflow: &Path, run_dir: &Path, store: Option<&str>, completions: usize) {
+    let mut child = msh_run(workflow, run_dir, store)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -71,8 +80,8 @@ fn run_and_kill(workflow: &Path, run_dir: &Path, completions: usize) {
 }
 
 /// `msh run` to the end; its stderr.
-fn run_to_end(workflow: &Path, run_dir: &Path) -> String {
-    let out = common::run(&["run", workflow.to_str().unwrap(), "--run-dir", run_dir.to_str().unwrap()]);
+fn run_to_end(workflow: &Path, run_dir: &Path, store: Option<&str>) -> String {
+    let out = msh_run(workflow, run_dir, store).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "msh run failed:\n{stderr}");
     stderr
@@ -82,13 +91,13 @@ fn finished(store: &Store) -> Vec<TrialRecord> {
     store.trials().unwrap().into_iter().filter(|t| t.status.is_finished()).collect()
 }
 
-fn events(run_dir: &Path) -> Vec<String> {
-    Store::open(run_dir).unwrap().events().unwrap().into_iter().map(|e| e.message).collect()
+fn events(run_dir: &Path, store: Option<&str>) -> Vec<String> {
+    Store::open_at(run_dir, store).unwrap().events().unwrap().into_iter().map(|e| e.message).collect()
 }
 
 /// The run completed its budget, every trial once.
-fn assert_complete(run_dir: &Path, budget: usize) {
-    let store = Store::open(run_dir).unwrap();
+fn assert_complete(run_dir: &Path, store: Option<&str>, budget: usize) {
+    let store = Store::open_at(run_dir, store).unwrap();
     let done = finished(&store);
     assert_eq!(done.len(), budget);
     let keys: BTreeSet<String> = done.iter().map(TrialRecord::arch_key).collect();
@@ -100,23 +109,25 @@ fn numbers(text: &str) -> Vec<u64> {
     text.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect()
 }
 
-#[test]
-fn a_killed_search_restores_its_snapshot_and_replays_only_the_trials_after_it() {
+/// A search killed mid-run resumes from the searcher's latest snapshot and tells it only
+/// the trials that finished after it.
+fn resume_from_a_snapshot(store: Option<&str>) {
     let (_dir, workflow, run_dir) = workflow("local-search", 400, 25);
-    run_and_kill(&workflow, &run_dir, 120);
+    run_and_kill(&workflow, &run_dir, store, 120);
     let (snapshot, before) = {
-        let store = Store::open(&run_dir).unwrap();
+        let store = Store::open_at(&run_dir, store).unwrap();
         (store.snapshot("search").unwrap().expect("a snapshot every 25 trials"), finished(&store).len() as u64)
     };
     assert!(snapshot.trials >= 100 && snapshot.trials <= before, "{} of {before}", snapshot.trials);
     assert!(!snapshot.state.is_empty());
-    let kept = events(&run_dir);
+    assert_eq!(snapshot.keys.len() as u64, snapshot.trials, "every covered trial's key");
+    let kept = events(&run_dir, store);
     assert!(kept.iter().any(|e| e.starts_with("searcher `local-search`: snapshot of 25 trials kept (")), "{kept:#?}");
     assert!(before - snapshot.trials <= 25, "a snapshot every 25 trials: {} of {before}", snapshot.trials);
 
-    run_to_end(&workflow, &run_dir);
-    assert_complete(&run_dir, 400);
-    let all = events(&run_dir);
+    run_to_end(&workflow, &run_dir, store);
+    assert_complete(&run_dir, store, 400);
+    let all = events(&run_dir, store);
     let restored: Vec<&String> = all.iter().filter(|e| e.contains("restored its snapshot")).collect();
     assert_eq!(restored.len(), 1, "{all:#?}");
     // It was told only the trials that finished after the snapshot, not all of them (and
@@ -130,9 +141,20 @@ fn a_killed_search_restores_its_snapshot_and_replays_only_the_trials_after_it() 
 }
 
 #[test]
+fn a_killed_search_restores_its_snapshot_and_replays_only_the_trials_after_it() {
+    resume_from_a_snapshot(None);
+}
+
+/// The same on PostgreSQL, where workers on many machines share the snapshot.
+#[test]
+fn a_killed_search_on_postgresql_restores_its_snapshot() {
+    resume_from_a_snapshot(Some(&common::postgres_url()));
+}
+
+#[test]
 fn a_corrupt_snapshot_falls_back_to_replaying_every_trial() {
     let (_dir, workflow, run_dir) = workflow("local-search", 200, 20);
-    run_and_kill(&workflow, &run_dir, 60);
+    run_and_kill(&workflow, &run_dir, None, 60);
     let covered = {
         let store = Store::open(&run_dir).unwrap();
         let mut snapshot = store.snapshot("search").unwrap().expect("a snapshot every 20 trials");
@@ -142,9 +164,9 @@ fn a_corrupt_snapshot_falls_back_to_replaying_every_trial() {
         snapshot.trials
     };
 
-    let stderr = run_to_end(&workflow, &run_dir);
-    assert_complete(&run_dir, 200);
-    let all = events(&run_dir);
+    let stderr = run_to_end(&workflow, &run_dir, None);
+    assert_complete(&run_dir, None, 200);
+    let all = events(&run_dir, None);
     let fallback: Vec<&String> = all.iter().filter(|e| e.contains("could not be restored")).collect();
     assert_eq!(fallback.len(), 1, "{all:#?}");
     assert!(fallback[0].starts_with("searcher `local-search`: its snapshot of "), "{}", fallback[0]);
@@ -159,17 +181,17 @@ fn a_corrupt_snapshot_falls_back_to_replaying_every_trial() {
 #[test]
 fn a_snapshot_of_another_plugin_build_is_ignored() {
     let (_dir, workflow, run_dir) = workflow("random-search", 150, 20);
-    run_and_kill(&workflow, &run_dir, 50);
+    run_and_kill(&workflow, &run_dir, None, 50);
     {
         let store = Store::open(&run_dir).unwrap();
         let mut snapshot = store.snapshot("search").unwrap().expect("a snapshot every 20 trials");
         snapshot.sha256 = "0".repeat(64);
         assert!(store.write(|t| t.put_snapshot("search", &snapshot)).unwrap());
     }
-    let stderr = run_to_end(&workflow, &run_dir);
-    assert_complete(&run_dir, 150);
+    let stderr = run_to_end(&workflow, &run_dir, None);
+    assert_complete(&run_dir, None, 150);
     assert!(stderr.contains("not `random-search`") && stderr.contains("ignored, every trial is replayed"), "{stderr}");
-    let all = events(&run_dir);
+    let all = events(&run_dir, None);
     assert!(!all.iter().any(|e| e.contains("restored its snapshot") || e.contains("could not be")), "{all:#?}");
 }
 
@@ -179,11 +201,11 @@ fn a_searcher_of_the_frozen_0_2_0_contract_runs_and_resumes_without_snapshots() 
     let v2 = env!("MSH_SEARCHER_V2_PLUGIN");
     assert_eq!(msh::plugin::PluginHost::new(Default::default()).load_file(Path::new(v2)).unwrap().version, "0.2.0");
     let (_dir, workflow, run_dir) = workflow(v2, 150, 10);
-    run_and_kill(&workflow, &run_dir, 40);
-    run_to_end(&workflow, &run_dir);
-    assert_complete(&run_dir, 150);
+    run_and_kill(&workflow, &run_dir, None, 40);
+    run_to_end(&workflow, &run_dir, None);
+    assert_complete(&run_dir, None, 150);
     let store = Store::open(&run_dir).unwrap();
     assert!(store.snapshot("search").unwrap().is_none(), "a 0.2.0 searcher keeps no snapshot");
-    let all = events(&run_dir);
+    let all = events(&run_dir, None);
     assert!(!all.iter().any(|e| e.contains("snapshot of")), "{all:#?}");
 }

@@ -150,10 +150,19 @@ fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What a resume took until the searcher's first new proposal.
+struct Resume {
+    /// All in: the store opened and recovered, the plugins loaded, the stage started.
+    seconds: f64,
+    /// The searcher's share: brought up to date (restored or replayed) and proposing.
+    searcher_seconds: f64,
+    /// Peak memory added, in MiB.
+    mib: f64,
+}
+
 /// Resumes the interrupted run in `run_dir` in this process until the searcher's first new
-/// proposal: the seconds until then (the store opened and recovered, the plugins loaded,
-/// the searcher rebuilt), and the peak memory it added, in MiB.
-fn resume_to_first_proposal(workflow: &Path, run_dir: &Path) -> anyhow::Result<(f64, f64)> {
+/// proposal.
+fn resume_to_first_proposal(workflow: &Path, run_dir: &Path) -> anyhow::Result<Resume> {
     // Peak memory from here on (Linux: writing 5 resets the peak to the current size).
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     let (resident_before, _) = memory_mib();
@@ -169,7 +178,7 @@ fn resume_to_first_proposal(workflow: &Path, run_dir: &Path) -> anyhow::Result<(
             {
                 let mut first = first.lock().expect("no panics");
                 if first.is_none() {
-                    *first = Some((start.elapsed().as_secs_f64(), memory_mib().1));
+                    *first = Some((start.elapsed().as_secs_f64(), searcher_seconds, memory_mib().1));
                 }
                 stop.store(true, Ordering::Relaxed);
             }
@@ -177,10 +186,10 @@ fn resume_to_first_proposal(workflow: &Path, run_dir: &Path) -> anyhow::Result<(
     };
     let options = options(workflow, run_dir, Some(1), stop.clone());
     let end = engine::run_workflow(workflow, &options, reporter)?;
-    let Some((seconds, peak)) = *first.lock().expect("no panics") else {
+    let Some((seconds, searcher_seconds, peak)) = *first.lock().expect("no panics") else {
         bail!("the resumed benchmark run ended ({end:?}) before its searcher proposed a trial");
     };
-    Ok((seconds, peak - resident_before))
+    Ok(Resume { seconds, searcher_seconds, mib: peak - resident_before })
 }
 
 pub fn engine(args: BenchEngineArgs) -> anyhow::Result<std::process::ExitCode> {
@@ -261,29 +270,43 @@ pub fn engine(args: BenchEngineArgs) -> anyhow::Result<std::process::ExitCode> {
         );
     }
 
-    // The run was stopped as by Ctrl-C, which keeps a searcher snapshot. Resumed twice from
-    // copies: with the snapshot forgotten (every trial replayed), and with it.
-    let replay_dir = scratch.0.join("resume-replay");
-    let snapshot_dir = scratch.0.join("resume-snapshot");
-    copy_dir(&run_dir, &replay_dir)?;
-    copy_dir(&run_dir, &snapshot_dir)?;
-    let snapshot = {
-        let store = msh::store::Store::open(&replay_dir)?;
-        let snapshot = store.snapshot("search")?;
-        store.write(|t| t.forget_snapshot("search"))?;
-        snapshot
-    };
-    let (replay, replay_mib) = resume_to_first_proposal(&workflow, &replay_dir)?;
-    let (restored, restored_mib) = resume_to_first_proposal(&workflow, &snapshot_dir)?;
+    // The run was stopped as by Ctrl-C, which keeps a searcher snapshot. Resumed from
+    // copies, with the snapshot forgotten (every trial read and replayed) and with it, twice
+    // each, alternating (the faster of each pair counts: other work on the machine only
+    // slows a run down).
+    let snapshot = msh::store::Store::open(&run_dir)?.snapshot("search")?;
+    let mut replay: Option<Resume> = None;
+    let mut restored: Option<Resume> = None;
+    for round in 0..2 {
+        for forget in [true, false] {
+            let copy = scratch.0.join(format!("resume-{round}-{}", if forget { "replay" } else { "snapshot" }));
+            copy_dir(&run_dir, &copy)?;
+            if forget {
+                msh::store::Store::open(&copy)?.write(|t| t.forget_snapshot("search"))?;
+            }
+            let resume = resume_to_first_proposal(&workflow, &copy)?;
+            let _ = std::fs::remove_dir_all(&copy);
+            let best = if forget { &mut replay } else { &mut restored };
+            if best.as_ref().is_none_or(|b| resume.seconds < b.seconds) {
+                *best = Some(resume);
+            }
+        }
+    }
+    let (replay, restored) = (replay.expect("measured"), restored.expect("measured"));
     let kept = match &snapshot {
-        Some(s) => format!("a snapshot of {} trials, {:.1} MiB", s.trials, s.state.len() as f64 / (1 << 20) as f64),
+        Some(s) => format!("a snapshot of {} trials, {} KiB", s.trials, s.state.len().div_ceil(1024)),
         None => "no snapshot: the searcher keeps none".into(),
     };
     println!(
-        "resume to first proposal: replay {replay:.2} s, snapshot {restored:.2} s ({kept}; target: under 2 s at \
-         100,000 trials)"
+        "resume to first proposal: replay {:.2} s, snapshot {:.2} s ({kept}; target: under 2 s at 100,000 trials)",
+        replay.seconds, restored.seconds
     );
-    println!("  peak memory added: replay {replay_mib:.1} MiB, snapshot {restored_mib:.1} MiB");
+    println!(
+        "  the first proposal's searcher time: replay {:.3} s (every trial told first), snapshot {:.3} s (restored \
+         before the first claim; MSH_LOG=msh=debug shows each step)",
+        replay.searcher_seconds, restored.searcher_seconds
+    );
+    println!("  peak memory added: replay {:.1} MiB, snapshot {:.1} MiB", replay.mib, restored.mib);
     Ok(std::process::ExitCode::SUCCESS)
 }
 

@@ -68,6 +68,7 @@ impl History {
             return Ok(());
         }
         let name = plugin.name.clone();
+        let started = std::time::Instant::now();
         if let Err(e) = self.session.restore(snapshot.state, snapshot.trials, &snapshot.ids) {
             let note = format!(
                 "searcher `{name}`: its snapshot of {} trials could not be restored ({e}); every trial is replayed \
@@ -86,6 +87,12 @@ impl History {
         }
         self.position = snapshot.position;
         self.trials = snapshot.trials;
+        tracing::debug!(
+            "search stage `{}`: searcher snapshot of {} trials restored in {:.3} s",
+            self.stage,
+            self.trials,
+            started.elapsed().as_secs_f64()
+        );
         Ok(())
     }
 
@@ -99,9 +106,13 @@ impl History {
     /// Reads what finished since the last call (inside the claiming transaction, so the
     /// searcher sees every trial other trainers and processes have recorded).
     pub fn refresh(&mut self, txn: &Txn<'_>) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
         let (trials, position) = txn.finished_since(self.position)?;
         self.position = position;
         let new = self.absorb(trials);
+        if new.len() > 1000 {
+            tracing::debug!("search stage `{}`: {} trials read in {:.3} s", self.stage, new.len(), started.elapsed().as_secs_f64());
+        }
         self.since_snapshot += new.len() as u64;
         self.session.observe(new);
         Ok(())

@@ -49,6 +49,7 @@ pub fn run_search(run: &Arc<Run>, name: &str) -> Result<bool, EngineError> {
     let stage = &wf.stages[name];
     let spec = wf.searcher_of(stage);
     let budget = wf.budget_of(stage);
+    let started = Instant::now();
     let trainer = match (wf.trainers.kind, &run.resolved.table) {
         (TrainerKind::Table, Some(path)) => Trainer::Table(Table::load(path)?),
         _ => Trainer::Burn,
@@ -69,6 +70,7 @@ pub fn run_search(run: &Arc<Run>, name: &str) -> Result<bool, EngineError> {
     if spec.snapshot_every > 0 {
         history.start_from(run.store.snapshot(name)?, &run.store)?;
     }
+    tracing::debug!("search stage `{name}`: trainer and history ready in {:.3} s", started.elapsed().as_secs_f64());
     let search = Search {
         run,
         name,

@@ -262,8 +262,8 @@ impl SearchSession {
     }
 
     /// A snapshot of the searcher after every trial observed so far, kept in memory too
-    /// (a rebuild after a trap starts from it); `None` when it keeps none. After a trap
-    /// the searcher is made anew at the next call.
+    /// (a rebuild after a trap starts from it, and the trials it covers are let go);
+    /// `None` when it keeps none. After a trap the searcher is made anew at the next call.
     pub fn snapshot(&mut self) -> Result<Option<Vec<u8>>, PluginError> {
         if !self.keeps_snapshots() {
             return Ok(None);
@@ -272,10 +272,18 @@ impl SearchSession {
             let Kind::Live { live: Some(live), .. } = &mut self.kind else { unreachable!("made ready") };
             live.save(&self.plugin)
         });
-        let Kind::Live { live, observed, base, .. } = &mut self.kind else { unreachable!("a live session") };
+        let Kind::Live { live, observed, base, told, complete } = &mut self.kind else {
+            unreachable!("a live session")
+        };
         match saved {
+            // It stands for every trial observed so far (all told): only those after it are
+            // kept, so memory stays bounded however long the run. Should it ever fail to
+            // restore after a trap, a new run replays the trials from the store.
             Ok(Some(state)) => {
-                *base = Some(Base { state: state.clone(), covers: observed.len() });
+                observed.clear();
+                *told = 0;
+                *complete = false;
+                *base = Some(Base { state: state.clone(), covers: 0 });
                 Ok(Some(state))
             }
             Ok(None) => Ok(None),
