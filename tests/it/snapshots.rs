@@ -209,3 +209,19 @@ fn a_searcher_of_the_frozen_0_2_0_contract_runs_and_resumes_without_snapshots() 
     let all = events(&run_dir, None);
     assert!(!all.iter().any(|e| e.contains("snapshot of")), "{all:#?}");
 }
+
+#[test]
+fn a_searcher_that_traps_is_rebuilt_from_its_latest_snapshot() {
+    // It traps on the third call of every instance; with a snapshot every 2 trials, each
+    // new instance restores the latest one and is told only the trials since.
+    let (_dir, workflow, run_dir) = workflow(env!("MSH_FLAKY_SEARCHER_PLUGIN"), 12, 2);
+    run_to_end(&workflow, &run_dir, None);
+    assert_complete(&run_dir, None, 12);
+    let all = events(&run_dir, None);
+    let rebuilt: Vec<&String> = all.iter().filter(|e| e.contains("trapped")).collect();
+    assert!(!rebuilt.is_empty(), "{all:#?}");
+    // The first trap comes before the first snapshot: every trial is replayed then.
+    assert!(rebuilt.iter().all(|e| e.contains("; rebuilt from ")), "{rebuilt:#?}");
+    assert!(rebuilt.iter().skip(1).all(|e| e.contains("; rebuilt from its latest snapshot and the ")), "{rebuilt:#?}");
+    assert!(rebuilt.len() >= 2, "{rebuilt:#?}");
+}
