@@ -16,12 +16,13 @@ const EMBEDDED: [&str; 8] = [
     "linear-model",
 ];
 /// Test fixtures: built beside the embedded ones, their paths given to the tests.
-const FIXTURES: [(&str, &str); 5] = [
+const FIXTURES: [(&str, &str); 6] = [
     ("hostile", "MSH_HOSTILE_PLUGIN"),
     ("hostile-searcher", "MSH_HOSTILE_SEARCHER_PLUGIN"),
     ("legacy-searcher", "MSH_LEGACY_SEARCHER_PLUGIN"),
     ("simple-local-search", "MSH_SIMPLE_LOCAL_SEARCH_PLUGIN"),
     ("flaky-searcher", "MSH_FLAKY_SEARCHER_PLUGIN"),
+    ("searcher-v2", "MSH_SEARCHER_V2_PLUGIN"),
 ];
 
 fn main() {
@@ -35,6 +36,7 @@ fn main() {
         "plugin-sdk/src",
         "plugin-sdk/wit",
         "plugin-sdk/wit-0.1.0",
+        "plugin-sdk/wit-0.2.0",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(path).display());
     }

@@ -106,7 +106,7 @@ impl GraphBuilder {
 }
 
 /// A small, fast, seedable generator (SplitMix64); plugins get no OS randomness.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Rng(u64);
 
 impl Rng {

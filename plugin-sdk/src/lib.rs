@@ -29,6 +29,8 @@ pub mod bindings {
         pub_export_macro: true,
         export_macro_name: "export_searcher",
         default_bindings_module: "msh_plugin_sdk::bindings",
+        // So that a searcher's state (trials, the space, proposals) can be a snapshot.
+        additional_derives: [serde::Serialize, serde::Deserialize],
     });
 }
 
@@ -40,6 +42,10 @@ mod helpers;
 #[cfg(any(feature = "block-pack", feature = "searcher"))]
 pub use helpers::*;
 
+/// serde, for searchers whose state derives `Serialize` and `Deserialize` (snapshots).
+#[cfg(feature = "searcher")]
+pub use serde;
+
 #[cfg(feature = "searcher")]
 mod search;
 #[cfg(feature = "searcher")]
@@ -50,4 +56,4 @@ mod surrogate;
 pub use surrogate::*;
 
 /// The WIT package version this SDK builds plugins against.
-pub const WIT_VERSION: &str = "0.2.0";
+pub const WIT_VERSION: &str = "0.3.0";

@@ -12,8 +12,10 @@ use crate::helpers::Rng;
 
 /// A search algorithm. msh creates one per search stage (`new`), hands it every trial as it
 /// finishes (`observe`, also for proposals it rejected), and asks it for proposals. After a
-/// trap or a resume msh replays the finished trials into a new one, so the state must
-/// follow from `new` and the observed trials alone. Export it with `export_search!`.
+/// trap or a resume msh makes a new one and restores its latest snapshot (`save`,
+/// `restore`), then tells it the trials that finished since; a searcher without snapshots
+/// gets every finished trial replayed, so the state must follow from `new` and the
+/// observed trials alone. Export it with `export_search!`.
 pub trait Search: Sized + 'static {
     /// The `searcher.config` keys this searcher reads; msh refuses any other key.
     fn settings() -> Vec<Setting> {
@@ -28,6 +30,47 @@ pub trait Search: Sized + 'static {
 
     /// Up to `count` proposals; `running` are the trials being trained now.
     fn propose(&mut self, running: &[Trial], count: u32) -> Result<Vec<Proposal>, String>;
+
+    /// A snapshot of the state after every trial observed so far; `None` (the default)
+    /// keeps none, and a resumed run replays every trial. With a state that derives serde's
+    /// `Serialize`, `save_state(self)` is the whole implementation.
+    fn save(&self) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// Replaces the state of a searcher `new` just made by a snapshot `save` returned (from
+    /// this same build of the plugin). Keep the new searcher's random state: it was seeded
+    /// for this process, and the snapshot's would redraw what was proposed after it.
+    /// `restore_state` decodes what `save_state` encoded. An error makes msh replay every
+    /// trial into a fresh searcher instead.
+    fn restore(&mut self, state: &[u8]) -> Result<(), String> {
+        let _ = state;
+        Err("this searcher keeps no snapshots".into())
+    }
+}
+
+/// `state` as snapshot bytes (MessagePack), for `Search::save`.
+pub fn save_state<T: serde::Serialize + ?Sized>(state: &T) -> Option<Vec<u8>> {
+    rmp_serde::to_vec(state).ok()
+}
+
+/// The state `save_state` encoded, for `Search::restore`; an error says why the bytes are
+/// not one.
+pub fn restore_state<T: serde::de::DeserializeOwned>(state: &[u8]) -> Result<T, String> {
+    rmp_serde::from_slice(state).map_err(|e| format!("the snapshot is not this searcher's state: {e}"))
+}
+
+/// `Search::restore` for a searcher that is its own state (derives serde): `this` becomes
+/// the snapshot, keeping its own random generator (`rng` picks it out).
+pub fn restore_keeping_rng<T: serde::de::DeserializeOwned>(
+    this: &mut T,
+    state: &[u8],
+    rng: fn(&mut T) -> &mut Rng,
+) -> Result<(), String> {
+    let mut restored: T = restore_state(state)?;
+    std::mem::swap(rng(&mut restored), rng(this));
+    *this = restored;
+    Ok(())
 }
 
 /// The WIT resource around a `Search` (used by `export_search!`).
@@ -48,6 +91,17 @@ impl<S: Search> GuestSearcher for Hosted<S> {
     fn propose(&self, running: Vec<Trial>, count: u32) -> Result<Vec<Proposal>, String> {
         match self.0.borrow_mut().as_mut() {
             Ok(search) => search.propose(&running, count),
+            Err(e) => Err(e.clone()),
+        }
+    }
+
+    fn save(&self) -> Option<Vec<u8>> {
+        self.0.borrow().as_ref().ok().and_then(S::save)
+    }
+
+    fn restore(&self, state: Vec<u8>) -> Result<(), String> {
+        match self.0.borrow_mut().as_mut() {
+            Ok(search) => search.restore(&state),
             Err(e) => Err(e.clone()),
         }
     }
@@ -400,7 +454,7 @@ fn value_text(value: &Value) -> String {
 }
 
 /// The trials a search has seen (finished, running, rejected), by `trial_key`.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Seen(HashSet<String>);
 
 impl Seen {
@@ -436,7 +490,7 @@ pub fn score(trial: &Trial) -> f64 {
 }
 
 /// The best `k` scored trials, kept sorted as trials arrive (a beam).
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Beam {
     k: usize,
     trials: Vec<Trial>,
@@ -518,6 +572,108 @@ mod tests {
         assert!(keys.contains(&"conv(filters=64),dense".to_string()), "{keys:?}");
         assert!(keys.contains(&"conv,conv,dense".to_string()), "{keys:?}");
         assert!(!keys.contains(&"dense,conv".to_string()));
+    }
+
+    /// A searcher with a snapshot: random unseen proposals.
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Snapshotting {
+        space: SearchSpace,
+        rng: Rng,
+        seen: Seen,
+        observed: usize,
+    }
+
+    impl Search for Snapshotting {
+        fn new(context: Context, space: SearchSpace) -> Result<Self, String> {
+            Ok(Self { space, rng: Rng::new(context.seed), seen: Seen::default(), observed: 0 })
+        }
+        fn observe(&mut self, trial: Trial) {
+            self.seen.insert(&trial.architecture, &trial.hparams);
+            self.observed += 1;
+        }
+        fn propose(&mut self, _running: &[Trial], count: u32) -> Result<Vec<Proposal>, String> {
+            let depths = depth_bounds(&self.space);
+            Ok((0..count).map_while(|_| unseen_random(&self.space, &mut self.seen, depths, 256, &mut self.rng)).collect())
+        }
+        fn save(&self) -> Option<Vec<u8>> {
+            save_state(self)
+        }
+        fn restore(&mut self, state: &[u8]) -> Result<(), String> {
+            restore_keeping_rng(self, state, |s| &mut s.rng)
+        }
+    }
+
+    /// A searcher without one.
+    struct Forgetful;
+
+    impl Search for Forgetful {
+        fn new(_context: Context, _space: SearchSpace) -> Result<Self, String> {
+            Ok(Self)
+        }
+        fn observe(&mut self, _trial: Trial) {}
+        fn propose(&mut self, _running: &[Trial], _count: u32) -> Result<Vec<Proposal>, String> {
+            Ok(Vec::new())
+        }
+    }
+
+    fn finished(id: u64, architecture: Vec<BlockRef>) -> Trial {
+        Trial {
+            id,
+            architecture,
+            hparams: vec![("learning_rate".into(), 0.01)],
+            status: TrialStatus::Completed,
+            kind: TrialKind::Single,
+            objective: Some(id as f64),
+            accuracy: Some(0.5),
+            parameters: 10,
+            parent: None,
+            inherited: 0,
+            epochs: 3,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn a_snapshot_restores_the_state_and_keeps_the_new_seed() {
+        let context = Context { seed: 7, budget: 0, config: vec![] };
+        let mut rng = Rng::new(3);
+        let trials: Vec<Trial> =
+            (0..40).map(|id| finished(id, random_architecture(&space(), 1 + id as usize % 3, &mut rng))).collect();
+        let told = Hosted::<Snapshotting>::new(context.clone(), space());
+        told.observe(trials.clone());
+        let state = GuestSearcher::save(&told).expect("a snapshot");
+
+        // Restored into a searcher of the same seed: the same state, so the same answers.
+        let restored = Hosted::<Snapshotting>::new(context.clone(), space());
+        GuestSearcher::restore(&restored, state.clone()).expect("it restores");
+        assert_eq!(restored.0.borrow().as_ref().unwrap().observed, 40);
+        let keys = |proposals: Vec<Proposal>| -> Vec<String> {
+            proposals.iter().map(|p| trial_key(&p.architecture, &p.hparams)).collect()
+        };
+        let (a, b) = (keys(told.propose(vec![], 5).unwrap()), keys(restored.propose(vec![], 5).unwrap()));
+        assert_eq!(a.len(), 5);
+        assert_eq!(a, b);
+        let old: HashSet<String> = trials.iter().map(|t| trial_key(&t.architecture, &t.hparams)).collect();
+        assert!(b.iter().all(|key| !old.contains(key)), "{b:?}");
+
+        // Into one of another seed: the seen trials, but that seed's draws.
+        let reseeded = Hosted::<Snapshotting>::new(Context { seed: 8, ..context.clone() }, space());
+        GuestSearcher::restore(&reseeded, state).expect("it restores");
+        let search = reseeded.0.borrow();
+        let search = search.as_ref().unwrap();
+        assert_eq!(search.seen.len(), told.0.borrow().as_ref().unwrap().seen.len() - 5);
+        assert_eq!(search.rng.clone().next_u64(), Rng::new(8).next_u64());
+    }
+
+    #[test]
+    fn corrupt_snapshots_and_searchers_without_them_are_refused() {
+        let context = Context { seed: 7, budget: 0, config: vec![] };
+        let searcher = Hosted::<Snapshotting>::new(context.clone(), space());
+        let refused = GuestSearcher::restore(&searcher, vec![0xc1, 1, 2]).unwrap_err();
+        assert!(refused.starts_with("the snapshot is not this searcher's state"), "{refused}");
+        let forgetful = Hosted::<Forgetful>::new(context, space());
+        assert_eq!(GuestSearcher::save(&forgetful), None);
+        assert_eq!(GuestSearcher::restore(&forgetful, vec![1]).unwrap_err(), "this searcher keeps no snapshots");
     }
 
     #[test]

@@ -258,6 +258,17 @@ impl<M: Model> Search for Surrogate<M> {
         }
         Ok((0..count).map_while(|_| self.one()).collect())
     }
+
+    /// What the trials taught: the model is refitted from the rows at the next proposal.
+    fn save(&self) -> Option<Vec<u8>> {
+        save_state(&(&self.seen, &self.best, &self.rows))
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), String> {
+        (self.seen, self.best, self.rows) = restore_state(state)?;
+        self.fitted = false;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

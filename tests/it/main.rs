@@ -17,6 +17,7 @@ mod report;
 mod run;
 mod sdk_tutorial;
 mod sharing;
+mod snapshots;
 mod store;
 mod tidy;
 mod train;

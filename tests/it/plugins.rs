@@ -29,7 +29,7 @@ fn hostile_plugins_are_contained_and_named() {
     let host = hostile_host();
     let expect = |block: &str, parts: &[&str]| {
         let err = build_error(&host, block);
-        assert!(err.starts_with(&format!("plugin `hostile` (msh:plugin@0.2.0), build({block}, [8]): ")), "{err}");
+        assert!(err.starts_with(&format!("plugin `hostile` (msh:plugin@0.3.0), build({block}, [8]): ")), "{err}");
         for part in parts {
             assert!(err.contains(part), "{block}: expected {part:?} in {err:?}");
         }
@@ -60,7 +60,7 @@ fn plugins_get_no_files_sockets_environment_or_clock() {
 /// The hostile pack with its contract version renamed (same length, so the binary stays valid).
 fn with_version(version: &str) -> Vec<u8> {
     let mut patched = std::fs::read(HOSTILE).unwrap();
-    let old = b"msh:plugin/types@0.2.0".as_slice();
+    let old = b"msh:plugin/types@0.3.0".as_slice();
     let new = format!("msh:plugin/types@{version}");
     let mut count = 0;
     for i in 0..patched.len().saturating_sub(old.len()) {
@@ -79,14 +79,16 @@ fn incompatible_contract_versions_and_non_components_are_refused() {
     let err = host.load_bytes("future", &with_version("0.9.0")).unwrap_err().to_string();
     assert!(
         err.contains(
-            "plugin `future` (msh:plugin@0.9.0), load: built against msh:plugin@0.9.0; this msh supports 0.2.0, 0.1.0"
+            "plugin `future` (msh:plugin@0.9.0), load: built against msh:plugin@0.9.0; this msh supports 0.3.0, 0.2.0, 0.1.0"
         ),
         "{err}"
     );
-    // A block pack of 0.1.0 has the same shape as one of 0.2.0: it loads and builds.
-    let old = host.load_bytes("old-pack", &with_version("0.1.0")).unwrap();
-    assert_eq!((old.version.as_str(), old.world), ("0.1.0", World::BlockPack));
-    assert_eq!(old.build("good", &[8], &[]).unwrap().nodes.len(), 2);
+    // Block packs of 0.1.0 and 0.2.0 have the same shape as one of 0.3.0: they load and build.
+    for version in ["0.1.0", "0.2.0"] {
+        let old = host.load_bytes("old-pack", &with_version(version)).unwrap();
+        assert_eq!((old.version.as_str(), old.world), (version, World::BlockPack));
+        assert_eq!(old.build("good", &[8], &[]).unwrap().nodes.len(), 2);
+    }
 
     let err = host.load_bytes("junk", b"\0asm junk").unwrap_err().to_string();
     assert!(err.contains("plugin `junk` (msh:plugin@?), load: not a WebAssembly component"), "{err}");
@@ -290,6 +292,52 @@ fn searchers_propose_new_trials_that_fit_the_space_deterministically() {
     }
 }
 
+#[test]
+fn every_bundled_searcher_restores_its_snapshot_and_goes_on_without_repeating() {
+    let host = PluginHost::new(Limits::default());
+    let space = ranked_space();
+    let names = ["conv", "resnet", "dense", "max_pool"];
+    let history: Vec<types::Trial> = (0..40u64)
+        .map(|id| {
+            let mut arch: Vec<&str> = (0..1 + (id % 3) as usize).map(|d| names[(id as usize + d) % 2]).collect();
+            arch.push("dense");
+            trial(id, &arch, Some(((id * 37) % 11) as f64))
+        })
+        .collect();
+    let context = types::Context { seed: 7, budget: 100, config: vec![] };
+    for name in msh::plugin::EMBEDDED.iter().map(|(n, _)| *n).filter(|n| *n != "core-blocks") {
+        let searcher = host.embedded(name).unwrap();
+        let mut first = searcher.search(context.clone(), space.clone(), None).unwrap();
+        first.observe(history.clone());
+        let before = first.propose(&[], 4).unwrap_or_else(|e| panic!("{e}"));
+        let state = first.snapshot().unwrap().unwrap_or_else(|| panic!("{name} keeps a snapshot"));
+
+        let mut resumed = searcher.search(context.clone(), space.clone(), None).unwrap();
+        let ids: Vec<u64> = history.iter().map(|t| t.id).collect();
+        resumed.restore(state, 40, &ids).unwrap_or_else(|e| panic!("{e}"));
+        let after = resumed.propose(&[], 4).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(
+            resumed.take_notes(),
+            [format!("searcher `{name}`: restored its snapshot of 40 trials; replayed the 0 observed after it")]
+        );
+        // It remembers the trials and its own proposals: none comes again.
+        let mut keys: Vec<String> = history.iter().map(|t| resumed.key(&t.architecture, &t.hparams)).collect();
+        keys.extend(before.iter().map(|p| resumed.key(&p.architecture, &p.hparams)));
+        for p in &after {
+            let key = resumed.key(&p.architecture, &p.hparams);
+            assert!(!keys.contains(&key), "{name} proposed {key} again after a restore");
+            keys.push(key);
+        }
+    }
+    // A 0.2.0 searcher has none: a resume replays every trial.
+    let v2 = host.load_file(std::path::Path::new(env!("MSH_SEARCHER_V2_PLUGIN"))).unwrap();
+    let mut session = v2.search(context, space, None).unwrap();
+    session.observe(history);
+    assert!(!session.keeps_snapshots());
+    assert_eq!(session.snapshot().unwrap(), None);
+    assert_eq!(session.propose(&[], 2).unwrap().len(), 2);
+}
+
 /// The best objective `searcher` finds in `budget` trials of an objective that adds up by
 /// depth: at depth d block `(6 - 2d) % 6` costs nothing and the others up to 0.5; each
 /// depth short of 4 costs 0.25. The optimum, 0, is one of 1,554 architectures.
@@ -371,6 +419,9 @@ fn a_searcher_declares_its_settings() {
     let legacy = host.load_file(std::path::Path::new(env!("MSH_LEGACY_SEARCHER_PLUGIN"))).unwrap();
     assert_eq!(legacy.version, "0.1.0");
     assert!(legacy.settings().unwrap().is_empty(), "0.1.0 searchers declare nothing and accept any key");
+    let v2 = host.load_file(std::path::Path::new(env!("MSH_SEARCHER_V2_PLUGIN"))).unwrap();
+    assert_eq!((v2.version.as_str(), v2.world), ("0.2.0", World::Searcher));
+    assert!(v2.settings().unwrap().is_empty());
 }
 
 #[test]

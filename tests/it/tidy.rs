@@ -42,7 +42,7 @@ fn every_rust_file_has_a_module_doc_and_no_ignored_test() {
 /// each released one is kept in `plugin-sdk/wit-VERSION/`), never into a released one.
 const FROZEN_WIT: [(&str, &str, &str); 2] = [
     ("0.1.0", "plugin-sdk/wit-0.1.0/plugin.wit", "bae5674a94f916c43bf08809865611743bd069a3dc02ae10dadc2f617c67712e"),
-    ("0.2.0", "plugin-sdk/wit/plugin.wit", "7b68780ab16f84936d1116f883c8d2d52c2acff398de0a7c5f154c9877e2285a"),
+    ("0.2.0", "plugin-sdk/wit-0.2.0/plugin.wit", "7b68780ab16f84936d1116f883c8d2d52c2acff398de0a7c5f154c9877e2285a"),
 ];
 
 #[test]

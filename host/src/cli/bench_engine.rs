@@ -1,10 +1,12 @@
 //! `msh bench engine`, `msh bench trainers` and `msh bench search`: the engine's own cost
-//! per trial with the table trainer, memory over a long run, trials per minute with one vs
-//! two trainers, and reference results of a workflow against random search.
+//! per trial with the table trainer, memory over a long run, the time a resume of it takes
+//! to its first new proposal (every trial replayed, or the searcher's snapshot restored),
+//! trials per minute with one vs two trainers, and reference results of a workflow against
+//! random search.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
@@ -80,6 +82,18 @@ pub fn run_in_process(
     trainers: Option<usize>,
     on_trial: impl Fn(u64) + Send + Sync + 'static,
 ) -> anyhow::Result<Timing> {
+    run_until(workflow, run_dir, trainers, Default::default(), on_trial)
+}
+
+/// `run_in_process`, stopped (as by Ctrl-C) once `stop` is set: an interrupted run is then
+/// a success too.
+fn run_until(
+    workflow: &Path,
+    run_dir: &Path,
+    trainers: Option<usize>,
+    stop: Arc<AtomicBool>,
+    on_trial: impl Fn(u64) + Send + Sync + 'static,
+) -> anyhow::Result<Timing> {
     let finished = AtomicU64::new(0);
     let searcher_micros = Arc::new(AtomicU64::new(0));
     let reporter = {
@@ -92,7 +106,20 @@ pub fn run_in_process(
             _ => {}
         })
     };
-    let options = RunOptions {
+    let options = options(workflow, run_dir, trainers, stop.clone());
+    let start = Instant::now();
+    let end = engine::run_workflow(workflow, &options, reporter)?;
+    if end != RunEnd::Done && !(end == RunEnd::Interrupted && stop.load(Ordering::Relaxed)) {
+        bail!("the benchmark run ended with {end:?}");
+    }
+    Ok(Timing {
+        seconds: start.elapsed().as_secs_f64(),
+        searcher_seconds: searcher_micros.load(Ordering::Relaxed) as f64 / 1e6,
+    })
+}
+
+fn options(workflow: &Path, run_dir: &Path, trainers: Option<usize>, stop: Arc<AtomicBool>) -> RunOptions {
+    RunOptions {
         run_dir: run_dir.to_path_buf(),
         trainers,
         backend: Some(msh::train::Backend::Cpu),
@@ -101,19 +128,68 @@ pub fn run_in_process(
         allow_changed_data: false,
         role: Default::default(),
         launcher: Some(super::run::launcher(workflow, run_dir, Some(msh::train::Backend::Cpu))),
-        stop: Default::default(),
+        stop,
         store: None,
         lease_seconds: None,
-    };
-    let start = Instant::now();
-    let end = engine::run_workflow(workflow, &options, reporter)?;
-    if end != RunEnd::Done {
-        bail!("the benchmark run ended with {end:?}");
     }
-    Ok(Timing {
-        seconds: start.elapsed().as_secs_f64(),
-        searcher_seconds: searcher_micros.load(Ordering::Relaxed) as f64 / 1e6,
-    })
+}
+
+/// A copy of a run directory (an LMDB store: plain files).
+fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to).with_context(|| format!("cannot create {}", to.display()))?;
+    for entry in std::fs::read_dir(from).with_context(|| format!("cannot read {}", from.display()))? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)
+                .with_context(|| format!("cannot copy {} to {}", entry.path().display(), target.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// What a resume took until the searcher's first new proposal.
+struct Resume {
+    /// All in: the store opened and recovered, the plugins loaded, the stage started.
+    seconds: f64,
+    /// The searcher's share: brought up to date (restored or replayed) and proposing.
+    searcher_seconds: f64,
+    /// Peak memory added, in MiB.
+    mib: f64,
+}
+
+/// Resumes the interrupted run in `run_dir` in this process until the searcher's first new
+/// proposal.
+fn resume_to_first_proposal(workflow: &Path, run_dir: &Path) -> anyhow::Result<Resume> {
+    // Peak memory from here on (Linux: writing 5 resets the peak to the current size).
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let (resident_before, _) = memory_mib();
+    let stop = Arc::new(AtomicBool::new(false));
+    let first = Arc::new(std::sync::Mutex::new(None));
+    let start = Instant::now();
+    let reporter = {
+        let (stop, first) = (stop.clone(), first.clone());
+        Arc::new(move |event: EngineEvent| {
+            // A trial the searcher proposed (an interrupted one, requeued, took it no time).
+            if let EngineEvent::TrialStarted { searcher_seconds, .. } = event
+                && searcher_seconds > 0.0
+            {
+                let mut first = first.lock().expect("no panics");
+                if first.is_none() {
+                    *first = Some((start.elapsed().as_secs_f64(), searcher_seconds, memory_mib().1));
+                }
+                stop.store(true, Ordering::Relaxed);
+            }
+        })
+    };
+    let options = options(workflow, run_dir, Some(1), stop.clone());
+    let end = engine::run_workflow(workflow, &options, reporter)?;
+    let Some((seconds, searcher_seconds, peak)) = *first.lock().expect("no panics") else {
+        bail!("the resumed benchmark run ended ({end:?}) before its searcher proposed a trial");
+    };
+    Ok(Resume { seconds, searcher_seconds, mib: peak - resident_before })
 }
 
 /// Writes the table-trainer workflow of `msh bench engine` (a metrics table that never
@@ -158,16 +234,22 @@ pub fn table_workflow(dir: &Path, trials: u32, searcher: &str) -> anyhow::Result
 
 pub fn engine(args: BenchEngineArgs) -> anyhow::Result<std::process::ExitCode> {
     let scratch = Scratch::new("engine")?;
-    let workflow = table_workflow(&scratch.0, args.trials, &args.searcher)?;
+    // Room to resume into: the run is stopped after `trials`.
+    let workflow = table_workflow(&scratch.0, args.trials + 100, &args.searcher)?;
     // Wall time and memory at every tenth of the run: the cost per trial must stay flat.
     let marks = Arc::new(std::sync::Mutex::new(Vec::new()));
     let tenth = (args.trials as u64 / 10).max(1);
     let start = Instant::now();
+    let run_dir = scratch.0.join("run");
+    let stop = Arc::new(AtomicBool::new(false));
     let timing = {
-        let marks = marks.clone();
-        run_in_process(&workflow, &scratch.0.join("run"), Some(1), move |n| {
+        let (marks, stop, trials) = (marks.clone(), stop.clone(), args.trials as u64);
+        run_until(&workflow, &run_dir, Some(1), stop.clone(), move |n| {
             if n % tenth == 0 {
                 marks.lock().expect("no panics").push((n, start.elapsed().as_secs_f64(), memory_mib().0));
+            }
+            if n >= trials {
+                stop.store(true, Ordering::Relaxed);
             }
         })?
     };
@@ -194,6 +276,44 @@ pub fn engine(args: BenchEngineArgs) -> anyhow::Result<std::process::ExitCode> {
             last_window / first_window.max(1e-9)
         );
     }
+
+    // The run was stopped as by Ctrl-C, which keeps a searcher snapshot. Resumed from
+    // copies, with the snapshot forgotten (every trial read and replayed) and with it, twice
+    // each, alternating (the faster of each pair counts: other work on the machine only
+    // slows a run down).
+    let snapshot = msh::store::Store::open(&run_dir)?.snapshot("search")?;
+    let mut replay: Option<Resume> = None;
+    let mut restored: Option<Resume> = None;
+    for round in 0..2 {
+        for forget in [true, false] {
+            let copy = scratch.0.join(format!("resume-{round}-{}", if forget { "replay" } else { "snapshot" }));
+            copy_dir(&run_dir, &copy)?;
+            if forget {
+                msh::store::Store::open(&copy)?.write(|t| t.forget_snapshot("search"))?;
+            }
+            let resume = resume_to_first_proposal(&workflow, &copy)?;
+            let _ = std::fs::remove_dir_all(&copy);
+            let best = if forget { &mut replay } else { &mut restored };
+            if best.as_ref().is_none_or(|b| resume.seconds < b.seconds) {
+                *best = Some(resume);
+            }
+        }
+    }
+    let (replay, restored) = (replay.expect("measured"), restored.expect("measured"));
+    let kept = match &snapshot {
+        Some(s) => format!("a snapshot of {} trials, {} KiB", s.trials, s.state.len().div_ceil(1024)),
+        None => "no snapshot: the searcher keeps none".into(),
+    };
+    println!(
+        "resume to first proposal: replay {:.2} s, snapshot {:.2} s ({kept}; target: under 2 s at 100,000 trials)",
+        replay.seconds, restored.seconds
+    );
+    println!(
+        "  the first proposal's searcher time: replay {:.3} s (every trial told first), snapshot {:.3} s (restored \
+         before the first claim; MSH_LOG=msh=debug shows each step)",
+        replay.searcher_seconds, restored.searcher_seconds
+    );
+    println!("  peak memory added: replay {:.1} MiB, snapshot {:.1} MiB", replay.mib, restored.mib);
     Ok(std::process::ExitCode::SUCCESS)
 }
 

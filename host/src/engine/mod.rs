@@ -439,6 +439,7 @@ fn recover(store: &Store, wf: &Workflow, me: &Owner) -> Result<usize, StoreError
 
 /// Runs (or resumes) the workflow at `path`.
 pub fn run_workflow(path: &Path, options: &RunOptions, report: Reporter) -> Result<RunEnd, EngineError> {
+    let started = std::time::Instant::now();
     let (source, wf) = workflow::load(path)?;
     // Before anything runs on the pool (wasmtime compiles plugins on it too).
     let trainers = options.trainers.unwrap_or(wf.trainers.count).max(1);
@@ -461,6 +462,7 @@ pub fn run_workflow(path: &Path, options: &RunOptions, report: Reporter) -> Resu
         open_run_dir(&options.run_dir, store_url.as_deref(), &source, &wf, plugins, options.allow_changed_plugins)?;
     let owner = Owner::this_process(store::random_u64());
     let requeued = recover(&store, &wf, &owner)?;
+    tracing::debug!("run opened, plugins loaded and trials recovered in {:.3} s", started.elapsed().as_secs_f64());
     let run = Arc::new(Run {
         trainers,
         threads,

@@ -33,6 +33,8 @@ struct Search<'a> {
     abort: AtomicBool,
     /// When the stage's spent time was last recorded.
     time_recorded: Mutex<Instant>,
+    /// Trials between searcher snapshots (`searcher.snapshot_every`; 0: none).
+    snapshot_every: u64,
 }
 
 /// Proposals rejected in a row (duplicates, unbuildable) before the stage gives up.
@@ -49,6 +51,7 @@ pub fn run_search(run: &Arc<Run>, name: &str) -> Result<bool, EngineError> {
     let stage = &wf.stages[name];
     let spec = wf.searcher_of(stage);
     let budget = wf.budget_of(stage);
+    let started = Instant::now();
     let trainer = match (wf.trainers.kind, &run.resolved.table) {
         (TrainerKind::Table, Some(path)) => Trainer::Table(Table::load(path)?),
         _ => Trainer::Burn,
@@ -65,16 +68,22 @@ pub fn run_search(run: &Arc<Run>, name: &str) -> Result<bool, EngineError> {
     let session = run.resolved.searchers[name]
         .search(context, space, spec.history)
         .map_err(|e| EngineError::Stage(format!("search stage `{name}`: {e}")))?;
+    let mut history = History::new(name, session, wf.ensembling.top_k);
+    if spec.snapshot_every > 0 {
+        history.start_from(run.store.snapshot(name)?, &run.store)?;
+    }
+    tracing::debug!("search stage `{name}`: trainer and history ready in {:.3} s", started.elapsed().as_secs_f64());
     let search = Search {
         run,
         name,
         budget,
-        history: Mutex::new(History::new(name, session, wf.ensembling.top_k)),
+        history: Mutex::new(history),
         trainer,
         started: Instant::now(),
         spent_before: 0.0,
         abort: AtomicBool::new(false),
         time_recorded: Mutex::new(Instant::now()),
+        snapshot_every: spec.snapshot_every,
     };
     let spent_before = run.store.write(|t| -> Result<f64, StoreError> {
         let mut record = t.known_stage(name)?;
@@ -136,6 +145,8 @@ pub fn run_search(run: &Arc<Run>, name: &str) -> Result<bool, EngineError> {
         }
     }
     if run.stopping() {
+        // A clean stop keeps the searcher's state as it is: the next run replays nothing.
+        search.keep_snapshot(true)?;
         return Ok(false);
     }
     let message = format!("{} trials finished", finished_trials(run, name)?);
@@ -415,6 +426,10 @@ impl Search<'_> {
                 Committed::Spent => Ok(None),
             };
         };
+        if history.snapshot_due(self.snapshot_every) {
+            drop(history);
+            self.keep_snapshot(false)?;
+        }
         match committed {
             Ok(Some(trial)) => Ok((Some((trial, searcher_seconds)), kept)),
             Ok(None) => {
@@ -426,6 +441,43 @@ impl Search<'_> {
                 Err(EngineError::Stage(e))
             }
         }
+    }
+
+    /// Saves the searcher's snapshot in the store, with an event. `last`: when the stage
+    /// stops, after reading what finished since the last proposal. A searcher that fails
+    /// to save is noted and the search goes on (a resume replays more).
+    fn keep_snapshot(&self, last: bool) -> Result<(), EngineError> {
+        let mut history = self.history.lock().expect("no panics while proposing");
+        if self.snapshot_every == 0 {
+            return Ok(());
+        }
+        if last {
+            history.refresh(&self.run.store)?;
+            if !history.snapshot_stale() {
+                return Ok(());
+            }
+        }
+        let snapshot = match history.snapshot() {
+            Ok(Some(snapshot)) => snapshot,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                self.run.note(format!("search stage `{}`: no searcher snapshot this time: {e}", self.name));
+                return Ok(());
+            }
+        };
+        self.run.store.write(|t| -> Result<(), StoreError> {
+            if t.put_snapshot(self.name, &snapshot)? {
+                let message = format!(
+                    "searcher `{}`: snapshot of {} trials kept ({} KiB)",
+                    snapshot.plugin,
+                    snapshot.trials,
+                    snapshot.state.len().div_ceil(1024)
+                );
+                t.log(Some(self.name), None, message)?;
+            }
+            Ok(())
+        })?;
+        Ok(())
     }
 
     /// With `ensembling: intermixed`, every `every`-th trial is an ensemble of the best
@@ -470,7 +522,7 @@ impl Search<'_> {
         let mut last = String::new();
         for _ in 0..MAX_REJECTED_IN_A_ROW {
             let proposed = history.session.propose(&running_trials, 1);
-            notes.extend(history.session.take_rebuild());
+            notes.extend(history.take_notes());
             let Some(proposal) = proposed.map_err(|e| e.to_string())?.into_iter().next() else {
                 return Ok(None);
             };

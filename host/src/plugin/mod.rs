@@ -26,7 +26,7 @@ pub use search::SearchSession;
 use crate::graph::{self, BlockGraph};
 
 /// The contract versions this host speaks: plugin-sdk/wit, and the frozen ones beside it.
-pub const SUPPORTED_VERSIONS: [&str; 2] = ["0.2.0", "0.1.0"];
+pub const SUPPORTED_VERSIONS: [&str; 3] = ["0.3.0", "0.2.0", "0.1.0"];
 const PACKAGE: &str = "msh:plugin/types@";
 
 /// The plugins built into `msh`.
@@ -164,7 +164,7 @@ impl PluginHost {
             ));
         }
         let exports: Vec<String> = ty.exports(&self.engine).map(|(n, _)| n.to_string()).collect();
-        // 0.1.0 searchers export `propose`; 0.2.0 ones the `search` interface.
+        // 0.1.0 searchers export `propose`; later ones the `search` interface.
         let world = if exports.iter().any(|e| e == "propose" || e.starts_with("msh:plugin/search@")) {
             World::Searcher
         } else if exports.iter().any(|e| e == "build") && exports.iter().any(|e| e == "blocks") {

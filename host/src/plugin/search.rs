@@ -1,15 +1,17 @@
-//! A search session: one searcher plugin driving one search stage. A 0.2.0 searcher is a
-//! live resource told each trial once (`observe`), so a proposal costs the same at any
-//! history length; after a trap, or in a resumed run, a new one is made and every observed
-//! trial replayed. A 0.1.0 searcher is stateless and gets its (optionally bounded) history
-//! in every call. Both answer through the same checks.
+//! A search session: one searcher plugin driving one search stage. A 0.2.0 or later
+//! searcher is a live resource told each trial once (`observe`), so a proposal costs the
+//! same at any history length; after a trap, or in a resumed run, a new one is made and
+//! brought up to date: from its latest snapshot (0.3.0 `save`/`restore`) and the trials
+//! observed since, else by replaying every observed trial. A 0.1.0 searcher is stateless
+//! and gets its (optionally bounded) history in every call. All answer through the same
+//! checks.
 
 use std::collections::{BTreeSet, HashSet, VecDeque};
 
 use wasmtime::Store;
 use wasmtime::component::ResourceAny;
 
-use super::bindings::{searcher::Searcher, searcher_v1};
+use super::bindings::{searcher::Searcher, searcher_v1, searcher_v2};
 use super::sandbox::{self, Sandbox};
 use super::{Plugin, PluginError, convert, types};
 
@@ -24,8 +26,11 @@ pub struct SearchSession {
     /// Ids of every trial observed, so that a proposal's parent can be checked.
     known: HashSet<u64>,
     kind: Kind,
-    /// Why the live searcher was last rebuilt, until `take_rebuild` reads it.
-    rebuilt: Option<String>,
+    /// What happened to the live searcher since the last call (rebuilt after a trap,
+    /// restored from a snapshot), for the event log, until `take_notes` reads it.
+    notes: Vec<String>,
+    /// Trials covered by the snapshot just restored, until the next call tells the rest.
+    restored: Option<u64>,
 }
 
 impl std::fmt::Debug for SearchSession {
@@ -35,16 +40,100 @@ impl std::fmt::Debug for SearchSession {
 }
 
 enum Kind {
-    /// 0.2.0: the live resource (made on first use) and every trial observed, in order.
-    Live { live: Option<Live>, observed: Vec<types::Trial>, told: usize },
+    /// 0.2.0 and later: the live resource (made on first use), the trials observed in
+    /// order and how many of them it was told, and the latest snapshot to rebuild it from.
+    /// `complete`: `observed` holds every trial (not so after a restore: the snapshot
+    /// stands for those before it).
+    Live { live: Option<Live>, observed: Vec<types::Trial>, told: usize, base: Option<Base>, complete: bool },
     /// 0.1.0: the history handed over in every call.
     Stateless(Window),
 }
 
+/// A searcher snapshot and how many of the observed trials it covers.
+struct Base {
+    state: Vec<u8>,
+    covers: usize,
+}
+
 struct Live {
     store: Store<Sandbox>,
-    bindings: Searcher,
+    bindings: Bindings,
     handle: ResourceAny,
+}
+
+/// The searcher resource of each live contract version; 0.2.0's lacks `save`/`restore`.
+enum Bindings {
+    Current(Searcher),
+    V2(searcher_v2::Searcher),
+}
+
+impl Live {
+    /// A new searcher made with `context`.
+    fn new(plugin: &Plugin, context: &types::Context, space: &types::SearchSpace) -> Result<Self, PluginError> {
+        let mut store = sandbox::store(&plugin.engine, &plugin.limits);
+        let instantiate = |store: &mut Store<Sandbox>| {
+            if super::compatible("0.2.0", &plugin.version) {
+                searcher_v2::Searcher::instantiate(store, &plugin.component, &plugin.linker).map(Bindings::V2)
+            } else {
+                Searcher::instantiate(store, &plugin.component, &plugin.linker).map(Bindings::Current)
+            }
+        };
+        let bindings = instantiate(&mut store).map_err(|e| plugin.call_error("instantiate", e))?;
+        let handle = match &bindings {
+            Bindings::Current(b) => b.msh_plugin_search().searcher().call_constructor(&mut store, context, space),
+            Bindings::V2(b) => b.msh_plugin_search().searcher().call_constructor(&mut store, context, space),
+        }
+        .map_err(|e| plugin.call_error("searcher constructor", e))?;
+        Ok(Self { store, bindings, handle })
+    }
+
+    fn observe(&mut self, plugin: &Plugin, trials: &[types::Trial]) -> Result<(), PluginError> {
+        self.store.set_fuel(plugin.limits.fuel).expect("fuel is enabled");
+        let (store, handle) = (&mut self.store, self.handle);
+        match &self.bindings {
+            Bindings::Current(b) => b.msh_plugin_search().searcher().call_observe(store, handle, trials),
+            Bindings::V2(b) => b.msh_plugin_search().searcher().call_observe(store, handle, trials),
+        }
+        .map_err(|e| plugin.call_error(&format!("observe({} trials)", trials.len()), e))
+    }
+
+    /// The answer (a refusal is `Ok(Err(..))`); `Err` when the call trapped.
+    fn propose(
+        &mut self,
+        plugin: &Plugin,
+        call: &str,
+        running: &[types::Trial],
+        count: u32,
+    ) -> Result<Result<Vec<types::Proposal>, PluginError>, PluginError> {
+        self.store.set_fuel(plugin.limits.fuel).expect("fuel is enabled");
+        let (store, handle) = (&mut self.store, self.handle);
+        Ok(match &self.bindings {
+            Bindings::Current(b) => b.msh_plugin_search().searcher().call_propose(store, handle, running, count),
+            Bindings::V2(b) => b.msh_plugin_search().searcher().call_propose(store, handle, running, count),
+        }
+        .map_err(|e| plugin.call_error(call, e))?
+        .map_err(|reason| plugin.error(call, format!("refused: {reason}"))))
+    }
+
+    /// Its snapshot; `None` when it keeps none (a 0.2.0 searcher never does).
+    fn save(&mut self, plugin: &Plugin) -> Result<Option<Vec<u8>>, PluginError> {
+        let Bindings::Current(b) = &self.bindings else { return Ok(None) };
+        self.store.set_fuel(plugin.limits.fuel).expect("fuel is enabled");
+        b.msh_plugin_search().searcher().call_save(&mut self.store, self.handle).map_err(|e| plugin.call_error("save()", e))
+    }
+
+    fn restore(&mut self, plugin: &Plugin, state: &[u8]) -> Result<(), PluginError> {
+        let call = format!("restore({} bytes)", state.len());
+        let Bindings::Current(b) = &self.bindings else {
+            return Err(plugin.error(&call, "a 0.2.0 searcher cannot restore a snapshot".into()));
+        };
+        self.store.set_fuel(plugin.limits.fuel).expect("fuel is enabled");
+        b.msh_plugin_search()
+            .searcher()
+            .call_restore(&mut self.store, self.handle, state)
+            .map_err(|e| plugin.call_error(&call, e))?
+            .map_err(|reason| plugin.error(&call, format!("refused: {reason}")))
+    }
 }
 
 impl Plugin {
@@ -60,9 +149,17 @@ impl Plugin {
         let kind = if self.is_stateless_searcher() {
             Kind::Stateless(Window::new(history))
         } else {
-            Kind::Live { live: None, observed: Vec::new(), told: 0 }
+            Kind::Live { live: None, observed: Vec::new(), told: 0, base: None, complete: true }
         };
-        Ok(SearchSession { plugin: self.clone(), context, space, known: HashSet::new(), kind, rebuilt: None })
+        Ok(SearchSession {
+            plugin: self.clone(),
+            context,
+            space,
+            known: HashSet::new(),
+            kind,
+            notes: Vec::new(),
+            restored: None,
+        })
     }
 
     /// The `searcher.config` keys a searcher declares (empty: it accepts any).
@@ -72,10 +169,16 @@ impl Plugin {
             return Ok(Vec::new());
         }
         let mut store = sandbox::store(&self.engine, &self.limits);
-        let bindings = Searcher::instantiate(&mut store, &self.component, &self.linker)
-            .map_err(|e| self.call_error("instantiate", e))?;
-        let settings =
-            bindings.msh_plugin_search().call_settings(&mut store).map_err(|e| self.call_error("settings()", e))?;
+        let settings = if super::compatible("0.2.0", &self.version) {
+            let bindings = searcher_v2::Searcher::instantiate(&mut store, &self.component, &self.linker)
+                .map_err(|e| self.call_error("instantiate", e))?;
+            bindings.msh_plugin_search().call_settings(&mut store)
+        } else {
+            let bindings = Searcher::instantiate(&mut store, &self.component, &self.linker)
+                .map_err(|e| self.call_error("instantiate", e))?;
+            bindings.msh_plugin_search().call_settings(&mut store)
+        }
+        .map_err(|e| self.call_error("settings()", e))?;
         if settings.len() > self.limits.max_items {
             return Err(self.error("settings()", format!("returned {} settings", settings.len())));
         }
@@ -101,9 +204,15 @@ impl SearchSession {
         &self.plugin
     }
 
-    /// Why the searcher had to be rebuilt since the last call, if it was.
-    pub fn take_rebuild(&mut self) -> Option<String> {
-        self.rebuilt.take()
+    /// What happened to the live searcher since the last call (rebuilt after a trap,
+    /// restored from a snapshot, a snapshot that would not restore), for the event log.
+    pub fn take_notes(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.notes)
+    }
+
+    /// Whether the searcher may keep snapshots (0.3.0 and later; it may still decline).
+    pub fn keeps_snapshots(&self) -> bool {
+        matches!(self.kind, Kind::Live { .. }) && !super::compatible("0.2.0", &self.plugin.version)
     }
 
     /// Tells the searcher trials that finished or were rejected (delivered with the next
@@ -113,6 +222,75 @@ impl SearchSession {
         match &mut self.kind {
             Kind::Live { observed, .. } => observed.extend(trials),
             Kind::Stateless(window) => trials.into_iter().for_each(|t| window.push(t)),
+        }
+    }
+
+    /// Every trial id observed (the parents a proposal may name).
+    pub fn known(&self) -> impl Iterator<Item = u64> + '_ {
+        self.known.iter().copied().filter(|&id| id != u64::MAX)
+    }
+
+    /// Starts from a stored snapshot of a searcher that had been told `trials` trials, with
+    /// these ids: a new searcher restores it now, and is told only what is observed after.
+    /// Before anything is observed. An error (the snapshot would not restore) leaves the
+    /// session as it was: every trial is to be observed instead.
+    pub fn restore(&mut self, state: Vec<u8>, trials: u64, ids: &[u64]) -> Result<(), PluginError> {
+        if !matches!(&self.kind, Kind::Live { live: None, observed, .. } if observed.is_empty()) {
+            return Err(self.plugin.error("restore", "the session has started already".into()));
+        }
+        let mut context = self.context.clone();
+        context.seed ^= (ids.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let mut made = Live::new(&self.plugin, &context, &self.space)?;
+        made.restore(&self.plugin, &state)?;
+        let Kind::Live { live, base, complete, told, .. } = &mut self.kind else { unreachable!("checked above") };
+        *live = Some(made);
+        *told = 0;
+        *base = Some(Base { state, covers: 0 });
+        *complete = false;
+        self.known.extend(ids);
+        self.restored = Some(trials);
+        Ok(())
+    }
+
+    /// The context of a searcher made again (a restart, a trap): a seed of its own. With
+    /// the first one it would redraw everything it proposed before (now seen, so skipped)
+    /// and, past a few hundred trials, give up before reaching anything new.
+    fn restart_context(&self) -> types::Context {
+        let mut context = self.context.clone();
+        context.seed ^= (self.known.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        context
+    }
+
+    /// A snapshot of the searcher after every trial observed so far, kept in memory too
+    /// (a rebuild after a trap starts from it, and the trials it covers are let go);
+    /// `None` when it keeps none. After a trap the searcher is made anew at the next call.
+    pub fn snapshot(&mut self) -> Result<Option<Vec<u8>>, PluginError> {
+        if !self.keeps_snapshots() {
+            return Ok(None);
+        }
+        let saved = self.ready().and_then(|()| {
+            let Kind::Live { live: Some(live), .. } = &mut self.kind else { unreachable!("made ready") };
+            live.save(&self.plugin)
+        });
+        let Kind::Live { live, observed, base, told, complete } = &mut self.kind else {
+            unreachable!("a live session")
+        };
+        match saved {
+            // It stands for every trial observed so far (all told): only those after it are
+            // kept, so memory stays bounded however long the run. Should it ever fail to
+            // restore after a trap, a new run replays the trials from the store.
+            Ok(Some(state)) => {
+                observed.clear();
+                *told = 0;
+                *complete = false;
+                *base = Some(Base { state: state.clone(), covers: 0 });
+                Ok(Some(state))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => {
+                *live = None;
+                Err(e)
+            }
         }
     }
 
@@ -132,11 +310,17 @@ impl SearchSession {
             }
             Kind::Live { .. } => match self.propose_live(&call, running, count) {
                 Ok(answer) => answer?,
-                // A trap leaves the instance unusable: rebuild it from the trials and retry once.
+                // A trap leaves the instance unusable: rebuild it and retry once.
                 Err(trap) => {
-                    if let Kind::Live { live, observed, .. } = &mut self.kind {
+                    if let Kind::Live { live, observed, base, .. } = &mut self.kind {
                         *live = None;
-                        self.rebuilt = Some(format!("{trap}; rebuilt from {} trials", observed.len()));
+                        let from = match base {
+                            Some(base) => {
+                                format!("its latest snapshot and the {} trials observed since", observed.len() - base.covers)
+                            }
+                            None => format!("{} trials", observed.len()),
+                        };
+                        self.notes.push(format!("{trap}; rebuilt from {from}"));
                     }
                     self.propose_live(&call, running, count).unwrap_or_else(Err)?
                 }
@@ -152,38 +336,67 @@ impl SearchSession {
         running: &[types::Trial],
         count: u32,
     ) -> Result<Result<Vec<types::Proposal>, PluginError>, PluginError> {
+        self.ready()?;
+        let Kind::Live { live: Some(live), .. } = &mut self.kind else { unreachable!("made ready") };
+        live.propose(&self.plugin, call, running, count)
+    }
+
+    /// Makes the live searcher when there is none (from the latest snapshot and the trials
+    /// observed since, else from every trial), and tells it every trial observed that it
+    /// has not been told. `Err` when a call trapped.
+    fn ready(&mut self) -> Result<(), PluginError> {
+        let context = self.restart_context();
         let plugin = &self.plugin;
-        let Kind::Live { live, observed, told } = &mut self.kind else { unreachable!("a live session") };
+        let Kind::Live { live, observed, told, base, complete } = &mut self.kind else {
+            unreachable!("a live session")
+        };
         if live.is_none() {
-            // A searcher rebuilt after a restart or a trap gets a seed of its own: with the
-            // first one it would redraw everything it proposed before (now seen, so skipped)
-            // and, past a few hundred trials, give up before reaching anything new.
-            let mut context = self.context.clone();
-            context.seed ^= (observed.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-            let mut store = sandbox::store(&plugin.engine, &plugin.limits);
-            let bindings = Searcher::instantiate(&mut store, &plugin.component, &plugin.linker)
-                .map_err(|e| plugin.call_error("instantiate", e))?;
-            let handle = bindings
-                .msh_plugin_search()
-                .searcher()
-                .call_constructor(&mut store, &context, &self.space)
-                .map_err(|e| plugin.call_error("searcher constructor", e))?;
-            *live = Some(Live { store, bindings, handle });
+            let mut made = Live::new(plugin, &context, &self.space)?;
             *told = 0;
+            if let Some(snapshot) = base.as_ref() {
+                match made.restore(plugin, &snapshot.state) {
+                    Ok(()) => *told = snapshot.covers,
+                    // The trials before the snapshot are in the store, not here: a new run
+                    // replays them.
+                    Err(e) if !*complete => {
+                        return Err(plugin.error(
+                            "restore",
+                            format!(
+                                "rebuilding the searcher after a trap, its snapshot would not restore ({e}); run \
+                                 again to resume, replaying every trial"
+                            ),
+                        ));
+                    }
+                    // Nothing is lost: a fresh searcher is told every trial instead.
+                    Err(e) => {
+                        let note = format!(
+                            "searcher `{}`: its snapshot could not be restored ({e}); replayed all {} trials instead",
+                            plugin.name,
+                            observed.len()
+                        );
+                        tracing::warn!("{note}");
+                        self.notes.push(note);
+                        *base = None;
+                        made = Live::new(plugin, &context, &self.space)?;
+                    }
+                }
+            }
+            *live = Some(made);
         }
-        let Live { store, bindings, handle } = live.as_mut().expect("made above");
-        let searcher = bindings.msh_plugin_search().searcher();
+        let live = live.as_mut().expect("made above");
+        let before = *told;
         for chunk in observed[*told..].chunks(REPLAY_CHUNK) {
-            store.set_fuel(plugin.limits.fuel).expect("fuel is enabled");
-            let what = format!("observe({} trials)", chunk.len());
-            searcher.call_observe(&mut *store, *handle, chunk).map_err(|e| plugin.call_error(&what, e))?;
+            live.observe(plugin, chunk)?;
             *told += chunk.len();
         }
-        store.set_fuel(plugin.limits.fuel).expect("fuel is enabled");
-        Ok(searcher
-            .call_propose(&mut *store, *handle, running, count)
-            .map_err(|e| plugin.call_error(call, e))?
-            .map_err(|reason| plugin.error(call, format!("refused: {reason}"))))
+        if let Some(trials) = self.restored.take() {
+            self.notes.push(format!(
+                "searcher `{}`: restored its snapshot of {trials} trials; replayed the {} observed after it",
+                plugin.name,
+                *told - before
+            ));
+        }
+        Ok(())
     }
 
     /// Why a proposal cannot be trained as asked, if it cannot: a block parameter the block

@@ -1,5 +1,5 @@
-//! The trial store: run metadata, stages, trials, an event log, a finish log and early
-//! stopping's values, as MessagePack records behind a schema version, in one of two
+//! The trial store: run metadata, stages, trials, an event log, a finish log, early
+//! stopping's values and searcher snapshots, as MessagePack records behind a schema version, in one of two
 //! backends. LMDB (in the run directory) is the embedded default; PostgreSQL lets
 //! workers on many machines share a run. Every change is one serialisable transaction
 //! (`Store::write`); the lease protocol that trainers claim trials with is `claims.rs`.
@@ -20,8 +20,8 @@ use serde::de::DeserializeOwned;
 pub use claims::{Claim, Claimant, Committed, Finished, StageClaim, host_name, lost};
 pub use queries::{Stale, best_trial, pareto_front, stale, viewer};
 pub use records::{
-    BlockRef, Event, Metrics, Owner, ParamValue, Reservation, RunMeta, RungRecord, StageRecord, StageState,
-    TrialRecord, TrialStatus,
+    BlockRef, Event, Metrics, Owner, ParamValue, Reservation, RunMeta, RungRecord, SnapshotRecord, StageRecord,
+    StageState, TrialRecord, TrialStatus,
 };
 pub use tally::{StageTally, Tally};
 
@@ -72,12 +72,17 @@ pub(crate) enum Table {
     Finished,
     /// Early stopping's values: stage name, 0, epoch (u32 big-endian) -> `RungRecord`.
     Rungs,
+    /// Stage name -> its searcher's latest snapshot (`Option<SnapshotRecord>`: `None` once
+    /// forgotten). In the store rather than a file of the run directory: every worker of
+    /// a PostgreSQL run reaches it, and it is written in a transaction like the trials it
+    /// covers.
+    Snapshots,
 }
 
 impl Table {
     /// In declaration order, so `table as usize` is a table's place here.
-    pub const ALL: [Table; 6] =
-        [Table::Meta, Table::Stages, Table::Trials, Table::Events, Table::Finished, Table::Rungs];
+    pub const ALL: [Table; 7] =
+        [Table::Meta, Table::Stages, Table::Trials, Table::Events, Table::Finished, Table::Rungs, Table::Snapshots];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -87,6 +92,7 @@ impl Table {
             Table::Events => "events",
             Table::Finished => "finished",
             Table::Rungs => "rungs",
+            Table::Snapshots => "snapshots",
         }
     }
 }
@@ -383,6 +389,11 @@ impl Store {
     pub fn rung(&self, stage: &str, epoch: u32) -> Result<RungRecord, StoreError> {
         self.read(|v| v.rung(stage, epoch))
     }
+
+    /// The latest snapshot of `stage`'s searcher, if one is kept.
+    pub fn snapshot(&self, stage: &str) -> Result<Option<SnapshotRecord>, StoreError> {
+        self.read(|v| v.snapshot(stage))
+    }
 }
 
 /// A number that differs between calls and processes (run keys, owner sessions).
@@ -467,6 +478,7 @@ pub(crate) fn decode_every_record(bytes: &[u8]) -> Option<TrialRecord> {
     let _ = decode::<StageRecord>(store, Table::Stages, b"search", bytes);
     let _ = decode::<RungRecord>(store, Table::Rungs, &rung, bytes);
     let _ = decode::<Event>(store, Table::Events, &id, bytes);
+    let _ = decode::<Option<SnapshotRecord>>(store, Table::Snapshots, b"search", bytes);
     decode::<TrialRecord>(store, Table::Trials, &id, bytes).ok()
 }
 
@@ -609,6 +621,10 @@ impl View<'_> {
         }
         Ok((out, end))
     }
+
+    fn snapshot(&self, stage: &str) -> Result<Option<SnapshotRecord>, StoreError> {
+        Ok(self.get::<Option<SnapshotRecord>>(Table::Snapshots, stage.as_bytes())?.flatten())
+    }
 }
 
 /// A write transaction (see `Store::write`).
@@ -698,6 +714,26 @@ impl Txn<'_> {
     /// What early stopping recorded for `stage` at `epoch` (empty when nothing yet).
     pub fn rung(&self, stage: &str, epoch: u32) -> Result<RungRecord, StoreError> {
         self.view().rung(stage, epoch)
+    }
+
+    /// The latest snapshot of `stage`'s searcher, if one is kept.
+    pub fn snapshot(&self, stage: &str) -> Result<Option<SnapshotRecord>, StoreError> {
+        self.view().snapshot(stage)
+    }
+
+    /// Keeps `snapshot` as `stage`'s, unless the one kept covers more of the finish log
+    /// (another process saved it later). `true` when kept.
+    pub fn put_snapshot(&mut self, stage: &str, snapshot: &SnapshotRecord) -> Result<bool, StoreError> {
+        if self.snapshot(stage)?.is_some_and(|kept| kept.position > snapshot.position) {
+            return Ok(false);
+        }
+        self.put(Table::Snapshots, stage.as_bytes(), &Some(snapshot))?;
+        Ok(true)
+    }
+
+    /// Drops `stage`'s snapshot: the next resume replays every trial.
+    pub fn forget_snapshot(&mut self, stage: &str) -> Result<(), StoreError> {
+        self.put(Table::Snapshots, stage.as_bytes(), &None::<SnapshotRecord>)
     }
 
     pub fn put_rung(&mut self, stage: &str, epoch: u32, rung: &RungRecord) -> Result<(), StoreError> {

@@ -324,3 +324,32 @@ pub struct Event {
     pub trial: Option<u64>,
     pub message: String,
 }
+
+/// A searcher's state (`save` of msh:plugin@0.3.0), kept with the run every so many trials
+/// so that a resumed or joining process restores it and tells the searcher only the
+/// trials that finished after it, instead of replaying them all.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotRecord {
+    /// The searcher plugin, and the SHA-256 of the build that saved it: only the same
+    /// build reads it back.
+    pub plugin: String,
+    pub sha256: String,
+    /// The finish log position it covers: the searcher had been told every trial of the
+    /// stage that finished before it.
+    pub position: u64,
+    /// Trials of the stage it covers.
+    pub trials: u64,
+    pub saved: f64,
+    /// The plugin's bytes, opaque to msh.
+    #[serde(with = "serde_bytes")]
+    pub state: Vec<u8>,
+    /// What the engine keeps of the trials it covers, so that a resume reads none of them:
+    /// each trial's key (`SearchSession::key`) and id, every trial id (the parents a
+    /// proposal may name), and the best trials' ids (intermixed ensembles).
+    #[serde(default)]
+    pub keys: Vec<(String, u64)>,
+    #[serde(default)]
+    pub ids: Vec<u64>,
+    #[serde(default)]
+    pub best: Vec<u64>,
+}

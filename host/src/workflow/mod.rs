@@ -405,6 +405,15 @@ pub struct SearcherSpec {
     /// recent half); unbounded by default. 0.2.0 searchers are told each trial once.
     #[serde(default)]
     pub history: Option<usize>,
+    /// Keep a snapshot of a 0.3.0 searcher's state every this many trials of the stage
+    /// (and when the run stops), so that a resume restores it and tells the searcher only
+    /// the trials that finished after it; 0 never keeps one (a resume replays every trial).
+    #[serde(default = "default_snapshot_every")]
+    pub snapshot_every: u64,
+}
+
+fn default_snapshot_every() -> u64 {
+    1000
 }
 
 /// The searcher of workflows that name none.
@@ -416,7 +425,7 @@ fn default_searcher() -> String {
 
 impl Default for SearcherSpec {
     fn default() -> Self {
-        Self { plugin: default_searcher(), config: BTreeMap::new(), history: None }
+        Self { plugin: default_searcher(), config: BTreeMap::new(), history: None, snapshot_every: default_snapshot_every() }
     }
 }
 

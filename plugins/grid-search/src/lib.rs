@@ -6,6 +6,8 @@
 
 use msh_plugin_sdk::*;
 
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(crate = "msh_plugin_sdk::serde")]
 struct GridSearch {
     space: SearchSpace,
     seen: Seen,
@@ -108,6 +110,14 @@ impl Search for GridSearch {
             self.seen.insert(&trial.architecture, &trial.hparams);
         }
         Ok((0..count).map_while(|_| self.one()).collect())
+    }
+    fn save(&self) -> Option<Vec<u8>> {
+        save_state(self)
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), String> {
+        *self = restore_state(state)?;
+        Ok(())
     }
 }
 

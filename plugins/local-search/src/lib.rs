@@ -14,14 +14,16 @@ use std::collections::HashMap;
 
 /// Running means of the objective by feature of an architecture: a block at a position
 /// counted from the input, at one counted from the output, anywhere, and the depth.
-#[derive(Default)]
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+#[serde(crate = "msh_plugin_sdk::serde")]
 struct Model {
     /// Feature -> (sum of objectives, count).
     means: HashMap<Feature, (f64, f64)>,
     total: (f64, f64),
 }
 
-#[derive(Hash, PartialEq, Eq)]
+#[derive(Hash, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(crate = "msh_plugin_sdk::serde")]
 enum Feature {
     FromInput(usize, String),
     FromOutput(usize, String),
@@ -70,6 +72,8 @@ const DRAWS: usize = 256;
 /// A candidate: architecture and hyper-parameters.
 type Candidate = (Vec<BlockRef>, Vec<(String, f64)>);
 
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(crate = "msh_plugin_sdk::serde")]
 struct LocalSearch {
     space: SearchSpace,
     rng: Rng,
@@ -214,6 +218,13 @@ impl Search for LocalSearch {
             self.seen.insert(&trial.architecture, &trial.hparams);
         }
         Ok((0..count).map_while(|_| self.one()).collect())
+    }
+    fn save(&self) -> Option<Vec<u8>> {
+        save_state(self)
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), String> {
+        restore_keeping_rng(self, state, |s| &mut s.rng)
     }
 }
 

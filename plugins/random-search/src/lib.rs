@@ -7,6 +7,8 @@ use msh_plugin_sdk::*;
 /// Draws before giving up on finding an unseen trial.
 const DRAWS: usize = 256;
 
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(crate = "msh_plugin_sdk::serde")]
 struct RandomSearch {
     space: SearchSpace,
     rng: Rng,
@@ -32,6 +34,13 @@ impl Search for RandomSearch {
             .map_while(|_| unseen_random(&self.space, &mut self.seen, depths, DRAWS, &mut self.rng))
             .collect();
         Ok(proposals)
+    }
+    fn save(&self) -> Option<Vec<u8>> {
+        save_state(self)
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), String> {
+        restore_keeping_rng(self, state, |s| &mut s.rng)
     }
 }
 

@@ -10,6 +10,8 @@ use msh_plugin_sdk::*;
 
 const DRAWS: usize = 64;
 
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(crate = "msh_plugin_sdk::serde")]
 struct RegularizedEvolution {
     space: SearchSpace,
     rng: Rng,
@@ -91,6 +93,13 @@ impl Search for RegularizedEvolution {
             self.seen.insert(&trial.architecture, &trial.hparams);
         }
         Ok((0..count).map_while(|_| self.one()).collect())
+    }
+    fn save(&self) -> Option<Vec<u8>> {
+        save_state(self)
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), String> {
+        restore_keeping_rng(self, state, |s| &mut s.rng)
     }
 }
 
