@@ -593,7 +593,9 @@ mod tests {
         }
         fn propose(&mut self, _running: &[Trial], count: u32) -> Result<Vec<Proposal>, String> {
             let depths = depth_bounds(&self.space);
-            Ok((0..count).map_while(|_| unseen_random(&self.space, &mut self.seen, depths, 256, &mut self.rng)).collect())
+            Ok((0..count)
+                .map_while(|_| unseen_random(&self.space, &mut self.seen, depths, 256, &mut self.rng))
+                .collect())
         }
         fn save(&self) -> Option<Vec<u8>> {
             save_state(self)

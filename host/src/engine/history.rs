@@ -111,7 +111,12 @@ impl History {
         self.position = position;
         let new = self.absorb(trials);
         if new.len() > 1000 {
-            tracing::debug!("search stage `{}`: {} trials read in {:.3} s", self.stage, new.len(), started.elapsed().as_secs_f64());
+            tracing::debug!(
+                "search stage `{}`: {} trials read in {:.3} s",
+                self.stage,
+                new.len(),
+                started.elapsed().as_secs_f64()
+            );
         }
         self.since_snapshot += new.len() as u64;
         self.session.observe(new);

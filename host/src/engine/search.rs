@@ -456,6 +456,9 @@ impl Search<'_> {
             if !history.snapshot_stale() {
                 return Ok(());
             }
+        } else if !history.snapshot_due(self.snapshot_every) {
+            // Another trainer of this process saved it meanwhile.
+            return Ok(());
         }
         let snapshot = match history.snapshot() {
             Ok(Some(snapshot)) => snapshot,

@@ -119,7 +119,10 @@ impl Live {
     fn save(&mut self, plugin: &Plugin) -> Result<Option<Vec<u8>>, PluginError> {
         let Bindings::Current(b) = &self.bindings else { return Ok(None) };
         self.store.set_fuel(plugin.limits.fuel).expect("fuel is enabled");
-        b.msh_plugin_search().searcher().call_save(&mut self.store, self.handle).map_err(|e| plugin.call_error("save()", e))
+        b.msh_plugin_search()
+            .searcher()
+            .call_save(&mut self.store, self.handle)
+            .map_err(|e| plugin.call_error("save()", e))
     }
 
     fn restore(&mut self, plugin: &Plugin, state: &[u8]) -> Result<(), PluginError> {
@@ -316,7 +319,10 @@ impl SearchSession {
                         *live = None;
                         let from = match base {
                             Some(base) => {
-                                format!("its latest snapshot and the {} trials observed since", observed.len() - base.covers)
+                                format!(
+                                    "its latest snapshot and the {} trials observed since",
+                                    observed.len() - base.covers
+                                )
                             }
                             None => format!("{} trials", observed.len()),
                         };

@@ -425,7 +425,12 @@ fn default_searcher() -> String {
 
 impl Default for SearcherSpec {
     fn default() -> Self {
-        Self { plugin: default_searcher(), config: BTreeMap::new(), history: None, snapshot_every: default_snapshot_every() }
+        Self {
+            plugin: default_searcher(),
+            config: BTreeMap::new(),
+            history: None,
+            snapshot_every: default_snapshot_every(),
+        }
     }
 }
 
