@@ -708,6 +708,18 @@ mod tests {
     }
 
     #[test]
+    fn the_schema_is_read_off_a_records_head() {
+        let record = encode(&TrialRecord::new(7, "search", vec![], vec![]));
+        assert_eq!(schema_of(&record), Some(STORE_SCHEMA));
+        let future = rmp_serde::to_vec_named(&(70_000u32, "x")).unwrap();
+        assert_eq!(schema_of(&future), Some(70_000));
+        // Anything else is left to the full decode, which says what is wrong.
+        assert_eq!(schema_of(b"\xc1 not messagepack"), None);
+        assert_eq!(schema_of(&[0x92]), None);
+        assert_eq!(schema_of(&[0x92, 0xce, 0, 1]), None);
+    }
+
+    #[test]
     fn keys_show_as_their_table_reads_them() {
         assert_eq!(key_text(Table::Trials, &7u64.to_be_bytes()), "7");
         assert_eq!(key_text(Table::Rungs, &rung_key("search", 3)), "search epoch 3");
