@@ -91,6 +91,9 @@ impl Table {
     }
 }
 
+/// What `Records::each` calls with each record: its key and value.
+pub(crate) type Visit<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError> + 'a;
+
 /// What a backend offers inside one transaction: raw records by table and key.
 pub(crate) trait Records {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
@@ -98,7 +101,7 @@ pub(crate) trait Records {
     fn scan(&self, table: Table) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
     /// Hands every record of a table to `f`, in key order; a backend that can hands them
     /// over where they lie, without a copy of the whole table.
-    fn each(&self, table: Table, f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>) -> Result<(), StoreError> {
+    fn each(&self, table: Table, f: &mut Visit<'_>) -> Result<(), StoreError> {
         for (key, value) in self.scan(table)? {
             f(&key, &value)?;
         }
