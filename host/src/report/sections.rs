@@ -660,28 +660,56 @@ fn architecture(s: &Snapshot) -> String {
 }
 
 /// Trials as the table's script reads them: one array per trial (the table's columns,
-/// then its note), as JSON that can sit in a `<script>` element.
+/// then its note), as JSON that can sit in a `<script>` element. Written by hand: it is
+/// the largest part of a large run's page.
 pub fn rows_json<'a>(s: &Snapshot, trials: impl IntoIterator<Item = &'a TrialRecord>) -> String {
-    let rows: Vec<serde_json::Value> = trials
-        .into_iter()
-        .map(|t| {
-            serde_json::json!([
-                t.id,
-                t.stage,
-                status_of(s, t),
-                t.objective.filter(|o| o.is_finite()),
-                headline(t).filter(|m| m.is_finite()),
-                t.parameters,
-                t.epochs,
-                t.train_seconds,
-                t.parent,
-                arch_text(t),
-                note(s, t),
-            ])
-        })
-        .collect();
-    // `<` written as an escape: no `</script>` can end the element early.
-    serde_json::to_string(&rows).expect("rows serialise").replace('<', "\\u003c")
+    let mut out = String::from("[");
+    let number = |out: &mut String, v: Option<f64>| match v.filter(|v| v.is_finite()) {
+        Some(v) => write!(out, "{v},"),
+        None => write!(out, "null,"),
+    };
+    for (i, t) in trials.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "[{},", t.id);
+        text(&mut out, &t.stage);
+        let _ = write!(out, ",\"{}\",", status_of(s, t));
+        let _ = number(&mut out, t.objective);
+        let _ = number(&mut out, headline(t));
+        let _ = write!(out, "{},{},", t.parameters, t.epochs);
+        let _ = number(&mut out, Some(t.train_seconds));
+        let _ = match t.parent {
+            Some(p) => write!(out, "{p},"),
+            None => write!(out, "null,"),
+        };
+        text(&mut out, &arch_text(t));
+        out.push(',');
+        match note(s, t) {
+            Some(note) => text(&mut out, &note),
+            None => out.push_str("null"),
+        }
+        out.push(']');
+    }
+    out.push(']');
+    out
+}
+
+/// `value` as a JSON string, with `<` escaped so that no `</script>` ends the element early.
+fn text(out: &mut String, value: &str) {
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '<' => out.push_str("\\u003c"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 fn trials(s: &Snapshot) -> String {
@@ -777,4 +805,16 @@ pub fn trial_detail(s: &Snapshot, id: u64) -> Option<String> {
         html.push_str(&plot.finish());
     }
     Some(html)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn json_text_round_trips_and_cannot_end_a_script() {
+        let mut out = String::new();
+        let value = "a\"b\\c</script>\n\u{1}é";
+        super::text(&mut out, value);
+        assert!(!out.contains('<'), "{out}");
+        assert_eq!(serde_json::from_str::<String>(&out).unwrap(), value);
+    }
 }

@@ -501,12 +501,24 @@ impl View<'_> {
         }
     }
 
-    fn all<T: DeserializeOwned>(&self, table: Table) -> Result<Vec<T>, StoreError> {
-        let mut out = Vec::new();
-        self.each(table, &mut |record| {
-            out.push(record);
+    fn all<T: DeserializeOwned + Send>(&self, table: Table) -> Result<Vec<T>, StoreError> {
+        use rayon::prelude::*;
+        // Decoding is most of the cost of reading a large table: records are copied out in
+        // chunks, and each chunk is decoded on every core.
+        const CHUNK: usize = 4096;
+        let decode_all = |chunk: &[(Vec<u8>, Vec<u8>)]| -> Result<Vec<T>, StoreError> {
+            chunk.par_iter().map(|(key, value)| decode(self.name, table, key, value)).collect()
+        };
+        let (mut out, mut chunk) = (Vec::new(), Vec::with_capacity(CHUNK));
+        self.records.each(table, &mut |key, value| {
+            chunk.push((key.to_vec(), value.to_vec()));
+            if chunk.len() == CHUNK {
+                out.extend(decode_all(&chunk)?);
+                chunk.clear();
+            }
             Ok(())
         })?;
+        out.extend(decode_all(&chunk)?);
         Ok(out)
     }
 
