@@ -85,6 +85,15 @@ impl Snapshot {
         Ok(())
     }
 
+    /// Where trial `id` is in `trials` (which are in id order).
+    pub fn index(&self, id: u64) -> Option<usize> {
+        self.trials.binary_search_by_key(&id, |t| t.id).ok()
+    }
+
+    pub fn trial(&self, id: u64) -> Option<&TrialRecord> {
+        self.index(id).map(|i| &self.trials[i])
+    }
+
     /// Finished trials: what a page changes with.
     pub fn finished(&self) -> usize {
         self.trials.iter().filter(|t| t.status.is_finished()).count()
