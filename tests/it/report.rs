@@ -407,3 +407,46 @@ fn get(port: u16, path: &str) -> String {
     assert!(response.starts_with("HTTP/1.1 200"), "{}", response.lines().next().unwrap_or_default());
     response.split_once("\r\n\r\n").unwrap().1.to_string()
 }
+
+#[test]
+fn the_dashboard_sends_only_the_trials_that_changed() {
+    use msh::store::{Store, StoreError, TrialRecord, TrialStatus};
+    let (_dir, run_dir) = table_run(5);
+    let run_text = run_dir.to_str().unwrap();
+    let mut ui = Killed(msh().args(["ui", run_text, "--port", "0"]).stdout(Stdio::piped()).spawn().unwrap());
+    let line = read_until(&mut ui.0, "http://");
+    let url = line[line.find("http://").unwrap()..].split_whitespace().next().unwrap();
+    let port: u16 = url.trim_end_matches('/').rsplit(':').next().unwrap().parse().unwrap();
+    let page = get(port, "/");
+    let at = page.find("data-position=\"").unwrap() + "data-position=\"".len();
+    let position: u64 = page[at..at + page[at..].find('"').unwrap()].parse().unwrap();
+    assert_eq!(position, 5);
+
+    // One more trial finishes (as a worker's would): the next poll brings it alone.
+    let store = Store::open(&run_dir).unwrap();
+    let id = store
+        .write(|t| -> Result<u64, StoreError> {
+            let id = t.next_trial_id()?;
+            let mut trial = TrialRecord::new(id, "search", vec![], vec![]);
+            trial.status = TrialStatus::Completed;
+            trial.objective = Some(0.25);
+            t.put_trial(&trial)?;
+            Ok(id)
+        })
+        .unwrap();
+    let update: Value = serde_json::from_str(&get(port, &format!("/api/wait?since={position}"))).unwrap();
+    assert_eq!(update["position"], position + 1, "{update}");
+    let rows = update["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "only the trial that changed: {update}");
+    assert_eq!(rows[0][0], id);
+    assert_eq!(rows[0][2], "completed");
+    assert!(update["summary"].as_str().unwrap().contains("completed 6"), "{update}");
+    // Nothing changed since: an ended run answers at once, with no rows.
+    let update: Value = serde_json::from_str(&get(port, &format!("/api/wait?since={}", position + 1))).unwrap();
+    assert_eq!((update["rows"].as_array().unwrap().len(), &update["ended"]), (0, &Value::Bool(true)), "{update}");
+    // The page itself has it too, and the trial API pages.
+    assert!(get(port, &format!("/trial/{id}")).contains(&format!("Trial {id}")));
+    let window: Value = serde_json::from_str(&get(port, "/api/trials?offset=2&limit=3")).unwrap();
+    let ids: Vec<u64> = window.as_array().unwrap().iter().map(|t| t["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, [2, 3, 4]);
+}

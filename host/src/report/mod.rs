@@ -52,7 +52,7 @@ impl Snapshot {
     }
 
     /// Notes which running trials are stale at store-clock `now`.
-    pub fn judge(&mut self, now: f64, viewer: &crate::store::Owner) {
+    fn judge(&mut self, now: f64, viewer: &crate::store::Owner) {
         self.stale =
             self.trials.iter().filter_map(|t| crate::store::stale(t, now, viewer).map(|s| (t.id, s))).collect();
     }
