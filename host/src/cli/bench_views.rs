@@ -140,7 +140,7 @@ pub fn views(args: BenchViewsArgs) -> anyhow::Result<std::process::ExitCode> {
     let report_text = report.to_str().context("the scratch directory's path is not UTF-8")?;
     let repeats = args.repeats.max(1);
     println!("{trials} trials; median of {repeats} runs; peak memory: VmHWM of the process");
-    println!("{:<34} {:>9} {:>10}  {}", "view", "seconds", "peak MiB", "output");
+    println!("{:<38} {:>9} {:>10}  output", "view", "seconds", "peak MiB");
     let commands: [(&str, Vec<&str>); 4] = [
         ("msh status", vec!["status", run_text]),
         ("msh trials --json", vec!["trials", run_text, "--json"]),
@@ -160,11 +160,11 @@ pub fn views(args: BenchViewsArgs) -> anyhow::Result<std::process::ExitCode> {
         } else {
             String::new()
         };
-        println!("{name:<34} {:>9.3} {peak:>10.1}  {output}", median(times));
+        println!("{name:<38} {:>9.3} {peak:>10.1}  {output}", median(times));
     }
 
     let (dashboard, startup) = Dashboard::start(&exe, &run)?;
-    println!("{:<34} {startup:>9.3} {:>10}", "msh ui: start until it listens", "");
+    println!("{:<38} {startup:>9.3}", "msh ui: start until it listens");
     // A page that holds the run but for its last 100 finished trials asks what changed.
     let position = msh::store::Store::open(&run)?.finished_since(u64::MAX)?.1;
     let pages: [(&str, String); 5] = [
@@ -183,7 +183,7 @@ pub fn views(args: BenchViewsArgs) -> anyhow::Result<std::process::ExitCode> {
             times.push(start.elapsed().as_secs_f64());
         }
         println!(
-            "{name:<34} {:>9.3} {:>10.1}  {:.1} MiB sent",
+            "{name:<38} {:>9.3} {:>10.1}  {:.1} MiB sent",
             median(times),
             peak_mib(dashboard.child.id()),
             bytes as f64 / (1 << 20) as f64

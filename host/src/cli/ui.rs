@@ -53,6 +53,15 @@ struct Served {
     store: Store,
     /// The run as last read, brought up to date by each request (`Snapshot::update`).
     snapshot: Mutex<Snapshot>,
+    /// The page and the plots as last drawn, with the snapshot version they show: they
+    /// are drawn again only once the run has moved.
+    drawn: Mutex<Drawn>,
+}
+
+#[derive(Default)]
+struct Drawn {
+    page: Option<(u64, String)>,
+    plots: Option<(u64, String)>,
 }
 
 type Shared = Arc<Served>;
@@ -72,17 +81,35 @@ impl Served {
     }
 }
 
+impl Served {
+    /// The page (`plots` false) or the plots as they are now, drawn again only if the run
+    /// has moved since they were last drawn.
+    fn drawn(&self, plots: bool) -> anyhow::Result<String> {
+        let snapshot = self.current()?;
+        let mut drawn = self.drawn.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = if plots { &mut drawn.plots } else { &mut drawn.page };
+        match slot {
+            Some((version, html)) if *version == snapshot.version => Ok(html.clone()),
+            _ => {
+                let html = if plots { report::plots(&snapshot) } else { report::document(&snapshot, true) };
+                *slot = Some((snapshot.version, html.clone()));
+                Ok(html)
+            }
+        }
+    }
+}
+
 async fn page(State(served): State<Shared>) -> Response {
-    match served.current() {
-        Ok(s) => Html(report::document(&s, true)).into_response(),
+    match served.drawn(false) {
+        Ok(html) => Html(html).into_response(),
         Err(e) => failure(e),
     }
 }
 
 /// The plots, which the page redraws now and then (the table follows `/api/wait`).
 async fn fragment(State(served): State<Shared>) -> Response {
-    match served.current() {
-        Ok(s) => Html(report::plots(&s)).into_response(),
+    match served.drawn(true) {
+        Ok(html) => Html(html).into_response(),
         Err(e) => failure(e),
     }
 }
@@ -183,7 +210,9 @@ fn refusal(port: u16, headers: &axum::http::HeaderMap) -> Option<(StatusCode, &'
 pub fn serve(args: UiArgs) -> anyhow::Result<ExitCode> {
     let store = super::inspect::open(&args.run)?;
     let snapshot = Mutex::new(snapshot(&store, &args.run)?);
-    let served: Shared = Arc::new(Served { store, snapshot });
+    let served: Shared = Arc::new(Served { store, snapshot, drawn: Mutex::default() });
+    // Drawn once before it listens: the first visitor gets the page at once.
+    served.drawn(false)?;
     let routes = Router::new()
         .route("/", get(page))
         .route("/fragment", get(fragment))

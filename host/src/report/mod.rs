@@ -28,6 +28,9 @@ pub struct Snapshot {
     pub stale: BTreeMap<u64, Stale>,
     /// The finish log's position the trials are read at (a live page asks what changed since).
     pub position: u64,
+    /// Counts the updates that changed anything: what is drawn from the snapshot can be
+    /// kept until it moves.
+    pub version: u64,
 }
 
 impl Snapshot {
@@ -46,13 +49,14 @@ impl Snapshot {
             meta,
             stale: BTreeMap::new(),
             position,
+            version: 0,
         };
         snapshot.judge(store.clock()?, &crate::store::viewer());
         Ok(Some(snapshot))
     }
 
     /// Notes which running trials are stale at store-clock `now`.
-    pub fn judge(&mut self, now: f64, viewer: &crate::store::Owner) {
+    fn judge(&mut self, now: f64, viewer: &crate::store::Owner) {
         self.stale =
             self.trials.iter().filter_map(|t| crate::store::stale(t, now, viewer).map(|s| (t.id, s))).collect();
     }
@@ -72,17 +76,38 @@ impl Snapshot {
         for id in open {
             changed.push(store.trial(id)?);
         }
+        let mut moved = false;
         for trial in changed {
             match self.trials.binary_search_by_key(&trial.id, |t| t.id) {
-                Ok(at) => self.trials[at] = trial,
-                Err(at) => self.trials.insert(at, trial),
+                Ok(at) if self.trials[at] == trial => {}
+                Ok(at) => {
+                    self.trials[at] = trial;
+                    moved = true;
+                }
+                Err(at) => {
+                    self.trials.insert(at, trial);
+                    moved = true;
+                }
             }
         }
+        let events = store.last_events(EVENTS)?;
+        let stale = std::mem::take(&mut self.stale);
+        self.judge(store.clock()?, &crate::store::viewer());
+        moved |= self.position != position || self.stages != stages || self.events != events || self.stale != stale;
         self.position = position;
         self.stages = stages;
-        self.events = store.last_events(EVENTS)?;
-        self.judge(store.clock()?, &crate::store::viewer());
+        self.events = events;
+        self.version += u64::from(moved);
         Ok(())
+    }
+
+    /// Where trial `id` is in `trials` (which are in id order).
+    pub fn index(&self, id: u64) -> Option<usize> {
+        self.trials.binary_search_by_key(&id, |t| t.id).ok()
+    }
+
+    pub fn trial(&self, id: u64) -> Option<&TrialRecord> {
+        self.index(id).map(|i| &self.trials[i])
     }
 
     /// Finished trials: what a page changes with.

@@ -41,14 +41,17 @@ function compare(column, ascending) {
   };
 }
 
+// A row's cells as one lower-case text (what the filter searches), kept on the row.
+function rowText(row) {
+  if (row.text === undefined) {
+    row.text = COLUMNS.map((_, i) => cellText(row, i)).join(" ").toLowerCase();
+  }
+  return row.text;
+}
+
 // Recomputes which rows show, in which order; `keepPage` stays on the page shown.
 function applyView(keepPage) {
-  view = filterWords.length
-    ? rows.filter((row) => {
-        const text = row.map((v, i) => (i < COLUMNS.length ? cellText(row, i) : "")).join(" ").toLowerCase();
-        return filterWords.every((w) => text.includes(w));
-      })
-    : rows.slice();
+  view = filterWords.length ? rows.filter((row) => filterWords.every((w) => rowText(row).includes(w))) : rows.slice();
   if (sortState) view.sort(compare(sortState[0], sortState[1]));
   const pages = Math.max(1, Math.ceil(view.length / PAGE));
   page = keepPage ? Math.min(page, pages - 1) : 0;

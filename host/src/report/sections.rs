@@ -338,47 +338,44 @@ fn accuracy(s: &Snapshot) -> String {
 }
 
 fn lineage(s: &Snapshot) -> String {
-    let by_id: BTreeMap<u64, &TrialRecord> = s.trials.iter().map(|t| (t.id, t)).collect();
     let trials = searched(s);
-    let with_parent = trials.iter().filter(|t| t.parent.is_some_and(|p| by_id.contains_key(&p))).count();
+    let with_parent = trials.iter().filter(|t| t.parent.is_some_and(|p| s.index(p).is_some())).count();
     if with_parent == 0 {
         return section("lineage", "Lineage", "<p>No trial descends from another (yet).</p>\n");
     }
     // Generation: a trial's distance from a trial without a parent.
-    let mut generation: BTreeMap<u64, usize> = BTreeMap::new();
-    for t in &s.trials {
-        let g = t.parent.and_then(|p| generation.get(&p)).map_or(0, |g| g + 1);
-        generation.insert(t.id, g);
+    let mut generations = vec![0usize; s.trials.len()];
+    for (i, t) in s.trials.iter().enumerate() {
+        generations[i] = t.parent.and_then(|p| s.index(p)).filter(|&j| j < i).map_or(0, |j| generations[j] + 1);
     }
-    let deepest = trials.iter().map(|t| generation[&t.id]).max().unwrap_or(0);
+    let generation = |id: u64| s.index(id).map_or(0, |i| generations[i]);
+    let deepest = trials.iter().map(|t| generation(t.id)).max().unwrap_or(0);
     let x = Axis::fit("trial", trials.iter().map(|t| t.id as f64), false);
     let y = Axis::fit("generation", [0.0, deepest as f64], false);
     let mut plot = Plot::new(WIDE.0, WIDE.1.max(80.0 + 24.0 * deepest as f64), x, y);
     // How the best trial came about.
     let mut chain = Vec::new();
     let mut ancestry = std::collections::BTreeSet::new();
-    let mut at = best(s)
-        .map(|b| if b.members.is_empty() { b } else { b.parent.and_then(|p| by_id.get(&p).copied()).unwrap_or(b) });
+    let mut at = best(s).map(|b| if b.members.is_empty() { b } else { b.parent.and_then(|p| s.trial(p)).unwrap_or(b) });
     while let Some(t) = at.filter(|t| ancestry.insert(t.id)) {
         chain.push(t);
-        at = t.parent.and_then(|p| by_id.get(&p).copied());
+        at = t.parent.and_then(|p| s.trial(p));
     }
     chain.reverse();
     let draw = thinned(trials.len(), |i| ancestry.contains(&trials[i].id));
     let drawn: Vec<&TrialRecord> = trials.iter().enumerate().filter(|(i, _)| draw(*i)).map(|(_, t)| *t).collect();
     for t in &drawn {
-        if let Some(parent) = t.parent.and_then(|p| by_id.get(&p)) {
-            let points = [(parent.id as f64, generation[&parent.id] as f64), (t.id as f64, generation[&t.id] as f64)];
+        if let Some(parent) = t.parent.and_then(|p| s.trial(p)) {
+            let points = [(parent.id as f64, generation(parent.id) as f64), (t.id as f64, generation(t.id) as f64)];
             plot.line(&points, "edge", false);
         }
     }
     for t in &drawn {
-        let change =
-            t.parent.and_then(|p| by_id.get(&p)).map(|p| changes(p, t)).unwrap_or_else(|| "a fresh start".into());
+        let change = t.parent.and_then(|p| s.trial(p)).map(|p| changes(p, t)).unwrap_or_else(|| "a fresh start".into());
         let title = format!("{}\nfrom {}: {change}", tooltip(s, t), t.parent.map_or("-".into(), |p| p.to_string()));
         plot.point(
             t.id as f64,
-            generation[&t.id] as f64,
+            generation(t.id) as f64,
             status_shape(t.status),
             &format!("node {}", status_of(s, t)),
             &title,
@@ -547,7 +544,6 @@ fn timeline(s: &Snapshot) -> String {
 }
 
 fn ensembles(s: &Snapshot) -> String {
-    let by_id: BTreeMap<u64, &TrialRecord> = s.trials.iter().map(|t| (t.id, t)).collect();
     let combined: Vec<&TrialRecord> =
         s.trials.iter().filter(|t| t.is_combination() && t.status.is_finished()).collect();
     if combined.is_empty() {
@@ -564,7 +560,7 @@ fn ensembles(s: &Snapshot) -> String {
             headline(e).map_or("-".into(), |m| format!("{m:.4}"))
         );
         for (id, weight) in &e.members {
-            let m = by_id.get(id);
+            let m = s.trial(*id);
             let _ = writeln!(
                 html,
                 "<tr><td>{id}</td><td><svg class=\"weight\" width=\"80\" height=\"8\"><rect width=\"{:.0}\" height=\"8\"/></svg> {weight:.3}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -580,7 +576,6 @@ fn ensembles(s: &Snapshot) -> String {
 }
 
 fn refinements(s: &Snapshot) -> String {
-    let by_id: BTreeMap<u64, &TrialRecord> = s.trials.iter().map(|t| (t.id, t)).collect();
     let rows: Vec<&TrialRecord> =
         s.trials.iter().filter(|t| matches!(kind_of(s, t), "retrain" | "distill") && t.status.is_finished()).collect();
     if rows.is_empty() {
@@ -591,7 +586,7 @@ fn refinements(s: &Snapshot) -> String {
     );
     for t in rows {
         // The baseline: the trial it retrains, or the teacher a student learned from.
-        let base = t.parent.or(t.teacher).and_then(|id| by_id.get(&id));
+        let base = t.parent.or(t.teacher).and_then(|id| s.trial(id));
         let _ = writeln!(
             html,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -620,7 +615,7 @@ fn architecture(s: &Snapshot) -> String {
     let (model, title) = if best.members.is_empty() {
         (best, format!("The best model: trial {}, {} parameters", best.id, best.parameters))
     } else {
-        let member = best.parent.and_then(|p| s.trials.iter().find(|t| t.id == p)).unwrap_or(best);
+        let member = best.parent.and_then(|p| s.trial(p)).unwrap_or(best);
         let title = format!(
             "The best model: trial {}, an ensemble of {} members; its best member, trial {} ({} parameters)",
             best.id,
@@ -660,28 +655,56 @@ fn architecture(s: &Snapshot) -> String {
 }
 
 /// Trials as the table's script reads them: one array per trial (the table's columns,
-/// then its note), as JSON that can sit in a `<script>` element.
+/// then its note), as JSON that can sit in a `<script>` element. Written by hand: it is
+/// the largest part of a large run's page.
 pub fn rows_json<'a>(s: &Snapshot, trials: impl IntoIterator<Item = &'a TrialRecord>) -> String {
-    let rows: Vec<serde_json::Value> = trials
-        .into_iter()
-        .map(|t| {
-            serde_json::json!([
-                t.id,
-                t.stage,
-                status_of(s, t),
-                t.objective.filter(|o| o.is_finite()),
-                headline(t).filter(|m| m.is_finite()),
-                t.parameters,
-                t.epochs,
-                t.train_seconds,
-                t.parent,
-                arch_text(t),
-                note(s, t),
-            ])
-        })
-        .collect();
-    // `<` written as an escape: no `</script>` can end the element early.
-    serde_json::to_string(&rows).expect("rows serialise").replace('<', "\\u003c")
+    let mut out = String::from("[");
+    let number = |out: &mut String, v: Option<f64>| match v.filter(|v| v.is_finite()) {
+        Some(v) => write!(out, "{v},"),
+        None => write!(out, "null,"),
+    };
+    for (i, t) in trials.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "[{},", t.id);
+        text(&mut out, &t.stage);
+        let _ = write!(out, ",\"{}\",", status_of(s, t));
+        let _ = number(&mut out, t.objective);
+        let _ = number(&mut out, headline(t));
+        let _ = write!(out, "{},{},", t.parameters, t.epochs);
+        let _ = number(&mut out, Some(t.train_seconds));
+        let _ = match t.parent {
+            Some(p) => write!(out, "{p},"),
+            None => write!(out, "null,"),
+        };
+        text(&mut out, &arch_text(t));
+        out.push(',');
+        match note(s, t) {
+            Some(note) => text(&mut out, &note),
+            None => out.push_str("null"),
+        }
+        out.push(']');
+    }
+    out.push(']');
+    out
+}
+
+/// `value` as a JSON string, with `<` escaped so that no `</script>` ends the element early.
+fn text(out: &mut String, value: &str) {
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '<' => out.push_str("\\u003c"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 fn trials(s: &Snapshot) -> String {
@@ -737,7 +760,7 @@ fn workflow(s: &Snapshot) -> String {
 /// One trial in detail (for `msh ui`): metrics, validation loss per epoch, architecture,
 /// lineage and error.
 pub fn trial_detail(s: &Snapshot, id: u64) -> Option<String> {
-    let t = s.trials.iter().find(|t| t.id == id)?;
+    let t = s.trial(id)?;
     let mut html = format!("<h2>Trial {id}</h2>\n<button id=\"close\">close</button>\n<dl>\n");
     let mut row = |k: &str, v: String| {
         let _ = writeln!(html, "<dt>{}</dt><dd>{}</dd>", escape(k), escape(&v));
@@ -755,7 +778,7 @@ pub fn trial_detail(s: &Snapshot, id: u64) -> Option<String> {
     row("parameters", format!("{} ({} inherited)", t.parameters, t.inherited));
     row("epochs", format!("{} (best {})", t.epochs, t.best_epoch));
     row("seconds", format!("{:.1} over {} attempt(s)", t.train_seconds, t.attempts));
-    if let Some(parent) = t.parent.and_then(|p| s.trials.iter().find(|x| x.id == p)) {
+    if let Some(parent) = t.parent.and_then(|p| s.trial(p)) {
         row("from", format!("trial {}: {}", parent.id, changes(parent, t)));
     }
     if !t.members.is_empty() {
@@ -777,4 +800,16 @@ pub fn trial_detail(s: &Snapshot, id: u64) -> Option<String> {
         html.push_str(&plot.finish());
     }
     Some(html)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn json_text_round_trips_and_cannot_end_a_script() {
+        let mut out = String::new();
+        let value = "a\"b\\c</script>\n\u{1}é";
+        super::text(&mut out, value);
+        assert!(!out.contains('<'), "{out}");
+        assert_eq!(serde_json::from_str::<String>(&out).unwrap(), value);
+    }
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use lmdb::{Cursor, Database, DatabaseFlags, Environment, EnvironmentFlags, Transaction, WriteFlags};
 
-use super::{Records, STORE_DIR, StoreError, Table};
+use super::{Records, STORE_DIR, StoreError, Table, Visit};
 
 /// Address space reserved for the map; the file grows only as data is written.
 const MAP_SIZE: usize = 64 << 30;
@@ -90,7 +90,7 @@ impl<T: Transaction> Txn<'_, T> {
     }
 
     /// Records as they lie in the map: a reader of every trial holds one at a time.
-    fn each(&self, table: Table, f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>) -> Result<(), StoreError> {
+    fn each(&self, table: Table, f: &mut Visit<'_>) -> Result<(), StoreError> {
         let mut cursor = self.txn.open_ro_cursor(self.db(table)).map_err(|e| self.store.error(e))?;
         for item in cursor.iter_start() {
             let (key, value) = item.map_err(|e| self.store.error(e))?;
@@ -114,7 +114,7 @@ impl Records for Txn<'_, lmdb::RwTransaction<'_>> {
     fn scan(&self, table: Table) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
         Txn::scan(self, table)
     }
-    fn each(&self, table: Table, f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>) -> Result<(), StoreError> {
+    fn each(&self, table: Table, f: &mut Visit<'_>) -> Result<(), StoreError> {
         Txn::each(self, table, f)
     }
     fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
@@ -141,7 +141,7 @@ impl Records for Txn<'_, lmdb::RoTransaction<'_>> {
     fn scan(&self, table: Table) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
         Txn::scan(self, table)
     }
-    fn each(&self, table: Table, f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>) -> Result<(), StoreError> {
+    fn each(&self, table: Table, f: &mut Visit<'_>) -> Result<(), StoreError> {
         Txn::each(self, table, f)
     }
     fn put(&mut self, _: Table, _: &[u8], _: &[u8]) -> Result<(), StoreError> {

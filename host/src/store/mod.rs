@@ -97,6 +97,9 @@ impl Table {
     }
 }
 
+/// What `Records::each` calls with each record: its key and value.
+pub(crate) type Visit<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError> + 'a;
+
 /// What a backend offers inside one transaction: raw records by table and key.
 pub(crate) trait Records {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
@@ -104,7 +107,7 @@ pub(crate) trait Records {
     fn scan(&self, table: Table) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
     /// Hands every record of a table to `f`, in key order; a backend that can hands them
     /// over where they lie, without a copy of the whole table.
-    fn each(&self, table: Table, f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>) -> Result<(), StoreError> {
+    fn each(&self, table: Table, f: &mut Visit<'_>) -> Result<(), StoreError> {
         for (key, value) in self.scan(table)? {
             f(&key, &value)?;
         }
@@ -552,12 +555,24 @@ impl View<'_> {
         }
     }
 
-    fn all<T: DeserializeOwned>(&self, table: Table) -> Result<Vec<T>, StoreError> {
-        let mut out = Vec::new();
-        self.each(table, &mut |record| {
-            out.push(record);
+    fn all<T: DeserializeOwned + Send>(&self, table: Table) -> Result<Vec<T>, StoreError> {
+        use rayon::prelude::*;
+        // Decoding is most of the cost of reading a large table: records are copied out in
+        // chunks, and each chunk is decoded on every core.
+        const CHUNK: usize = 4096;
+        let decode_all = |chunk: &[(Vec<u8>, Vec<u8>)]| -> Result<Vec<T>, StoreError> {
+            chunk.par_iter().map(|(key, value)| decode(self.name, table, key, value)).collect()
+        };
+        let (mut out, mut chunk) = (Vec::new(), Vec::with_capacity(CHUNK));
+        self.records.each(table, &mut |key, value| {
+            chunk.push((key.to_vec(), value.to_vec()));
+            if chunk.len() == CHUNK {
+                out.extend(decode_all(&chunk)?);
+                chunk.clear();
+            }
             Ok(())
         })?;
+        out.extend(decode_all(&chunk)?);
         Ok(out)
     }
 
@@ -793,6 +808,18 @@ mod tests {
         assert_eq!(redact_url("postgress:u:s3cret@db/runs"), "postgress:…");
         assert_eq!(redact_url("host=db user=msh password=s3cret"), "host=db user=msh");
         assert_eq!(redact_url("localhost"), "(not a URL)");
+    }
+
+    #[test]
+    fn the_schema_is_read_off_a_records_head() {
+        let record = encode(&TrialRecord::new(7, "search", vec![], vec![]));
+        assert_eq!(schema_of(&record), Some(STORE_SCHEMA));
+        let future = rmp_serde::to_vec_named(&(70_000u32, "x")).unwrap();
+        assert_eq!(schema_of(&future), Some(70_000));
+        // Anything else is left to the full decode, which says what is wrong.
+        assert_eq!(schema_of(b"\xc1 not messagepack"), None);
+        assert_eq!(schema_of(&[0x92]), None);
+        assert_eq!(schema_of(&[0x92, 0xce, 0, 1]), None);
     }
 
     #[test]
