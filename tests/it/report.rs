@@ -299,7 +299,8 @@ fn a_report_of_20000_trials_opens_pages_and_sorts_in_the_browser() {
     let out = run(&["report", run_dir.to_str().unwrap(), "-o", file.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let size = std::fs::metadata(&file).unwrap().len();
-    assert!(size < 120 * trials, "the page is {size} bytes");
+    // About a hundred bytes a trial (its row in the table's JSON), plus the thinned plots.
+    assert!(size < (2 << 20) + 120 * trials, "the page is {size} bytes");
     let all = json(&["trials", run_dir.to_str().unwrap(), "--json"]).as_array().unwrap().clone();
     assert_eq!(all.len() as u64, trials);
     let url = format!("file://{}", file.display());
