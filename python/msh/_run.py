@@ -35,7 +35,8 @@ class Run:
     def trials(self):
         """Every trial as a pandas DataFrame, one row per trial.
 
-        Columns: id, stage, status, objective, parameters, epochs, best_epoch, seconds,
+        Columns: id, stage, status (`stale` for a running trial whose worker is gone),
+        objective, parameters, epochs, best_epoch, seconds,
         parent, architecture (block names joined by `,`), valid_/test_ metrics (loss,
         accuracy or mse/mae/r2), latency_ms, error, losses (the validation loss of every
         epoch, a list), and one column per hyper-parameter.
@@ -81,7 +82,8 @@ def _trial_row(t: dict) -> dict:
     row = {
         "id": t["id"],
         "stage": t["stage"],
-        "status": t["status"],
+        # As `msh trials` shows it: a running trial whose worker is gone is `stale`.
+        "status": "stale" if t.get("stale") else t["status"],
         "objective": t.get("objective"),
         "parameters": t.get("parameters", 0),
         "epochs": t.get("epochs", 0),

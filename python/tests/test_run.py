@@ -169,3 +169,12 @@ def test_ctrl_c_stops_the_run_and_the_same_call_resumes_it(tmp_path):
     trials = run.trials()
     assert len(trials) == 6 and (trials["status"] == "completed").all()
     assert list(trials.loc[kept.index, "seconds"]) == list(kept["seconds"])
+
+
+def test_a_trial_whose_worker_is_gone_is_stale_in_the_frame():
+    from msh._run import _trial_row
+
+    record = {"id": 3, "stage": "search", "status": "running",
+              "stale": {"worker": "box pid 7 trainer 0", "lease_until": 1.0, "reason": "lease expired"}}
+    assert _trial_row(record)["status"] == "stale"
+    assert _trial_row({**record, "stale": None})["status"] == "running"
