@@ -448,6 +448,15 @@ impl Postgres {
         self.retried(|| self.with_connection(|c| f(c).map_err(|e| self.error(e))))
     }
 
+    /// The one value a statement of the slots answers with.
+    fn value<T: for<'a> tokio_postgres::types::FromSql<'a>>(
+        &self,
+        statement: fn(&Statements) -> &Statement,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<T, StoreError> {
+        self.call(|c| Ok(pollster::block_on(c.client.query_one(statement(&c.slots), params))?.get(0)))
+    }
+
     fn event(&self, stage: &str, trial: u64, message: &str) -> Vec<u8> {
         let event =
             Event { time: self.clock(), stage: Some(stage.into()), trial: Some(trial), message: message.into() };
@@ -549,24 +558,10 @@ impl Postgres {
     ) -> Result<Finished, StoreError> {
         let (pid, session, host) = owner_columns(who.me);
         let args = self.finish_arguments(who, trial, event);
-        let kept: bool = self.call(|c| {
-            let row = pollster::block_on(c.client.query_one(
-                &c.slots.finish,
-                &[
-                    &self.run,
-                    &who.stage,
-                    &(trial.id as i64),
-                    &pid,
-                    &session,
-                    &host,
-                    &args[0],
-                    &args[1],
-                    &args[2],
-                    &args[3],
-                ],
-            ))?;
-            Ok(row.get(0))
-        })?;
+        let kept: bool = self.value(
+            |s| &s.finish,
+            &[&self.run, &who.stage, &(trial.id as i64), &pid, &session, &host, &args[0], &args[1], &args[2], &args[3]],
+        )?;
         Ok(if kept { Finished::Recorded } else { Finished::LeaseLost })
     }
 
@@ -582,25 +577,22 @@ impl Postgres {
         let (record, event) = (encode(&trial), self.event(who.stage, trial.id, event));
         let rejected = i64::try_from(rejected).unwrap_or(i64::MAX);
         loop {
-            let outcome: String = self.call(|c| {
-                let row = pollster::block_on(c.client.query_one(
-                    &c.slots.commit,
-                    &[
-                        &self.run,
-                        &who.stage,
-                        &(trial.id as i64),
-                        &pid,
-                        &session,
-                        &host,
-                        &who.lease,
-                        &limit(who.limit),
-                        &record,
-                        &event,
-                        &rejected,
-                    ],
-                ))?;
-                Ok(row.get(0))
-            })?;
+            let outcome: String = self.value(
+                |s| &s.commit,
+                &[
+                    &self.run,
+                    &who.stage,
+                    &(trial.id as i64),
+                    &pid,
+                    &session,
+                    &host,
+                    &who.lease,
+                    &limit(who.limit),
+                    &record,
+                    &event,
+                    &rejected,
+                ],
+            )?;
             match outcome.as_str() {
                 "running" => return Ok(Committed::Running(trial)),
                 "grow" => self.grow(who)?,
@@ -618,11 +610,7 @@ impl Postgres {
     /// Makes more slots for `who`'s stage (`msh_grow`), or lets others' claims of the
     /// free ones end.
     fn grow(&self, who: &Claimant) -> Result<(), StoreError> {
-        let made: i64 = self.call(|c| {
-            let row =
-                pollster::block_on(c.client.query_one(&c.slots.grow, &[&self.run, &who.stage, &limit(who.limit)]))?;
-            Ok(row.get(0))
-        })?;
+        let made: i64 = self.value(|s| &s.grow, &[&self.run, &who.stage, &limit(who.limit)])?;
         if made == 0 {
             // The free slots there are, other claims hold for the moment.
             std::thread::sleep(Duration::from_millis(1));
@@ -645,23 +633,10 @@ impl Postgres {
         trial.status = TrialStatus::Pending;
         trial.owner = None;
         let (record, event) = (encode(&trial), self.event(stage, trial.id, why));
-        self.call(|c| {
-            let row = pollster::block_on(c.client.query_one(
-                &c.slots.requeue,
-                &[
-                    &self.run,
-                    &stage,
-                    &(trial.id as i64),
-                    &pid,
-                    &session,
-                    &host,
-                    &owner.lease_until,
-                    &Some(&record),
-                    &event,
-                ],
-            ))?;
-            Ok(row.get(0))
-        })
+        self.value(
+            |s| &s.requeue,
+            &[&self.run, &stage, &(trial.id as i64), &pid, &session, &host, &owner.lease_until, &Some(&record), &event],
+        )
     }
 
     /// Puts a trial that `me` holds back in the queue, saying `why`.
