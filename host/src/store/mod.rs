@@ -20,7 +20,7 @@ pub use claims::{Claim, Committed, Finished, StageClaim, host_name, lost};
 pub use queries::{best_trial, pareto_front};
 pub use records::{
     BlockRef, Event, Metrics, Owner, ParamValue, Reservation, RunMeta, RungRecord, SnapshotRecord, StageRecord,
-    StageState, TrialHead, TrialRecord, TrialStatus,
+    StageState, TrialRecord, TrialStatus,
 };
 
 /// Bumped when a record changes incompatibly.
@@ -598,11 +598,6 @@ impl Txn<'_> {
 
     /// Every trial, by id (for recovery, which runs once per start).
     pub fn trials(&self) -> Result<Vec<TrialRecord>, StoreError> {
-        self.view().all(Table::Trials)
-    }
-
-    /// Every trial's id, stage and status, by id: `trials` without decoding the rest.
-    pub fn trial_heads(&self) -> Result<Vec<TrialHead>, StoreError> {
         self.view().all(Table::Trials)
     }
 
