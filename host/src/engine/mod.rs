@@ -407,25 +407,19 @@ fn recover(store: &Store, wf: &Workflow, me: &Owner) -> Result<usize, StoreError
     store.write(|t| {
         let now = t.clock();
         let mut counts: BTreeMap<String, (Vec<u64>, Vec<u64>, u64)> = BTreeMap::new();
-        // Only the running trials are read whole: at 100,000 trials, decoding every record
-        // would be most of a resume's time.
-        for head in t.trial_heads()? {
-            let mut status = head.status;
-            if status == TrialStatus::Running {
-                let mut trial = t.trial(head.id)?;
-                if let Some(why) = store::lost(&trial, now, me) {
-                    trial.status = TrialStatus::Pending;
-                    trial.owner = None;
-                    t.put_trial(&trial)?;
-                    t.log(Some(&trial.stage), Some(trial.id), why)?;
-                    requeued += 1;
-                    status = TrialStatus::Pending;
-                }
+        for mut trial in t.trials()? {
+            let why = (trial.status == TrialStatus::Running).then(|| store::lost(&trial, now, me)).flatten();
+            if let Some(why) = why {
+                trial.status = TrialStatus::Pending;
+                trial.owner = None;
+                t.put_trial(&trial)?;
+                t.log(Some(&trial.stage), Some(trial.id), why)?;
+                requeued += 1;
             }
-            let entry = counts.entry(head.stage).or_default();
-            match status {
-                TrialStatus::Pending => entry.0.push(head.id),
-                TrialStatus::Running => entry.1.push(head.id),
+            let entry = counts.entry(trial.stage.clone()).or_default();
+            match trial.status {
+                TrialStatus::Pending => entry.0.push(trial.id),
+                TrialStatus::Running => entry.1.push(trial.id),
                 _ => entry.2 += 1,
             }
         }

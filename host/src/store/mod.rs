@@ -21,7 +21,7 @@ pub use claims::{Claim, Claimant, Committed, Finished, StageClaim, host_name, lo
 pub use queries::{Stale, best_trial, pareto_front, stale, viewer};
 pub use records::{
     BlockRef, Event, Metrics, Owner, ParamValue, Reservation, RunMeta, RungRecord, SnapshotRecord, StageRecord,
-    StageState, TrialHead, TrialRecord, TrialStatus,
+    StageState, TrialRecord, TrialStatus,
 };
 pub use tally::{StageTally, Tally};
 
@@ -762,11 +762,6 @@ impl Txn<'_> {
 
     /// Every trial, by id (for recovery, which runs once per start).
     pub fn trials(&self) -> Result<Vec<TrialRecord>, StoreError> {
-        self.view().all(Table::Trials)
-    }
-
-    /// Every trial's id, stage and status, by id: `trials` without decoding the rest.
-    pub fn trial_heads(&self) -> Result<Vec<TrialHead>, StoreError> {
         self.view().all(Table::Trials)
     }
 

@@ -307,15 +307,6 @@ impl TrialRecord {
     }
 }
 
-/// What recovery reads of every trial (`Txn::trial_heads`): the rest of each record is
-/// skipped, not decoded, so a start of a long run does not decode every trial whole.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct TrialHead {
-    pub id: u64,
-    pub stage: String,
-    pub status: TrialStatus,
-}
-
 /// The values early stopping recorded for one epoch of a search stage: each trial's best
 /// validation loss up to that epoch (at rungs for `asha`, at every epoch for `median`).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

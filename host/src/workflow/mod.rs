@@ -402,7 +402,7 @@ pub struct SearcherSpec {
     #[serde(default)]
     pub config: BTreeMap<String, serde_yaml_ng::Value>,
     /// Hand a 0.1.0 searcher at most this many past trials (the best half and the most
-    /// recent half); unbounded by default. 0.2.0 searchers are told each trial once.
+    /// recent half); unbounded by default. 0.2.0 and later searchers are told each trial once.
     #[serde(default)]
     pub history: Option<usize>,
     /// Keep a snapshot of a 0.3.0 searcher's state every this many trials of the stage
