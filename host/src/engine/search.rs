@@ -460,6 +460,7 @@ impl Search<'_> {
             // Another trainer of this process saved it meanwhile.
             return Ok(());
         }
+        let started = Instant::now();
         let snapshot = match history.snapshot() {
             Ok(Some(snapshot)) => snapshot,
             Ok(None) => return Ok(()),
@@ -480,6 +481,12 @@ impl Search<'_> {
             }
             Ok(())
         })?;
+        tracing::debug!(
+            "search stage `{}`: searcher snapshot of {} trials saved in {:.3} s",
+            self.name,
+            snapshot.trials,
+            started.elapsed().as_secs_f64()
+        );
         Ok(())
     }
 

@@ -1,7 +1,7 @@
 //! The trial store: run metadata, stages, trials, an event log, a finish log, early
-//! stopping's values and searcher snapshots, as MessagePack records behind a schema version, in one of two
-//! backends. LMDB (in the run directory) is the embedded default; PostgreSQL lets
-//! workers on many machines share a run. Every change is one serialisable transaction
+//! stopping's values and searcher snapshots, as MessagePack records behind a schema
+//! version, in one of two backends. LMDB (in the run directory) is the embedded default;
+//! PostgreSQL lets workers on many machines share a run. Every change is one serialisable transaction
 //! (`Store::write`); the lease protocol that trainers claim trials with is `claims.rs`.
 
 mod claims;
