@@ -59,7 +59,8 @@ pub enum StageState {
 }
 
 /// A stage's progress. For search stages, trial counts are kept here so that claiming
-/// the next trial does not scan every trial.
+/// the next trial does not scan every trial (on PostgreSQL, `Store::stage` reads the queue
+/// and counts from the stage's slots instead).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StageRecord {
     pub name: String,
