@@ -2,7 +2,7 @@
 //! UPDATE SKIP LOCKED`, so that claims of many workers touch rows of their own instead of
 //! queueing on one record or lock. A slot is `free`, `reserved` (a searcher proposes into
 //! it), `running`, `pending` (requeued, waiting to run again) or `finished`; the stage's
-//! trial budget is the number of slots there may be, made 64 at a time as they are needed.
+//! trial budget is the number of slots there may be, made as they are needed.
 //! Every step of the claim protocol is one server-side function, one round trip and one
 //! commit. No claim waits on a row every claim writes: trial ids come with the slots
 //! (`msh_grow` bumps the counter once for 1,024), event keys from a sequence, and a
