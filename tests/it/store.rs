@@ -324,3 +324,31 @@ fn store_secrets_stay_out_of_files_and_messages() {
     ]);
     assert!(!typo.contains("topsecret") && typo.contains("postgress:…"), "{typo}");
 }
+
+/// A PostgreSQL run written before budget slots (its queue in the stage record) gets a
+/// slot for each trial, in its record's state, and claims go on from there.
+#[test]
+fn a_postgres_run_from_before_slots_is_given_them() {
+    let dir = TempDir::new();
+    let store = open(Backend::Postgres, dir.path());
+    with_stage(&store, "search");
+    store
+        .write(|t| -> Result<(), StoreError> {
+            for status in [TrialStatus::Completed, TrialStatus::Failed, TrialStatus::Pending] {
+                let id = t.next_trial_id()?;
+                t.put_trial(&trial(id, status))?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    store.align_queue("search").unwrap();
+    let stage = store.stage("search").unwrap().unwrap();
+    assert_eq!((stage.finished_trials, stage.pending.as_slice(), stage.running), (2, &[2][..], 0));
+    let me = owner(1);
+    let who = claimant(&me, 30.0, 4, "test");
+    let (_, Claim::Trial(again)) = store.claim(&who, None).unwrap() else { panic!("the pending trial") };
+    assert_eq!((again.id, again.attempts), (2, 1));
+    let (_, Claim::Reserved(id)) = store.claim(&who, None).unwrap() else { panic!("a reservation") };
+    assert_eq!(id, 3, "a fresh id");
+    assert!(matches!(store.claim(&who, None).unwrap().1, Claim::Spent), "the budget counts the old trials");
+}

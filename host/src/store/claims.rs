@@ -159,13 +159,12 @@ impl Store {
         })
     }
 
-    /// Brings a backend that keeps search queues apart (PostgreSQL) in line with the
-    /// trial records of `stage` (after recovery requeued some, or a run written by an
-    /// older msh): every trial has its slot, in the state its record says.
+    /// Gives every trial of `stage` its slot where a backend keeps search queues apart
+    /// (PostgreSQL) and the run was written by an msh from before them; nothing otherwise.
     pub fn align_queue(&self, stage: &str) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Lmdb(_) => Ok(()),
-            Backend::Postgres(pg) => pg.align_queue(stage, &self.trials()?),
+            Backend::Postgres(pg) => pg.align_queue(stage, || self.trials()),
         }
     }
 }

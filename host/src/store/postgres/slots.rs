@@ -740,7 +740,19 @@ impl Postgres {
 
     /// Gives every trial of `stage` without a slot (a run of an older msh) the slot its
     /// record's status says.
-    pub(in crate::store) fn align_queue(&self, stage: &str, trials: &[TrialRecord]) -> Result<(), StoreError> {
+    pub(in crate::store) fn align_queue(
+        &self,
+        stage: &str,
+        trials: impl FnOnce() -> Result<Vec<TrialRecord>, StoreError>,
+    ) -> Result<(), StoreError> {
+        // A stage with slots has had them from its first claim: only a run of an older msh
+        // needs its trials read (every start would otherwise decode them all).
+        let slots: i64 =
+            self.call(|c| Ok(pollster::block_on(c.client.query_one(&c.slots.tally, &[&self.run, &stage]))?.get(0)))?;
+        if slots > 0 {
+            return Ok(());
+        }
+        let trials = trials()?;
         let slotted: std::collections::HashSet<i64> = self
             .call(|c| pollster::block_on(c.client.query(&c.slots.slotted, &[&self.run, &stage])))?
             .iter()
