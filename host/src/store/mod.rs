@@ -721,11 +721,6 @@ impl Txn<'_> {
         Ok(())
     }
 
-    /// Trials that finished after position `since` of the finish log, and the new position.
-    pub fn finished_since(&self, since: u64) -> Result<(Vec<TrialRecord>, u64), StoreError> {
-        self.view().finished_since(since)
-    }
-
     /// What early stopping recorded for `stage` at `epoch` (empty when nothing yet).
     pub fn rung(&self, stage: &str, epoch: u32) -> Result<RungRecord, StoreError> {
         self.view().rung(stage, epoch)
