@@ -1,6 +1,7 @@
 //! The `msh` command line.
 
 mod cli;
+mod report;
 
 use std::process::ExitCode;
 

@@ -3,7 +3,6 @@
 
 use std::cell::RefCell;
 use std::collections::HashSet;
-use std::fmt::Write as _;
 
 pub use crate::bindings::exports::msh::plugin::search::Guest as SearchExports;
 use crate::bindings::exports::msh::plugin::search::GuestSearcher;
@@ -272,7 +271,7 @@ pub fn sample_param(spec: &ParamSpec, rng: &mut Rng) -> Value {
 /// that one configuration has one spelling.
 pub fn set_param(block: &mut BlockRef, spec: &ParamSpec, value: Value) {
     block.params.retain(|p| p.name != spec.name);
-    if value_text(&value) != value_text(&spec.default) {
+    if vocab_value(&value).to_string() != vocab_value(&spec.default).to_string() {
         block.params.push(Param { name: spec.name.clone(), value });
         block.params.sort_by(|a, b| a.name.cmp(&b.name));
     }
@@ -417,39 +416,30 @@ pub fn growth_position(space: &SearchSpace, architecture: &[BlockRef]) -> usize 
     architecture.len()
 }
 
-/// The canonical text of a trial: blocks with their non-default parameters (by name), and
-/// hyper-parameters (by name). Two proposals with one key are the same experiment.
+/// The canonical text of a trial (`msh_vocab::trial_key`, the host's own): blocks with
+/// the parameters they name, sorted by name, then hyper-parameters by name. Two proposals
+/// with one key are the same experiment.
 pub fn trial_key(architecture: &[BlockRef], hparams: &[(String, f64)]) -> String {
-    let mut key = String::new();
-    for (i, block) in architecture.iter().enumerate() {
-        key.push_str(if i == 0 { "" } else { "," });
-        key.push_str(&block.name);
-        let mut params: Vec<&Param> = block.params.iter().collect();
-        params.sort_by(|a, b| a.name.cmp(&b.name));
-        if !params.is_empty() {
-            key.push('(');
-            for (j, p) in params.iter().enumerate() {
-                let _ = write!(key, "{}{}={}", if j == 0 { "" } else { ";" }, p.name, value_text(&p.value));
-            }
-            key.push(')');
-        }
-    }
-    let mut hparams: Vec<&(String, f64)> = hparams.iter().collect();
-    hparams.sort_by(|a, b| a.0.cmp(&b.0));
-    for (name, value) in hparams {
-        let _ = write!(key, "|{name}={value:?}");
-    }
-    key
+    let architecture: Vec<msh_vocab::BlockRef> = architecture.iter().map(vocab_block).collect();
+    msh_vocab::trial_key(&architecture, hparams, |_, _, _| false)
 }
 
-fn value_text(value: &Value) -> String {
+/// A block in the shared vocabulary's terms.
+pub fn vocab_block(block: &BlockRef) -> msh_vocab::BlockRef {
+    msh_vocab::BlockRef {
+        name: block.name.clone(),
+        params: block.params.iter().map(|p| (p.name.clone(), vocab_value(&p.value))).collect(),
+    }
+}
+
+/// A parameter value in the shared vocabulary's terms.
+pub fn vocab_value(value: &Value) -> msh_vocab::ParamValue {
     match value {
-        Value::Int(v) => v.to_string(),
-        Value::Float(v) if v.fract() == 0.0 && v.abs() < 1e15 => (*v as i64).to_string(),
-        Value::Float(v) => format!("{v:?}"),
-        Value::Flag(v) => v.to_string(),
-        Value::Text(v) => v.clone(),
-        Value::Ints(v) => format!("{v:?}"),
+        Value::Int(v) => msh_vocab::ParamValue::Int(*v),
+        Value::Float(v) => msh_vocab::ParamValue::Float(*v),
+        Value::Flag(v) => msh_vocab::ParamValue::Flag(*v),
+        Value::Text(v) => msh_vocab::ParamValue::Text(v.clone()),
+        Value::Ints(v) => msh_vocab::ParamValue::Ints(v.clone()),
     }
 }
 

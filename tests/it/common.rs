@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use msh::data::{Dataset, Normalization, Splits};
-use msh::model::Task;
+use msh_train::data::{Dataset, Normalization, Splits};
+use msh_train::model::Task;
 
 /// The repository root (bundled data and architectures live there).
 pub fn root() -> PathBuf {

@@ -1,4 +1,4 @@
-//! The fast slice of the fuzz targets (msh::fuzz): each target's seeds and a few hundred
+//! The fast slice of the fuzz targets (msh_fuzz): each target's seeds and a few hundred
 //! deterministic mutations of them must end without a panic and in bounded time. The
 //! coverage-guided runs of a million inputs per target are `fuzz/run.sh`.
 
@@ -70,8 +70,8 @@ fn every_fuzz_target_survives_its_seeds_and_their_mutations() {
     let quiet = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
     let mut failures = Vec::new();
-    for (name, target) in msh::fuzz::TARGETS {
-        let seeds = msh::fuzz::seeds(name, &root);
+    for (name, target) in msh_fuzz::TARGETS {
+        let seeds = msh_fuzz::seeds(name, &root);
         assert!(!seeds.is_empty(), "target {name} has no seeds");
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ name.len() as u64);
         let started = Instant::now();

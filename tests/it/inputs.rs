@@ -7,7 +7,7 @@ use crate::common;
 use std::path::Path;
 
 use common::{failure, train_json};
-use msh::data::{DataSpec, Source, TaskKind};
+use msh_train::data::{DataSpec, Source, TaskKind};
 
 const IRIS_ARCH: &str = "workflows/archs/iris_mlp.yaml";
 
@@ -170,10 +170,10 @@ fn image_folders_train_and_a_broken_image_is_named() {
 const NUMPY: &str = "tests/fixtures/numpy";
 
 /// Reads a source as it is, with the library (paths from the repository root).
-fn read_source(source: &str, task: TaskKind) -> msh::data::Dataset {
+fn read_source(source: &str, task: TaskKind) -> msh_train::data::Dataset {
     let source: Source = source.parse().unwrap();
     let spec = DataSpec { task, ..DataSpec::new(source.relative_to(&common::root())) };
-    msh::data::read(&spec.source, &spec).unwrap_or_else(|e| panic!("{e}"))
+    msh_train::data::read(&spec.source, &spec).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn assert_same_values(a: &[f32], b: &[f32]) {

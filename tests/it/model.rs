@@ -6,13 +6,13 @@ use crate::common;
 use std::collections::BTreeMap;
 
 use burn::prelude::Device;
-use msh::data::{self, DataSpec, Source, Splits};
-use msh::graph::Architecture;
-use msh::model::{Model, ModelSpec, Task};
-use msh::train::{self, CHECKPOINT_VERSION, Checkpoint, CheckpointMeta, TrainConfig};
+use msh_graph::Architecture;
+use msh_train::data::{self, DataSpec, Source, Splits};
+use msh_train::model::{Model, ModelSpec, Task};
+use msh_train::{self as train, CHECKPOINT_VERSION, Checkpoint, CheckpointMeta, TrainConfig};
 
 fn arch(yaml: &str) -> Architecture {
-    msh::arch_file::parse(yaml).unwrap()
+    msh_graph::arch_file::parse(yaml).unwrap()
 }
 
 #[test]
@@ -49,7 +49,7 @@ fn every_op_builds_and_trains() {
     let yaml = yaml.as_str();
     let trained = train_briefly(yaml, &common::synthetic(&[4, 12], 32, 3, false));
     // The count from shapes alone (what budgets and bounds use) is what the model holds.
-    assert_eq!(msh::graph::parameter_count(&arch(yaml), &[4, 12], 3).unwrap(), trained.parameters as u64);
+    assert_eq!(msh_graph::parameter_count(&arch(yaml), &[4, 12], 3).unwrap(), trained.parameters as u64);
 }
 
 #[test]
@@ -92,7 +92,7 @@ fn parameters_are_counted_from_shapes_as_the_model_holds_them() {
         let task = if outputs == 1 { Task::Regression } else { Task::Classification { classes: outputs } };
         let spec = ModelSpec { architecture: architecture.clone(), input_shape: shape.clone(), task };
         let held = Model::new(&spec, &Device::flex()).unwrap().parameter_count() as u64;
-        assert_eq!(msh::graph::parameter_count(&architecture, &shape, outputs).unwrap(), held, "{name}");
+        assert_eq!(msh_graph::parameter_count(&architecture, &shape, outputs).unwrap(), held, "{name}");
     }
 }
 
@@ -101,7 +101,7 @@ fn embedding_of_token_ids_trains() {
     let yaml = "blocks:\n- name: e\n  nodes:\n  - {op: embedding, vocab: 10, dim: 4}\n  - {op: global_avg_pool}\n";
     let trained = train_briefly(yaml, &common::synthetic(&[5], 32, 2, true));
     assert_eq!(trained.parameters, 10 * 4 + 4 * 2 + 2);
-    assert_eq!(msh::graph::parameter_count(&arch(yaml), &[5], 2).unwrap(), trained.parameters as u64);
+    assert_eq!(msh_graph::parameter_count(&arch(yaml), &[5], 2).unwrap(), trained.parameters as u64);
 }
 
 #[test]

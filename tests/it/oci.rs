@@ -138,7 +138,7 @@ fn plugins_travel_through_a_registry_and_a_lock_pins_them() {
     let workflow_text = workflow.to_str().unwrap();
     let run_dir = work.path().join("run");
     ok(home, &["run", workflow_text, "--run-dir", run_dir.to_str().unwrap()]);
-    let meta = msh::store::Store::open(&run_dir).unwrap().run_meta().unwrap().unwrap();
+    let meta = msh_store::Store::open(&run_dir).unwrap().run_meta().unwrap().unwrap();
     assert_eq!(meta.plugins.get("blocks"), Some(&sha256_of(core_blocks)), "{:?}", meta.plugins);
 
     // The lock pins both tags to the manifests pushed above.

@@ -12,11 +12,11 @@ use std::process::Command;
 
 use burn::prelude::Device;
 use common::TempDir;
-use msh::graph::Architecture;
-use msh::model::{ModelSpec, Task};
-use msh::onnx::{self, Provenance};
-use msh::plugin::{Limits, PluginHost};
-use msh::train::{self, Checkpoint, CheckpointMeta, Predictor, TrainConfig};
+use msh_graph::Architecture;
+use msh_onnx::{self as onnx, Provenance};
+use msh_plugin::{Limits, PluginHost};
+use msh_train::model::{ModelSpec, Task};
+use msh_train::{self as train, Checkpoint, CheckpointMeta, Predictor, TrainConfig};
 use serde_json::Value;
 
 /// The most a probability of ONNX Runtime may differ from msh's (a regression value, relative

@@ -4,10 +4,12 @@
 use crate::common;
 
 use burn::prelude::Device;
-use msh::graph::Architecture;
-use msh::model::{ModelSpec, Task};
-use msh::plugin::{Limits, PluginHost, World, types};
-use msh::train::{self, TrainConfig};
+use msh_graph::Architecture;
+use msh_plugin::{Limits, PluginHost, World};
+use msh_store::{BlockRef, Metrics, ParamValue, TrialRecord, TrialStatus};
+use msh_train::model::{ModelSpec, Task};
+use msh_train::{self as train, TrainConfig};
+use msh_vocab::space::{HparamRange, ParamKind, ParamSpec, SearchContext, SearchSpace, SpaceBlock};
 
 const HOSTILE: &str = env!("MSH_HOSTILE_PLUGIN");
 
@@ -128,17 +130,21 @@ fn every_core_block_builds_on_its_ranks_and_trains_a_step() {
 /// 8x8 images; a short training runs through every one.
 #[test]
 fn model_search_block_variants_build_and_train_on_bundled_data() {
-    use types::Value::{Flag, Int, Text};
+    use ParamValue::{Flag, Int, Text};
     let host = PluginHost::new(Limits::default());
     let pack = host.embedded("core-blocks").unwrap();
     let root = common::root();
-    let load = |source: msh::data::Source, shape: Vec<usize>| {
-        let spec = msh::data::DataSpec { shape: Some(shape), subset: Some(96), ..msh::data::DataSpec::new(source) };
-        msh::data::load(&spec, 1).unwrap()
+    let load = |source: msh_train::data::Source, shape: Vec<usize>| {
+        let spec = msh_train::data::DataSpec {
+            shape: Some(shape),
+            subset: Some(96),
+            ..msh_train::data::DataSpec::new(source)
+        };
+        msh_train::data::load(&spec, 1).unwrap()
     };
-    let sequences = load(msh::data::Source::Csv(root.join("data/mnist1d/train.csv")), vec![1, 40]);
-    let images = load(msh::data::Source::Csv(root.join("data/digits/digits.csv")), vec![1, 8, 8]);
-    let variants: Vec<(&str, Vec<(&str, types::Value)>)> = vec![
+    let sequences = load(msh_train::data::Source::Csv(root.join("data/mnist1d/train.csv")), vec![1, 40]);
+    let images = load(msh_train::data::Source::Csv(root.join("data/digits/digits.csv")), vec![1, 8, 8]);
+    let variants: Vec<(&str, Vec<(&str, ParamValue)>)> = vec![
         ("svdf", vec![("units", Int(32)), ("memory", Int(4)), ("rank", Int(2)), ("projection", Int(7))]),
         ("tunable_svdf", vec![("units", Int(50)), ("memory", Int(32)), ("rank", Int(3))]),
         ("rnn", vec![("hidden", Int(16)), ("skip", Flag(true))]),
@@ -156,7 +162,7 @@ fn model_search_block_variants_build_and_train_on_bundled_data() {
         ("dense_residual", vec![("units", Int(16)), ("mode", Text("force_match".into()))]),
         ("dense_residual", vec![("units", Int(100)), ("mode", Text("force_match".into()))]),
     ];
-    let image_variants: Vec<(&str, Vec<(&str, types::Value)>)> = vec![
+    let image_variants: Vec<(&str, Vec<(&str, ParamValue)>)> = vec![
         ("asymmetric_conv", vec![("length", Int(7)), ("axis", Text("width".into()))]),
         ("asymmetric_conv", vec![("length", Int(3))]),
         ("downsample_flatten", vec![]),
@@ -165,8 +171,7 @@ fn model_search_block_variants_build_and_train_on_bundled_data() {
     let config = TrainConfig { epochs: 1, batch_size: 32, ..TrainConfig::default() };
     let all = variants.into_iter().map(|v| (v, &sequences)).chain(image_variants.into_iter().map(|v| (v, &images)));
     for ((name, params), splits) in all {
-        let params: Vec<types::Param> =
-            params.into_iter().map(|(n, value)| types::Param { name: n.into(), value }).collect();
+        let params: Vec<(String, ParamValue)> = params.into_iter().map(|(n, value)| (n.into(), value)).collect();
         let shape = splits.train.shape.clone();
         let graph = pack.build(name, &shape, &params).unwrap_or_else(|e| panic!("{name} {params:?}: {e}"));
         let spec = ModelSpec {
@@ -180,10 +185,7 @@ fn model_search_block_variants_build_and_train_on_bundled_data() {
         assert!(trained.epochs[0].valid.loss.is_finite(), "{name} {params:?}");
     }
     // A skip needs every step to add the input to.
-    let no_sequences = [
-        types::Param { name: "skip".into(), value: Flag(true) },
-        types::Param { name: "return_sequences".into(), value: Flag(false) },
-    ];
+    let no_sequences = [("skip".into(), Flag(true)), ("return_sequences".into(), Flag(false))];
     let err = pack.build("lstm", &[4, 10], &no_sequences).unwrap_err().to_string();
     assert!(err.contains("block `lstm`: `skip` needs `return_sequences`"), "{err}");
 }
@@ -192,7 +194,7 @@ fn model_search_block_variants_build_and_train_on_bundled_data() {
 fn core_block_parameters_are_range_checked() {
     let host = PluginHost::new(Limits::default());
     let pack = host.embedded("core-blocks").unwrap();
-    let params = [types::Param { name: "kernel".into(), value: types::Value::Int(99) }];
+    let params = [("kernel".into(), ParamValue::Int(99))];
     let err = pack.build("conv", &[4, 16], &params).unwrap_err().to_string();
     assert!(err.contains("refused: block `conv`: parameter `kernel` = 99 is outside 1..=7"), "{err}");
     let err = pack.build("lstm", &[16], &[]).unwrap_err().to_string();
@@ -201,20 +203,20 @@ fn core_block_parameters_are_range_checked() {
 
 /// A space like core-blocks' over [channels, length]: dense yields features, after which
 /// no conv fits; `conv` has a searchable parameter.
-fn ranked_space() -> types::SearchSpace {
-    let block = |name: &str, ranks: Vec<(u8, u8)>, params: Vec<types::ParamSpec>| types::SpaceBlock {
+fn ranked_space() -> SearchSpace {
+    let block = |name: &str, ranks: Vec<(u8, u8)>, params: Vec<ParamSpec>| SpaceBlock {
         name: name.into(),
         description: String::new(),
         params,
         ranks,
     };
-    let filters = types::ParamSpec {
+    let filters = ParamSpec {
         name: "filters".into(),
         description: String::new(),
-        kind: types::ParamKind::IntRange((4, 512)),
-        default: types::Value::Int(32),
+        kind: ParamKind::IntRange(4, 512),
+        default: ParamValue::Int(32),
     };
-    types::SearchSpace {
+    SearchSpace {
         blocks: vec![
             block("conv", vec![(2, 2)], vec![filters]),
             block("resnet", vec![(2, 2)], vec![]),
@@ -224,31 +226,19 @@ fn ranked_space() -> types::SearchSpace {
         input_rank: 2,
         min_depth: 2,
         max_depth: 4,
-        hparams: vec![types::HparamRange {
-            name: "learning_rate".into(),
-            low: 1e-4,
-            high: 1e-2,
-            log: true,
-            choices: vec![],
-        }],
+        hparams: vec![HparamRange { name: "learning_rate".into(), low: 1e-4, high: 1e-2, log: true, choices: vec![] }],
     }
 }
 
-fn trial(id: u64, architecture: &[&str], objective: Option<f64>) -> types::Trial {
-    types::Trial {
-        id,
-        architecture: architecture.iter().map(|n| types::BlockRef { name: n.to_string(), params: vec![] }).collect(),
-        hparams: vec![("learning_rate".into(), 1e-3)],
-        status: if objective.is_some() { types::TrialStatus::Completed } else { types::TrialStatus::Failed },
-        kind: types::TrialKind::Single,
-        objective,
-        accuracy: None,
-        parameters: 100,
-        parent: None,
-        inherited: 0,
-        epochs: 3,
-        error: None,
-    }
+fn trial(id: u64, architecture: &[&str], objective: Option<f64>) -> TrialRecord {
+    let architecture = architecture.iter().map(|n| BlockRef { name: n.to_string(), params: vec![] }).collect();
+    let mut trial = TrialRecord::new(id, "search", architecture, vec![("learning_rate".into(), 1e-3)]);
+    trial.status = if objective.is_some() { TrialStatus::Completed } else { TrialStatus::Failed };
+    trial.objective = objective;
+    trial.valid = objective.map(|loss| Metrics { samples: 100, loss, accuracy: None, r2: None, rmse: None });
+    trial.parameters = 100;
+    trial.epochs = 3;
+    trial
 }
 
 #[test]
@@ -256,7 +246,7 @@ fn searchers_propose_new_trials_that_fit_the_space_deterministically() {
     let host = PluginHost::new(Limits::default());
     let space = ranked_space();
     let names = ["conv", "resnet", "dense", "max_pool"];
-    let history: Vec<types::Trial> = (0..40u64)
+    let history: Vec<TrialRecord> = (0..40u64)
         .map(|id| {
             let arch: Vec<&str> = (0..2 + (id % 2) as usize).map(|d| names[(id as usize + d) % 2]).collect();
             let mut arch = arch;
@@ -264,13 +254,13 @@ fn searchers_propose_new_trials_that_fit_the_space_deterministically() {
             trial(id, &arch, (id % 5 != 4).then(|| ((id * 37) % 11) as f64))
         })
         .collect();
-    let context = types::Context { seed: 7, budget: 100, config: vec![] };
+    let context = SearchContext { seed: 7, budget: 100, config: vec![] };
     for name in ["random-search", "beam-search", "regularized-evolution", "local-search", "harmonica", "linear-model"] {
         let searcher = host.embedded(name).unwrap();
         for told in [0usize, 3, 40] {
             let propose = || {
-                let mut session = searcher.search(context.clone(), space.clone(), None).unwrap();
-                session.observe(history[..told].to_vec());
+                let mut session = searcher.search(&context, &space, None).unwrap();
+                session.observe(&history[..told]);
                 let proposals = session.propose(&[], 8).unwrap_or_else(|e| panic!("{e}"));
                 (session, proposals)
             };
@@ -297,22 +287,22 @@ fn every_bundled_searcher_restores_its_snapshot_and_goes_on_without_repeating() 
     let host = PluginHost::new(Limits::default());
     let space = ranked_space();
     let names = ["conv", "resnet", "dense", "max_pool"];
-    let history: Vec<types::Trial> = (0..40u64)
+    let history: Vec<TrialRecord> = (0..40u64)
         .map(|id| {
             let mut arch: Vec<&str> = (0..1 + (id % 3) as usize).map(|d| names[(id as usize + d) % 2]).collect();
             arch.push("dense");
             trial(id, &arch, Some(((id * 37) % 11) as f64))
         })
         .collect();
-    let context = types::Context { seed: 7, budget: 100, config: vec![] };
-    for name in msh::plugin::EMBEDDED.iter().map(|(n, _)| *n).filter(|n| *n != "core-blocks") {
+    let context = SearchContext { seed: 7, budget: 100, config: vec![] };
+    for name in msh_plugin::EMBEDDED.iter().map(|(n, _)| *n).filter(|n| *n != "core-blocks") {
         let searcher = host.embedded(name).unwrap();
-        let mut first = searcher.search(context.clone(), space.clone(), None).unwrap();
-        first.observe(history.clone());
+        let mut first = searcher.search(&context, &space, None).unwrap();
+        first.observe(&history);
         let before = first.propose(&[], 4).unwrap_or_else(|e| panic!("{e}"));
         let state = first.snapshot().unwrap().unwrap_or_else(|| panic!("{name} keeps a snapshot"));
 
-        let mut resumed = searcher.search(context.clone(), space.clone(), None).unwrap();
+        let mut resumed = searcher.search(&context, &space, None).unwrap();
         let ids: Vec<u64> = history.iter().map(|t| t.id).collect();
         resumed.restore(state, 40, &ids).unwrap_or_else(|e| panic!("{e}"));
         let after = resumed.propose(&[], 4).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -331,8 +321,8 @@ fn every_bundled_searcher_restores_its_snapshot_and_goes_on_without_repeating() 
     }
     // A 0.2.0 searcher has none: a resume replays every trial.
     let v2 = host.load_file(std::path::Path::new(env!("MSH_SEARCHER_V2_PLUGIN"))).unwrap();
-    let mut session = v2.search(context, space, None).unwrap();
-    session.observe(history);
+    let mut session = v2.search(&context, &space, None).unwrap();
+    session.observe(&history);
     assert!(!session.keeps_snapshots());
     assert_eq!(session.snapshot().unwrap(), None);
     assert_eq!(session.propose(&[], 2).unwrap().len(), 2);
@@ -345,15 +335,15 @@ fn best_found(searcher: &str, seed: u64, budget: u64) -> f64 {
     let host = PluginHost::new(Limits::default());
     let names = ["a", "b", "c", "d", "e", "f"];
     let block =
-        |name: &str| types::SpaceBlock { name: name.into(), description: String::new(), params: vec![], ranks: vec![] };
-    let space = types::SearchSpace {
+        |name: &str| SpaceBlock { name: name.into(), description: String::new(), params: vec![], ranks: vec![] };
+    let space = SearchSpace {
         blocks: names.iter().map(|n| block(n)).collect(),
         input_rank: 0,
         min_depth: 1,
         max_depth: 4,
         hparams: vec![],
     };
-    let objective = |architecture: &[types::BlockRef]| {
+    let objective = |architecture: &[BlockRef]| {
         let cost: f64 = architecture
             .iter()
             .enumerate()
@@ -361,8 +351,8 @@ fn best_found(searcher: &str, seed: u64, budget: u64) -> f64 {
             .sum();
         cost + 0.25 * (4 - architecture.len()) as f64
     };
-    let context = types::Context { seed, budget: budget as u32, config: vec![] };
-    let mut session = host.embedded(searcher).unwrap().search(context, space, None).unwrap();
+    let context = SearchContext { seed, budget: budget as u32, config: vec![] };
+    let mut session = host.embedded(searcher).unwrap().search(&context, &space, None).unwrap();
     let mut best = f64::INFINITY;
     for id in 0..budget {
         let Some(p) = session.propose(&[], 1).unwrap().pop() else { break };
@@ -371,7 +361,7 @@ fn best_found(searcher: &str, seed: u64, budget: u64) -> f64 {
         let mut done = trial(id, &[], Some(value));
         done.architecture = p.architecture;
         done.hparams = p.hparams;
-        session.observe(vec![done]);
+        session.observe(&[done]);
     }
     best
 }
@@ -393,14 +383,14 @@ fn regularized_evolution_ages_its_population_by_completion_not_by_id() {
     // Trial 5 completed first and is the best, so it ages out of a population of two: the
     // tournaments draw from 1 and 2, which finished after it (by id, 5 would be the newest).
     let host = PluginHost::new(Limits::default());
-    let context = types::Context {
+    let context = SearchContext {
         seed: 3,
         budget: 100,
         config: vec![("population_size".into(), "2".into()), ("sample_size".into(), "2".into())],
     };
     let searcher = host.embedded("regularized-evolution").unwrap();
-    let mut session = searcher.search(context, ranked_space(), None).unwrap();
-    session.observe(vec![
+    let mut session = searcher.search(&context, &ranked_space(), None).unwrap();
+    session.observe(&[
         trial(5, &["conv", "dense"], Some(0.1)),
         trial(1, &["resnet", "dense"], Some(0.9)),
         trial(2, &["max_pool", "dense"], Some(0.8)),
@@ -545,7 +535,7 @@ fn a_changed_plugin_file_is_refused_on_resume() {
     );
     let digest = |path: &str| {
         use sha2::Digest;
-        msh::plugin::hex(&sha2::Sha256::digest(std::fs::read(path).unwrap()))
+        msh_plugin::hex(&sha2::Sha256::digest(std::fs::read(path).unwrap()))
     };
     assert!(stderr.contains(&digest(env!("MSH_PLUGIN_RANDOM_SEARCH"))), "{stderr}");
     assert!(stderr.contains(&digest(env!("MSH_PLUGIN_GRID_SEARCH"))), "{stderr}");

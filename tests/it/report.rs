@@ -336,7 +336,7 @@ fn a_report_of_20000_trials_opens_pages_and_sorts_in_the_browser() {
 
 #[test]
 fn a_trial_whose_worker_vanished_is_stale_not_failed_in_every_view() {
-    use msh::store::{Owner, Store, StoreError, TrialRecord, TrialStatus};
+    use msh_store::{Owner, Store, StoreError, TrialRecord, TrialStatus};
     let (_dir, run_dir) = table_run(5);
     let run_text = run_dir.to_str().unwrap();
     // A worker claimed a trial and vanished: its lease ran out a minute ago.
@@ -414,7 +414,7 @@ fn get(port: u16, path: &str) -> String {
 
 #[test]
 fn the_dashboard_sends_only_the_trials_that_changed() {
-    use msh::store::{Store, StoreError, TrialRecord, TrialStatus};
+    use msh_store::{Store, StoreError, TrialRecord, TrialStatus};
     let (_dir, run_dir) = table_run(5);
     let run_text = run_dir.to_str().unwrap();
     let mut ui = Killed(msh().args(["ui", run_text, "--port", "0"]).stdout(Stdio::piped()).spawn().unwrap());

@@ -5,7 +5,9 @@ use crate::common;
 
 use std::process::Command;
 
-use msh::plugin::{Limits, PluginHost, World, types};
+use msh_plugin::{Limits, PluginHost, World};
+use msh_store::{Metrics, TrialRecord, TrialStatus};
+use msh_vocab::space::{SearchContext, SearchSpace, SpaceBlock};
 
 /// The code block that follows `<!-- tutorial:NAME -->` in the README.
 fn snippet(readme: &str, name: &str) -> String {
@@ -43,39 +45,27 @@ fn readme_tutorial_searcher_builds_and_proposes() {
     let host = PluginHost::new(Limits::default());
     let greedy = host.load_file(&wasm).unwrap();
     assert_eq!(greedy.world, World::Searcher);
-    let space = types::SearchSpace {
+    let space = SearchSpace {
         blocks: ["conv", "dense"]
-            .map(|name| types::SpaceBlock {
-                name: name.into(),
-                description: String::new(),
-                params: vec![],
-                ranks: vec![],
-            })
+            .map(|name| SpaceBlock { name: name.into(), description: String::new(), params: vec![], ranks: vec![] })
             .to_vec(),
         input_rank: 0,
         min_depth: 2,
         max_depth: 4,
         hparams: vec![],
     };
-    let context = types::Context { seed: 3, budget: 10, config: vec![] };
-    let mut search = greedy.search(context, space, None).unwrap();
+    let context = SearchContext { seed: 3, budget: 10, config: vec![] };
+    let mut search = greedy.search(&context, &space, None).unwrap();
     let first = search.propose(&[], 2).unwrap();
     assert_eq!(first.len(), 2);
     assert_eq!(first[0].architecture.len(), 2);
-    search.observe(vec![types::Trial {
-        id: 5,
-        architecture: first[0].architecture.clone(),
-        hparams: vec![],
-        status: types::TrialStatus::Completed,
-        kind: types::TrialKind::Single,
-        objective: Some(0.3),
-        accuracy: Some(0.9),
-        parameters: 10,
-        parent: None,
-        inherited: 0,
-        epochs: 1,
-        error: None,
-    }]);
+    let mut done = TrialRecord::new(5, "search", first[0].architecture.clone(), vec![]);
+    done.status = TrialStatus::Completed;
+    done.objective = Some(0.3);
+    done.valid = Some(Metrics { samples: 10, loss: 0.3, accuracy: Some(0.9), r2: None, rmse: None });
+    done.parameters = 10;
+    done.epochs = 1;
+    search.observe(&[done]);
     let next = search.propose(&[], 3).unwrap();
     assert!(next.iter().all(|p| p.parent == Some(5)), "{next:?}");
     let keys: std::collections::HashSet<String> =

@@ -6,9 +6,9 @@ use crate::common;
 use std::sync::atomic::AtomicBool;
 
 use burn::prelude::Device;
-use msh::data::{self, DataSpec, Source, Splits};
-use msh::model::{Donor, ModelSpec};
-use msh::train::{self, Checkpoint, CheckpointMeta, TrainConfig, Trained};
+use msh_train::data::{self, DataSpec, Source, Splits};
+use msh_train::model::{Donor, ModelSpec};
+use msh_train::{self as train, Checkpoint, CheckpointMeta, TrainConfig, Trained};
 
 const PARENT: &str = "blocks:
 - name: stem
@@ -28,8 +28,11 @@ fn mnist1d() -> Splits {
 }
 
 fn run(yaml: &str, splits: &Splits, epochs: usize, donors: &[Donor]) -> (ModelSpec, Trained) {
-    let spec =
-        ModelSpec { architecture: msh::arch_file::parse(yaml).unwrap(), input_shape: vec![1, 40], task: splits.task };
+    let spec = ModelSpec {
+        architecture: msh_graph::arch_file::parse(yaml).unwrap(),
+        input_shape: vec![1, 40],
+        task: splits.task,
+    };
     let config = TrainConfig { epochs, batch_size: 64, learning_rate: 0.003, seed: 11, ..TrainConfig::default() };
     let guidance = train::Guidance { donors: donors.to_vec(), ..Default::default() };
     let trained =

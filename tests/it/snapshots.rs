@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use common::{TempDir, msh, start};
-use msh::store::{Store, TrialRecord};
+use msh_store::{Store, TrialRecord};
 
 fn blocks() -> Vec<String> {
     ('a'..='j').map(String::from).collect()
@@ -199,7 +199,7 @@ fn a_snapshot_of_another_plugin_build_is_ignored() {
 fn a_searcher_of_the_frozen_0_2_0_contract_runs_and_resumes_without_snapshots() {
     // The 0.2.0 fixture walks the space in order; 0.1.0's runs in run.rs.
     let v2 = env!("MSH_SEARCHER_V2_PLUGIN");
-    assert_eq!(msh::plugin::PluginHost::new(Default::default()).load_file(Path::new(v2)).unwrap().version, "0.2.0");
+    assert_eq!(msh_plugin::PluginHost::new(Default::default()).load_file(Path::new(v2)).unwrap().version, "0.2.0");
     let (_dir, workflow, run_dir) = workflow(v2, 150, 10);
     run_and_kill(&workflow, &run_dir, None, 40);
     run_to_end(&workflow, &run_dir, None);

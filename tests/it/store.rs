@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::TempDir;
-use msh::store::{
+use msh_store::{
     BlockRef, Claim, Claimant, Committed, Finished, Owner, ParamValue, StageRecord, Store, StoreError, TrialRecord,
     TrialStatus,
 };

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use msh::store::{Store, TrialStatus};
+use msh_store::{Store, TrialStatus};
 
 const BUDGET: u64 = 9;
 

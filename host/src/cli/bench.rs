@@ -5,9 +5,9 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use msh::data::{Dataset, Normalization, Splits};
-use msh::model::{ModelSpec, Task};
-use msh::train::{self, Backend, TrainConfig};
+use msh_train::data::{Dataset, Normalization, Splits};
+use msh_train::model::{ModelSpec, Task};
+use msh_train::{self as train, Backend, TrainConfig};
 use serde_json::json;
 
 /// The reference models: the MNIST-1D CNN of the test suite, a CIFAR-shaped CNN
@@ -97,7 +97,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
         if !args.models.is_empty() && !args.models.iter().any(|m| m == name) {
             continue;
         }
-        let architecture = msh::arch_file::parse(text).with_context(|| format!("bundled {name}"))?;
+        let architecture = msh_graph::arch_file::parse(text).with_context(|| format!("bundled {name}"))?;
         let spec = ModelSpec { architecture, input_shape: shape.to_vec(), task: Task::Classification { classes: 10 } };
         let splits = random_splits(shape, args.samples);
         let config = TrainConfig { epochs: 1 + args.repeats, batch_size: args.batch_size, ..TrainConfig::default() };
@@ -173,7 +173,8 @@ fn median_ms<T>(repeats: usize, mut f: impl FnMut() -> anyhow::Result<T>) -> any
 }
 
 fn plugins(repeats: usize) -> anyhow::Result<std::process::ExitCode> {
-    use msh::plugin::{Limits, PluginHost, types};
+    use msh_plugin::{Limits, PluginHost};
+    use msh_vocab::space::SearchContext;
 
     let start = Instant::now();
     let host = PluginHost::new(Limits::default());
@@ -186,22 +187,22 @@ fn plugins(repeats: usize) -> anyhow::Result<std::process::ExitCode> {
     let names: Vec<String> = blocks.iter().map(|b| b.name.clone()).collect();
     let space = super::blocks::sample_space(names.clone());
     let history = super::blocks::sample_history(&names, 1000);
-    let context = types::Context { seed: 1, budget: 2000, config: vec![] };
+    let context = SearchContext { seed: 1, budget: 2000, config: vec![] };
     let mut per_trial = 0.0;
     let empty = median_ms(repeats, || Ok(host.embedded("random-search")?.propose_once(&context, &space, &[], 1)?))?;
     println!("propose, empty history (instantiate + call) {empty:>9.3} ms");
     for name in ["random-search", "beam-search", "regularized-evolution", "local-search", "harmonica", "linear-model"] {
         let searcher = host.embedded(name)?;
         // A live search told 1,000 trials; each step tells it one more and asks for one.
-        let mut session = searcher.search(context.clone(), space.clone(), None)?;
-        session.observe(history.clone());
+        let mut session = searcher.search(&context, &space, None)?;
+        session.observe(&history);
         session.propose(&[], 1)?;
         let mut next = history.len() as u64;
         let ms = median_ms(repeats, || {
             let mut trial = history[next as usize % history.len()].clone();
             trial.id = next;
             next += 1;
-            session.observe(vec![trial]);
+            session.observe(&[trial]);
             Ok(session.propose(&[], 1)?)
         })?;
         per_trial = f64::max(per_trial, ms);

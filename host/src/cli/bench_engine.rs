@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use msh::engine::{self, EngineEvent, RunEnd, RunOptions};
+use msh_engine::{self as engine, EngineEvent, RunEnd, RunOptions};
 
 #[derive(Debug, Args)]
 pub struct BenchEngineArgs {
@@ -19,7 +19,7 @@ pub struct BenchEngineArgs {
     #[arg(long, default_value_t = 100_000)]
     trials: u32,
     /// The searcher (the default searcher unless given).
-    #[arg(long, default_value = msh::workflow::DEFAULT_SEARCHER)]
+    #[arg(long, default_value = msh_engine::workflow::DEFAULT_SEARCHER)]
     searcher: String,
 }
 
@@ -122,12 +122,12 @@ fn options(workflow: &Path, run_dir: &Path, trainers: Option<usize>, stop: Arc<A
     RunOptions {
         run_dir: run_dir.to_path_buf(),
         trainers,
-        backend: Some(msh::train::Backend::Cpu),
+        backend: Some(msh_train::Backend::Cpu),
         threads: None,
         allow_changed_plugins: false,
         allow_changed_data: false,
         role: Default::default(),
-        launcher: Some(super::run::launcher(workflow, run_dir, Some(msh::train::Backend::Cpu))),
+        launcher: Some(super::run::launcher(workflow, run_dir, Some(msh_train::Backend::Cpu))),
         stop,
         store: None,
         lease_seconds: None,
@@ -281,7 +281,7 @@ pub fn engine(args: BenchEngineArgs) -> anyhow::Result<std::process::ExitCode> {
     // copies, with the snapshot forgotten (every trial read and replayed) and with it, twice
     // each, alternating (the faster of each pair counts: other work on the machine only
     // slows a run down).
-    let snapshot = msh::store::Store::open(&run_dir)?.snapshot("search")?;
+    let snapshot = msh_store::Store::open(&run_dir)?.snapshot("search")?;
     let mut replay: Option<Resume> = None;
     let mut restored: Option<Resume> = None;
     for round in 0..2 {
@@ -289,7 +289,7 @@ pub fn engine(args: BenchEngineArgs) -> anyhow::Result<std::process::ExitCode> {
             let copy = scratch.0.join(format!("resume-{round}-{}", if forget { "replay" } else { "snapshot" }));
             copy_dir(&run_dir, &copy)?;
             if forget {
-                msh::store::Store::open(&copy)?.write(|t| t.forget_snapshot("search"))?;
+                msh_store::Store::open(&copy)?.write(|t| t.forget_snapshot("search"))?;
             }
             let resume = resume_to_first_proposal(&workflow, &copy)?;
             let _ = std::fs::remove_dir_all(&copy);
@@ -337,12 +337,12 @@ pub fn trainers(args: BenchTrainersArgs) -> anyhow::Result<std::process::ExitCod
         ),
     )?;
     let exe = std::env::current_exe().context("cannot find the msh binary")?;
-    let cores = msh::train::cores();
+    let cores = msh_train::cores();
     println!("{cores} cores; {} trials of {} epochs per run; each run is a fresh `msh run`", args.trials, args.epochs);
     println!("{:>8} {:>17} {:>9} {:>11} {:>14}", "trainers", "threads each", "seconds", "trials/min", "vs 1 trainer");
     let mut one = None;
     for &count in &args.counts {
-        let shared = msh::train::threads_per_trainer(count);
+        let shared = msh_train::threads_per_trainer(count);
         // The default (cores shared out) and, to show what it saves, every trainer on all cores.
         let mut settings = vec![(shared, "shared")];
         if shared != cores {
@@ -425,12 +425,12 @@ fn absolute_paths(value: &mut serde_yaml_ng::Value, base: &Path) {
 }
 
 /// Runs `text` as a workflow in a fresh directory; returns its wall time and store.
-fn run_copy(scratch: &Path, name: &str, text: &str) -> anyhow::Result<(f64, msh::store::Store)> {
+fn run_copy(scratch: &Path, name: &str, text: &str) -> anyhow::Result<(f64, msh_store::Store)> {
     let workflow = scratch.join(format!("{name}.yaml"));
     std::fs::write(&workflow, text)?;
     let run_dir = scratch.join(name);
     let seconds = run_in_process(&workflow, &run_dir, None, |_| {})?.seconds;
-    Ok((seconds, msh::store::Store::open(&run_dir)?))
+    Ok((seconds, msh_store::Store::open(&run_dir)?))
 }
 
 pub fn search(args: BenchSearchArgs) -> anyhow::Result<std::process::ExitCode> {
@@ -472,7 +472,7 @@ pub fn search(args: BenchSearchArgs) -> anyhow::Result<std::process::ExitCode> {
         let (seconds, store) = run_copy(&scratch.0, &name.replace(' ', "-"), &serde_yaml_ng::to_string(value)?)?;
         let trials = store.trials()?;
         let search: Vec<_> = trials.iter().filter(|t| t.stage == "search").collect();
-        let best = msh::store::best_trial(&store, Some("search"))?;
+        let best = msh_store::best_trial(&store, Some("search"))?;
         let ensemble = trials
             .iter()
             .filter(|t| !t.members.is_empty())
@@ -488,7 +488,7 @@ pub fn search(args: BenchSearchArgs) -> anyhow::Result<std::process::ExitCode> {
         let percent = |a: Option<f64>| {
             a.filter(|a| a.is_finite()).map_or_else(|| "-".to_string(), |a| format!("{:.1}%", a * 100.0))
         };
-        let stopped = search.iter().filter(|t| t.status == msh::store::TrialStatus::Stopped).count();
+        let stopped = search.iter().filter(|t| t.status == msh_store::TrialStatus::Stopped).count();
         println!(
             "{name:<16} {:>7} {:>10} {:>10} {:>10} {:>15} {:>9.1}{}",
             finished.len(),

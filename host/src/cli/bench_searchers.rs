@@ -40,7 +40,7 @@ struct TableFacts {
 }
 
 fn table_facts(path: &Path, top: f64) -> anyhow::Result<TableFacts> {
-    let table = msh::engine::Table::load(path)?;
+    let table = msh_engine::Table::load(path)?;
     let mut blocks = std::collections::BTreeSet::new();
     let (mut min_depth, mut max_depth) = (usize::MAX, 0);
     let mut losses = Vec::new();
@@ -116,7 +116,7 @@ fn run_once(
     std::fs::write(&workflow, text)?;
     let run_dir = dir.join("run");
     let seconds = run_in_process(&workflow, &run_dir, Some(1), |_| {})?.seconds;
-    let store = msh::store::Store::open(&run_dir)?;
+    let store = msh_store::Store::open(&run_dir)?;
     let mut trials: Vec<_> = store.trials()?.into_iter().filter(|t| t.status.is_finished()).collect();
     trials.sort_by_key(|t| t.id);
     let to_target = trials.iter().position(|t| t.objective.is_some_and(|o| o <= facts.target_loss)).map(|i| i + 1);

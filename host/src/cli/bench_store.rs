@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use msh::store::{
+use msh_store::{
     BlockRef, Claim, Claimant, Committed, Metrics, Owner, ParamValue, StageRecord, Store, TrialRecord, TrialStatus,
 };
 use serde_json::json;

@@ -127,14 +127,14 @@ pub fn views(args: BenchViewsArgs) -> anyhow::Result<std::process::ExitCode> {
     let exe = std::env::current_exe().context("cannot find the msh binary")?;
     let scratch = Scratch::new("views")?;
     let run = args.run_dir.clone().unwrap_or_else(|| scratch.0.join("run"));
-    if msh::store::Store::exists(&run) {
+    if msh_store::Store::exists(&run) {
         println!("reusing the run in {}", run.display());
     } else {
-        let workflow = table_workflow(&scratch.0, args.trials, msh::workflow::DEFAULT_SEARCHER)?;
+        let workflow = table_workflow(&scratch.0, args.trials, msh_engine::workflow::DEFAULT_SEARCHER)?;
         let timing = run_in_process(&workflow, &run, Some(1), |_| {})?;
         println!("built a {}-trial table run in {:.1} s", args.trials, timing.seconds);
     }
-    let trials = msh::store::Store::open(&run)?.stages()?.iter().map(|s| s.finished_trials).sum::<u64>();
+    let trials = msh_store::Store::open(&run)?.stages()?.iter().map(|s| s.finished_trials).sum::<u64>();
     let run_text = run.to_str().context("the run directory's path is not UTF-8")?;
     let report = scratch.0.join("report.html");
     let report_text = report.to_str().context("the scratch directory's path is not UTF-8")?;
@@ -166,7 +166,7 @@ pub fn views(args: BenchViewsArgs) -> anyhow::Result<std::process::ExitCode> {
     let (dashboard, startup) = Dashboard::start(&exe, &run)?;
     println!("{:<38} {startup:>9.3}", "msh ui: start until it listens");
     // A page that holds the run but for its last 100 finished trials asks what changed.
-    let position = msh::store::Store::open(&run)?.finished_since(u64::MAX)?.1;
+    let position = msh_store::Store::open(&run)?.finished_since(u64::MAX)?.1;
     let pages: [(&str, String); 5] = [
         ("dashboard: first page (/)", "/".into()),
         ("dashboard: /api/trials (every trial)", "/api/trials".into()),

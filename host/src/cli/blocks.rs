@@ -7,9 +7,11 @@ use std::process::ExitCode;
 use anyhow::bail;
 use burn::prelude::Device;
 use clap::{Args, Subcommand};
-use msh::graph::{Architecture, infer_block};
-use msh::model::{Model, ModelSpec, Task};
-use msh::plugin::{Limits, PackStore, Plugin, PluginHost, World, types};
+use msh_graph::{Architecture, infer_block};
+use msh_plugin::{Limits, PackStore, Plugin, PluginHost, World};
+use msh_store::{BlockRef, Metrics, TrialRecord, TrialStatus};
+use msh_train::model::{Model, ModelSpec, Task};
+use msh_vocab::space::{HparamRange, SearchContext, SearchSpace, SpaceBlock};
 
 #[derive(Debug, Subcommand)]
 pub enum BlocksCommand {
@@ -91,8 +93,8 @@ pub fn run_blocks(cmd: BlocksCommand) -> anyhow::Result<ExitCode> {
                 say!(
                     "  {:<18} {:<28} default {:<8} {}",
                     p.name,
-                    kind_text(&p.kind),
-                    value_text(&p.default),
+                    p.kind.to_string(),
+                    p.default.to_string(),
                     p.description
                 );
             }
@@ -120,7 +122,7 @@ pub fn run_blocks(cmd: BlocksCommand) -> anyhow::Result<ExitCode> {
 }
 
 /// Parameters of one block, built alone.
-fn block_parameters(graph: &msh::graph::BlockGraph, shape: &[usize]) -> anyhow::Result<usize> {
+fn block_parameters(graph: &msh_graph::BlockGraph, shape: &[usize]) -> anyhow::Result<usize> {
     let spec = ModelSpec {
         architecture: Architecture { blocks: vec![graph.clone()] },
         input_shape: shape.to_vec(),
@@ -135,64 +137,43 @@ fn block_parameters(graph: &msh::graph::BlockGraph, shape: &[usize]) -> anyhow::
         .sum())
 }
 
-fn kind_text(kind: &types::ParamKind) -> String {
-    match kind {
-        types::ParamKind::IntRange((lo, hi)) => format!("int {lo}..={hi}"),
-        types::ParamKind::FloatRange((lo, hi)) => format!("float {lo}..={hi}"),
-        types::ParamKind::Choice(c) => format!("one of {}", c.join("|")),
-        types::ParamKind::Flag => "flag".into(),
-    }
-}
-
-fn value_text(value: &types::Value) -> String {
-    match value {
-        types::Value::Int(v) => v.to_string(),
-        types::Value::Float(v) => v.to_string(),
-        types::Value::Flag(v) => v.to_string(),
-        types::Value::Text(v) => v.clone(),
-        types::Value::Ints(v) => format!("{v:?}"),
-    }
-}
-
 /// A synthetic history for checking searchers: trials over `blocks`, some failed.
-pub fn sample_history(blocks: &[String], trials: u64) -> Vec<types::Trial> {
+pub fn sample_history(blocks: &[String], trials: u64) -> Vec<TrialRecord> {
     (0..trials)
-        .map(|id| types::Trial {
-            id,
-            architecture: (0..=(id % 3) as usize)
-                .map(|d| types::BlockRef { name: blocks[(id as usize + d) % blocks.len()].clone(), params: vec![] })
-                .collect(),
-            hparams: vec![("learning_rate".into(), 1e-3)],
-            status: if id % 7 == 6 { types::TrialStatus::Failed } else { types::TrialStatus::Completed },
-            objective: (id % 7 != 6).then(|| 1.0 / (1.0 + id as f64)),
-            accuracy: (id % 7 != 6).then(|| 0.5 + id as f64 / (2.0 * trials as f64)),
-            parameters: 1000 + id * 10,
-            parent: id.checked_sub(1),
-            inherited: 0,
-            kind: types::TrialKind::Single,
-            epochs: 10,
-            error: None,
+        .map(|id| {
+            let architecture = (0..=(id % 3) as usize)
+                .map(|d| BlockRef { name: blocks[(id as usize + d) % blocks.len()].clone(), params: vec![] })
+                .collect();
+            let failed = id % 7 == 6;
+            let mut trial = TrialRecord::new(id, "search", architecture, vec![("learning_rate".into(), 1e-3)]);
+            trial.status = if failed { TrialStatus::Failed } else { TrialStatus::Completed };
+            trial.objective = (!failed).then(|| 1.0 / (1.0 + id as f64));
+            trial.valid = (!failed).then(|| Metrics {
+                samples: 100,
+                loss: 1.0 / (1.0 + id as f64),
+                accuracy: Some(0.5 + id as f64 / (2.0 * trials as f64)),
+                r2: None,
+                rmse: None,
+            });
+            trial.parameters = 1000 + id * 10;
+            trial.parent = id.checked_sub(1);
+            trial.epochs = 10;
+            trial
         })
         .collect()
 }
 
 /// A synthetic space over `blocks` (no parameters, ranks unknown).
-pub fn sample_space(blocks: Vec<String>) -> types::SearchSpace {
-    types::SearchSpace {
+pub fn sample_space(blocks: Vec<String>) -> SearchSpace {
+    SearchSpace {
         blocks: blocks
             .into_iter()
-            .map(|name| types::SpaceBlock { name, description: String::new(), params: vec![], ranks: vec![] })
+            .map(|name| SpaceBlock { name, description: String::new(), params: vec![], ranks: vec![] })
             .collect(),
         input_rank: 0,
         min_depth: 1,
         max_depth: 5,
-        hparams: vec![types::HparamRange {
-            name: "learning_rate".into(),
-            low: 1e-4,
-            high: 1e-2,
-            log: true,
-            choices: vec![],
-        }],
+        hparams: vec![HparamRange { name: "learning_rate".into(), low: 1e-4, high: 1e-2, log: true, choices: vec![] }],
     }
 }
 
@@ -229,7 +210,7 @@ pub fn run_plugin(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
         World::Searcher => {
             let blocks: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
             let space = sample_space(blocks.clone());
-            let context = types::Context { seed: 1, budget: 100, config: vec![] };
+            let context = SearchContext { seed: 1, budget: 100, config: vec![] };
             for history_len in [0, 1, 20] {
                 let history = sample_history(&blocks, history_len);
                 match plugin.propose_once(&context, &space, &history, 4) {

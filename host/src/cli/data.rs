@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Subcommand, ValueEnum};
-use msh::data::fetch::{self, Archive, Fetched, KnownDataset};
+use msh_train::data::fetch::{self, Archive, Fetched, KnownDataset};
 
 #[derive(Debug, Subcommand)]
 pub enum DataCommand {

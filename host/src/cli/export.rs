@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use msh::onnx::{self, Provenance};
-use msh::store::{Store, TrialRecord, best_trial};
+use msh_onnx::{self as onnx, Provenance};
+use msh_store::{Store, TrialRecord, best_trial};
 
 use super::inspect::{open, run_name};
 

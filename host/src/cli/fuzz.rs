@@ -19,19 +19,19 @@ pub fn run(cmd: FuzzCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         FuzzCommand::Seeds { dir } => {
             let root = std::env::current_dir().context("cannot read the current directory")?;
-            for (name, _) in msh::fuzz::TARGETS {
+            for (name, _) in msh_fuzz::TARGETS {
                 let target_dir = dir.join(name);
                 std::fs::create_dir_all(&target_dir)
                     .with_context(|| format!("cannot create {}", target_dir.display()))?;
-                for (i, seed) in msh::fuzz::seeds(name, &root).iter().enumerate() {
+                for (i, seed) in msh_fuzz::seeds(name, &root).iter().enumerate() {
                     let path = target_dir.join(format!("seed-{i}"));
                     std::fs::write(&path, seed).with_context(|| format!("cannot write {}", path.display()))?;
                 }
             }
         }
         FuzzCommand::Replay { target, files } => {
-            let run = msh::fuzz::target(&target).with_context(|| {
-                let names: Vec<&str> = msh::fuzz::TARGETS.iter().map(|(n, _)| *n).collect();
+            let run = msh_fuzz::target(&target).with_context(|| {
+                let names: Vec<&str> = msh_fuzz::TARGETS.iter().map(|(n, _)| *n).collect();
                 format!("no fuzz target `{target}`; targets: {}", names.join(", "))
             })?;
             for file in files {

@@ -7,13 +7,13 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use msh::data::{self, DataSpec, LabelColumn, Source};
-use msh::engine::export_trial;
-use msh::model::Task;
-use msh::store::{StageRecord, StageState, Stale, Store, TrialRecord, TrialStatus};
-use msh::store::{best_trial, pareto_front};
-use msh::train::{self, Backend, Predictor};
-use msh::workflow::ExportFormat;
+use msh_engine::export_trial;
+use msh_engine::workflow::ExportFormat;
+use msh_store::{StageRecord, StageState, Stale, Store, TrialRecord, TrialStatus};
+use msh_store::{best_trial, pareto_front};
+use msh_train::data::{self, DataSpec, LabelColumn, Source};
+use msh_train::model::Task;
+use msh_train::{self as train, Backend, Predictor};
 use serde_json::json;
 
 pub(super) fn open(run: &Path) -> anyhow::Result<Store> {
@@ -86,7 +86,7 @@ struct Counts {
 /// Counts from the run's tally and its stages' running trials; runs from before the tally
 /// are read in full, one trial at a time.
 fn count(store: &Store, stages: &[StageRecord]) -> anyhow::Result<Counts> {
-    let (now, viewer) = (store.clock()?, msh::store::viewer());
+    let (now, viewer) = (store.clock()?, msh_store::viewer());
     let mut by_status = [0u64; 6];
     let (mut finished, mut seconds) = (0u64, 0.0);
     let mut running = Vec::new();
@@ -99,7 +99,7 @@ fn count(store: &Store, stages: &[StageRecord]) -> anyhow::Result<Counts> {
             finished = TrialStatus::ALL.iter().zip(by_status).filter(|(s, _)| s.is_finished()).map(|(_, n)| n).sum();
             for id in stages.iter().flat_map(|s| &s.in_flight) {
                 let trial = store.trial(*id)?;
-                let stale = msh::store::stale(&trial, now, &viewer);
+                let stale = msh_store::stale(&trial, now, &viewer);
                 running.push((trial, stale));
             }
         }
@@ -110,7 +110,7 @@ fn count(store: &Store, stages: &[StageRecord]) -> anyhow::Result<Counts> {
                 seconds += t.train_seconds;
             }
             if t.status == TrialStatus::Running {
-                let stale = msh::store::stale(&t, now, &viewer);
+                let stale = msh_store::stale(&t, now, &viewer);
                 running.push((t, stale));
             }
             Ok(())
@@ -128,7 +128,7 @@ fn count(store: &Store, stages: &[StageRecord]) -> anyhow::Result<Counts> {
 /// Prints the status once; returns whether every stage has ended (done or failed).
 fn show_status(args: &StatusArgs, store: &Store) -> anyhow::Result<bool> {
     let meta = store.run_meta()?.with_context(|| format!("{}: the store has no run record", args.run.display()))?;
-    let workflow: Option<msh::workflow::Workflow> = serde_yaml_ng::from_str(&meta.workflow_text).ok();
+    let workflow: Option<msh_engine::workflow::Workflow> = serde_yaml_ng::from_str(&meta.workflow_text).ok();
     let stages = store.stages()?;
     let Counts { by_status: counts, running, finished, mean_seconds: mean } = count(store, &stages)?;
     let best = best_trial(store, None)?;
@@ -254,7 +254,7 @@ pub fn trials(args: TrialsArgs) -> anyhow::Result<ExitCode> {
     use std::io::Write;
 
     let store = open(&args.run)?;
-    let (now, viewer) = (store.clock()?, msh::store::viewer());
+    let (now, viewer) = (store.clock()?, msh_store::viewer());
     let created = store.run_meta()?.map_or(0.0, |m| m.created);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     // Trials are read and printed one at a time: a run of any size prints in bounded memory.
@@ -265,7 +265,7 @@ pub fn trials(args: TrialsArgs) -> anyhow::Result<ExitCode> {
         let mut seq = json.serialize_seq(None)?;
         store.each_trial(|t| {
             if failed.is_none() {
-                let stale = msh::store::stale(&t, now, &viewer);
+                let stale = msh_store::stale(&t, now, &viewer);
                 failed = seq.serialize_element(&Shown { trial: &t, stale }).err().map(Into::into);
             }
             Ok(())
@@ -309,7 +309,7 @@ pub fn trials(args: TrialsArgs) -> anyhow::Result<ExitCode> {
             if failed.is_some() {
                 return Ok(());
             }
-            let stale = msh::store::stale(&t, now, &viewer);
+            let stale = msh_store::stale(&t, now, &viewer);
             let note = match (&stale, &t.error) {
                 (Some(s), _) => format!(
                     "  ({} is gone: {}, lease until {})",
@@ -483,7 +483,7 @@ pub fn predict(args: PredictArgs) -> anyhow::Result<ExitCode> {
             }
             text.push('\n');
         }
-        msh::atomic_file::write_atomic(path, text.as_bytes())
+        msh_io::atomic_file::write_atomic(path, text.as_bytes())
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     if args.json {

@@ -7,9 +7,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Subcommand;
-use msh::plugin::oci::{self, OciRef, PackLock};
-use msh::plugin::{Limits, PackStore, PluginHost};
-use msh::workflow;
+use msh_engine::workflow;
+use msh_plugin::oci::{self, OciRef, PackLock};
+use msh_plugin::{Limits, PackStore, PluginHost};
 
 #[derive(Debug, Subcommand)]
 pub enum PackCommand {

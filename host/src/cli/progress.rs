@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use msh::train::TrainEvent;
+use msh_train::TrainEvent;
 
 /// Reports training events on stderr.
 pub struct Progress {

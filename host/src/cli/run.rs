@@ -12,11 +12,11 @@ use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use msh::engine::{self, EngineEvent, Launcher, Role, RunEnd, RunOptions};
-use msh::plugin::{PackStore, PluginHost};
-use msh::store::{StageState, TrialStatus};
-use msh::train::Backend;
-use msh::workflow;
+use msh_engine::workflow;
+use msh_engine::{self as engine, EngineEvent, Launcher, Role, RunEnd, RunOptions};
+use msh_plugin::{PackStore, PluginHost};
+use msh_store::{StageState, TrialStatus};
+use msh_train::Backend;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -135,7 +135,7 @@ impl Launcher for SelfLauncher {
         }
         // The URL may hold a password: it goes by the environment, not the command line.
         if let Some(url) = &self.store {
-            command.env(msh::store::STORE_ENV, url);
+            command.env(msh_store::STORE_ENV, url);
         }
         command
     }
@@ -278,7 +278,7 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         allow_changed_plugins: false,
         allow_changed_data: t.allow_changed_data,
     };
-    eprintln!("msh: worker {} pid {} joins {}", msh::store::host_name(), std::process::id(), args.run_dir.display());
+    eprintln!("msh: worker {} pid {} joins {}", msh_store::host_name(), std::process::id(), args.run_dir.display());
     Ok(match run_with_display(&workflow, &options, false)? {
         RunEnd::Done => {
             eprintln!("msh: every search stage of {} has ended", args.run_dir.display());

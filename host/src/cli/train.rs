@@ -6,9 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use msh::data::{self, DataSpec, LabelColumn, Normalize, Source, TaskKind};
-use msh::model::ModelSpec;
-use msh::train::{self, Backend, Checkpoint, CheckpointMeta, OptimizerKind, Outcome, TrainConfig};
+use msh_train::data::{self, DataSpec, LabelColumn, Normalize, Source, TaskKind};
+use msh_train::model::ModelSpec;
+use msh_train::{self as train, Backend, Checkpoint, CheckpointMeta, OptimizerKind, Outcome, TrainConfig};
 use serde_json::json;
 
 use super::progress::Progress;
@@ -101,9 +101,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         ..DataSpec::new(args.data.clone())
     };
     let splits = data::load(&spec, args.seed).with_context(|| format!("cannot load data {}", args.data))?;
-    let architecture = msh::arch_file::read(&args.arch)?;
+    let architecture = msh_graph::arch_file::read(&args.arch)?;
     let model_spec = ModelSpec { architecture, input_shape: splits.train.shape.clone(), task: splits.task };
-    msh::graph::infer_architecture(&model_spec.architecture, &model_spec.input_shape).with_context(|| {
+    msh_graph::infer_architecture(&model_spec.architecture, &model_spec.input_shape).with_context(|| {
         format!("{}: does not fit samples of shape {:?}", args.arch.display(), model_spec.input_shape)
     })?;
     let config = TrainConfig {

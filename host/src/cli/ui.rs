@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::report::{self, Snapshot};
 use anyhow::{Context, bail};
 use axum::Router;
 use axum::extract::{Path as UrlPath, Query, Request, State};
@@ -17,8 +18,7 @@ use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Json, Response};
 use axum::routing::get;
 use clap::Args;
-use msh::report::{self, Snapshot};
-use msh::store::Store;
+use msh_store::Store;
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {

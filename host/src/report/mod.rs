@@ -7,8 +7,8 @@ pub mod svg;
 
 use std::collections::BTreeMap;
 
-use crate::store::{Event, RunMeta, StageRecord, Stale, Store, StoreError, TrialRecord};
-use crate::workflow::Workflow;
+use msh_engine::workflow::Workflow;
+use msh_store::{Event, RunMeta, StageRecord, Stale, Store, StoreError, TrialRecord};
 
 pub use sections::{plots, rows_json, summary, trial_detail};
 
@@ -51,14 +51,13 @@ impl Snapshot {
             position,
             version: 0,
         };
-        snapshot.judge(store.clock()?, &crate::store::viewer());
+        snapshot.judge(store.clock()?, &msh_store::viewer());
         Ok(Some(snapshot))
     }
 
     /// Notes which running trials are stale at store-clock `now`.
-    fn judge(&mut self, now: f64, viewer: &crate::store::Owner) {
-        self.stale =
-            self.trials.iter().filter_map(|t| crate::store::stale(t, now, viewer).map(|s| (t.id, s))).collect();
+    fn judge(&mut self, now: f64, viewer: &msh_store::Owner) {
+        self.stale = self.trials.iter().filter_map(|t| msh_store::stale(t, now, viewer).map(|s| (t.id, s))).collect();
     }
 
     /// Brings the snapshot up to date by reading only what changed: the trials that
@@ -92,7 +91,7 @@ impl Snapshot {
         }
         let events = store.last_events(EVENTS)?;
         let stale = std::mem::take(&mut self.stale);
-        self.judge(store.clock()?, &crate::store::viewer());
+        self.judge(store.clock()?, &msh_store::viewer());
         moved |= self.position != position || self.stages != stages || self.events != events || self.stale != stale;
         self.position = position;
         self.stages = stages;

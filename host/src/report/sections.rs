@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use super::Snapshot;
 use super::svg::{Axis, Plot, escape, short};
-use crate::store::{ParamValue, TrialRecord, TrialStatus};
+use msh_store::{ParamValue, TrialRecord, TrialStatus};
 
 const WIDE: (f64, f64) = (860.0, 300.0);
 const SMALL: (f64, f64) = (420.0, 260.0);
@@ -75,7 +75,7 @@ fn searched<'a>(s: &'a Snapshot) -> Vec<&'a TrialRecord> {
 
 /// The task's headline metric of a trial (test, else validation): accuracy or R².
 fn headline(t: &TrialRecord) -> Option<f64> {
-    let of = |m: &crate::train::Metrics| m.accuracy.or(m.r2);
+    let of = |m: &msh_train::Metrics| m.accuracy.or(m.r2);
     t.test.as_ref().and_then(of).or_else(|| t.valid.as_ref().and_then(of))
 }
 
@@ -94,7 +94,7 @@ fn param_text(value: &ParamValue) -> String {
     }
 }
 
-fn block_text(b: &crate::store::BlockRef) -> String {
+fn block_text(b: &msh_store::BlockRef) -> String {
     if b.params.is_empty() {
         return b.name.clone();
     }
@@ -483,7 +483,7 @@ fn timeline(s: &Snapshot) -> String {
     let mut lanes: Vec<String> = Vec::new();
     let mut ends: Vec<f64> = Vec::new();
     let mut placed = Vec::new();
-    let now = crate::store::now();
+    let now = msh_store::now();
     for t in &timed {
         let (begin, end) = (t.started.unwrap_or(start), t.finished.unwrap_or(now));
         let lane = match &t.worker {

@@ -208,17 +208,6 @@ impl Plot {
         );
     }
 
-    /// A label at a data point.
-    pub fn text(&mut self, x: f64, y: f64, text: &str, class: &str) {
-        let _ = writeln!(
-            self.body,
-            r#"<text class="{class}" x="{:.1}" y="{:.1}">{}</text>"#,
-            self.px(x) + 6.0,
-            self.py(y) + 4.0,
-            escape(text)
-        );
-    }
-
     /// The plot as an `<svg>` element.
     pub fn finish(self) -> String {
         let (w, h) = (self.width, self.height);
