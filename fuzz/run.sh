@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Coverage-guided fuzzing of every msh::fuzz target with libFuzzer (cargo-fuzz, nightly):
+# Coverage-guided fuzzing of every msh-fuzz target with libFuzzer (cargo-fuzz, nightly):
 # RUNS inputs per target (default 1,000,000), each target capped at MAX_SECONDS when set.
 # An input that panics, aborts, takes over 10 s or 4 GiB is saved under
 # fuzz/artifacts/msh/ and the script fails; replay it on a stable build with
