@@ -17,7 +17,7 @@ use rand::rngs::Xoshiro256PlusPlus;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
-use crate::model::Task;
+use msh_vocab::Task;
 use msh_graph::Shape;
 
 /// Why a data set could not be loaded.
