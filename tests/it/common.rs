@@ -166,3 +166,19 @@ pub fn postgres_urls() -> (String, String) {
 pub fn postgres_url() -> String {
     postgres_urls().0
 }
+
+/// One line of `msh run --events json`: an engine event as the binary wrote it. Any other
+/// line fails the test, so the tests that follow a run read only the stream it promises.
+pub fn engine_event(line: &str) -> msh_engine::EngineEvent {
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("not an event of `msh run --events json` ({e}): {line}"))
+}
+
+/// Whether `event` reports a trial that completed (not failed, stopped or diverged).
+pub fn completes_a_trial(event: &msh_engine::EngineEvent) -> bool {
+    matches!(event, msh_engine::EngineEvent::TrialFinished { trial, .. } if trial.status == msh_store::TrialStatus::Completed)
+}
+
+/// How many trials the `--events json` stream `stdout` reports completed.
+pub fn completions(stdout: &[u8]) -> usize {
+    String::from_utf8_lossy(stdout).lines().filter(|line| completes_a_trial(&engine_event(line))).count()
+}

@@ -1,13 +1,15 @@
-//! Bad inputs through the `msh` binary: each gets a message naming the file and the row,
-//! record or node at fault. Also the CIFAR-10, image-folder and NumPy providers on written
-//! data (the NumPy fixtures are written by NumPy: tests/fixtures/numpy/make.py).
+//! Bad inputs: each gets a message naming the file and the row, record or node at fault.
+//! CSV, NumPy and architecture defects are checked in-process through the library, one
+//! data error through the `msh` binary (printed, non-zero exit). Also the CIFAR-10,
+//! image-folder and NumPy providers on written data, through the binary (the NumPy
+//! fixtures are written by NumPy: tests/fixtures/numpy/make.py).
 
 use crate::common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use common::{failure, train_json};
-use msh_train::data::{DataSpec, Source, TaskKind};
+use msh_train::data::{DataSpec, LabelColumn, Source, TaskKind};
 
 const IRIS_ARCH: &str = "workflows/archs/iris_mlp.yaml";
 
@@ -17,24 +19,49 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
     path.to_string_lossy().into_owned()
 }
 
-fn train_csv(csv: &str, extra: &[&str]) -> String {
+/// The message of the data error `msh train` reports for `spec` (after "cannot load data
+/// SOURCE:"), from the library in-process: no process boundary is under test here.
+fn load_error(spec: &DataSpec) -> String {
+    match msh_train::data::load(spec, 0) {
+        Ok(_) => panic!("{} loaded", spec.source),
+        Err(err) => err.to_string(),
+    }
+}
+
+/// What `msh train --data csv:PATH` loads, with its defaults.
+fn csv_spec(path: &Path) -> DataSpec {
+    DataSpec::new(Source::Csv(path.to_path_buf()))
+}
+
+/// A file of the repository (the library resolves paths against the test's directory).
+fn bundled(path: &str) -> PathBuf {
+    common::root().join(path)
+}
+
+/// The one data error through the binary: it reaches stderr, with the source it was
+/// loading, and `msh train` exits non-zero.
+#[test]
+fn a_data_error_is_printed_and_msh_train_fails() {
+    let dir = common::TempDir::new();
+    let csv = write(dir.path(), "ragged.csv", "label,a,b\n0,1,2\n1,3\n");
     let data = format!("csv:{csv}");
-    let mut args = vec!["train", "--backend", "cpu", "--epochs", "1", "--data", &data, "--arch", IRIS_ARCH];
-    args.extend_from_slice(extra);
-    failure(&args)
+    let err = failure(&["train", "--backend", "cpu", "--epochs", "1", "--data", &data, "--arch", IRIS_ARCH]);
+    assert!(err.contains(&format!("cannot load data {data}")), "{err}");
+    assert!(err.contains(&format!("{csv}:3: row has 2 fields, expected 3")), "{err}");
 }
 
 #[test]
 fn missing_csv_file() {
-    let err = train_csv("data/nowhere.csv", &[]);
-    assert!(err.contains("cannot read data/nowhere.csv"), "{err}");
+    let missing = bundled("data/nowhere.csv");
+    let err = load_error(&csv_spec(&missing));
+    assert!(err.contains(&format!("cannot read {}", missing.display())), "{err}");
 }
 
 #[test]
 fn ragged_row_names_file_and_line() {
     let dir = common::TempDir::new();
     let csv = write(dir.path(), "ragged.csv", "label,a,b\n0,1,2\n1,3\n");
-    let err = train_csv(&csv, &[]);
+    let err = load_error(&csv_spec(Path::new(&csv)));
     assert!(err.contains(&format!("{csv}:3: row has 2 fields, expected 3")), "{err}");
 }
 
@@ -42,7 +69,7 @@ fn ragged_row_names_file_and_line() {
 fn non_numeric_cell_names_line_and_column() {
     let dir = common::TempDir::new();
     let csv = write(dir.path(), "words.csv", "label,a,b\n0,1,2\n1,3,seven\n");
-    let err = train_csv(&csv, &[]);
+    let err = load_error(&csv_spec(Path::new(&csv)));
     assert!(err.contains(&format!("{csv}:3: column `b`: `seven` is not a number")), "{err}");
 }
 
@@ -50,7 +77,7 @@ fn non_numeric_cell_names_line_and_column() {
 fn label_that_is_not_a_class_index() {
     let dir = common::TempDir::new();
     let csv = write(dir.path(), "neg.csv", "label,a\n0,1\n-1,2\n");
-    let err = train_csv(&csv, &[]);
+    let err = load_error(&csv_spec(Path::new(&csv)));
     assert!(err.contains(&format!("{csv}:3: label `-1` in column `label` is not a class index")), "{err}");
 }
 
@@ -58,21 +85,26 @@ fn label_that_is_not_a_class_index() {
 fn test_label_out_of_the_training_range() {
     let dir = common::TempDir::new();
     let train = write(dir.path(), "train.csv", "label,a\n0,1\n1,2\n0,3\n1,4\n0,5\n1,6\n");
-    let test = format!("csv:{}", write(dir.path(), "test.csv", "label,a\n0,1\n7,2\n"));
-    let err = train_csv(&train, &["--test-data", &test]);
+    let test = write(dir.path(), "test.csv", "label,a\n0,1\n7,2\n");
+    let spec = DataSpec { test: Some(Source::Csv(test.into())), ..csv_spec(Path::new(&train)) };
+    let err = load_error(&spec);
     assert!(err.contains("test label 7 is out of range: the training split of"), "{err}");
     assert!(err.contains("has classes 0..1"), "{err}");
 }
 
 #[test]
 fn unknown_label_column_lists_the_columns() {
-    let err = train_csv("data/iris/iris.csv", &["--label", "species"]);
+    let iris = bundled("data/iris/iris.csv");
+    let spec = DataSpec { label: Some(LabelColumn::Name("species".into())), ..csv_spec(&iris) };
+    let err = load_error(&spec);
     assert!(err.contains("data/iris/iris.csv:1: no column named `species` in the header"), "{err}");
+    assert!(err.contains(&format!("{}:1: no column named `species`", iris.display())), "{err}");
 }
 
 #[test]
 fn reshape_that_does_not_fit() {
-    let err = train_csv("data/iris/iris.csv", &["--shape", "2,3"]);
+    let spec = DataSpec { shape: Some(vec![2, 3]), ..csv_spec(&bundled("data/iris/iris.csv")) };
+    let err = load_error(&spec);
     assert!(err.contains("shape [2, 3] holds 6 values but samples have 4"), "{err}");
 }
 
@@ -80,11 +112,12 @@ fn reshape_that_does_not_fit() {
 fn misspelt_architecture_key_has_line_and_column() {
     let dir = common::TempDir::new();
     let arch = write(dir.path(), "arch.yaml", "blocks:\n  - name: b\n    nodes:\n      - {op: dense, unit: 8}\n");
-    let err = failure(&["train", "--data", "csv:data/iris/iris.csv", "--arch", &arch]);
+    let err = msh_graph::arch_file::read(Path::new(&arch)).unwrap_err().to_string();
     assert!(err.contains(&format!("{arch}:4:")), "{err}");
     assert!(err.contains("unknown field `unit`"), "{err}");
 }
 
+/// Checked as `msh train` checks it: against the samples' shape once the data is loaded.
 #[test]
 fn architecture_that_does_not_fit_names_block_and_node() {
     let dir = common::TempDir::new();
@@ -93,7 +126,9 @@ fn architecture_that_does_not_fit_names_block_and_node() {
         "arch.yaml",
         "blocks:\n  - name: stem\n    nodes:\n      - {op: conv1d, filters: 8, kernel: 3}\n",
     );
-    let err = failure(&["train", "--data", "csv:data/iris/iris.csv", "--arch", &arch]);
+    let splits = msh_train::data::load(&csv_spec(&bundled("data/iris/iris.csv")), 0).unwrap();
+    let architecture = msh_graph::arch_file::read(Path::new(&arch)).unwrap();
+    let err = msh_graph::infer_architecture(&architecture, &splits.train.shape).unwrap_err().to_string();
     assert!(
         err.contains("block `stem` (#0), node 1 (conv1d): expects rank 2 [channels, length], got rank 1 shape [4]"),
         "{err}"
@@ -250,7 +285,7 @@ fn f32_npy(dir: &Path, name: &str, shape: &str, values: &[f32]) -> String {
 #[test]
 fn bad_numpy_inputs_name_the_file_and_the_fault() {
     let dir = common::TempDir::new();
-    let train = |data: String| failure(&["train", "--backend", "cpu", "--data", &data, "--arch", IRIS_ARCH]);
+    let train = |data: String| load_error(&DataSpec::new(data.parse::<Source>().unwrap().relative_to(&common::root())));
     let x = f32_npy(dir.path(), "x.npy", "(4, 2)", &[1., 2., 3., 4., 5., f32::NAN, 7., 8.]);
     let y = f32_npy(dir.path(), "y.npy", "(3,)", &[0., 1., 0.]);
     let err = train(format!("npy:{x},{y}"));
@@ -285,9 +320,10 @@ fn bad_numpy_inputs_name_the_file_and_the_fault() {
     assert!(err.contains(&format!("{not_npy}: not a NumPy .npy array")), "{err}");
 
     let err = train(format!("npz:{NUMPY}/diabetes.npz"));
+    let diabetes = bundled(&format!("{NUMPY}/diabetes.npz"));
     assert!(
         err.contains("diabetes.npz: has no array `x`; it holds features, target")
-            && err.contains("npz:tests/fixtures/numpy/diabetes.npz:FEATURES,TARGETS"),
+            && err.contains(&format!("npz:{}:FEATURES,TARGETS", diabetes.display())),
         "{err}"
     );
     let err = train(format!("npz:{not_npy}"));

@@ -152,8 +152,9 @@ fn export_and_predict(name: &str, model: &Path, data: &Path, dir: &Path) -> Case
     case(name, export(name, model, &[], dir), model, data, dir)
 }
 
-/// Hand-written models through the real binary: every op of the IR (tests/fixtures), an
-/// embedding with attention over token ids, and a regression on diabetes (values in
+/// Hand-written models through the real binary: every op of the IR (tests/fixtures,
+/// checked against `Op::NAMES` by tests/it/model.rs), an embedding with attention over
+/// token ids (the op the fixture leaves out), and a regression on diabetes (values in
 /// target units).
 #[test]
 fn every_op_model_predicts_in_onnx_runtime_as_in_msh() {

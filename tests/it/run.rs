@@ -194,16 +194,16 @@ fn kill_repeatedly(
     let mut known: BTreeMap<u64, Value> = BTreeMap::new();
     for round in 0..kills {
         let mut child = msh()
-            .args(["run", workflow.to_str().unwrap(), "--run-dir", run_dir_text])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
+            .args(["run", workflow.to_str().unwrap(), "--run-dir", run_dir_text, "--events", "json"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
         let target = 1 + next() % most;
-        let lines = std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
+        let lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
         let mut completions = 0;
         for line in lines.map_while(Result::ok) {
-            completions += usize::from(line.contains(" completed"));
+            completions += usize::from(common::completes_a_trial(&common::engine_event(&line)));
             if completions as u64 >= target {
                 break;
             }
@@ -313,7 +313,8 @@ fn two_processes_share_one_run_within_its_budget() {
     let (_dir, workflow, run_dir) = start(&mnist1d_workflow(6, 4, 1, ""));
     let spawn = || {
         msh()
-            .args(["run", workflow.to_str().unwrap(), "--run-dir", run_dir.to_str().unwrap()])
+            .args(["run", workflow.to_str().unwrap(), "--run-dir", run_dir.to_str().unwrap(), "--events", "json"])
+            .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap()
@@ -324,7 +325,7 @@ fn two_processes_share_one_run_within_its_budget() {
     for out in &outputs {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{stderr}");
-        trained.push(stderr.matches(" completed: ").count());
+        trained.push(common::completions(&out.stdout));
     }
     let all = trials(run_dir.to_str().unwrap());
     assert_eq!(all.len(), 6, "{all:#?}");

@@ -62,14 +62,15 @@ fn msh_run(workflow: &Path, run_dir: &Path, store: Option<&str>) -> std::process
 /// Starts `msh run` and SIGKILLs it once `completions` trials have completed.
 fn run_and_kill(workflow: &Path, run_dir: &Path, store: Option<&str>, completions: usize) {
     let mut child = msh_run(workflow, run_dir, store)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
+        .args(["--events", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let lines = std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
+    let lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
     let mut seen = 0;
     for line in lines.map_while(Result::ok) {
-        seen += usize::from(line.contains(" completed"));
+        seen += usize::from(common::completes_a_trial(&common::engine_event(&line)));
         if seen >= completions {
             break;
         }

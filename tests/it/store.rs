@@ -1,6 +1,7 @@
 //! The store's conformance suite: every behaviour the engine relies on (records, the
 //! finish log, counters, events, and the lease protocol's claims, commits, finishes,
-//! requeues and renewals), run on both backends, LMDB and PostgreSQL.
+//! requeues and renewals), one test per backend: `store::lmdb::` and `store::postgres::`
+//! (which also holds what only PostgreSQL has).
 
 use crate::common;
 
@@ -20,7 +21,37 @@ enum Backend {
     Postgres,
 }
 
-const BACKENDS: [Backend; 2] = [Backend::Lmdb, Backend::Postgres];
+/// Stamps a `#[test]` per backend for each case (`fn(Backend)`), in modules named after
+/// the backend so that a failure names it and a filter runs one; `postgres_only` cases
+/// (`fn()`) join the PostgreSQL module.
+macro_rules! per_backend {
+    (each: [$($case:ident),* $(,)?], postgres_only: [$($only:ident),* $(,)?] $(,)?) => {
+        mod lmdb {
+            $(#[test] fn $case() { super::$case(super::Backend::Lmdb) })*
+        }
+        mod postgres {
+            $(#[test] fn $case() { super::$case(super::Backend::Postgres) })*
+            $(#[test] fn $only() { super::$only() })*
+        }
+    };
+}
+
+per_backend! {
+    each: [
+        records_round_trip_and_the_finish_log_is_incremental,
+        newer_and_corrupt_records_are_refused_by_name,
+        counters_events_and_rungs_are_shared_by_every_connection,
+        concurrent_claims_hold_the_budget_and_never_share_a_trial,
+        thirty_two_trainers_spend_a_budget_exactly,
+        an_expired_lease_requeues_the_trial_and_drops_the_late_result,
+        renewed_leases_hold_and_expired_reservations_are_dropped,
+    ],
+    postgres_only: [
+        a_run_directory_names_its_postgres_run_and_cannot_change_backend,
+        store_secrets_stay_out_of_files_and_messages,
+        a_postgres_run_from_before_slots_is_given_them,
+    ],
+}
 
 /// Opens the store of `run_dir` on `backend`: a fresh run the first time.
 fn open(backend: Backend, run_dir: &Path) -> Store {
@@ -48,80 +79,71 @@ fn with_stage(store: &Store, name: &str) {
     store.write(|t| t.put_stage(&StageRecord::new(name, "search"))).unwrap();
 }
 
-#[test]
-fn records_round_trip_and_the_finish_log_is_incremental() {
-    for backend in BACKENDS {
-        let dir = TempDir::new();
-        let store = open(backend, dir.path());
-        store
-            .write(|t| -> Result<(), StoreError> {
-                for _ in 0..3 {
-                    let id = t.next_trial_id()?;
-                    t.put_trial(&trial(id, TrialStatus::Running))?;
-                }
-                t.log(Some("search"), Some(0), "started")
-            })
-            .unwrap();
-        store.write(|t| t.put_trial(&trial(1, TrialStatus::Completed))).unwrap();
-        let (done, position) = store.finished_since(0).unwrap();
-        assert_eq!((done.len(), done[0].id, position), (1, 1, 1), "{backend:?}");
-        // Rewriting a finished trial does not log it twice.
-        store.write(|t| t.put_trial(&trial(1, TrialStatus::Completed))).unwrap();
-        store.write(|t| t.put_trial(&trial(2, TrialStatus::Failed))).unwrap();
-        let (done, position) = store.finished_since(position).unwrap();
-        assert_eq!((done.len(), done[0].id, position), (1, 2, 2), "{backend:?}");
-        drop(store);
-        let reopened = open(backend, dir.path());
-        assert_eq!(reopened.trials().unwrap().len(), 3, "{backend:?}");
-        let stored = reopened.trial(0).unwrap();
-        assert_eq!(stored, TrialRecord { created: stored.created, ..trial(0, TrialStatus::Running) }, "{backend:?}");
-        assert_eq!(reopened.events().unwrap()[0].message, "started", "{backend:?}");
-        let err = reopened.trial(9).unwrap_err().to_string();
-        assert!(err.contains("no trial 9"), "{backend:?}: {err}");
-    }
+fn records_round_trip_and_the_finish_log_is_incremental(backend: Backend) {
+    let dir = TempDir::new();
+    let store = open(backend, dir.path());
+    store
+        .write(|t| -> Result<(), StoreError> {
+            for _ in 0..3 {
+                let id = t.next_trial_id()?;
+                t.put_trial(&trial(id, TrialStatus::Running))?;
+            }
+            t.log(Some("search"), Some(0), "started")
+        })
+        .unwrap();
+    store.write(|t| t.put_trial(&trial(1, TrialStatus::Completed))).unwrap();
+    let (done, position) = store.finished_since(0).unwrap();
+    assert_eq!((done.len(), done[0].id, position), (1, 1, 1), "{backend:?}");
+    // Rewriting a finished trial does not log it twice.
+    store.write(|t| t.put_trial(&trial(1, TrialStatus::Completed))).unwrap();
+    store.write(|t| t.put_trial(&trial(2, TrialStatus::Failed))).unwrap();
+    let (done, position) = store.finished_since(position).unwrap();
+    assert_eq!((done.len(), done[0].id, position), (1, 2, 2), "{backend:?}");
+    drop(store);
+    let reopened = open(backend, dir.path());
+    assert_eq!(reopened.trials().unwrap().len(), 3, "{backend:?}");
+    let stored = reopened.trial(0).unwrap();
+    assert_eq!(stored, TrialRecord { created: stored.created, ..trial(0, TrialStatus::Running) }, "{backend:?}");
+    assert_eq!(reopened.events().unwrap()[0].message, "started", "{backend:?}");
+    let err = reopened.trial(9).unwrap_err().to_string();
+    assert!(err.contains("no trial 9"), "{backend:?}: {err}");
 }
 
-#[test]
-fn newer_and_corrupt_records_are_refused_by_name() {
-    for backend in BACKENDS {
-        let dir = TempDir::new();
-        let store = open(backend, dir.path());
-        let future = rmp_serde::to_vec_named(&(9u32, 0u8)).unwrap();
-        store.write(|t| t.put_raw_trial(7, &future)).unwrap();
-        store.write(|t| t.put_raw_trial(8, b"\xc1 not messagepack")).unwrap();
-        let err = store.trial(7).unwrap_err().to_string();
-        assert!(err.contains("record 7 of `trials` has schema version 9"), "{backend:?}: {err}");
-        let err = store.trial(8).unwrap_err().to_string();
-        assert!(err.contains("record 8 of `trials` is corrupt"), "{backend:?}: {err}");
-        assert!(err.contains(store.name()), "{backend:?}: {err}");
-    }
+fn newer_and_corrupt_records_are_refused_by_name(backend: Backend) {
+    let dir = TempDir::new();
+    let store = open(backend, dir.path());
+    let future = rmp_serde::to_vec_named(&(9u32, 0u8)).unwrap();
+    store.write(|t| t.put_raw_trial(7, &future)).unwrap();
+    store.write(|t| t.put_raw_trial(8, b"\xc1 not messagepack")).unwrap();
+    let err = store.trial(7).unwrap_err().to_string();
+    assert!(err.contains("record 7 of `trials` has schema version 9"), "{backend:?}: {err}");
+    let err = store.trial(8).unwrap_err().to_string();
+    assert!(err.contains("record 8 of `trials` is corrupt"), "{backend:?}: {err}");
+    assert!(err.contains(store.name()), "{backend:?}: {err}");
 }
 
-#[test]
-fn counters_events_and_rungs_are_shared_by_every_connection() {
-    for backend in BACKENDS {
-        let dir = TempDir::new();
-        let first = Arc::new(open(backend, dir.path()));
-        // Another connection (PostgreSQL) or the same environment (LMDB allows one per process).
-        let second = match backend {
-            Backend::Lmdb => first.clone(),
-            Backend::Postgres => Arc::new(open(backend, dir.path())),
-        };
-        let ids: Vec<u64> =
-            (0..6).map(|i| if i % 2 == 0 { &first } else { &second }.write(|t| t.next_trial_id()).unwrap()).collect();
-        assert_eq!(ids, vec![0, 1, 2, 3, 4, 5], "{backend:?}");
-        for (i, store) in [&first, &second, &first].into_iter().enumerate() {
-            store.write(|t| t.log(Some("search"), Some(i as u64), format!("event {i}"))).unwrap();
-        }
-        let events: Vec<String> = second.events().unwrap().into_iter().map(|e| e.message).collect();
-        assert_eq!(events, ["event 0", "event 1", "event 2"], "{backend:?}");
-        let mut rung = first.rung("search", 3).unwrap();
-        assert!(rung.values.is_empty());
-        rung.values.push((4, 0.5));
-        first.write(|t| t.put_rung("search", 3, &rung)).unwrap();
-        assert_eq!(second.rung("search", 3).unwrap().values, vec![(4, 0.5)], "{backend:?}");
-        assert!(second.rung("search", 4).unwrap().values.is_empty(), "{backend:?}");
+fn counters_events_and_rungs_are_shared_by_every_connection(backend: Backend) {
+    let dir = TempDir::new();
+    let first = Arc::new(open(backend, dir.path()));
+    // Another connection (PostgreSQL) or the same environment (LMDB allows one per process).
+    let second = match backend {
+        Backend::Lmdb => first.clone(),
+        Backend::Postgres => Arc::new(open(backend, dir.path())),
+    };
+    let ids: Vec<u64> =
+        (0..6).map(|i| if i % 2 == 0 { &first } else { &second }.write(|t| t.next_trial_id()).unwrap()).collect();
+    assert_eq!(ids, vec![0, 1, 2, 3, 4, 5], "{backend:?}");
+    for (i, store) in [&first, &second, &first].into_iter().enumerate() {
+        store.write(|t| t.log(Some("search"), Some(i as u64), format!("event {i}"))).unwrap();
     }
+    let events: Vec<String> = second.events().unwrap().into_iter().map(|e| e.message).collect();
+    assert_eq!(events, ["event 0", "event 1", "event 2"], "{backend:?}");
+    let mut rung = first.rung("search", 3).unwrap();
+    assert!(rung.values.is_empty());
+    rung.values.push((4, 0.5));
+    first.write(|t| t.put_rung("search", 3, &rung)).unwrap();
+    assert_eq!(second.rung("search", 3).unwrap().values, vec![(4, 0.5)], "{backend:?}");
+    assert!(second.rung("search", 4).unwrap().values.is_empty(), "{backend:?}");
 }
 
 /// One trainer's loop: claim, commit a proposal into a reservation, finish; the ids it
@@ -175,89 +197,74 @@ fn spend_together(backend: Backend, trainers: u64, limit: u64) {
     assert!(store.trials().unwrap().iter().all(|t| t.attempts == 1 && t.owner.is_none()), "{backend:?}");
 }
 
-#[test]
-fn concurrent_claims_hold_the_budget_and_never_share_a_trial() {
-    for backend in BACKENDS {
-        spend_together(backend, 6, 23);
-    }
+fn concurrent_claims_hold_the_budget_and_never_share_a_trial(backend: Backend) {
+    spend_together(backend, 6, 23);
 }
 
 /// Many trainers at once: claims that take rows of their own must neither deadlock nor
 /// overrun the budget where they meet (the last slots, the counters).
-#[test]
-fn thirty_two_trainers_spend_a_budget_exactly() {
-    for backend in BACKENDS {
-        spend_together(backend, 32, 300);
-    }
+fn thirty_two_trainers_spend_a_budget_exactly(backend: Backend) {
+    spend_together(backend, 32, 300);
 }
 
-#[test]
-fn an_expired_lease_requeues_the_trial_and_drops_the_late_result() {
-    for backend in BACKENDS {
-        let dir = TempDir::new();
-        let store = open(backend, dir.path());
-        with_stage(&store, "search");
-        let (slow, other) = (owner(1), owner(2));
-        let slow_claims = claimant(&slow, 0.3, 10, "slow");
-        let (_, Claim::Reserved(id)) = store.claim(&slow_claims, None).unwrap() else { panic!("a reservation") };
-        let committed = store.commit(&slow_claims, trial(id, TrialStatus::Pending), 0, "proposed").unwrap();
-        assert!(matches!(committed, Committed::Running(_)), "{backend:?}");
-        // Within the lease nothing is requeued.
-        assert!(store.requeue_expired("search", &other).unwrap().is_empty(), "{backend:?}");
-        std::thread::sleep(Duration::from_millis(500));
-        assert_eq!(store.requeue_expired("search", &other).unwrap(), vec![id], "{backend:?}");
-        let events = store.events().unwrap();
-        let last = &events.last().unwrap().message;
-        assert!(last.contains("slow stopped (its lease expired) before it finished attempt 1"), "{backend:?}: {last}");
-        // The other trainer gets it back, as a second attempt.
-        let other_claims = claimant(&other, 30.0, 10, "other");
-        let (_, Claim::Trial(retried)) = store.claim(&other_claims, None).unwrap() else {
-            panic!("the requeued trial")
-        };
-        assert_eq!((retried.id, retried.attempts, retried.status), (id, 2, TrialStatus::Running), "{backend:?}");
-        let done = TrialRecord { status: TrialStatus::Completed, ..retried.clone() };
-        assert_eq!(store.finish(&slow_claims, &done, "completed").unwrap(), Finished::LeaseLost, "{backend:?}");
-        assert_eq!(store.finish(&other_claims, &done, "completed").unwrap(), Finished::Recorded, "{backend:?}");
-        let (log, _) = store.finished_since(0).unwrap();
-        assert_eq!(log.len(), 1, "{backend:?}: the trial ends once");
-        let stage = store.stage("search").unwrap().unwrap();
-        assert_eq!((stage.finished_trials, stage.running, stage.pending.len()), (1, 0, 0), "{backend:?}");
-    }
+fn an_expired_lease_requeues_the_trial_and_drops_the_late_result(backend: Backend) {
+    let dir = TempDir::new();
+    let store = open(backend, dir.path());
+    with_stage(&store, "search");
+    let (slow, other) = (owner(1), owner(2));
+    let slow_claims = claimant(&slow, 0.3, 10, "slow");
+    let (_, Claim::Reserved(id)) = store.claim(&slow_claims, None).unwrap() else { panic!("a reservation") };
+    let committed = store.commit(&slow_claims, trial(id, TrialStatus::Pending), 0, "proposed").unwrap();
+    assert!(matches!(committed, Committed::Running(_)), "{backend:?}");
+    // Within the lease nothing is requeued.
+    assert!(store.requeue_expired("search", &other).unwrap().is_empty(), "{backend:?}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(store.requeue_expired("search", &other).unwrap(), vec![id], "{backend:?}");
+    let events = store.events().unwrap();
+    let last = &events.last().unwrap().message;
+    assert!(last.contains("slow stopped (its lease expired) before it finished attempt 1"), "{backend:?}: {last}");
+    // The other trainer gets it back, as a second attempt.
+    let other_claims = claimant(&other, 30.0, 10, "other");
+    let (_, Claim::Trial(retried)) = store.claim(&other_claims, None).unwrap() else { panic!("the requeued trial") };
+    assert_eq!((retried.id, retried.attempts, retried.status), (id, 2, TrialStatus::Running), "{backend:?}");
+    let done = TrialRecord { status: TrialStatus::Completed, ..retried.clone() };
+    assert_eq!(store.finish(&slow_claims, &done, "completed").unwrap(), Finished::LeaseLost, "{backend:?}");
+    assert_eq!(store.finish(&other_claims, &done, "completed").unwrap(), Finished::Recorded, "{backend:?}");
+    let (log, _) = store.finished_since(0).unwrap();
+    assert_eq!(log.len(), 1, "{backend:?}: the trial ends once");
+    let stage = store.stage("search").unwrap().unwrap();
+    assert_eq!((stage.finished_trials, stage.running, stage.pending.len()), (1, 0, 0), "{backend:?}");
 }
 
-#[test]
-fn renewed_leases_hold_and_expired_reservations_are_dropped() {
-    for backend in BACKENDS {
-        let dir = TempDir::new();
-        let store = open(backend, dir.path());
-        with_stage(&store, "search");
-        let (holder, other) = (owner(1), owner(2));
-        let claim = |who: &Claimant| store.claim(who, None).unwrap().1;
-        let holds = claimant(&holder, 0.4, 2, "test");
-        let Claim::Reserved(kept) = claim(&holds) else { panic!("a reservation") };
-        let Claim::Reserved(lost) = claim(&holds) else { panic!("a reservation") };
-        // Reservations count against the budget.
-        let others = claimant(&other, 30.0, 2, "test");
-        assert!(matches!(claim(&others), Claim::Spent), "{backend:?}");
-        for _ in 0..3 {
-            std::thread::sleep(Duration::from_millis(200));
-            let unheld = store.renew(&[kept], &holder, 0.4).unwrap();
-            assert!(unheld.is_empty(), "{backend:?}");
-        }
-        store.requeue_expired("search", &other).unwrap();
-        let stage = store.stage("search").unwrap().unwrap();
-        let reserved: Vec<u64> = stage.reserved.iter().map(|r| r.id).collect();
-        assert_eq!(reserved, vec![kept], "{backend:?}: the renewed one stays, the other is dropped");
-        // The dropped one's slot is free again; the late commit of `lost` finds the budget spent.
-        assert!(matches!(claim(&others), Claim::Reserved(_)), "{backend:?}");
-        let late_claims = claimant(&holder, 30.0, 2, "late");
-        let late = store.commit(&late_claims, trial(lost, TrialStatus::Pending), 0, "proposed").unwrap();
-        assert!(matches!(late, Committed::Spent), "{backend:?}");
-        assert_eq!(store.renew(&[lost], &holder, 30.0).unwrap(), vec![lost], "{backend:?}");
+fn renewed_leases_hold_and_expired_reservations_are_dropped(backend: Backend) {
+    let dir = TempDir::new();
+    let store = open(backend, dir.path());
+    with_stage(&store, "search");
+    let (holder, other) = (owner(1), owner(2));
+    let claim = |who: &Claimant| store.claim(who, None).unwrap().1;
+    let holds = claimant(&holder, 0.4, 2, "test");
+    let Claim::Reserved(kept) = claim(&holds) else { panic!("a reservation") };
+    let Claim::Reserved(lost) = claim(&holds) else { panic!("a reservation") };
+    // Reservations count against the budget.
+    let others = claimant(&other, 30.0, 2, "test");
+    assert!(matches!(claim(&others), Claim::Spent), "{backend:?}");
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(200));
+        let unheld = store.renew(&[kept], &holder, 0.4).unwrap();
+        assert!(unheld.is_empty(), "{backend:?}");
     }
+    store.requeue_expired("search", &other).unwrap();
+    let stage = store.stage("search").unwrap().unwrap();
+    let reserved: Vec<u64> = stage.reserved.iter().map(|r| r.id).collect();
+    assert_eq!(reserved, vec![kept], "{backend:?}: the renewed one stays, the other is dropped");
+    // The dropped one's slot is free again; the late commit of `lost` finds the budget spent.
+    assert!(matches!(claim(&others), Claim::Reserved(_)), "{backend:?}");
+    let late_claims = claimant(&holder, 30.0, 2, "late");
+    let late = store.commit(&late_claims, trial(lost, TrialStatus::Pending), 0, "proposed").unwrap();
+    assert!(matches!(late, Committed::Spent), "{backend:?}");
+    assert_eq!(store.renew(&[lost], &holder, 30.0).unwrap(), vec![lost], "{backend:?}");
 }
 
-#[test]
 fn a_run_directory_names_its_postgres_run_and_cannot_change_backend() {
     let dir = TempDir::new();
     let url = common::postgres_url();
@@ -283,7 +290,6 @@ fn a_run_directory_names_its_postgres_run_and_cannot_change_backend() {
 /// Secrets of a store URL, in every form tokio-postgres accepts, appear in nothing msh
 /// writes or prints: store.json, the run's copy of the workflow, its record, `msh
 /// status`, the report, and errors.
-#[test]
 fn store_secrets_stay_out_of_files_and_messages() {
     let url = common::postgres_url().replacen("postgres@", "postgres:topsecret1@", 1)
         + "?password=topsecret2&application_name=a@b";
@@ -327,7 +333,6 @@ fn store_secrets_stay_out_of_files_and_messages() {
 
 /// A PostgreSQL run written before budget slots (its queue in the stage record) gets a
 /// slot for each trial, in its record's state, and claims go on from there.
-#[test]
 fn a_postgres_run_from_before_slots_is_given_them() {
     let dir = TempDir::new();
     let store = open(Backend::Postgres, dir.path());

@@ -239,45 +239,83 @@ pub enum Op {
     Identity,
 }
 
-impl Op {
-    /// The op's name as written in architecture files.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Op::Dense { .. } => "dense",
-            Op::Conv1d { .. } => "conv1d",
-            Op::Conv2d { .. } => "conv2d",
-            Op::SeparableConv { .. } => "separable_conv",
-            Op::BatchNorm => "batch_norm",
-            Op::LayerNorm => "layer_norm",
-            Op::Dropout { .. } => "dropout",
-            Op::Relu => "relu",
-            Op::LeakyRelu { .. } => "leaky_relu",
-            Op::Gelu => "gelu",
-            Op::Swish => "swish",
-            Op::Tanh => "tanh",
-            Op::Sigmoid => "sigmoid",
-            Op::MaxPool { .. } => "max_pool",
-            Op::AvgPool { .. } => "avg_pool",
-            Op::GlobalAvgPool => "global_avg_pool",
-            Op::GlobalMaxPool => "global_max_pool",
-            Op::Flatten => "flatten",
-            Op::MatchFeatures { .. } => "match_features",
-            Op::Reshape { .. } => "reshape",
-            Op::Add => "add",
-            Op::Multiply => "multiply",
-            Op::Concat => "concat",
-            Op::Lstm { .. } => "lstm",
-            Op::Gru { .. } => "gru",
-            Op::Rnn { .. } => "rnn",
-            Op::SelfAttention { .. } => "self_attention",
-            Op::Embedding { .. } => "embedding",
-            Op::PositionalEncoding { .. } => "positional_encoding",
-            Op::Identity => "identity",
-        }
-    }
+/// Declares `Op::NAMES` and `Op::name` from one list of variants and their names: the
+/// `match` in `name` is exhaustive, so a new variant cannot compile without joining the
+/// list, and every test that walks `NAMES` (the every-op fixture's) sees it.
+macro_rules! op_names {
+    ($($variant:ident => $name:literal),* $(,)?) => {
+        impl Op {
+            /// Every op's name as written in architecture files, in declaration order.
+            pub const NAMES: &'static [&'static str] = &[$($name),*];
 
+            /// The op's name as written in architecture files.
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $(Op::$variant { .. } => $name,)*
+                }
+            }
+        }
+    };
+}
+
+op_names! {
+    Dense => "dense",
+    Conv1d => "conv1d",
+    Conv2d => "conv2d",
+    SeparableConv => "separable_conv",
+    BatchNorm => "batch_norm",
+    LayerNorm => "layer_norm",
+    Dropout => "dropout",
+    Relu => "relu",
+    LeakyRelu => "leaky_relu",
+    Gelu => "gelu",
+    Swish => "swish",
+    Tanh => "tanh",
+    Sigmoid => "sigmoid",
+    MaxPool => "max_pool",
+    AvgPool => "avg_pool",
+    GlobalAvgPool => "global_avg_pool",
+    GlobalMaxPool => "global_max_pool",
+    Flatten => "flatten",
+    MatchFeatures => "match_features",
+    Reshape => "reshape",
+    Add => "add",
+    Multiply => "multiply",
+    Concat => "concat",
+    Lstm => "lstm",
+    Gru => "gru",
+    Rnn => "rnn",
+    SelfAttention => "self_attention",
+    Embedding => "embedding",
+    PositionalEncoding => "positional_encoding",
+    Identity => "identity",
+}
+
+impl Op {
     /// Whether the op combines several inputs.
     pub fn is_merge(&self) -> bool {
         matches!(self, Op::Add | Op::Multiply | Op::Concat)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Op;
+
+    /// Each listed name is the tag serde reads for its variant: an op that needs no fields
+    /// parses back to that name, and one that needs some is refused for a missing field,
+    /// never as an unknown variant.
+    #[test]
+    fn every_name_is_the_tag_architecture_files_use() {
+        for name in Op::NAMES {
+            match serde_json::from_value::<Op>(serde_json::json!({ "op": name })) {
+                Ok(op) => assert_eq!(op.name(), *name),
+                Err(err) => assert!(err.to_string().contains("missing field"), "`{name}`: {err}"),
+            }
+        }
+        let mut unique = Op::NAMES.to_vec();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), Op::NAMES.len(), "a name is listed twice");
     }
 }
