@@ -2,8 +2,12 @@
 //! candidate it predicts best: architectures as one-hot blocks by depth, candidate pools,
 //! and `Surrogate`, the whole search around a `Model`.
 
+use crate::moves::*;
+use crate::rng::Rng;
 use crate::search::*;
-use crate::{BlockRef, Context, Proposal, Rng, SearchSpace, Setting, Trial};
+use crate::settings::{SettingReader, Settings};
+use crate::space::*;
+use crate::types::{BlockRef, Context, Proposal, SearchSpace, Setting, Trial};
 
 /// Random candidates ranked per proposal, besides the best trial's neighbours.
 const DRAWS: usize = 512;
@@ -60,26 +64,6 @@ impl PositionEncoding {
     pub fn name(&self, column: usize) -> Option<&str> {
         self.names.get(column).map(String::as_str)
     }
-}
-
-/// The hyper-parameters of `base` with each value redrawn with probability `p / n` (`n`
-/// ranges), and any missing one drawn; random ones without a base.
-pub fn mutated_hparams(
-    space: &SearchSpace,
-    base: Option<&[(String, f64)]>,
-    p: f64,
-    rng: &mut Rng,
-) -> Vec<(String, f64)> {
-    let Some(base) = base else { return sample_hparams(space, rng) };
-    let mut hparams = base.to_vec();
-    let n = space.hparams.len().max(1) as f64;
-    for range in &space.hparams {
-        let missing = !hparams.iter().any(|(name, _)| *name == range.name);
-        if missing || rng.chance(p / n) {
-            set_hparam(&mut hparams, &range.name, sample_hparam(range, rng));
-        }
-    }
-    hparams
 }
 
 /// A candidate proposal for a surrogate to rank.
@@ -147,10 +131,10 @@ pub trait Model: Sized + 'static {
     /// Chance of a random proposal once the model is fitted (the `explore` default).
     const EXPLORE: f64;
 
-    /// The model's own settings (`Surrogate` adds the shared ones).
-    fn settings() -> Vec<Setting>;
+    /// The model's own settings (`Surrogate` adds the shared ones, [`SurrogateSettings`]).
+    type Settings: Settings;
 
-    fn new(context: &Context, space: &SearchSpace, encoding: &PositionEncoding) -> Result<Self, String>;
+    fn new(settings: Self::Settings, space: &SearchSpace, encoding: &PositionEncoding) -> Result<Self, String>;
 
     /// Fits the scored trials: their set features and objective, oldest first.
     fn fit(&mut self, rows: &[(Vec<usize>, f64)]);
@@ -184,6 +168,41 @@ pub struct Surrogate<M: Model> {
     hparam_p: f64,
 }
 
+/// The settings every `Surrogate` reads besides its model's; `explore` defaults to the
+/// model's [`Model::EXPLORE`].
+#[derive(Debug, Clone)]
+pub struct SurrogateSettings<M> {
+    pub trials_before_fit: usize,
+    pub explore: f64,
+    pub param_probability: f64,
+    pub hparam_mutation_probability: f64,
+    model: std::marker::PhantomData<M>,
+}
+
+impl<M: Model> Settings for SurrogateSettings<M> {
+    fn read(reader: &mut SettingReader) -> Result<Self, String> {
+        Ok(Self {
+            trials_before_fit: reader.get(
+                "trials_before_fit",
+                "scored trials before the model is fitted (random until then)",
+                10,
+            )?,
+            explore: reader.get("explore", "chance of a random proposal once the model is fitted", M::EXPLORE)?,
+            param_probability: reader.get(
+                "param_probability",
+                "chance that a random candidate's block parameter is drawn",
+                0.3,
+            )?,
+            hparam_mutation_probability: reader.get(
+                "hparam_mutation_probability",
+                "chance that a candidate's hyper-parameters change",
+                0.3,
+            )?,
+            model: std::marker::PhantomData,
+        })
+    }
+}
+
 impl<M: Model> Surrogate<M> {
     fn one(&mut self) -> Option<Proposal> {
         if !self.fitted || self.rng.chance(self.explore) {
@@ -207,13 +226,8 @@ impl<M: Model> Surrogate<M> {
 
 impl<M: Model> Search for Surrogate<M> {
     fn settings() -> Vec<Setting> {
-        let mut settings = vec![
-            setting("trials_before_fit", "scored trials before the model is fitted (random until then)", 10),
-            setting("explore", "chance of a random proposal once the model is fitted", M::EXPLORE),
-            setting("param_probability", "chance that a random candidate's block parameter is drawn", 0.3),
-            setting("hparam_mutation_probability", "chance that a candidate's hyper-parameters change", 0.3),
-        ];
-        settings.extend(M::settings());
+        let mut settings = SurrogateSettings::<M>::declare();
+        settings.extend(M::Settings::declare());
         settings
     }
 
@@ -222,17 +236,20 @@ impl<M: Model> Search for Surrogate<M> {
             return Err("the search space allows no blocks".into());
         }
         let encoding = PositionEncoding::new(&space);
+        // The model's settings are read first, so that its errors come first.
+        let model = M::new(M::Settings::parse(&context)?, &space, &encoding)?;
+        let shared = SurrogateSettings::<M>::parse(&context)?;
         Ok(Self {
-            model: M::new(&context, &space, &encoding)?,
+            model,
             fitted: false,
             rng: Rng::new(context.seed),
             seen: Seen::default(),
             best: Beam::new(1),
             rows: Vec::new(),
-            before_fit: config(&context, "trials_before_fit", 10usize)?.max(2),
-            explore: config(&context, "explore", M::EXPLORE)?,
-            param_p: config(&context, "param_probability", 0.3)?,
-            hparam_p: config(&context, "hparam_mutation_probability", 0.3)?,
+            before_fit: shared.trials_before_fit.max(2),
+            explore: shared.explore,
+            param_p: shared.param_probability,
+            hparam_p: shared.hparam_mutation_probability,
             encoding,
             space,
         })
@@ -274,7 +291,7 @@ impl<M: Model> Search for Surrogate<M> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{SpaceBlock, TrialKind, TrialStatus};
+    use crate::types::{SpaceBlock, TrialKind, TrialStatus};
 
     fn space() -> SearchSpace {
         let block =

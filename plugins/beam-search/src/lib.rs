@@ -5,7 +5,7 @@
 //! are skipped; when the mutations of the beam keep repeating, any unseen neighbour of the
 //! beam is taken, and failing that a random architecture.
 
-use msh_plugin_sdk::*;
+use msh_plugin_sdk::prelude::*;
 
 /// Mutation draws before falling back to the beam's unseen neighbours.
 const DRAWS: usize = 64;
@@ -115,31 +115,34 @@ impl BeamSearch {
     }
 }
 
+msh_plugin_sdk::settings! {
+    /// The `searcher.config` keys beam search reads.
+    struct BeamSettings {
+        beam_size: usize = 3 => "how many of the best trials are mutated",
+        increase_complexity_probability: f64 = 0.9 => "chance that a mutation adds a block",
+        increase_complexity_minimum_trials: usize = 5
+            => "completed trials per level of allowed depth above the minimum",
+        hparam_mutation_probability: f64 = 0.5 => "chance that the hyper-parameters change",
+        param_mutation_probability: f64 = 0.3 => "chance that a replacement steps a block parameter instead",
+    }
+}
+
 impl Search for BeamSearch {
     fn settings() -> Vec<Setting> {
-        vec![
-            setting("beam_size", "how many of the best trials are mutated", 3),
-            setting("increase_complexity_probability", "chance that a mutation adds a block", 0.9),
-            setting(
-                "increase_complexity_minimum_trials",
-                "completed trials per level of allowed depth above the minimum",
-                5,
-            ),
-            setting("hparam_mutation_probability", "chance that the hyper-parameters change", 0.5),
-            setting("param_mutation_probability", "chance that a replacement steps a block parameter instead", 0.3),
-        ]
+        BeamSettings::declare()
     }
 
     fn new(context: Context, space: SearchSpace) -> Result<Self, String> {
         if space.blocks.is_empty() {
             return Err("the search space allows no blocks".into());
         }
+        let settings = BeamSettings::parse(&context)?;
         Ok(Self {
-            beam: Beam::new(config(&context, "beam_size", 3usize)?),
-            grow_p: config(&context, "increase_complexity_probability", 0.9)?,
-            per_level: config(&context, "increase_complexity_minimum_trials", 5usize)?.max(1),
-            hparam_p: config(&context, "hparam_mutation_probability", 0.5)?,
-            param_p: config(&context, "param_mutation_probability", 0.3)?,
+            beam: Beam::new(settings.beam_size),
+            grow_p: settings.increase_complexity_probability,
+            per_level: settings.increase_complexity_minimum_trials.max(1),
+            hparam_p: settings.hparam_mutation_probability,
+            param_p: settings.param_mutation_probability,
             rng: Rng::new(context.seed),
             seen: Seen::default(),
             completed: 0,

@@ -4,7 +4,7 @@
 //! takes its middle: geometric for a log range). For small spaces, and for measuring a
 //! whole space (a metrics table for `msh bench searchers`).
 
-use msh_plugin_sdk::*;
+use msh_plugin_sdk::prelude::*;
 
 #[derive(serde::Serialize, serde::Deserialize)]
 #[serde(crate = "msh_plugin_sdk::serde")]

@@ -6,7 +6,8 @@
 //! parameters and hyper-parameters varied; what the polynomial ignores stays random, which
 //! is Harmonica's exploration. Random proposals until `trials_before_fit` are scored.
 
-use msh_plugin_sdk::*;
+use msh_plugin_sdk::prelude::*;
+use msh_plugin_sdk::surrogate::*;
 
 /// Most polynomial terms the Lasso fits; higher degrees are dropped whole beyond it.
 const MAX_TERMS: usize = 2048;
@@ -104,33 +105,30 @@ fn lasso(columns: &[Vec<f64>], y: &[f64], alpha: f64) -> Vec<f64> {
     w
 }
 
+msh_plugin_sdk::settings! {
+    /// The `searcher.config` keys of Harmonica (besides `Surrogate`'s).
+    struct HarmonicaSettings {
+        lasso_alpha: f64 = 0.05 => "L1 penalty of the Lasso (on standardised objectives)",
+        degree: usize = 3 => "highest degree of the polynomial's terms (1-3)",
+        monomials: usize = 5 => "terms of the polynomial kept",
+    }
+}
+
 impl Model for Harmonica {
     const EXPLORE: f64 = 0.0;
 
-    fn settings() -> Vec<Setting> {
-        vec![
-            setting("lasso_alpha", "L1 penalty of the Lasso (on standardised objectives)", 0.05),
-            setting("degree", "highest degree of the polynomial's terms (1-3)", 3),
-            setting("monomials", "terms of the polynomial kept", 5),
-        ]
-    }
+    type Settings = HarmonicaSettings;
 
-    fn new(context: &Context, _space: &SearchSpace, encoding: &PositionEncoding) -> Result<Self, String> {
-        let degree: usize = config(context, "degree", 3)?;
+    fn new(settings: HarmonicaSettings, _space: &SearchSpace, encoding: &PositionEncoding) -> Result<Self, String> {
+        let degree = settings.degree;
         if !(1..=3).contains(&degree) {
             return Err(format!("setting `degree` is {degree}; it must be 1, 2 or 3"));
         }
-        let alpha: f64 = config(context, "lasso_alpha", 0.05)?;
+        let alpha = settings.lasso_alpha;
         if !(alpha.is_finite() && alpha >= 0.0) {
             return Err(format!("setting `lasso_alpha` is {alpha}; it must be a non-negative number"));
         }
-        Ok(Self {
-            encoding: encoding.clone(),
-            terms: Vec::new(),
-            alpha,
-            degree,
-            monomials: config(context, "monomials", 5usize)?.max(1),
-        })
+        Ok(Self { encoding: encoding.clone(), terms: Vec::new(), alpha, degree, monomials: settings.monomials.max(1) })
     }
 
     fn fit(&mut self, rows: &[(Vec<usize>, f64)]) {

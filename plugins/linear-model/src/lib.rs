@@ -6,7 +6,8 @@
 //! is proposed instead. Random proposals until `trials_before_fit` trials are scored, and
 //! with probability `explore` afterwards.
 
-use msh_plugin_sdk::*;
+use msh_plugin_sdk::prelude::*;
+use msh_plugin_sdk::surrogate::*;
 
 struct LinearModel {
     /// Feature count and columns per depth.
@@ -66,18 +67,21 @@ impl LinearModel {
         (weights, intercept)
     }
 }
+msh_plugin_sdk::settings! {
+    /// The `searcher.config` keys of the linear model (besides `Surrogate`'s).
+    struct LinearSettings {
+        ridge_penalty: f64 = 0.001 => "L2 penalty of the ridge regression",
+        remove_outliers: bool = true => "fit without losses over the 90th percentile or 10x the median",
+    }
+}
+
 impl Model for LinearModel {
     const EXPLORE: f64 = 0.1;
 
-    fn settings() -> Vec<Setting> {
-        vec![
-            setting("ridge_penalty", "L2 penalty of the ridge regression", 0.001),
-            setting("remove_outliers", "fit without losses over the 90th percentile or 10x the median", true),
-        ]
-    }
+    type Settings = LinearSettings;
 
-    fn new(context: &Context, _space: &SearchSpace, encoding: &PositionEncoding) -> Result<Self, String> {
-        let penalty: f64 = config(context, "ridge_penalty", 0.001)?;
+    fn new(settings: LinearSettings, _space: &SearchSpace, encoding: &PositionEncoding) -> Result<Self, String> {
+        let penalty = settings.ridge_penalty;
         if !(penalty.is_finite() && penalty >= 0.0) {
             return Err(format!("setting `ridge_penalty` is {penalty}; it must be a non-negative number"));
         }
@@ -86,7 +90,7 @@ impl Model for LinearModel {
             fit: None,
             // A tiny ridge keeps the normal equations solvable with few rows.
             penalty: penalty.max(1e-9),
-            remove_outliers: config(context, "remove_outliers", true)?,
+            remove_outliers: settings.remove_outliers,
         })
     }
 

@@ -65,7 +65,7 @@ impl Model {
     }
 }
 
-use msh_plugin_sdk::*;
+use msh_plugin_sdk::prelude::*;
 
 const DRAWS: usize = 256;
 
@@ -170,25 +170,31 @@ impl LocalSearch {
     }
 }
 
+msh_plugin_sdk::settings! {
+    /// The `searcher.config` keys local search reads.
+    struct LocalSettings {
+        beam_size: usize = 8 => "best trials whose neighbourhoods are explored before a random restart",
+        hparam_moves: bool = true => "whether moving one hyper-parameter counts as a neighbour",
+        explore: f64 = 0.5 => "chance of trying a random neighbour instead of the best predicted",
+        initial: usize = 4 => "random architectures before the first local move",
+    }
+}
+
 impl Search for LocalSearch {
     fn settings() -> Vec<Setting> {
-        vec![
-            setting("beam_size", "best trials whose neighbourhoods are explored before a random restart", 8),
-            setting("hparam_moves", "whether moving one hyper-parameter counts as a neighbour", true),
-            setting("explore", "chance of trying a random neighbour instead of the best predicted", 0.5),
-            setting("initial", "random architectures before the first local move", 4),
-        ]
+        LocalSettings::declare()
     }
 
     fn new(context: Context, space: SearchSpace) -> Result<Self, String> {
         if space.blocks.is_empty() {
             return Err("the search space allows no blocks".into());
         }
+        let settings = LocalSettings::parse(&context)?;
         Ok(Self {
-            beam: Beam::new(config(&context, "beam_size", 8usize)?),
-            hparam_moves: config(&context, "hparam_moves", true)?,
-            explore: config(&context, "explore", 0.5)?,
-            initial: config(&context, "initial", 4usize)?,
+            beam: Beam::new(settings.beam_size),
+            hparam_moves: settings.hparam_moves,
+            explore: settings.explore,
+            initial: settings.initial,
             model: Model::default(),
             checks: std::collections::VecDeque::new(),
             rng: Rng::new(context.seed),

@@ -2,7 +2,7 @@
 //! block accepting the rank of the one before), with random hyper-parameters, never one
 //! seen before. The baseline every other searcher must beat.
 
-use msh_plugin_sdk::*;
+use msh_plugin_sdk::prelude::*;
 
 /// Draws before giving up on finding an unseen trial.
 const DRAWS: usize = 256;

@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 
-use msh_plugin_sdk::*;
+use msh_plugin_sdk::prelude::*;
 
 const DRAWS: usize = 64;
 
@@ -54,21 +54,27 @@ impl RegularizedEvolution {
     }
 }
 
+msh_plugin_sdk::settings! {
+    /// The `searcher.config` keys regularized evolution reads.
+    struct EvolutionSettings {
+        population_size: usize = 20 => "how many of the most recently completed trials compete",
+        sample_size: usize = 5 => "trials drawn for each tournament",
+    }
+}
+
 impl Search for RegularizedEvolution {
     fn settings() -> Vec<Setting> {
-        vec![
-            setting("population_size", "how many of the most recently completed trials compete", 20),
-            setting("sample_size", "trials drawn for each tournament", 5),
-        ]
+        EvolutionSettings::declare()
     }
 
     fn new(context: Context, space: SearchSpace) -> Result<Self, String> {
         if space.blocks.is_empty() {
             return Err("the search space allows no blocks".into());
         }
-        let population_size = config(&context, "population_size", 20usize)?.max(2);
+        let settings = EvolutionSettings::parse(&context)?;
+        let population_size = settings.population_size.max(2);
         Ok(Self {
-            sample_size: config(&context, "sample_size", 5usize)?.clamp(1, population_size),
+            sample_size: settings.sample_size.clamp(1, population_size),
             population_size,
             population: VecDeque::new(),
             rng: Rng::new(context.seed),

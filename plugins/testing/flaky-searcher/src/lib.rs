@@ -2,7 +2,7 @@
 //! its latest snapshot, or by replaying what it was told, and carry on. Otherwise it
 //! proposes unseen random trials.
 
-use msh_plugin_sdk::*;
+use msh_plugin_sdk::prelude::*;
 
 #[derive(serde::Serialize, serde::Deserialize)]
 #[serde(crate = "msh_plugin_sdk::serde")]

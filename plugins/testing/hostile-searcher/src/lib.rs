@@ -2,7 +2,7 @@
 //! trials: msh must reject each bad proposal without training it, name the searcher and
 //! the value, and go on with the search.
 
-use msh_plugin_sdk::*;
+use msh_plugin_sdk::prelude::*;
 
 struct Hostile {
     space: SearchSpace,

@@ -1,7 +1,7 @@
 //! A block pack that misbehaves on purpose, one way per block name; `good` behaves. The
 //! host's sandbox tests call each in turn and then `good` again.
 
-use msh_plugin_sdk::*;
+use msh_plugin_sdk::prelude::*;
 
 struct Hostile;
 

@@ -2,7 +2,7 @@
 //! README: unseen one-move neighbours of the best trial in random order; a random
 //! architecture when the best has none left. `msh bench searchers` compares against it.
 
-use msh_plugin_sdk::*;
+use msh_plugin_sdk::prelude::*;
 
 struct SimpleLocalSearch {
     space: SearchSpace,

@@ -1,8 +1,9 @@
-//! Helpers over the generated WIT types for both worlds: parameters, graph building, RNG.
+//! Block graphs and parameter lists: [`GraphBuilder`] adds nodes (typed ones from
+//! [`ops`](crate::ops), or an op by name), [`Params`] reads a parameter list with
+//! defaults, and [`int`], [`float`], [`flag`], [`text`] and [`ints`] write one parameter.
 
-#[cfg(feature = "block-pack")]
-pub use crate::bindings::Guest;
-pub use crate::bindings::msh::plugin::types::*;
+use crate::ops::OpNode;
+use crate::types::*;
 
 /// Typed access to a parameter list.
 pub trait Params {
@@ -73,8 +74,25 @@ pub fn ints(name: &str, values: &[i64]) -> Param {
     Param { name: name.into(), value: Value::Ints(values.to_vec()) }
 }
 
-/// Builds a block graph node by node. Node 0 is the block input; `op` reads the previous
-/// node, `op_from` names its inputs. Both return the new node's id.
+/// Builds a block graph node by node. Node 0 is the block input; `add` (a typed op from
+/// [`ops`](crate::ops)) and `op` (an op by name) read the previous node, `add_from` and
+/// `op_from` name their inputs. Each returns the new node's id.
+///
+/// ```
+/// use msh_plugin_sdk::prelude::*;
+///
+/// // A residual block: two convolutions, added to the input (node 0).
+/// let mut g = GraphBuilder::new("residual");
+/// g.add(ops::conv1d(16, 3));
+/// g.add(ops::relu());
+/// let branch = g.add(ops::conv1d(16, 3));
+/// assert_eq!(branch, 3);
+/// g.add_from(ops::add(), &[0, branch]);
+/// let graph = g.build();
+/// assert_eq!(graph.nodes.len(), 4);
+/// assert_eq!(graph.nodes[3].inputs, [0, 3]);
+/// assert!(graph.nodes[1].inputs.is_empty(), "the previous node");
+/// ```
 #[derive(Debug, Clone)]
 pub struct GraphBuilder {
     name: String,
@@ -91,6 +109,19 @@ impl GraphBuilder {
         self.nodes.len() as u32
     }
 
+    /// Adds a typed op ([`ops`](crate::ops)) that reads the previous node.
+    pub fn add(&mut self, op: impl Into<OpNode>) -> u32 {
+        self.add_from(op, &[])
+    }
+
+    /// Adds a typed op that reads `inputs`.
+    pub fn add_from(&mut self, op: impl Into<OpNode>, inputs: &[u32]) -> u32 {
+        let OpNode { op, params } = op.into();
+        self.op_from(op, params, inputs)
+    }
+
+    /// Adds an op by name (prefer [`add`](Self::add): a misspelt name is only found by the
+    /// host).
     pub fn op(&mut self, op: &str, params: Vec<Param>) -> u32 {
         self.op_from(op, params, &[])
     }
@@ -102,53 +133,5 @@ impl GraphBuilder {
 
     pub fn build(self) -> BlockGraph {
         BlockGraph { name: self.name, nodes: self.nodes }
-    }
-}
-
-/// A small, fast, seedable generator (SplitMix64); plugins get no OS randomness.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Self(seed ^ 0x853c_49e6_748f_ea9b)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Uniform in 0..n (n > 0).
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.unit() * n as f64) as usize % n.max(1)
-    }
-
-    /// Uniform integer in lo..=hi.
-    pub fn range(&mut self, lo: i64, hi: i64) -> i64 {
-        lo + self.below((hi - lo + 1).max(1) as usize) as i64
-    }
-
-    pub fn chance(&mut self, p: f64) -> bool {
-        self.unit() < p
-    }
-
-    pub fn choose<'a, T>(&mut self, items: &'a [T]) -> Option<&'a T> {
-        (!items.is_empty()).then(|| &items[self.below(items.len())])
-    }
-
-    /// Shuffles in place (Fisher-Yates).
-    pub fn shuffle<T>(&mut self, items: &mut [T]) {
-        for i in (1..items.len()).rev() {
-            items.swap(i, self.below(i + 1));
-        }
     }
 }
