@@ -115,9 +115,10 @@ pub fn run_distill(run: &Run, name: &str, source: &str) -> Result<Option<String>
         train_for_stage(run, name, id, &student, &meta.spec, &splits, &config, guidance)
             .map_err(|e| EngineError::Stage(format!("distilling into trial {}'s architecture: {e}", student.id)))
     };
-    let Some(alone) = train(&Guidance::default())? else { return Ok(None) };
-    let Some(taught) = train(&Guidance { distill: Some(distill), ..Guidance::default() })? else { return Ok(None) };
-    let record = record_stage_model(run, name, id, &student, Some(teacher.id), meta.spec, &splits, &taught)?;
+    let Some((_, alone)) = train(&Guidance::default())? else { return Ok(None) };
+    let taught = train(&Guidance { distill: Some(distill), ..Guidance::default() })?;
+    let Some((trial, taught)) = taught else { return Ok(None) };
+    let record = record_stage_model(run, trial, Some(teacher.id), &meta.spec, &splits, &taught)?;
     let Some(test) = &record.test else {
         return Err(EngineError::Stage(format!(
             "the distilled student, trial {id}, {}",

@@ -29,8 +29,8 @@ pub fn run_retrain(run: &Run, name: &str, source: &str) -> Result<Option<String>
     let id = run.store.write(|t| t.next_trial_id())?;
     let trained = train_for_stage(run, name, id, &best, &meta.spec, &merged, &config, &Guidance::default())
         .map_err(|e| EngineError::Stage(format!("retraining trial {}: {e}", best.id)))?;
-    let Some(trained) = trained else { return Ok(None) };
-    let trial = record_stage_model(run, name, id, &best, None, meta.spec, &merged, &trained)?;
+    let Some((trial, trained)) = trained else { return Ok(None) };
+    let trial = record_stage_model(run, trial, None, &meta.spec, &merged, &trained)?;
     match (&trial.test, &best.test) {
         (Some(after), Some(before)) => Ok(Some(format!(
             "trial {} retrained for {epochs} epochs as trial {id}: test {} (was {})",

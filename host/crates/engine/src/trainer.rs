@@ -3,16 +3,15 @@
 //! table. The search stage does not know which one it drives.
 
 use std::collections::{BTreeMap, HashMap};
-use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 
-use super::training::{best_valid, checkpoint_dir, record_training, save_model};
-use super::{EngineError, EngineEvent, Run};
+use super::training::{TrialError, TrialFailure, TrialOutcome, TrialTraining, checkpoint_dir, record_result};
+use super::{EngineError, Run};
 use crate::workflow::{EnsembleStrategy, SharingMode};
 use msh_graph::{Architecture, infer_block};
 use msh_store::{TrialRecord, TrialStatus};
 use msh_train::model::{Donor, ModelSpec};
-use msh_train::{self as train, Checkpoint, Metrics, Outcome, TrainEvent};
+use msh_train::{self as train, Checkpoint, Metrics, Outcome};
 
 /// A metrics table that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -131,11 +130,12 @@ impl Trainer {
         match self {
             Trainer::Table(table) => table.evaluate(&mut trial),
             Trainer::Burn if !trial.members.is_empty() => ensemble_trial(run, &mut trial)?,
-            Trainer::Burn => {
-                if !train_trial(run, trainer, &mut trial)? {
-                    return Ok(Evaluated::Interrupted);
-                }
-            }
+            Trainer::Burn => match train_trial(run, trainer, &mut trial) {
+                Ok(TrialOutcome::Recorded(())) => {}
+                Ok(TrialOutcome::Interrupted) => return Ok(Evaluated::Interrupted),
+                Err(TrialError::Failure(failure)) => failure.record_on(&mut trial),
+                Err(TrialError::Engine(e)) => return Err(e),
+            },
         }
         Ok(Evaluated::Finished(trial))
     }
@@ -257,40 +257,23 @@ fn latency_ms(model: &msh_train::model::Model, data: &msh_train::data::Dataset) 
     times[1]
 }
 
-/// Builds, trains, evaluates and checkpoints one trial; `false` when interrupted.
-fn train_trial(run: &Run, trainer: usize, trial: &mut TrialRecord) -> Result<bool, EngineError> {
+/// Builds, trains, evaluates and checkpoints one trial.
+fn train_trial(run: &Run, trainer: usize, trial: &mut TrialRecord) -> Result<TrialOutcome<()>, TrialError> {
     let splits = run.splits()?;
     let device = run.device()?;
-    let fail = |trial: &mut TrialRecord, status: TrialStatus, reason: String| {
-        trial.status = status;
-        trial.error = Some(reason);
-    };
-    let architecture = match expand(run, trial, &splits.train.shape) {
-        Ok(a) => a,
-        Err(reason) => {
-            fail(trial, TrialStatus::Failed, reason);
-            return Ok(true);
-        }
-    };
+    let architecture = expand(run, trial, &splits.train.shape).map_err(TrialFailure::failed)?;
     let spec = ModelSpec { architecture, input_shape: splits.train.shape.clone(), task: splits.task };
     if let Some(budget) = run.workflow.objectives.max_parameters {
         // Counted from the inferred shapes: nothing is allocated for a model over budget.
-        let parameters = match msh_graph::parameter_count(&spec.architecture, &spec.input_shape, spec.task.outputs()) {
-            Ok(parameters) => parameters,
-            Err(e) => {
-                fail(trial, TrialStatus::Failed, e.to_string());
-                return Ok(true);
-            }
-        };
+        let parameters = msh_graph::parameter_count(&spec.architecture, &spec.input_shape, spec.task.outputs())
+            .map_err(|e| TrialFailure::failed(e.to_string()))?;
         if parameters > budget {
             trial.parameters = parameters;
-            fail(trial, TrialStatus::Failed, format!("{parameters} parameters, over the budget of {budget}"));
-            return Ok(true);
+            return Err(TrialFailure::failed(format!("{parameters} parameters, over the budget of {budget}")).into());
         }
     }
     let seed = run.workflow.seed ^ trial.id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     let config = run.workflow.trial_config(&trial.hparams, seed);
-    let epochs = config.epochs;
     let id = trial.id;
     let distill = super::distill::search_guidance(run, &splits, trial)?;
     trial.teacher = distill.as_ref().map(|(_, teacher)| *teacher).or(trial.teacher);
@@ -313,45 +296,19 @@ fn train_trial(run: &Run, trainer: usize, trial: &mut TrialRecord) -> Result<boo
         residual: residual.as_ref().filter(|r| !r.members.is_empty()).map(|r| r.guidance.clone()),
         early_stop: run.workflow.early_stopping.is_some().then_some(train::EpochRule(&judge)),
     };
-    let mut on_event = |event: TrainEvent<'_>| {
-        if let TrainEvent::Epoch(report) = event {
-            (run.report)(EngineEvent::TrialEpoch { trainer, trial: id, epoch: report.epoch, epochs });
-        }
-    };
-    // A panic inside burn fails this trial, not the run.
-    let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        train::train_until(&spec, &splits, &config, &device.device, &guidance, &mut on_event, &run.stop)
-    }));
+    let training =
+        TrialTraining { trainer, spec: &spec, splits: &splits, config: &config, device: &device, guidance: &guidance };
+    let outcome = training.train(run, trial);
     if let Some(e) = store_error.into_inner().expect("no panics while recording") {
-        return Err(e.into());
+        return Err(EngineError::from(e).into());
     }
-    let trained = match result {
-        Ok(Ok(trained)) => trained,
-        Ok(Err(e)) => {
-            fail(trial, TrialStatus::Failed, e.to_string());
-            return Ok(true);
-        }
-        Err(panic) => {
-            let message =
-                panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
-            fail(
-                trial,
-                TrialStatus::Failed,
-                format!("training panicked: {}", message.unwrap_or_else(|| "no message".into())),
-            );
-            return Ok(true);
-        }
+    let trained = match outcome? {
+        TrialOutcome::Recorded(trained) => trained,
+        TrialOutcome::Interrupted => return Ok(TrialOutcome::Interrupted),
     };
-    record_training(trial, &trained);
-    match trained.outcome {
-        Outcome::Interrupted { .. } => return Ok(false),
-        Outcome::Diverged { epoch, step, loss } => {
-            fail(trial, TrialStatus::Diverged, format!("loss became {loss} at epoch {epoch}, step {step}"));
-            return Ok(true);
-        }
-        Outcome::Completed | Outcome::Stopped { .. } => {}
+    if let Outcome::Diverged { epoch, step, loss } = trained.outcome {
+        return Err(TrialFailure::diverged(format!("loss became {loss} at epoch {epoch}, step {step}")).into());
     }
-    let valid = best_valid(&trained, &splits);
     let test = match residual.as_ref().filter(|r| !r.members.is_empty()) {
         Some(base) => {
             let own = train::predict(&trained.model, &splits.test.features, splits.test.sample_len());
@@ -359,13 +316,7 @@ fn train_trial(run: &Run, trainer: usize, trial: &mut TrialRecord) -> Result<boo
         }
         None => train::evaluate(&trained.model, &splits.test, splits.task, &splits.normalization),
     };
-    let relative = match save_model(run, trial.id, spec, &splits, &trained, valid.as_ref(), &test) {
-        Ok(relative) => relative,
-        Err(e) => {
-            fail(trial, TrialStatus::Failed, e.to_string());
-            return Ok(true);
-        }
-    };
+    record_result(run, trial, &spec, &splits, &trained, test)?;
     if let Some(base) = &residual {
         // The trial is the ensemble of its base and itself, outputs summed.
         let mut members: Vec<train::Member> = base
@@ -377,19 +328,10 @@ fn train_trial(run: &Run, trainer: usize, trial: &mut TrialRecord) -> Result<boo
         trial.members = members.iter().map(|m| (m.trial, 1.0)).collect();
         let file =
             train::EnsembleFile { members, method: "residual".into(), combine: train::Combine::Sum, combiner: None };
-        let path = run.dir.join(&relative).join(train::ENSEMBLE_FILE);
+        let path = run.dir.join(checkpoint_dir(trial.id)).join(train::ENSEMBLE_FILE);
         msh_io::atomic_file::write_atomic(&path, &serde_json::to_vec_pretty(&file).expect("json"))
             .map_err(|source| EngineError::Io { path, source })?;
     }
     trial.latency_ms = Some(latency_ms(&trained.model, &splits.valid));
-    // A stopped trial is a result like a completed one, from fewer epochs.
-    trial.status = match trained.outcome {
-        Outcome::Stopped { .. } => TrialStatus::Stopped,
-        _ => TrialStatus::Completed,
-    };
-    trial.objective = valid.as_ref().map(|v| v.loss);
-    trial.valid = valid;
-    trial.test = Some(test);
-    trial.checkpoint = Some(relative);
-    Ok(true)
+    Ok(TrialOutcome::Recorded(()))
 }

@@ -327,13 +327,37 @@ pub fn train_until(
         let device = device.clone().autodiff();
         device.seed(config.seed);
         let outputs = spec.task.outputs();
-        if let Some(residual) = &guidance.residual
+        guidance.check(splits, outputs)?;
+        let (model, inherited) = inherit(Model::seeded(spec, config.seed, &device)?, &guidance.donors)?;
+        let parameters = model.parameter_count();
+        let run = TrainingRun { spec, splits, config, guidance, device, outputs };
+        let ended = run.epochs(model, on_event, stop);
+        Ok(Trained {
+            model: ended.model,
+            outcome: ended.outcome,
+            epochs: ended.epochs,
+            best_epoch: ended.best_epoch,
+            parameters,
+            inherited,
+            train_time: started.elapsed(),
+        })
+    };
+    match rayon::current_thread_index() {
+        Some(_) => train(),
+        None => rayon::scope(|_| train()),
+    }
+}
+
+impl Guidance<'_> {
+    /// The residual base and the teacher must give one row of `outputs` per sample.
+    fn check(&self, splits: &Splits, outputs: usize) -> Result<(), TrainError> {
+        if let Some(residual) = &self.residual
             && (residual.train.len() != splits.train.len() * outputs
                 || residual.valid.len() != splits.valid.len() * outputs)
         {
             return Err(TrainError::Config("the residual base does not match the data set".into()));
         }
-        if let Some(distill) = &guidance.distill
+        if let Some(distill) = &self.distill
             && distill.teacher.len() != splits.train.len() * outputs
         {
             return Err(TrainError::Config(format!(
@@ -342,86 +366,96 @@ pub fn train_until(
                 splits.train.len()
             )));
         }
-        let (mut model, inherited) = inherit(Model::seeded(spec, config.seed, &device)?, &guidance.donors)?;
-        let parameters = model.parameter_count();
-        let mut optimizer = config.optimizer();
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(config.seed ^ 0x9e37_79b9_7f4a_7c15);
-        let mut order: Vec<usize> = (0..splits.train.len()).collect();
-        let batches = order.len().div_ceil(config.batch_size);
+        Ok(())
+    }
+}
 
+/// One training run's fixed parts: what it trains, on what, how, and on which device.
+struct TrainingRun<'a> {
+    spec: &'a ModelSpec,
+    splits: &'a Splits,
+    config: &'a TrainConfig,
+    guidance: &'a Guidance<'a>,
+    /// The autodiff device.
+    device: Device,
+    /// Outputs per sample.
+    outputs: usize,
+}
+
+/// The optimiser's state, and how many steps it has taken (the learning rate decays with
+/// them).
+struct Optimization {
+    optimizer: ModuleOptimizer,
+    step: usize,
+}
+
+/// Where the epochs left the model: the best epoch's, and the history.
+struct Ended {
+    model: Model,
+    outcome: Outcome,
+    epochs: Vec<EpochReport>,
+    best_epoch: usize,
+}
+
+/// The training loss of the batches since it was last read. Reading it waits for the
+/// device: on a GPU that stalls the queue at every batch, so the sum stays on the device
+/// and is read every few batches.
+#[derive(Default)]
+struct PendingLoss {
+    sum: Option<Tensor<1>>,
+    samples: usize,
+}
+
+impl PendingLoss {
+    fn add(&mut self, weighted: Tensor<1>, samples: usize) {
+        self.sum = Some(match self.sum.take() {
+            Some(sum) => sum + weighted,
+            None => weighted,
+        });
+        self.samples += samples;
+    }
+
+    /// The sum since the last read and its mean per sample.
+    fn read(&mut self) -> (f64, f64) {
+        let sum = self.sum.take().map_or(0.0, |t| t.into_scalar::<f32>() as f64);
+        let mean = sum / std::mem::take(&mut self.samples) as f64;
+        (sum, mean)
+    }
+}
+
+impl TrainingRun<'_> {
+    /// Trains epoch after epoch, keeping the model of the best validation loss, until the
+    /// last epoch, divergence, `stop`, or the early-stopping rule.
+    fn epochs(&self, mut model: Model, on_event: &mut (dyn FnMut(TrainEvent<'_>) + Send), stop: &AtomicBool) -> Ended {
+        let config = self.config;
+        let mut optimization = Optimization { optimizer: config.optimizer(), step: 0 };
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(config.seed ^ 0x9e37_79b9_7f4a_7c15);
+        let mut order: Vec<usize> = (0..self.splits.train.len()).collect();
         let mut best: Option<(f64, usize, Model)> = None;
         let mut epochs = Vec::with_capacity(config.epochs);
         let mut outcome = Outcome::Completed;
-        let mut step = 0;
-        'epochs: for epoch in 1..=config.epochs {
+        for epoch in 1..=config.epochs {
             let epoch_start = Instant::now();
             order.shuffle(&mut rng);
-            let mut loss_sum = 0.0;
-            let (mut pending, mut pending_samples): (Option<Tensor<1>>, usize) = (None, 0);
-            for (b, chunk) in order.chunks(config.batch_size).enumerate() {
-                if stop.load(Ordering::Relaxed) {
-                    outcome = Outcome::Interrupted { epoch };
-                    break 'epochs;
+            let (trained, loss_sum) = self.train_epoch(model, &mut optimization, &order, epoch, on_event, stop);
+            model = trained;
+            let step = optimization.step;
+            let loss_sum = match loss_sum {
+                Ok(sum) => sum,
+                Err(ended) => {
+                    outcome = ended;
+                    break;
                 }
-                let (x, y) = batch_tensors(&splits.train, chunk, spec.task, &device);
-                let mut output = model.forward(x);
-                if let Some(residual) = &guidance.residual {
-                    let rows: Vec<f32> = chunk
-                        .iter()
-                        .flat_map(|&i| residual.train[i * outputs..(i + 1) * outputs].iter().copied())
-                        .collect();
-                    output = output + Tensor::from_data(TensorData::new(rows, [chunk.len(), outputs]), &device);
-                }
-                let mut loss = task_loss(output.clone(), y, spec.task);
-                if let Some(distill) = &guidance.distill {
-                    let rows: Vec<f32> = chunk
-                        .iter()
-                        .flat_map(|&i| distill.teacher[i * outputs..(i + 1) * outputs].iter().copied())
-                        .collect();
-                    let teacher = Tensor::from_data(TensorData::new(rows, [chunk.len(), outputs]), &device);
-                    loss = loss + distill_loss(output, teacher, distill, spec.task).mul_scalar(distill.lambda);
-                }
-                // Reading the loss waits for the device: on a GPU that stalls the queue at
-                // every batch, so the sum stays on the device and is read every few batches.
-                let weighted = loss.clone().detach().mul_scalar(chunk.len() as f64);
-                pending = Some(match pending.take() {
-                    Some(sum) => sum + weighted,
-                    None => weighted,
-                });
-                pending_samples += chunk.len();
-                let grads = GradientsParams::from_grads(loss.backward(), &model);
-                let lr = config.learning_rate_at(step);
-                model = optimizer.step(lr, model, grads);
-                step += 1;
-                if (b + 1) % LOSS_READ_INTERVAL == 0 || b + 1 == batches {
-                    let sum = pending.take().map_or(0.0, |t| t.into_scalar::<f32>() as f64);
-                    let mean = sum / pending_samples as f64;
-                    if !mean.is_finite() {
-                        outcome = Outcome::Diverged { epoch, step, loss: mean };
-                        break 'epochs;
-                    }
-                    loss_sum += sum;
-                    pending_samples = 0;
-                    on_event(TrainEvent::Batch { epoch, batch: b + 1, batches, loss: mean });
-                }
-            }
-            let snapshot = model.valid();
-            let valid_set = if splits.valid.is_empty() { &splits.train } else { &splits.valid };
-            let valid = match &guidance.residual {
-                Some(residual) => {
-                    let base = if splits.valid.is_empty() { &residual.train } else { &residual.valid };
-                    let own = predict(&snapshot, &valid_set.features, valid_set.sample_len());
-                    metrics_of(&add_outputs(own, base), valid_set, spec.task, &splits.normalization)
-                }
-                None => evaluate(&snapshot, valid_set, spec.task, &splits.normalization),
             };
+            let snapshot = model.valid();
+            let valid = self.validate(&snapshot);
             if !valid.loss.is_finite() {
                 outcome = Outcome::Diverged { epoch, step, loss: valid.loss };
                 break;
             }
             let report = EpochReport {
                 epoch,
-                train_loss: loss_sum / splits.train.len() as f64,
+                train_loss: loss_sum / self.splits.train.len() as f64,
                 valid,
                 learning_rate: config.learning_rate_at(step),
                 seconds: epoch_start.elapsed().as_secs_f64(),
@@ -433,7 +467,7 @@ pub fn train_until(
             epochs.push(report);
             // Asked at the last epoch too, so that the rule sees every value; the run is
             // complete then either way.
-            if let Some(rule) = guidance.early_stop
+            if let Some(rule) = self.guidance.early_stop
                 && !(rule.0)(&epochs)
                 && epoch < config.epochs
             {
@@ -445,11 +479,103 @@ pub fn train_until(
             Some((_, epoch, model)) => (epoch, model),
             None => (0, model.valid()),
         };
-        Ok(Trained { model, outcome, epochs, best_epoch, parameters, inherited, train_time: started.elapsed() })
-    };
-    match rayon::current_thread_index() {
-        Some(_) => train(),
-        None => rayon::scope(|_| train()),
+        Ended { model, outcome, epochs, best_epoch }
+    }
+
+    /// One pass over the training samples in `order`: the model after it, and the
+    /// training loss summed over the samples, or the outcome that ended the run mid-epoch
+    /// (`stop` set, or the loss diverged).
+    fn train_epoch(
+        &self,
+        mut model: Model,
+        optimization: &mut Optimization,
+        order: &[usize],
+        epoch: usize,
+        on_event: &mut (dyn FnMut(TrainEvent<'_>) + Send),
+        stop: &AtomicBool,
+    ) -> (Model, Result<f64, Outcome>) {
+        let batches = order.len().div_ceil(self.config.batch_size);
+        let mut loss_sum = 0.0;
+        let mut pending = PendingLoss::default();
+        for (b, chunk) in order.chunks(self.config.batch_size).enumerate() {
+            if stop.load(Ordering::Relaxed) {
+                return (model, Err(Outcome::Interrupted { epoch }));
+            }
+            model = self.batch_step(model, optimization, chunk, &mut pending);
+            if (b + 1) % LOSS_READ_INTERVAL == 0 || b + 1 == batches {
+                let (sum, mean) = pending.read();
+                if !mean.is_finite() {
+                    return (model, Err(Outcome::Diverged { epoch, step: optimization.step, loss: mean }));
+                }
+                loss_sum += sum;
+                on_event(TrainEvent::Batch { epoch, batch: b + 1, batches, loss: mean });
+            }
+        }
+        (model, Ok(loss_sum))
+    }
+
+    /// One optimisation step on the samples of `chunk`; the batch's loss, summed over
+    /// its samples, goes to `pending`.
+    fn batch_step(
+        &self,
+        model: Model,
+        optimization: &mut Optimization,
+        chunk: &[usize],
+        pending: &mut PendingLoss,
+    ) -> Model {
+        let loss = self.batch_loss(&model, chunk);
+        pending.add(loss.clone().detach().mul_scalar(chunk.len() as f64), chunk.len());
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let lr = self.config.learning_rate_at(optimization.step);
+        let model = optimization.optimizer.step(lr, model, grads);
+        optimization.step += 1;
+        model
+    }
+
+    /// The loss of the samples of `chunk`: the task's on the model's outputs (plus the
+    /// residual base's), plus the distillation term.
+    fn batch_loss(&self, model: &Model, chunk: &[usize]) -> Tensor<1> {
+        let task = self.spec.task;
+        let (x, y) = batch_tensors(&self.splits.train, chunk, task, &self.device);
+        let mut output = model.forward(x);
+        if let Some(residual) = &self.guidance.residual {
+            output = output + self.rows_of(&residual.train, chunk);
+        }
+        let mut loss = task_loss(output.clone(), y, task);
+        if let Some(distill) = &self.guidance.distill {
+            loss = loss + self.distillation_term(distill, output, chunk);
+        }
+        loss
+    }
+
+    /// `lambda` times the distillation loss between the outputs and the teacher's.
+    fn distillation_term(&self, distill: &Distill, output: Tensor<2>, chunk: &[usize]) -> Tensor<1> {
+        let teacher = self.rows_of(&distill.teacher, chunk);
+        distill_loss(output, teacher, distill, self.spec.task).mul_scalar(distill.lambda)
+    }
+
+    /// The rows of per-sample outputs (a residual base's, a teacher's) of the samples of
+    /// `chunk`, as a `[batch, outputs]` tensor.
+    fn rows_of(&self, values: &[f32], chunk: &[usize]) -> Tensor<2> {
+        let outputs = self.outputs;
+        let rows: Vec<f32> =
+            chunk.iter().flat_map(|&i| values[i * outputs..(i + 1) * outputs].iter().copied()).collect();
+        Tensor::from_data(TensorData::new(rows, [chunk.len(), outputs]), &self.device)
+    }
+
+    /// The epoch's validation metrics of `snapshot` (on the training split when there is
+    /// no validation split); with a residual base, of the base's outputs plus the model's.
+    fn validate(&self, snapshot: &Model) -> Metrics {
+        let splits = self.splits;
+        let valid_set = if splits.valid.is_empty() { &splits.train } else { &splits.valid };
+        match &self.guidance.residual {
+            Some(residual) => {
+                let base = if splits.valid.is_empty() { &residual.train } else { &residual.valid };
+                let own = predict(snapshot, &valid_set.features, valid_set.sample_len());
+                metrics_of(&add_outputs(own, base), valid_set, self.spec.task, &splits.normalization)
+            }
+            None => evaluate(snapshot, valid_set, self.spec.task, &splits.normalization),
+        }
     }
 }
 
