@@ -610,6 +610,11 @@ impl Source {
             if let (Some(_), Some(i)) = (location, message.rfind(" at line ")) {
                 message.truncate(i);
             }
+            // A misplaced stage setting reads like the errors `resolve` finds: without
+            // serde's key path in front.
+            if let Some(at) = message.find(stage::MISPLACED).and_then(|i| message[..i].rfind(": `")) {
+                message.drain(..at + 2);
+            }
             if let Some((unknown, expected)) = unknown_name(&message) {
                 if let Some(hint) = validate::did_you_mean(&unknown, expected.iter().map(String::as_str)) {
                     message.push_str(&format!("; {hint}"));

@@ -210,12 +210,15 @@ fn fields_of<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
     fields.get()
 }
 
+/// The words of a misplaced setting's message, after its name.
+pub(super) const MISPLACED: &str = "` applies to ";
+
 /// `` `top_k` applies to ensemble stages, not to export stages ``, when `key` is a
 /// setting of other kinds.
 fn misplaced(key: &str, kind: StageKind) -> Option<String> {
     let kinds: Vec<String> =
         StageKind::ALL.iter().filter(|k| k.settings().contains(&key)).map(|k| k.to_string()).collect();
-    (!kinds.is_empty()).then(|| format!("`{key}` applies to {} stages, not to {kind} stages", kinds.join(" and ")))
+    (!kinds.is_empty()).then(|| format!("`{key}{MISPLACED}{} stages, not to {kind} stages", kinds.join(" and ")))
 }
 
 impl<'de> Deserialize<'de> for Stage {
