@@ -78,7 +78,7 @@ pub fn run(cmd: PackCommand) -> anyhow::Result<ExitCode> {
         }
         PackCommand::Lock { workflow } => {
             let (source, wf) = workflow::load(&workflow)?;
-            let searchers = wf.stages.values().filter_map(|s| s.searcher.as_ref()).chain([&wf.searcher]);
+            let searchers = wf.stages.values().filter_map(|s| s.search()?.searcher.as_ref()).chain([&wf.searcher]);
             let named: Vec<&String> = wf.space.packs.iter().chain(searchers.map(|s| &s.plugin)).collect();
             let host = PluginHost::new(wf.limits);
             let mut lock = PackLock::default();

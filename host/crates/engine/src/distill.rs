@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::training::{record_stage_model, train_for_stage};
 use super::{EngineError, Run};
-use crate::workflow::{DistillMode, TeacherKind};
+use crate::workflow::{DistillMode, DistillStage, StageKind, TeacherKind};
 use msh_store::{TrialRecord, TrialStatus};
 use msh_train::data::Splits;
 use msh_train::{self as train, Checkpoint, Distill, DistillLoss, Guidance, Predictor};
@@ -77,13 +77,17 @@ pub fn search_guidance(run: &Run, splits: &Splits, trial: &TrialRecord) -> Resul
 /// The distill stage: the student is the best trial of `source` (under `max_parameters`
 /// when set); the teacher is the ensemble of an ensemble stage among the needs, else the
 /// best trial. The student is trained twice, with and without the teacher.
-pub fn run_distill(run: &Run, name: &str, source: &str) -> Result<Option<String>, EngineError> {
-    let stage = &run.workflow.stages[name];
+pub fn run_distill(
+    run: &Run,
+    name: &str,
+    needs: &[String],
+    stage: &DistillStage,
+    source: &str,
+) -> Result<Option<String>, EngineError> {
     let trials = run.store.trials()?;
-    let teacher = stage
-        .needs
+    let teacher = needs
         .iter()
-        .filter(|n| run.workflow.stages[*n].kind == crate::workflow::StageKind::Ensemble)
+        .filter(|n| run.workflow.stages.get(*n).is_some_and(|s| s.kind() == StageKind::Ensemble))
         .find_map(|n| trials.iter().rev().find(|t| &t.stage == n && t.status == TrialStatus::Completed))
         .or_else(|| best_of(&trials, source, None))
         .cloned()

@@ -11,7 +11,7 @@ use rand::rngs::Xoshiro256PlusPlus;
 use rand::seq::SliceRandom;
 
 use super::{EngineError, EngineEvent, Run};
-use crate::workflow::EnsembleMethod;
+use crate::workflow::{EnsembleMethod, EnsembleStage};
 use msh_store::{self as store, StoreError, TrialRecord, TrialStatus};
 use msh_train::data::Splits;
 use msh_train::{self as train, Checkpoint, EnsembleFile, LearnedCombiner, Member, Metrics};
@@ -242,8 +242,7 @@ impl Built {
 }
 
 /// Runs an ensemble stage over the completed trials of search stage `source`.
-pub fn run_ensemble(run: &Run, name: &str, source: &str) -> Result<String, EngineError> {
-    let stage = &run.workflow.stages[name];
+pub fn run_ensemble(run: &Run, name: &str, stage: &EnsembleStage, source: &str) -> Result<String, EngineError> {
     let method = stage.method.unwrap_or_default();
     let top_k = stage.top_k.unwrap_or(if method == EnsembleMethod::Adaptive { usize::MAX } else { 5 });
     let mut candidates = run.completed(source)?;

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{EngineError, Run};
-use crate::workflow::{ExportFormat, Stage, StageKind, upstream_search};
+use crate::workflow::{ExportFormat, ExportStage, StageKind};
 use msh_onnx::{self as onnx, ONNX_FILE, OnnxError, Provenance};
 use msh_store::{StoreError, TrialRecord, pareto_front};
 use msh_train::{self as train, Checkpoint};
@@ -93,16 +93,17 @@ fn copy_checkpoint(run_dir: &Path, trial: &TrialRecord, dest: &Path) -> Result<(
 
 /// Exports the model its needs produced: a retrained model or an ensemble, else the
 /// search's best trial.
-pub fn run_export(run: &Run, name: &str, stage: &Stage) -> Result<String, EngineError> {
+pub fn run_export(run: &Run, needs: &[String], stage: &ExportStage, source: &str) -> Result<String, EngineError> {
     let mut chosen = None;
-    for need in &stage.needs {
-        if matches!(run.workflow.stages[need].kind, StageKind::Retrain | StageKind::Ensemble | StageKind::Distill) {
+    for need in needs {
+        let kind = run.workflow.stages.get(need).map(|s| s.kind());
+        if matches!(kind, Some(StageKind::Retrain | StageKind::Ensemble | StageKind::Distill)) {
             chosen = run.produced(need)?;
         }
     }
     let trial = match chosen {
         Some(t) => t,
-        None => run.best_of(&upstream_search(&run.workflow, name).expect("validated"))?,
+        None => run.best_of(source)?,
     };
     let dest = run.dir.join(stage.dir.as_deref().unwrap_or(Path::new("export")));
     let format = stage.format.unwrap_or_default();

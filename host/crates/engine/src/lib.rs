@@ -12,6 +12,7 @@ mod early_stop;
 mod ensemble;
 mod export;
 mod history;
+mod lifecycle;
 mod retrain;
 mod search;
 mod trainer;
@@ -25,11 +26,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 pub use export::{ExportError, export_trial};
 pub use trainer::{Table, TableError};
 
-use crate::workflow::{Resolved, Stage, StageKind, TrainerKind, Workflow, WorkflowError, upstream_search};
+use crate::workflow::{Resolved, StageKind, TrainerKind, Workflow, WorkflowError};
 use msh_plugin::{PackStore, PluginHost};
-use msh_store::{
-    self as store, Owner, RunMeta, StageClaim, StageRecord, StageState, Store, StoreError, TrialRecord, TrialStatus,
-};
+use msh_store::{self as store, Owner, RunMeta, StageRecord, StageState, Store, StoreError, TrialRecord, TrialStatus};
 use msh_train::data::{self, DataError, Splits};
 use msh_train::{self as train, Backend, Selected};
 
@@ -401,7 +400,7 @@ fn recover(store: &Store, wf: &Workflow, me: &Owner) -> Result<usize, StoreError
     // Search queues first: where the backend keeps them apart, their slots requeue.
     let mut requeued = 0;
     for (name, stage) in &wf.stages {
-        if stage.kind == StageKind::Search && store.stage(name)?.is_some() {
+        if stage.kind() == StageKind::Search && store.stage(name)?.is_some() {
             store.align_queue(name)?;
             requeued += store.requeue_expired(name, me)?.len();
         }
@@ -426,7 +425,7 @@ fn recover(store: &Store, wf: &Workflow, me: &Owner) -> Result<usize, StoreError
             }
         }
         for (name, stage) in &wf.stages {
-            let mut record = t.stage(name)?.unwrap_or_else(|| StageRecord::new(name, &stage.kind.to_string()));
+            let mut record = t.stage(name)?.unwrap_or_else(|| StageRecord::new(name, &stage.kind().to_string()));
             let (pending, running, finished) = counts.remove(name).unwrap_or_default();
             record.pending = pending;
             record.running = running.len() as u64;
@@ -514,10 +513,10 @@ pub fn run_workflow(path: &Path, options: &RunOptions, report: Reporter) -> Resu
         }
         Role::Worker => join_searches(&run),
         Role::TrainerOf(stage) => {
-            if run.workflow.stages.get(stage).is_none_or(|s| s.kind != StageKind::Search) {
+            if run.workflow.stages.get(stage).is_none_or(|s| s.kind() != StageKind::Search) {
                 return Err(EngineError::Stage(format!("`{stage}` is not a search stage of {}", path.display())));
             }
-            Ok(if search::run_search(&run, stage)? { RunEnd::Done } else { RunEnd::Interrupted })
+            Ok(if lifecycle::run_stage(&run, stage)?? { RunEnd::Done } else { RunEnd::Interrupted })
         }
     }
 }
@@ -547,7 +546,7 @@ pub fn run_workflow_path(run_dir: &Path, store_url: Option<&str>) -> Result<Path
 /// done, until every search stage has ended.
 fn join_searches(run: &Arc<Run>) -> Result<RunEnd, EngineError> {
     let searches: Vec<&String> =
-        run.resolved.order.iter().filter(|n| run.workflow.stages[*n].kind == StageKind::Search).collect();
+        run.resolved.order.iter().filter(|n| run.workflow.stages[*n].kind() == StageKind::Search).collect();
     for name in searches {
         loop {
             if run.stopping() {
@@ -563,7 +562,7 @@ fn join_searches(run: &Arc<Run>) -> Result<RunEnd, EngineError> {
                 break;
             }
             if needs.iter().all(|n| state(n) == Some(StageState::Done)) {
-                if !search::run_search(run, name)? {
+                if !lifecycle::run_stage(run, name)?? {
                     return Ok(RunEnd::Interrupted);
                 }
                 break;
@@ -595,32 +594,20 @@ async fn run_stages(run: Arc<Run>) -> Result<RunEnd, EngineError> {
                 started.insert(name.clone());
                 let (run, name) = (run.clone(), name.clone());
                 tasks.spawn_blocking(move || {
-                    let result = run_stage(&run, &name);
+                    let result = lifecycle::run_stage(&run, &name);
                     (name, result)
                 });
             }
         }
         let Some(joined) = tasks.join_next().await else { break };
         let (name, result) = joined.map_err(|e| EngineError::Stage(format!("a stage panicked: {e}")))?;
-        match result {
+        // The lifecycle recorded a failure already.
+        match result? {
             Ok(true) => {
                 done.insert(name);
             }
             Ok(false) => {} // interrupted
-            Err(e) => {
-                let message = e.to_string();
-                run.store.write(|t| -> Result<(), StoreError> {
-                    let mut record = t.stage(&name)?.unwrap_or_else(|| StageRecord::new(&name, "?"));
-                    record.state = StageState::Failed;
-                    record.owner = None;
-                    record.finished = Some(store::now());
-                    record.message = Some(message.clone());
-                    t.put_stage(&record)?;
-                    t.log(Some(&name), None, format!("failed: {message}"))
-                })?;
-                (run.report)(EngineEvent::StageFinished { stage: name.clone(), state: StageState::Failed, message });
-                failed.push(name);
-            }
+            Err(_) => failed.push(name),
         }
     }
     if run.stopping() {
@@ -630,70 +617,4 @@ async fn run_stages(run: Arc<Run>) -> Result<RunEnd, EngineError> {
         return Ok(RunEnd::Failed(failed));
     }
     Ok(RunEnd::Done)
-}
-
-/// Runs one stage; `Ok(false)` when interrupted.
-fn run_stage(run: &Arc<Run>, name: &str) -> Result<bool, EngineError> {
-    let stage = &run.workflow.stages[name];
-    if stage.kind == StageKind::Search {
-        return search::run_search(run, name);
-    }
-    let source = upstream_search(&run.workflow, name).expect("validation ensures an upstream search stage");
-    let kind = stage.kind.to_string();
-    // Every process of the run may reach the stage: it runs in the one that claims it.
-    let mut waiting = false;
-    loop {
-        match run.store.write(|t| t.claim_stage(name, &kind, &run.owner, run.lease))? {
-            StageClaim::Taken => break,
-            StageClaim::Done => {
-                if waiting {
-                    run.note(format!("[{name}] done in another process"));
-                }
-                return Ok(true);
-            }
-            StageClaim::Held if run.stopping() => return Ok(false),
-            StageClaim::Held => {
-                if !waiting {
-                    run.note(format!("[{name}] runs in another process; waiting for it"));
-                    waiting = true;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(500));
-            }
-        }
-    }
-    run.held_stages.lock().expect("no panics while holding").insert(name.to_string());
-    let outcome = run_claimed_stage(run, name, stage, &source);
-    run.held_stages.lock().expect("no panics while holding").remove(name);
-    let Some(message) = outcome? else {
-        // Interrupted: the stage goes back to pending, for whoever runs next.
-        run.store.write(|t| -> Result<(), StoreError> {
-            let mut record = t.known_stage(name)?;
-            (record.state, record.owner) = (StageState::Pending, None);
-            t.put_stage(&record)
-        })?;
-        return Ok(false);
-    };
-    run.store.write(|t| -> Result<(), StoreError> {
-        let mut record = t.stage(name)?.unwrap_or_else(|| StageRecord::new(name, &kind));
-        record.owner = None;
-        record.state = StageState::Done;
-        record.finished = Some(store::now());
-        record.message = Some(message.clone());
-        t.put_stage(&record)?;
-        t.log(Some(name), None, format!("done: {message}"))
-    })?;
-    (run.report)(EngineEvent::StageFinished { stage: name.into(), state: StageState::Done, message });
-    Ok(true)
-}
-
-/// Runs a stage this process claimed: its message, or `None` when interrupted.
-fn run_claimed_stage(run: &Arc<Run>, name: &str, stage: &Stage, source: &str) -> Result<Option<String>, EngineError> {
-    (run.report)(EngineEvent::StageStarted { stage: name.into(), kind: stage.kind, trials: None, done: 0 });
-    Ok(match stage.kind {
-        StageKind::Retrain => retrain::run_retrain(run, name, source)?,
-        StageKind::Ensemble => Some(ensemble::run_ensemble(run, name, source)?),
-        StageKind::Export => Some(export::run_export(run, name, stage)?),
-        StageKind::Distill => distill::run_distill(run, name, source)?,
-        StageKind::Search => unreachable!("search stages run in search.rs"),
-    })
 }

@@ -3,12 +3,18 @@
 
 use super::training::{record_stage_model, train_for_stage};
 use super::{EngineError, Run};
+use crate::workflow::RetrainStage;
 use msh_train::data::Splits;
 use msh_train::{Checkpoint, Guidance};
 
 /// Trains the best architecture of `source` on train + validation for longer; the model
 /// is recorded as a trial of this stage with the best trial as its parent.
-pub fn run_retrain(run: &Run, name: &str, source: &str) -> Result<Option<String>, EngineError> {
+pub fn run_retrain(
+    run: &Run,
+    name: &str,
+    settings: &RetrainStage,
+    source: &str,
+) -> Result<Option<String>, EngineError> {
     let mut best = run.best_of(source)?;
     // An intermixed ensemble is retrained as its best member.
     if let Some(member) = best.parent.filter(|_| best.is_combination()) {
@@ -24,7 +30,7 @@ pub fn run_retrain(run: &Run, name: &str, source: &str) -> Result<Option<String>
         ..(*splits).clone()
     };
     let mut config = run.workflow.trial_config(&best.hparams, run.workflow.seed ^ best.id);
-    let epochs = run.workflow.stages[name].epochs.unwrap_or(config.epochs * 2);
+    let epochs = settings.epochs.unwrap_or(config.epochs * 2);
     config.epochs = epochs;
     let id = run.store.write(|t| t.next_trial_id())?;
     let trained = train_for_stage(run, name, id, &best, &meta.spec, &merged, &config, &Guidance::default())

@@ -11,12 +11,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::history::History;
+use super::lifecycle::Start;
 use super::trainer::{Evaluated, Table, Trainer};
 use super::{EngineError, EngineEvent, Role, Run};
 use crate::workflow::{Budget, EnsembleStrategy, TrainerKind, validate_config};
-use msh_store::{
-    self as store, Claim, Claimant, Committed, Finished, StageRecord, StageState, StoreError, TrialRecord,
-};
+use msh_store::{self as store, Claim, Claimant, Committed, Finished, StageRecord, StoreError, TrialRecord};
 use msh_vocab::space::{Proposal, SearchContext};
 
 /// One search stage being worked on by this process.
@@ -45,8 +44,8 @@ fn stage_seed(seed: u64, stage: &str) -> u64 {
     stage.bytes().fold(seed ^ 0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
 }
 
-/// Runs the stage until its budget is spent (`Ok(true)`) or Ctrl-C (`Ok(false)`).
-pub fn run_search(run: &Arc<Run>, name: &str) -> Result<bool, EngineError> {
+/// Runs the stage until its budget is spent (its message) or Ctrl-C (`None`).
+pub fn run_search(run: &Arc<Run>, name: &str, start: &Start<'_>) -> Result<Option<String>, EngineError> {
     let wf = &run.workflow;
     let stage = &wf.stages[name];
     let spec = wf.searcher_of(stage);
@@ -85,22 +84,8 @@ pub fn run_search(run: &Arc<Run>, name: &str) -> Result<bool, EngineError> {
         time_recorded: Mutex::new(Instant::now()),
         snapshot_every: spec.snapshot_every,
     };
-    let spent_before = run.store.write(|t| -> Result<f64, StoreError> {
-        let mut record = t.known_stage(name)?;
-        record.state = StageState::Running;
-        record.started.get_or_insert_with(store::now);
-        t.put_stage(&record)?;
-        t.log(Some(name), None, "started")?;
-        Ok(record.spent_seconds)
-    })?;
-    let done = finished_trials(run, name)?;
+    let spent_before = start.begin(budget.trials.map(u64::from))?;
     let search = Search { spent_before, ..search };
-    (run.report)(EngineEvent::StageStarted {
-        stage: name.into(),
-        kind: stage.kind,
-        trials: budget.trials.map(u64::from),
-        done,
-    });
 
     // burn's autodiff serialises the threads of one process on a global lock, so extra
     // trainers of burn searches are worker processes; each trains in its own process.
@@ -147,19 +132,9 @@ pub fn run_search(run: &Arc<Run>, name: &str) -> Result<bool, EngineError> {
     if run.stopping() {
         // A clean stop keeps the searcher's state as it is: the next run replays nothing.
         search.keep_snapshot(true)?;
-        return Ok(false);
+        return Ok(None);
     }
-    let message = format!("{} trials finished", finished_trials(run, name)?);
-    run.store.write(|t| -> Result<(), StoreError> {
-        let mut record = t.known_stage(name)?;
-        record.state = StageState::Done;
-        record.finished = Some(store::now());
-        record.message = Some(message.clone());
-        t.put_stage(&record)?;
-        t.log(Some(name), None, format!("done: {message}"))
-    })?;
-    (run.report)(EngineEvent::StageFinished { stage: name.into(), state: StageState::Done, message });
-    Ok(true)
+    Ok(Some(format!("{} trials finished", finished_trials(run, name)?)))
 }
 
 /// How many trials of the stage have finished (the store counts them).

@@ -174,7 +174,8 @@ fn plugin_graph(bytes: &[u8]) {
 /// configuration they make.
 fn hparams(bytes: &[u8]) {
     let mut u = Unstructured::new(bytes);
-    let names = ["learning_rate", "batch_size", "epochs", "optimizer", "l2", "gradient_clip", "lr_decay_rate", "x"];
+    // Every hyper-parameter, and a name no trainer knows.
+    let names: Vec<&str> = workflow::hparam_names().chain(["x"]).collect();
     let mut chosen = Vec::new();
     // An exhausted `Unstructured` keeps answering (with zeros): stop at its end.
     while !u.is_empty() && chosen.len() < names.len() {

@@ -65,24 +65,10 @@ pub fn topological_order(stages: &BTreeMap<String, Stage>) -> Result<Vec<String>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workflow::StageKind;
+    use crate::workflow::{ExportStage, StageWork};
 
     fn stage(needs: &[&str]) -> Stage {
-        Stage {
-            kind: StageKind::Export,
-            needs: needs.iter().map(|s| s.to_string()).collect(),
-            searcher: None,
-            budget: None,
-            method: None,
-            top_k: None,
-            width: None,
-            pool: None,
-            every: None,
-            epochs: None,
-            max_parameters: None,
-            dir: None,
-            format: None,
-        }
+        Stage { needs: needs.iter().map(|s| s.to_string()).collect(), work: StageWork::Export(ExportStage::default()) }
     }
 
     #[test]

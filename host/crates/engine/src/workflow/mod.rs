@@ -3,11 +3,12 @@
 //! validates; every error carries `FILE:LINE:COLUMN`.
 
 mod dag;
+mod hparams;
 mod locate;
+mod stage;
 mod validate;
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -15,55 +16,16 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use msh_plugin::Limits;
 use msh_train::data::{DataSpec, TaskKind};
-use msh_train::{Backend, DistillLoss, OptimizerKind, TrainConfig};
+use msh_train::{Backend, DistillLoss, TrainConfig};
 
 pub use dag::topological_order;
+pub use hparams::{HPARAMS, Hparam, HparamDomain, OPTIMIZERS, hparam, hparam_names, hparam_outside_domain};
 pub use locate::{Step, locate};
+pub use stage::{DistillStage, EnsembleStage, ExportStage, RetrainStage, SearchStage, Stage, StageKind, StageWork};
 pub use validate::{Resolved, config_pairs as validate_config, resolve, upstream_search};
 
 /// The schema version this msh reads.
 pub const SCHEMA_VERSION: u32 = 1;
-
-/// Hyper-parameters the trainers understand, as searchers name them.
-pub const HPARAMS: [&str; 7] =
-    ["learning_rate", "batch_size", "epochs", "optimizer", "l2", "gradient_clip", "lr_decay_rate"];
-/// The values one hyper-parameter may take; a workflow's range must lie inside.
-struct HparamDomain {
-    low: f64,
-    high: f64,
-    /// Zero makes no sense (a rate, a clip norm): `low` itself is outside.
-    low_open: bool,
-    integer: bool,
-}
-
-fn hparam_domain(name: &str) -> Option<HparamDomain> {
-    use msh_train::{MAX_BATCH_SIZE, MAX_EPOCHS};
-    let (low, high, low_open, integer) = match name {
-        "learning_rate" => (0.0, 10.0, true, false),
-        "batch_size" => (1.0, MAX_BATCH_SIZE as f64, false, true),
-        "epochs" => (1.0, MAX_EPOCHS as f64, false, true),
-        "optimizer" => (0.0, (OPTIMIZERS.len() - 1) as f64, false, true),
-        "l2" => (0.0, 10.0, false, false),
-        "gradient_clip" => (0.0, 1e6, true, false),
-        "lr_decay_rate" => (0.0, 1.0, true, false),
-        _ => return None,
-    };
-    Some(HparamDomain { low, high, low_open, integer })
-}
-
-/// Where `value` falls outside hyper-parameter `name`'s domain: the reason.
-pub fn hparam_outside_domain(name: &str, value: f64) -> Option<String> {
-    let HparamDomain { low, high, low_open, integer } = hparam_domain(name)?;
-    let above_low = if low_open { value > low } else { value >= low };
-    let kind = if integer { "an integer" } else { "a number" };
-    let bound = if low_open { format!("({low}, {high}]") } else { format!("[{low}, {high}]") };
-    (!(value.is_finite() && above_low && value <= high))
-        .then(|| format!("`{name}` must be {kind} in {bound}, got {value}"))
-}
-
-/// `optimizer` is searched as an index into this list.
-pub const OPTIMIZERS: [OptimizerKind; 4] =
-    [OptimizerKind::Adam, OptimizerKind::Sgd, OptimizerKind::Rmsprop, OptimizerKind::Adagrad];
 
 /// A parsed workflow file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -522,34 +484,6 @@ fn duration_text<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::
     }
 }
 
-/// What a stage does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StageKind {
-    /// Ask the searcher, train, record; until the budget is spent.
-    Search,
-    /// Combine the best trials of a search into one model.
-    Ensemble,
-    /// Train a student from the best model.
-    Distill,
-    /// Train the best architecture on train + validation for longer.
-    Retrain,
-    /// Write the best model to a directory.
-    Export,
-}
-
-impl fmt::Display for StageKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            StageKind::Search => "search",
-            StageKind::Ensemble => "ensemble",
-            StageKind::Distill => "distill",
-            StageKind::Retrain => "retrain",
-            StageKind::Export => "export",
-        })
-    }
-}
-
 /// How an ensemble stage picks and weights its members.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -568,49 +502,6 @@ pub enum EnsembleMethod {
     /// The `top_k` best trials under a dense layer over their log-probabilities (values),
     /// trained on the training split (Model Search's WEIGHTED combiner).
     Learned,
-}
-
-/// One node of the DAG. Fields other than `kind` and `needs` apply to some kinds only.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Stage {
-    pub kind: StageKind,
-    /// Stages that must finish first.
-    #[serde(default)]
-    pub needs: Vec<String>,
-    /// search: overrides the workflow's searcher.
-    #[serde(default)]
-    pub searcher: Option<SearcherSpec>,
-    /// search: overrides the workflow's budget.
-    #[serde(default)]
-    pub budget: Option<Budget>,
-    /// ensemble: how members are chosen and weighted.
-    #[serde(default)]
-    pub method: Option<EnsembleMethod>,
-    /// ensemble: how many of the best trials are candidates.
-    #[serde(default)]
-    pub top_k: Option<usize>,
-    /// ensemble (non_adaptive): members per group.
-    #[serde(default)]
-    pub width: Option<usize>,
-    /// ensemble (non_adaptive): only the first `pool` trials are candidates.
-    #[serde(default)]
-    pub pool: Option<usize>,
-    /// ensemble (adaptive): the ensemble may grow by one member every `every` trials.
-    #[serde(default)]
-    pub every: Option<usize>,
-    /// retrain, distill: epochs to train.
-    #[serde(default)]
-    pub epochs: Option<usize>,
-    /// distill: the student is the best trial with at most this many parameters.
-    #[serde(default)]
-    pub max_parameters: Option<u64>,
-    /// export: the directory, relative to the run directory.
-    #[serde(default)]
-    pub dir: Option<PathBuf>,
-    /// export: which files to write [default: all].
-    #[serde(default)]
-    pub format: Option<ExportFormat>,
 }
 
 /// What an export writes: msh's checkpoint files, an ONNX file, or both.
@@ -719,6 +610,11 @@ impl Source {
             if let (Some(_), Some(i)) = (location, message.rfind(" at line ")) {
                 message.truncate(i);
             }
+            // A misplaced stage setting reads like the errors `resolve` finds: without
+            // serde's key path in front.
+            if let Some(at) = message.find(stage::MISPLACED).and_then(|i| message[..i].rfind(": `")) {
+                message.drain(..at + 2);
+            }
             if let Some((unknown, expected)) = unknown_name(&message) {
                 if let Some(hint) = validate::did_you_mean(&unknown, expected.iter().map(String::as_str)) {
                     message.push_str(&format!("; {hint}"));
@@ -801,11 +697,11 @@ impl Workflow {
 
     /// The stage's searcher: its own, else the workflow's.
     pub fn searcher_of<'a>(&'a self, stage: &'a Stage) -> &'a SearcherSpec {
-        stage.searcher.as_ref().unwrap_or(&self.searcher)
+        stage.search().and_then(|s| s.searcher.as_ref()).unwrap_or(&self.searcher)
     }
 
     pub fn budget_of(&self, stage: &Stage) -> Budget {
-        stage.budget.unwrap_or(self.budget)
+        stage.search().and_then(|s| s.budget).unwrap_or(self.budget)
     }
 
     /// Training settings for one trial: the defaults, then the searched values.
@@ -813,16 +709,8 @@ impl Workflow {
         let mut config = self.training.clone();
         config.seed = seed;
         for (name, value) in hparams {
-            let v = *value;
-            match name.as_str() {
-                "learning_rate" => config.learning_rate = v,
-                "batch_size" => config.batch_size = (v.round() as usize).max(1),
-                "epochs" => config.epochs = (v.round() as usize).max(1),
-                "optimizer" => config.optimizer = OPTIMIZERS[(v.round().max(0.0) as usize).min(OPTIMIZERS.len() - 1)],
-                "l2" => config.l2 = v as f32,
-                "gradient_clip" => config.gradient_clip = Some(v as f32),
-                "lr_decay_rate" => config.lr_decay_rate = Some(v),
-                _ => {}
+            if let Some(hparam) = hparam(name) {
+                (hparam.apply)(&mut config, *value);
             }
         }
         config

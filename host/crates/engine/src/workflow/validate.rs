@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use super::dag::{DagError, topological_order};
 use super::{
-    Choice, HparamSpec, OPTIMIZERS, SearcherSpec, Source, StageKind, Step, TrainerKind, Workflow, WorkflowError,
+    Choice, HparamSpec, OPTIMIZERS, SearcherSpec, Source, StageKind, StageWork, Step, TrainerKind, Workflow,
+    WorkflowError,
 };
 use msh_plugin::oci::{self, OciRef, PackLock};
 use msh_plugin::{EMBEDDED, PackStore, Plugin, PluginHost, World};
@@ -24,6 +25,8 @@ pub struct Resolved {
     pub space: SearchSpace,
     /// The searcher of each search stage.
     pub searchers: BTreeMap<String, Plugin>,
+    /// The search stage each other stage works from (the nearest among its needs).
+    pub upstream: BTreeMap<String, String>,
     pub table: Option<PathBuf>,
     /// Stage names in dependency order.
     pub order: Vec<String>,
@@ -111,7 +114,8 @@ pub(super) fn check_names(source: &Source, wf: &Workflow) -> Result<(), Workflow
         if !is_identifier(name) {
             return Err(source.error_at(&[Key("stages")], Some(name), format!("stage name {name:?}: use {RULE}")));
         }
-        if let Some(dir) = &stage.dir
+        if let super::StageWork::Export(export) = &stage.work
+            && let Some(dir) = &export.dir
             && !dir.components().all(|c| matches!(c, std::path::Component::Normal(_)))
         {
             return Err(source.error_at(
@@ -371,9 +375,10 @@ pub fn resolve(
     let mut hparams = Vec::new();
     for (name, spec) in &wf.space.hparams {
         let at = [Key("space"), Key("hparams"), Key(name.as_str())];
-        if !super::HPARAMS.contains(&name.as_str()) {
-            let message = format!("unknown hyper-parameter `{name}` (known: {})", super::HPARAMS.join(", "));
-            return Err(err(&at, None, with_hint(message, did_you_mean(name, super::HPARAMS))));
+        if super::hparam(name).is_none() {
+            let known: Vec<&str> = super::hparam_names().collect();
+            let message = format!("unknown hyper-parameter `{name}` (known: {})", known.join(", "));
+            return Err(err(&at, None, with_hint(message, did_you_mean(name, known))));
         }
         hparams.push(hparam_range(name, spec).map_err(|m| err(&at, None, m))?);
     }
@@ -424,35 +429,13 @@ pub fn resolve(
     })?;
     let mut searchers = BTreeMap::new();
     let mut loaded: BTreeMap<String, Plugin> = BTreeMap::new();
+    let mut upstream = BTreeMap::new();
     for (name, stage) in &wf.stages {
         let at = |field: &'static str| [Key("stages"), Key(name.as_str()), Key(field)];
-        let misplaced = [
-            ("searcher", stage.searcher.is_some(), &[StageKind::Search][..]),
-            ("budget", stage.budget.is_some(), &[StageKind::Search]),
-            ("method", stage.method.is_some(), &[StageKind::Ensemble]),
-            ("top_k", stage.top_k.is_some(), &[StageKind::Ensemble]),
-            ("width", stage.width.is_some(), &[StageKind::Ensemble]),
-            ("pool", stage.pool.is_some(), &[StageKind::Ensemble]),
-            ("every", stage.every.is_some(), &[StageKind::Ensemble]),
-            ("epochs", stage.epochs.is_some(), &[StageKind::Retrain, StageKind::Distill]),
-            ("dir", stage.dir.is_some(), &[StageKind::Export]),
-            ("format", stage.format.is_some(), &[StageKind::Export]),
-            ("max_parameters", stage.max_parameters.is_some(), &[StageKind::Distill]),
-        ];
-        for (field, set, kinds) in misplaced {
-            if set && !kinds.contains(&stage.kind) {
-                let kinds: Vec<String> = kinds.iter().map(|k| k.to_string()).collect();
-                return Err(err(
-                    &at(field),
-                    None,
-                    format!("`{field}` applies to {} stages, not to {} stages", kinds.join(" and "), stage.kind),
-                ));
-            }
-        }
-        match stage.kind {
-            StageKind::Search => {
+        match &stage.work {
+            StageWork::Search(search) => {
                 let spec = wf.searcher_of(stage);
-                let path: Vec<Step<'_>> = if stage.searcher.is_some() {
+                let path: Vec<Step<'_>> = if search.searcher.is_some() {
                     vec![Key("stages"), Key(name.as_str()), Key("searcher"), Key("plugin")]
                 } else {
                     vec![Key("searcher"), Key("plugin")]
@@ -503,39 +486,39 @@ pub fn resolve(
                         return Err(err(&at, None, format!("searcher `{}` refuses it: {reason}", spec.plugin)));
                     }
                 }
-                if let Some(budget) = &stage.budget {
+                if let Some(budget) = &search.budget {
                     check_budget(budget, &at("budget"))?;
                 }
                 searchers.insert(name.clone(), plugin);
             }
-            StageKind::Ensemble | StageKind::Retrain | StageKind::Export | StageKind::Distill => {
-                if upstream_search(wf, name).is_none() {
+            work => {
+                let kind = stage.kind();
+                let Some(search) = upstream_search(wf, name) else {
                     return Err(err(
                         &at("kind"),
                         None,
-                        format!("a {} stage needs a search stage before it in `needs`", stage.kind),
+                        format!("a {kind} stage needs a search stage before it in `needs`"),
                     ));
-                }
-                let zero = [
-                    ("top_k", stage.top_k),
-                    ("epochs", stage.epochs),
-                    ("width", stage.width),
-                    ("pool", stage.pool),
-                    ("every", stage.every),
-                ]
-                .into_iter()
-                .find(|(_, v)| *v == Some(0));
-                if let Some((field, _)) = zero {
+                };
+                upstream.insert(name.clone(), search);
+                let counts = match work {
+                    StageWork::Ensemble(e) => {
+                        vec![("top_k", e.top_k), ("width", e.width), ("pool", e.pool), ("every", e.every)]
+                    }
+                    StageWork::Retrain(r) => vec![("epochs", r.epochs)],
+                    StageWork::Distill(d) => vec![("epochs", d.epochs)],
+                    StageWork::Export(_) | StageWork::Search(_) => vec![],
+                };
+                if let Some((field, _)) = counts.into_iter().find(|(_, v)| *v == Some(0)) {
                     return Err(err(&at(field), None, format!("`{field}` must be at least 1")));
                 }
-                if matches!(stage.kind, StageKind::Retrain | StageKind::Distill) && trainers.kind == TrainerKind::Table
-                {
-                    return Err(err(&at("kind"), None, format!("a {} stage needs `kind: burn` trainers", stage.kind)));
+                if matches!(kind, StageKind::Retrain | StageKind::Distill) && trainers.kind == TrainerKind::Table {
+                    return Err(err(&at("kind"), None, format!("a {kind} stage needs `kind: burn` trainers")));
                 }
             }
         }
     }
-    Ok(Resolved { data, packs, block_pack, space, searchers, table, order })
+    Ok(Resolved { data, packs, block_pack, space, searchers, upstream, table, order })
 }
 
 /// The nearest search stage among `stage`'s needs (breadth first).
@@ -549,7 +532,7 @@ pub fn upstream_search(wf: &Workflow, stage: &str) -> Option<String> {
                 continue;
             }
             let s = wf.stages.get(name)?;
-            if s.kind == StageKind::Search {
+            if s.kind() == StageKind::Search {
                 return Some(name.to_string());
             }
             next.extend(s.needs.iter().map(String::as_str));
