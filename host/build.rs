@@ -24,16 +24,25 @@ fn commit(root: &Path) -> String {
         return commit;
     }
     // Built again when HEAD moves: HEAD names a branch, the branch's ref file names the commit.
-    let git = root.join(".git");
-    let head = git.join("HEAD");
-    if head.is_file() {
+    // In a linked worktree `.git` is a file naming the worktree's git dir, whose HEAD is its
+    // own while branches live in the common dir.
+    let dot_git = root.join(".git");
+    let git_dir = match std::fs::read_to_string(&dot_git) {
+        Ok(link) => link.strip_prefix("gitdir: ").map(|dir| root.join(dir.trim())),
+        Err(_) => Some(dot_git),
+    };
+    if let Some(head) = git_dir.as_ref().map(|dir| dir.join("HEAD")).filter(|head| head.is_file()) {
+        let git_dir = git_dir.expect("HEAD is in it");
+        let common = std::fs::read_to_string(git_dir.join("commondir"))
+            .map(|dir| git_dir.join(dir.trim()))
+            .unwrap_or_else(|_| git_dir.clone());
         println!("cargo:rerun-if-changed={}", head.display());
         let branch =
             std::fs::read_to_string(&head).ok().and_then(|h| Some(h.strip_prefix("ref: ")?.trim().to_string()));
         // A watched path that does not exist would rebuild every time: a packed ref lives
         // in packed-refs.
-        let loose = branch.map(|b| git.join(b)).filter(|path| path.is_file());
-        if let Some(watched) = loose.or_else(|| Some(git.join("packed-refs")).filter(|p| p.is_file())) {
+        let loose = branch.map(|b| common.join(b)).filter(|path| path.is_file());
+        if let Some(watched) = loose.or_else(|| Some(common.join("packed-refs")).filter(|p| p.is_file())) {
             println!("cargo:rerun-if-changed={}", watched.display());
         }
     }
