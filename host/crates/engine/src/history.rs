@@ -111,22 +111,22 @@ impl History {
         let (trials, position) = store.finished_since(self.position)?;
         self.position = position;
         let new = self.absorb(trials);
-        if new.len() > 1000 {
+        if new > 1000 {
             tracing::debug!(
-                "search stage `{}`: {} trials read in {:.3} s",
+                "search stage `{}`: {new} trials read in {:.3} s",
                 self.stage,
-                new.len(),
                 started.elapsed().as_secs_f64()
             );
         }
-        self.since_snapshot += new.len() as u64;
-        self.session.observe(&new);
+        self.since_snapshot += new;
         Ok(())
     }
 
-    /// The stage's trials among `records`, their keys and the best of them noted.
-    fn absorb(&mut self, records: Vec<TrialRecord>) -> Vec<TrialRecord> {
-        let mut new = Vec::new();
+    /// Tells the searcher the stage's trials among `records`, noting their keys and the
+    /// best; how many there were. One at a time, so that a long replay never holds every
+    /// record beside its searcher-side copy.
+    fn absorb(&mut self, records: Vec<TrialRecord>) -> u64 {
+        let mut new = 0;
         for record in records {
             if record.stage != self.stage {
                 continue;
@@ -135,9 +135,10 @@ impl History {
                 self.keys.entry(self.session.key(&record.architecture, &record.hparams)).or_insert(record.id);
             }
             self.offer_best(&record);
-            new.push(record);
+            self.session.observe(std::slice::from_ref(&record));
+            new += 1;
         }
-        self.trials += new.len() as u64;
+        self.trials += new;
         new
     }
 
