@@ -17,8 +17,8 @@ use rand::rngs::Xoshiro256PlusPlus;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
-use msh_vocab::Task;
 use msh_graph::Shape;
+use msh_vocab::Task;
 
 /// Why a data set could not be loaded.
 #[derive(Debug, thiserror::Error)]
