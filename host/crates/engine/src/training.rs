@@ -154,6 +154,7 @@ pub fn record_result(
 /// Trains a model for a stage (retrain, distill) as trial `id`, with `base`'s
 /// architecture and hparams and `base` as its parent, reporting progress as trainer 0;
 /// `None` when interrupted. Training's failures are the stage's.
+#[allow(clippy::too_many_arguments)]
 pub fn train_for_stage(
     run: &Run,
     stage: &str,
