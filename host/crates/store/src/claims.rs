@@ -135,7 +135,8 @@ impl Store {
         }
     }
 
-    /// The trials of `stage` being trained now.
+    /// The trials of `stage` being trained now (on PostgreSQL also those just finished that
+    /// `finished_since` cannot show yet), for a search's check against repeats.
     pub fn running(&self, stage: &str) -> Result<Vec<TrialRecord>, StoreError> {
         match &self.backend {
             Backend::Lmdb(_) => self.read(|v| match v.stage(stage)? {

@@ -376,7 +376,9 @@ impl Statements {
                 .prepare(
                     "SELECT r.value FROM msh_slots s JOIN msh_records r \
                        ON r.run = s.run AND r.tbl = 'trials' AND r.key = int8send(s.trial) \
-                     WHERE s.run = $1 AND s.stage = $2 AND s.state = 'running' ORDER BY s.trial",
+                     WHERE s.run = $1 AND s.stage = $2 \
+                       AND (s.state = 'running' OR (s.state = 'finished' AND s.logged IS NOT NULL)) \
+                     ORDER BY s.trial",
                 )
                 .await?,
             queue: client
@@ -717,6 +719,10 @@ impl Postgres {
         Ok(ids.iter().copied().filter(|id| !held.contains(id)).collect())
     }
 
+    /// The trials of `stage` running, and those finished whose finish-log entry waits for
+    /// `msh_sequence`: a finish whose commit came after a reader's `finished_since` read
+    /// the log is in neither the log nor the running slots until another sequences it, and
+    /// a search would propose it again.
     pub(crate) fn running(&self, stage: &str) -> Result<Vec<TrialRecord>, StoreError> {
         let rows = self.call(|c| pollster::block_on(c.client.query(&c.slots.running, &[&self.run, &stage])))?;
         rows.iter()
