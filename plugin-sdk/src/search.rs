@@ -164,7 +164,7 @@ pub fn trial_key(architecture: &[BlockRef], hparams: &[(String, f64)]) -> String
 }
 
 /// A block in the shared vocabulary's terms.
-pub fn vocab_block(block: &BlockRef) -> msh_vocab::BlockRef {
+pub(crate) fn vocab_block(block: &BlockRef) -> msh_vocab::BlockRef {
     msh_vocab::BlockRef {
         name: block.name.clone(),
         params: block.params.iter().map(|p| (p.name.clone(), vocab_value(&p.value))).collect(),
@@ -172,7 +172,7 @@ pub fn vocab_block(block: &BlockRef) -> msh_vocab::BlockRef {
 }
 
 /// A parameter value in the shared vocabulary's terms.
-pub fn vocab_value(value: &Value) -> msh_vocab::ParamValue {
+pub(crate) fn vocab_value(value: &Value) -> msh_vocab::ParamValue {
     match value {
         Value::Int(v) => msh_vocab::ParamValue::Int(*v),
         Value::Float(v) => msh_vocab::ParamValue::Float(*v),
