@@ -335,6 +335,8 @@ pub(super) struct Statements {
     queue: Statement,
     tally: Statement,
     put: Statement,
+    /// A running trial's record, only while its slot still runs (lease renewals).
+    put_running: Statement,
     get: Statement,
     slotted: Statement,
     add_slot: Statement,
@@ -395,6 +397,16 @@ impl Statements {
                 )
                 .await?,
             put: client.prepare("SELECT msh_put($1, 'trials', int8send($2), $3)").await?,
+            // The slot row is locked first, as every protocol step does: a finish that
+            // ended it meanwhile leaves the record to the finish.
+            put_running: client
+                .prepare(
+                    "UPDATE msh_records SET value = $3 \
+                     WHERE run = $1 AND tbl = 'trials' AND key = int8send($2) \
+                       AND EXISTS (SELECT 1 FROM msh_slots \
+                                    WHERE run = $1 AND trial = $2 AND state = 'running' FOR SHARE)",
+                )
+                .await?,
             get: client
                 .prepare("SELECT value FROM msh_records WHERE run = $1 AND tbl = 'trials' AND key = int8send($2)")
                 .await?,
@@ -709,11 +721,16 @@ impl Postgres {
             let id = id as u64;
             held.push(id);
             // The record's copy of the lease is what views show (`stale` trials).
+            // Written only while the slot still runs: a finish that commits between this
+            // read and the write would otherwise be overwritten by the running record.
             if state == "running"
                 && let Some(mut trial) = self.get_trial(id)?
             {
                 trial.owner = Some(Owner { lease_until, ..*me });
-                self.put_trial(&trial)?;
+                let record = encode(&trial);
+                self.call(|c| {
+                    pollster::block_on(c.client.execute(&c.slots.put_running, &[&self.run, &(id as i64), &record]))
+                })?;
             }
         }
         Ok(ids.iter().copied().filter(|id| !held.contains(id)).collect())
