@@ -129,6 +129,26 @@ fn the_report_draws_table_runs_and_failed_trials() {
     assert_eq!(objective.matches("class=\"trial failed\"").count(), 1, "{objective}");
 }
 
+#[test]
+fn the_learning_curves_show_every_trial_where_it_stopped_and_the_rungs() {
+    let early = "early_stopping: {mode: asha, grace_epochs: 1, reduction_factor: 2, min_trials: 2}\n";
+    let text = mnist1d_workflow(6, 4, 1, "").replace("learning_rate: 0.003", "learning_rate: 0.01") + early;
+    let (_dir, workflow, run_dir) = start(&text);
+    let out = run(&["run", workflow.to_str().unwrap(), "--run-dir", run_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(run(&["report", run_dir.to_str().unwrap()]).status.success());
+    let html = std::fs::read_to_string(run_dir.join("report.html")).unwrap();
+    let curves = section(&html, "curves");
+    let all = json(&["trials", run_dir.to_str().unwrap(), "--json"]).as_array().unwrap().clone();
+    let stopped = all.iter().filter(|t| t["status"] == "stopped").count();
+    assert!(stopped > 0, "halving at epochs 1, 2 and 4 stops someone");
+    assert_eq!(marks(curves, "curve"), finished(&all, "search"), "a curve per trial");
+    assert_eq!(curves.matches("class=\"curve best\"").count(), 1, "{curves}");
+    assert_eq!(marks(curves, "trial"), stopped, "a mark where each stopped trial stopped");
+    assert_eq!(marks(curves, "rung"), 3, "rungs at epochs 1, 2 and 4: {curves}");
+    assert!(curves.contains("rungs (asha): epochs 1, 2, 4"), "{curves}");
+}
+
 /// Follows a line of `child`'s stdout until it holds `needle`.
 fn read_until(child: &mut Child, needle: &str) -> String {
     let stdout = child.stdout.as_mut().unwrap();

@@ -583,6 +583,52 @@ fn bench_searchers_compares_searchers_on_a_table() {
     }
 }
 
+/// `msh bench search` on real (tiny) training: each searcher x early-stopping pair runs
+/// once per seed; every run and every pair gets a line with its figures.
+#[test]
+fn bench_search_runs_each_searcher_and_early_stopping_setting_per_seed() {
+    let early = "early_stopping: {mode: asha, grace_epochs: 1, reduction_factor: 2, min_trials: 2}\n";
+    let (_dir, workflow, _run_dir) = start(&(mnist1d_workflow(3, 2, 1, "") + early));
+    let out = run(&[
+        "bench",
+        "search",
+        "--workflow",
+        workflow.to_str().unwrap(),
+        "--searcher",
+        "workflow",
+        "--searcher",
+        "random-search",
+        "--early-stopping",
+        "workflow,off",
+        "--seeds",
+        "1,2",
+        "--minutes",
+        "5",
+        "--targets",
+        "0.5,0.999",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    for pair in [
+        "workflow / early stopping workflow",
+        "workflow / early stopping off",
+        "random-search / early stopping workflow",
+        "random-search / early stopping off",
+    ] {
+        for seed in [1, 2] {
+            let line = format!("  {pair}, seed {seed} (run-");
+            let row = text.lines().find(|l| l.starts_with(&line)).unwrap_or_else(|| panic!("no {line}:\n{text}"));
+            // Three trials of two epochs: 6 epochs unless some stopped early; nothing
+            // reaches 99.9% test accuracy.
+            assert!(row.contains("; 3 trials (") && row.contains(", never; best "), "{row}");
+            let epochs: u64 = row.split(" epochs").next().unwrap().rsplit(' ').next().unwrap().parse().unwrap();
+            assert!((3..=6).contains(&epochs), "{row}");
+        }
+        let summary = text.lines().find(|l| l.starts_with(pair)).unwrap_or_else(|| panic!("no summary for {pair}:\n{text}"));
+        assert!(summary.contains("> 5.0"), "the 99.9% target is missed in both seeds: {summary}");
+    }
+}
+
 #[test]
 fn diverging_trials_are_recorded_as_such_and_the_stage_still_finishes() {
     let iris = common::root().join("data/iris/iris.csv");
@@ -986,4 +1032,51 @@ fn a_result_after_a_lost_lease_is_reported_as_dropped() {
     assert!(!rest.iter().any(|l| l.contains(&format!("trial {id} completed"))), "{rest:#?}");
     let trials = json(&["trials", run_dir.to_str().unwrap(), "--json"]);
     assert_eq!(trials.as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn an_epoch_budget_ends_the_search_once_its_trials_trained_that_many_epochs() {
+    let text = mnist1d_workflow(1000, 2, 1, "").replace("budget: {trials: 1000}", "budget: {trials: 1000, epochs: 7}");
+    let (_dir, workflow, run_dir) = start(&text);
+    run_ok(&workflow, &run_dir);
+    let all = trials(run_dir.to_str().unwrap());
+    let epochs: u64 = all.iter().map(|t| t["epochs"].as_u64().unwrap()).sum();
+    // One trainer, two epochs a trial: the fourth trial passes 7 and none starts after it.
+    assert_eq!((all.len(), epochs), (4, 8), "{all:#?}");
+    std::fs::write(run_dir.with_file_name("zero.yaml"), text.replace("epochs: 7", "epochs: 0")).unwrap();
+    let err = failure(&["validate", run_dir.with_file_name("zero.yaml").to_str().unwrap()]);
+    assert!(err.contains("zero.yaml:") && err.contains("`epochs` must be at least 1"), "{err}");
+}
+
+/// A second run warm-started from a first: its searcher is told the first run's trials
+/// (so it proposes none of them again), a trial whose parent is an earlier trial starts
+/// from that trial's checkpoint, and the first run is left as it was.
+#[test]
+fn a_warm_started_run_builds_on_an_earlier_runs_trials() {
+    let first_text = mnist1d_workflow(6, 1, 1, "weight_sharing: {mode: snapshot}\n");
+    let (dir, workflow, first) = start(&first_text);
+    run_ok(&workflow, &first);
+    let earlier = trials(first.to_str().unwrap());
+    let second_text = first_text.replace("name: test", "name: second")
+        + "warm_start: {from: run}\n";
+    let second_workflow = dir.path().join("second.yaml");
+    std::fs::write(&second_workflow, &second_text).unwrap();
+    let second = dir.path().join("second");
+    let stderr = run_ok(&second_workflow, &second);
+    assert!(stderr.contains("warm start from") && stderr.contains("6 earlier trials told to the searcher"), "{stderr}");
+    let later = trials(second.to_str().unwrap());
+    assert_eq!(later.len(), 6, "the budget counts this run's trials only");
+    let key = |t: &Value| format!("{} {}", t["architecture"], t["hparams"]);
+    let before: Vec<String> = earlier.iter().map(key).collect();
+    assert!(later.iter().all(|t| !before.contains(&key(t))), "an earlier trial proposed again");
+    // Beam search grows the earlier best: the first trial's parent is an earlier trial,
+    // whose weights it inherits.
+    let warm_parent = later.iter().find(|t| t["parent"].as_u64().is_some_and(|p| p >= 1 << 48));
+    let child = warm_parent.unwrap_or_else(|| panic!("no trial grew an earlier one: {later:#?}"));
+    assert!(child["inherited"].as_u64().unwrap() > 0, "{child:#}");
+    assert_eq!(trials(first.to_str().unwrap()), earlier);
+
+    std::fs::write(&second_workflow, second_text.replace("from: run", "from: nowhere")).unwrap();
+    let err = failure(&["validate", second_workflow.to_str().unwrap()]);
+    assert!(err.contains("second.yaml:") && err.contains("nowhere is not a run directory"), "{err}");
 }

@@ -35,8 +35,8 @@ pub enum BenchCommand {
     Engine(super::bench_engine::BenchEngineArgs),
     /// Trials per minute with 1, 2 and 4 trainers on MNIST-1D, threads shared out or not.
     Trainers(super::bench_engine::BenchTrainersArgs),
-    /// Reference results: a workflow against random search with the same budget.
-    Search(super::bench_engine::BenchSearchArgs),
+    /// Searchers x early stopping x seeds on real training: minutes to target accuracies.
+    Search(super::bench_search::BenchSearchArgs),
     /// Searchers side by side on a metrics table: trials to a target, repeats rejected.
     Searchers(super::bench_searchers::BenchSearchersArgs),
     /// Claims per second and store time per trial, LMDB and PostgreSQL, 1 to 16 workers.
@@ -74,7 +74,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
         BenchCommand::Plugins { repeats } => return plugins(repeats.max(1)),
         BenchCommand::Engine(args) => return super::bench_engine::engine(args),
         BenchCommand::Trainers(args) => return super::bench_engine::trainers(args),
-        BenchCommand::Search(args) => return super::bench_engine::search(args),
+        BenchCommand::Search(args) => return super::bench_search::search(args),
         BenchCommand::Searchers(args) => return super::bench_searchers::searchers(args),
         BenchCommand::Store(args) => return super::bench_store::store(args),
         BenchCommand::Views(args) => return super::bench_views::views(args),

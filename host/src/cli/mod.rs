@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_engine;
+mod bench_search;
 mod bench_searchers;
 mod bench_store;
 mod bench_views;

@@ -29,6 +29,7 @@ pub fn all(s: &Snapshot) -> String {
 pub fn plots(s: &Snapshot) -> String {
     [
         objective(s),
+        curves(s),
         accuracy(s),
         lineage(s),
         blocks(s),
@@ -287,6 +288,75 @@ fn objective(s: &Snapshot) -> String {
                   <span class=\"key best-so-far\">— best so far</span></p>\n";
     let note = shown(drawn, trials.len(), "every one that improved on the best so far");
     section("objective", "Objective per trial", &format!("{}{legend}{note}", plot.finish()))
+}
+
+/// Curves drawn at most: the best trials and an even sample of the rest.
+const CURVES: usize = 150;
+
+/// Learning curves: each search trial's validation loss per epoch, stopped trials marked
+/// where they stopped, the best trial on top, and the early-stopping rule's decision
+/// epochs (rungs) as vertical lines.
+fn curves(s: &Snapshot) -> String {
+    let title = "Learning curves: validation loss per epoch";
+    let trials: Vec<&TrialRecord> =
+        searched(s).into_iter().filter(|t| t.members.is_empty() && !t.losses.is_empty()).collect();
+    if trials.is_empty() {
+        return section("curves", title, "<p>No search trial has recorded a learning curve yet.</p>\n");
+    }
+    let mut by_score: Vec<usize> = (0..trials.len()).collect();
+    by_score.sort_by(|&a, &b| trials[a].score().total_cmp(&trials[b].score()));
+    let best: Vec<usize> = by_score.iter().copied().filter(|&i| trials[i].status == TrialStatus::Completed).take(10).collect();
+    let stride = trials.len().div_ceil(CURVES).max(1);
+    let drawn: Vec<usize> = (0..trials.len()).filter(|i| i % stride == 0 || best.contains(i)).collect();
+    let losses = || drawn.iter().flat_map(|&i| trials[i].losses.iter().copied()).filter(|l| l.is_finite());
+    let epochs = drawn.iter().map(|&i| trials[i].losses.len()).max().unwrap_or(1);
+    let log = losses().all(|l| l > 0.0) && losses().fold(0.0, f64::max) > 20.0 * losses().fold(f64::INFINITY, f64::min);
+    let x = Axis::fit("epoch", [1.0, epochs as f64], false);
+    let y = Axis::fit("validation loss", losses(), log);
+    let (low, high) = (y.min, y.max);
+    let mut plot = Plot::new(WIDE.0, WIDE.1, x, y);
+    let rule = s.workflow.as_ref().and_then(|w| w.early_stopping);
+    let rungs: Vec<usize> =
+        rule.map(|r| (1..=epochs).filter(|&e| msh_engine::early_stop::is_decision_epoch(&r, e)).collect()).unwrap_or_default();
+    // Every epoch is a decision under the median rule: lines would hide the curves.
+    if rungs.len() < epochs {
+        for &epoch in &rungs {
+            plot.line(&[(epoch as f64, low), (epoch as f64, high)], "rung", false);
+        }
+    }
+    // The best trial last, so that it is drawn on top.
+    let top = best.first().copied();
+    for &i in drawn.iter().filter(|&&i| Some(i) != top).chain(top.as_ref()) {
+        let t = trials[i];
+        let points: Vec<(f64, f64)> =
+            t.losses.iter().enumerate().filter(|(_, l)| l.is_finite()).map(|(e, l)| ((e + 1) as f64, *l)).collect();
+        let class = if Some(i) == top { "curve best".to_string() } else { format!("curve {}", status_of(s, t)) };
+        plot.titled_line(&points, &class, &tooltip(s, t));
+        if let (TrialStatus::Stopped, Some(&(e, l))) = (t.status, points.last()) {
+            plot.point(e, l, "triangle", "trial stopped", &format!("stopped at epoch {e}: {}", tooltip(s, t)));
+        }
+    }
+    let rung_key = match rule {
+        Some(r) if !rungs.is_empty() && rungs.len() < epochs => {
+            let list: Vec<String> = rungs.iter().map(ToString::to_string).collect();
+            format!(" <span class=\"key rung\">┆ rungs ({}): epochs {}</span>", r.mode.name(), list.join(", "))
+        }
+        _ => String::new(),
+    };
+    let legend = format!(
+        "<p class=\"legend\"><span class=\"key completed\">— completed</span> \
+         <span class=\"key stopped\">▲ stopped early</span> <span class=\"key best-so-far\">— best trial</span>{rung_key}</p>\n"
+    );
+    let note = if drawn.len() < trials.len() {
+        format!(
+            "<p class=\"legend thinned\">{} of {} curves shown: the ten best and an even sample of the rest</p>\n",
+            drawn.len(),
+            trials.len()
+        )
+    } else {
+        String::new()
+    };
+    section("curves", title, &format!("{}{legend}{note}", plot.finish()))
 }
 
 fn accuracy(s: &Snapshot) -> String {

@@ -193,6 +193,19 @@ impl Plot {
         }
     }
 
+    /// A polyline with a tooltip.
+    pub fn titled_line(&mut self, points: &[(f64, f64)], class: &str, title: &str) {
+        let d: Vec<String> = points.iter().map(|&(x, y)| format!("{:.1},{:.1}", self.px(x), self.py(y))).collect();
+        if !d.is_empty() {
+            let _ = writeln!(
+                self.body,
+                r#"<path class="{class}" d="M{}"><title>{}</title></path>"#,
+                d.join("L"),
+                escape(title)
+            );
+        }
+    }
+
     /// A bar from (x0, y0) to (x1, y1) in data coordinates.
     pub fn bar(&mut self, (x0, y0): (f64, f64), (x1, y1): (f64, f64), class: &str, title: &str) {
         let (a, b) = (self.px(x0), self.px(x1));

@@ -1,11 +1,11 @@
 //! Local search, msh's default searcher: propose unseen one-move neighbours (a block
 //! replaced, inserted or removed, a block parameter stepped, a hyper-parameter moved) of
 //! the best trial so far, after `initial` random shallow ones. Neighbours that change the
-//! blocks are tried best-predicted first (with probability `explore`, a random one
-//! instead): running means of the objective per block at each position, per block and per
-//! depth predict them, for as long as the model ranks the recent trials better than chance
-//! by a margin; otherwise in random order. Steps of a block parameter or a hyper-parameter
-//! are drawn at random in their share. When every neighbour of the best has been tried, go
+//! architecture are tried best-predicted first (with probability `explore`, a random one
+//! instead): running means of the objective per block at each position, per block, per
+//! block parameter value and per depth predict them, for as long as the model ranks the
+//! recent trials better than chance by a margin; otherwise in random order. Steps of a
+//! hyper-parameter are drawn at random in their share. When every neighbour of the best has been tried, go
 //! on with the next best of a beam of `beam_size`; when the whole beam is spent, restart
 //! from a random architecture. Each trial costs the same whatever the history's length:
 //! trials are observed once, neighbourhoods are listed once per beam member.
@@ -29,6 +29,8 @@ enum Feature {
     FromOutput(usize, String),
     Anywhere(String),
     Depth(usize),
+    /// A block parameter set away from its default: block, parameter, value text.
+    Param(String, String, String),
 }
 
 fn features(architecture: &[BlockRef]) -> Vec<Feature> {
@@ -38,6 +40,9 @@ fn features(architecture: &[BlockRef]) -> Vec<Feature> {
         out.push(Feature::FromInput(i, block.name.clone()));
         out.push(Feature::FromOutput(n - 1 - i, block.name.clone()));
         out.push(Feature::Anywhere(block.name.clone()));
+        for param in &block.params {
+            out.push(Feature::Param(block.name.clone(), param.name.clone(), format!("{:?}", param.value)));
+        }
     }
     out
 }
@@ -66,6 +71,12 @@ impl Model {
 }
 
 use msh_plugin_sdk::prelude::*;
+
+/// Same blocks with the same parameters.
+fn same_architecture(a: &[BlockRef], b: &[BlockRef]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| x.name == y.name && format!("{:?}", x.params) == format!("{:?}", y.params))
+}
 
 const DRAWS: usize = 256;
 
@@ -137,14 +148,10 @@ impl LocalSearch {
             if untried.is_empty() {
                 continue;
             }
-            // The model sees blocks only, so it cannot rank a move that keeps them (a
-            // parameter or hyper-parameter step): those are drawn at random, in proportion.
-            let same_blocks = |a: &[BlockRef]| {
-                a.len() == parent.architecture.len()
-                    && a.iter().zip(&parent.architecture).all(|(x, y)| x.name == y.name)
-            };
+            // The model sees blocks and their parameters, not hyper-parameters, so it cannot
+            // rank a hyper-parameter step: those are drawn at random, in proportion.
             let (tweaks, moves): (Vec<usize>, Vec<usize>) =
-                (0..untried.len()).partition(|&i| same_blocks(&untried[i].0));
+                (0..untried.len()).partition(|&i| same_architecture(&untried[i].0, &parent.architecture));
             let pick = if moves.is_empty() || self.rng.chance(tweaks.len() as f64 / untried.len() as f64) {
                 tweaks[self.rng.below(tweaks.len())]
             } else if !trusted || self.rng.chance(self.explore) {

@@ -28,6 +28,8 @@ pub struct History {
     /// Trials of the stage read from the finish log, and of those since the last snapshot.
     trials: u64,
     since_snapshot: u64,
+    /// Epochs trained by the trials read (for `budget.epochs`).
+    epochs: u64,
 }
 
 impl History {
@@ -42,6 +44,7 @@ impl History {
             notes: Vec::new(),
             trials: 0,
             since_snapshot: 0,
+            epochs: 0,
         }
     }
 
@@ -88,6 +91,10 @@ impl History {
         }
         self.position = snapshot.position;
         self.trials = snapshot.trials;
+        // The snapshot keeps no epoch count: the trials it stands for are summed once.
+        let ids: std::collections::HashSet<u64> = snapshot.ids.iter().copied().collect();
+        self.epochs =
+            store.trials()?.iter().filter(|t| t.stage == self.stage && ids.contains(&t.id)).map(|t| u64::from(t.epochs)).sum();
         tracing::debug!(
             "search stage `{}`: searcher snapshot of {} trials restored in {:.3} s",
             self.stage,
@@ -95,6 +102,14 @@ impl History {
             started.elapsed().as_secs_f64()
         );
         Ok(())
+    }
+
+    /// Tells the searcher an earlier run's trials (warm start), unless a snapshot restored
+    /// its state, which holds them already.
+    pub fn tell_earlier(&mut self, trials: &[TrialRecord]) {
+        if self.position == 0 && !trials.is_empty() {
+            self.session.observe(trials);
+        }
     }
 
     /// Notes for the event log (a snapshot that would not restore), and the searcher's own.
@@ -135,6 +150,7 @@ impl History {
                 self.keys.entry(self.session.key(&record.architecture, &record.hparams)).or_insert(record.id);
             }
             self.offer_best(&record);
+            self.epochs += u64::from(record.epochs);
             self.session.observe(std::slice::from_ref(&record));
             new += 1;
         }
@@ -194,6 +210,11 @@ impl History {
     /// The trial among `running` whose key (`SearchSession::key`) is `key`, if any.
     pub fn running_twin(&self, running: &[TrialRecord], key: &str) -> Option<u64> {
         running.iter().find(|t| self.session.key(&t.architecture, &t.hparams) == key).map(|t| t.id)
+    }
+
+    /// Epochs trained by the stage's finished trials read so far.
+    pub fn epochs(&self) -> u64 {
+        self.epochs
     }
 
     /// The best completed single-model trials, best first.

@@ -8,7 +8,7 @@ pub mod workflow;
 // Each stage has its file; `trainer` evaluates search trials; `training` is the leaf
 // that the stages share.
 mod distill;
-mod early_stop;
+pub mod early_stop;
 mod ensemble;
 mod export;
 mod history;
@@ -17,6 +17,7 @@ mod retrain;
 mod search;
 mod trainer;
 mod training;
+mod warm_start;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -207,6 +208,8 @@ pub(crate) struct Run {
     device: OnceLock<Result<Selected, String>>,
     splits: Mutex<Option<Arc<Splits>>>,
     teachers: distill::TeacherCache,
+    /// The trials of `warm_start.from`.
+    pub earlier: Option<warm_start::Earlier>,
 }
 
 impl Run {
@@ -463,6 +466,12 @@ pub fn run_workflow(path: &Path, options: &RunOptions, report: Reporter) -> Resu
         open_run_dir(&options.run_dir, store_url.as_deref(), &source, &wf, plugins, options.allow_changed_plugins)?;
     let owner = Owner::this_process(store::random_u64());
     let requeued = recover(&store, &wf, &owner)?;
+    let earlier = match (&resolved.warm_start, &wf.warm_start) {
+        (Some(dir), Some(warm)) => {
+            Some(warm_start::Earlier::load(dir, warm.stage.as_deref(), &resolved.space, &options.run_dir)?)
+        }
+        _ => None,
+    };
     tracing::debug!("run opened, plugins loaded and trials recovered in {:.3} s", started.elapsed().as_secs_f64());
     let run = Arc::new(Run {
         trainers,
@@ -484,6 +493,7 @@ pub fn run_workflow(path: &Path, options: &RunOptions, report: Reporter) -> Resu
         device: OnceLock::new(),
         splits: Mutex::new(None),
         teachers: Default::default(),
+        earlier,
     });
     if run.workflow.trainers.kind == TrainerKind::Burn {
         check_data(&run, options.allow_changed_data)?;

@@ -71,6 +71,15 @@ pub fn run_search(run: &Arc<Run>, name: &str, start: &Start<'_>) -> Result<Optio
     if spec.snapshot_every > 0 {
         history.start_from(run.store.snapshot(name)?, &run.store)?;
     }
+    if let Some(earlier) = &run.earlier {
+        let trials = earlier.for_stage(name);
+        run.note(format!(
+            "search stage `{name}`: warm start from {}: {} earlier trials told to the searcher",
+            earlier.dir().display(),
+            trials.len()
+        ));
+        history.tell_earlier(&trials);
+    }
     tracing::debug!("search stage `{name}`: trainer and history ready in {:.3} s", started.elapsed().as_secs_f64());
     let search = Search {
         run,
@@ -337,7 +346,13 @@ impl Search<'_> {
             worker: &worker,
         };
         self.record_time(false)?;
-        let stop = run.stopping() || self.abort.load(Ordering::Relaxed) || self.out_of_time();
+        if self.budget.epochs.is_some() {
+            history.refresh(&run.store)?;
+        }
+        // The trial just finished is recorded below, after the decision: it counts here.
+        let spent = history.epochs() + finished.map_or(0, |t| u64::from(t.epochs));
+        let out_of_epochs = self.budget.epochs.is_some_and(|e| spent >= e);
+        let stop = run.stopping() || self.abort.load(Ordering::Relaxed) || self.out_of_time() || out_of_epochs;
         let (kept, claim) = match finished {
             Some(trial) => self.record_finished(&who, trial, stop)?,
             None if stop => (Finished::Recorded, Claim::Spent),
@@ -559,7 +574,8 @@ impl Search<'_> {
 fn new_trial(id: u64, stage: &str, proposal: Proposal) -> TrialRecord {
     TrialRecord {
         parent: proposal.parent,
-        teacher: proposal.teacher,
+        // An earlier run's trial (warm start) teaches nothing: distillation reads this run.
+        teacher: proposal.teacher.filter(|&id| id < super::warm_start::EARLIER_IDS),
         ..TrialRecord::new(id, stage, proposal.architecture, proposal.hparams)
     }
 }

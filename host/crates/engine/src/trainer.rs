@@ -215,6 +215,11 @@ fn donors(run: &Run, trial: &TrialRecord) -> Result<Vec<Donor>, EngineError> {
     Ok(match sharing.mode {
         SharingMode::None => Vec::new(),
         SharingMode::Snapshot => {
+            // A parent from an earlier run (warm start) lends its checkpoint from there.
+            if let Some((earlier, dir)) = trial.parent.and_then(|id| run.earlier.as_ref()?.trial(id)) {
+                let weights = earlier.checkpoint.as_ref().map(|c| Checkpoint::new(dir.join(c)).weights());
+                return Ok(weights.map(|w| Donor { weights: w, weight: 1.0 }).into_iter().collect());
+            }
             let mut parent = trial.parent.map(|id| run.store.trial(id)).transpose()?;
             // An ensemble's weights are its best member's.
             if let Some(ensemble) = parent.as_ref().filter(|p| p.is_combination()) {
@@ -282,10 +287,11 @@ fn train_trial(run: &Run, trainer: usize, trial: &mut TrialRecord) -> Result<Tri
     // ends training and is returned once it has (the trial is requeued).
     let store_error = std::sync::Mutex::new(None);
     let stage = trial.stage.clone();
+    let epochs = config.epochs;
     let judge = |reports: &[train::EpochReport]| {
         let (Some(rule), Some(last)) = (&run.workflow.early_stopping, reports.last()) else { return true };
         let best = reports.iter().map(|r| r.valid.loss).fold(f64::INFINITY, f64::min);
-        super::early_stop::judge(&run.store, &stage, rule, id, last.epoch, best).unwrap_or_else(|e| {
+        super::early_stop::judge(&run.store, &stage, rule, id, (last.epoch, epochs), best).unwrap_or_else(|e| {
             *store_error.lock().expect("no panics while recording") = Some(e);
             false
         })

@@ -71,6 +71,9 @@ pub struct Workflow {
     /// Ends unpromising search trials after some epochs; off when absent.
     #[serde(default)]
     pub early_stopping: Option<EarlyStopping>,
+    /// An earlier run whose trials the searchers start from.
+    #[serde(default)]
+    pub warm_start: Option<WarmStart>,
     /// Where the run keeps its trials: a `postgres://` URL, or `env:NAME` for a URL in
     /// that environment variable (credentials stay out of the file); LMDB in the run
     /// directory when absent. `--store` overrides it.
@@ -126,6 +129,20 @@ impl Default for Ensembling {
     }
 }
 
+/// Start from an earlier run: its finished trials over blocks of this space are told to
+/// each search stage's searcher before any of this run's (as observations, not counted in
+/// the budget), and its checkpoints are weight sharing's donors.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WarmStart {
+    /// The earlier run's directory (relative to the workflow file), LMDB or PostgreSQL.
+    pub from: PathBuf,
+    /// Its search stage to read; by default the one named like the stage started, else
+    /// all of its search stages.
+    #[serde(default)]
+    pub stage: Option<String>,
+}
+
 /// The rule that ends search trials early.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -136,6 +153,21 @@ pub enum StopMode {
     /// From `grace_epochs` on, a trial worse than the median of the others at the same
     /// epoch stops.
     Median,
+    /// Asynchronous Hyperband: trials take brackets in turn, bracket `b` running ASHA
+    /// from `grace_epochs · η^b` with rungs of its own, so that a grace period too short
+    /// for the data cannot stop every slow starter.
+    Hyperband,
+}
+
+impl StopMode {
+    /// The name a workflow gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            StopMode::Asha => "asha",
+            StopMode::Median => "median",
+            StopMode::Hyperband => "hyperband",
+        }
+    }
 }
 
 /// Early stopping (multi-fidelity) of search trials, judged on validation loss.
@@ -146,7 +178,7 @@ pub struct EarlyStopping {
     /// No trial stops before this many epochs.
     #[serde(default = "one_usize")]
     pub grace_epochs: usize,
-    /// asha: η, the rungs' spacing and the fraction kept (default 3).
+    /// asha and hyperband: η, the rungs' spacing and the fraction kept (default 3).
     #[serde(default)]
     pub reduction_factor: Option<usize>,
     /// No decision at an epoch until this many trials have reported there.
@@ -435,12 +467,16 @@ impl Default for TrainersSpec {
     }
 }
 
-/// When a search stops: after `trials` finished trials or `wall_time`, whichever first.
+/// When a search stops: after `trials` finished trials, `wall_time`, or once its finished
+/// trials have trained `epochs` epochs in all (early-stopped trials count the epochs they
+/// reached), whichever first.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Budget {
     #[serde(default)]
     pub trials: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epochs: Option<u64>,
     #[serde(default, deserialize_with = "duration", serialize_with = "duration_text")]
     pub wall_time: Option<Duration>,
 }

@@ -30,6 +30,8 @@ pub struct Resolved {
     pub table: Option<PathBuf>,
     /// Stage names in dependency order.
     pub order: Vec<String>,
+    /// The run directory `warm_start.from` names.
+    pub warm_start: Option<PathBuf>,
 }
 
 /// `did you mean `x`?` for the candidate closest to `name`, when one is close.
@@ -169,6 +171,21 @@ pub fn resolve(
         return Err(err(&[Key("data"), Key("test")], None, message));
     }
 
+    let warm_start = match &wf.warm_start {
+        Some(warm) => {
+            let dir = base.join(&warm.from);
+            if !msh_store::Store::exists(&dir) {
+                return Err(err(
+                    &[Key("warm_start"), Key("from")],
+                    None,
+                    format!("{} is not a run directory (no store in it)", dir.display()),
+                ));
+            }
+            Some(dir)
+        }
+        None => None,
+    };
+
     // Trainers.
     let trainers = &wf.trainers;
     if trainers.count == 0 {
@@ -273,7 +290,7 @@ pub fn resolve(
             return Err(err(&at("min_trials"), None, "`min_trials` must be at least 1".into()));
         }
         match (stopping.mode, stopping.reduction_factor) {
-            (super::StopMode::Asha, Some(eta)) if eta < 2 => {
+            (super::StopMode::Asha | super::StopMode::Hyperband, Some(eta)) if eta < 2 => {
                 return Err(err(
                     &at("reduction_factor"),
                     None,
@@ -396,9 +413,10 @@ pub fn resolve(
 
     // Budget.
     let check_budget = |budget: &super::Budget, at: &[Step<'_>]| -> Result<(), WorkflowError> {
-        match (budget.trials, budget.wall_time) {
-            (None, None) => Err(err(at, None, "a budget needs `trials`, `wall_time` or both".into())),
-            (Some(0), _) => Err(err(at, None, "`trials` must be at least 1".into())),
+        match (budget.trials, budget.wall_time, budget.epochs) {
+            (None, None, None) => Err(err(at, None, "a budget needs `trials`, `wall_time`, `epochs` or some of them".into())),
+            (Some(0), _, _) => Err(err(at, None, "`trials` must be at least 1".into())),
+            (_, _, Some(0)) => Err(err(at, None, "`epochs` must be at least 1".into())),
             _ => Ok(()),
         }
     };
@@ -518,7 +536,7 @@ pub fn resolve(
             }
         }
     }
-    Ok(Resolved { data, packs, block_pack, space, searchers, upstream, table, order })
+    Ok(Resolved { data, packs, block_pack, space, searchers, upstream, table, order, warm_start })
 }
 
 /// The nearest search stage among `stage`'s needs (breadth first).
