@@ -567,7 +567,7 @@ fn bench_searchers_compares_searchers_on_a_table() {
         "--top",
         "0.1",
         "--searcher",
-        "local-search",
+        "local-search:explore=0.5,beam_size=4",
         "--searcher",
         "random-search",
         "--searcher",
@@ -576,7 +576,7 @@ fn bench_searchers_compares_searchers_on_a_table() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("12 architectures over 3 blocks, depth 1-2"), "{text}");
-    for name in ["local-search", "random-search", simple] {
+    for name in ["local-search:explore=0.5,beam_size=4", "random-search", simple] {
         let line = text.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no line for {name}:\n{text}"));
         // 12 trials cover the whole space, so every run reaches the target; none repeats.
         assert!(line.contains(" 0/3 ") && line.contains(" 0.0%"), "{line}");
@@ -624,7 +624,8 @@ fn bench_search_runs_each_searcher_and_early_stopping_setting_per_seed() {
             let epochs: u64 = row.split(" epochs").next().unwrap().rsplit(' ').next().unwrap().parse().unwrap();
             assert!((3..=6).contains(&epochs), "{row}");
         }
-        let summary = text.lines().find(|l| l.starts_with(pair)).unwrap_or_else(|| panic!("no summary for {pair}:\n{text}"));
+        let summary =
+            text.lines().find(|l| l.starts_with(pair)).unwrap_or_else(|| panic!("no summary for {pair}:\n{text}"));
         assert!(summary.contains("> 5.0"), "the 99.9% target is missed in both seeds: {summary}");
     }
 }
@@ -1057,8 +1058,7 @@ fn a_warm_started_run_builds_on_an_earlier_runs_trials() {
     let (dir, workflow, first) = start(&first_text);
     run_ok(&workflow, &first);
     let earlier = trials(first.to_str().unwrap());
-    let second_text = first_text.replace("name: test", "name: second")
-        + "warm_start: {from: run}\n";
+    let second_text = first_text.replace("name: test", "name: second") + "warm_start: {from: run}\n";
     let second_workflow = dir.path().join("second.yaml");
     std::fs::write(&second_workflow, &second_text).unwrap();
     let second = dir.path().join("second");

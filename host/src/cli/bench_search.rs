@@ -125,9 +125,12 @@ struct Outcome {
 /// selected is the completed trial of lowest validation loss so far.
 fn outcome(store: &msh_store::Store, stage: &str, targets: &[f64], seconds: f64) -> anyhow::Result<Outcome> {
     let trials: Vec<_> = store.trials()?.into_iter().filter(|t| t.stage == stage).collect();
-    let started = store.stages()?.iter().find(|s| s.name == stage).and_then(|s| s.started).unwrap_or_else(|| {
-        trials.iter().map(|t| t.created).fold(f64::INFINITY, f64::min)
-    });
+    let started = store
+        .stages()?
+        .iter()
+        .find(|s| s.name == stage)
+        .and_then(|s| s.started)
+        .unwrap_or_else(|| trials.iter().map(|t| t.created).fold(f64::INFINITY, f64::min));
     let mut finished: Vec<_> = trials.iter().filter(|t| t.status.is_finished() && t.finished.is_some()).collect();
     finished.sort_by(|a, b| a.finished.unwrap_or(0.0).total_cmp(&b.finished.unwrap_or(0.0)));
     let mut reached = vec![None; targets.len()];
@@ -188,7 +191,8 @@ pub fn search(args: BenchSearchArgs) -> anyhow::Result<std::process::ExitCode> {
     let path = &args.workflow;
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let base = std::fs::canonicalize(path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))?;
-    let mut workflow: Value = serde_yaml_ng::from_str(&text).with_context(|| format!("{} is not YAML", path.display()))?;
+    let mut workflow: Value =
+        serde_yaml_ng::from_str(&text).with_context(|| format!("{} is not YAML", path.display()))?;
     absolute_paths(&mut workflow, &base);
     // The first search stage, alone.
     let stages = workflow.get("stages").and_then(Value::as_mapping).cloned().unwrap_or_default();
@@ -281,7 +285,8 @@ pub fn search(args: BenchSearchArgs) -> anyhow::Result<std::process::ExitCode> {
     }
     println!("{header} {:>10} {:>8} {:>8}", "best test", "epochs", "trials");
     for (label, runs) in &summary {
-        let mut row = format!("{label:<44}");
+        // A long label (a searcher with settings) gets a line of its own.
+        let mut row = if label.len() > 44 { format!("{label}\n{:<44}", "") } else { format!("{label:<44}") };
         for k in 0..args.targets.len() {
             let minutes: Vec<Option<f64>> = runs.iter().map(|r| r.reached[k].map(|(_, m)| m)).collect();
             row.push_str(&format!(" {:>24}", spread(&minutes, cap_seconds / 60.0)));

@@ -80,7 +80,9 @@ fn run_once(
     seed: u64,
     budget: u32,
 ) -> anyhow::Result<Outcome> {
-    let name = format!("{}-{seed}", searcher.replace(['/', '.'], "_"));
+    // A workflow name: settings (`:`, `=`, `,`) and paths become `_`.
+    let plain: String = searcher.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+    let name = format!("{plain}-{seed}");
     let dir = scratch.join(&name);
     std::fs::create_dir_all(&dir)?;
     let data = dir.join("data.csv");

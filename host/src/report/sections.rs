@@ -305,7 +305,8 @@ fn curves(s: &Snapshot) -> String {
     }
     let mut by_score: Vec<usize> = (0..trials.len()).collect();
     by_score.sort_by(|&a, &b| trials[a].score().total_cmp(&trials[b].score()));
-    let best: Vec<usize> = by_score.iter().copied().filter(|&i| trials[i].status == TrialStatus::Completed).take(10).collect();
+    let best: Vec<usize> =
+        by_score.iter().copied().filter(|&i| trials[i].status == TrialStatus::Completed).take(10).collect();
     let stride = trials.len().div_ceil(CURVES).max(1);
     let drawn: Vec<usize> = (0..trials.len()).filter(|i| i % stride == 0 || best.contains(i)).collect();
     let losses = || drawn.iter().flat_map(|&i| trials[i].losses.iter().copied()).filter(|l| l.is_finite());
@@ -316,8 +317,9 @@ fn curves(s: &Snapshot) -> String {
     let (low, high) = (y.min, y.max);
     let mut plot = Plot::new(WIDE.0, WIDE.1, x, y);
     let rule = s.workflow.as_ref().and_then(|w| w.early_stopping);
-    let rungs: Vec<usize> =
-        rule.map(|r| (1..=epochs).filter(|&e| msh_engine::early_stop::is_decision_epoch(&r, e)).collect()).unwrap_or_default();
+    let rungs: Vec<usize> = rule
+        .map(|r| (1..=epochs).filter(|&e| msh_engine::early_stop::is_decision_epoch(&r, e)).collect())
+        .unwrap_or_default();
     // Every epoch is a decision under the median rule: lines would hide the curves.
     if rungs.len() < epochs {
         for &epoch in &rungs {

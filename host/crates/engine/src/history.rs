@@ -93,8 +93,12 @@ impl History {
         self.trials = snapshot.trials;
         // The snapshot keeps no epoch count: the trials it stands for are summed once.
         let ids: std::collections::HashSet<u64> = snapshot.ids.iter().copied().collect();
-        self.epochs =
-            store.trials()?.iter().filter(|t| t.stage == self.stage && ids.contains(&t.id)).map(|t| u64::from(t.epochs)).sum();
+        self.epochs = store
+            .trials()?
+            .iter()
+            .filter(|t| t.stage == self.stage && ids.contains(&t.id))
+            .map(|t| u64::from(t.epochs))
+            .sum();
         tracing::debug!(
             "search stage `{}`: searcher snapshot of {} trials restored in {:.3} s",
             self.stage,

@@ -38,8 +38,13 @@ impl Earlier {
             return Err(fail("that is this run's own directory".into()));
         }
         let store = Store::open(dir).map_err(|e| fail(e.to_string()))?;
-        let searches: BTreeSet<String> =
-            store.stages().map_err(|e| fail(e.to_string()))?.into_iter().filter(|s| s.kind == "search").map(|s| s.name).collect();
+        let searches: BTreeSet<String> = store
+            .stages()
+            .map_err(|e| fail(e.to_string()))?
+            .into_iter()
+            .filter(|s| s.kind == "search")
+            .map(|s| s.name)
+            .collect();
         if let Some(stage) = stage.filter(|s| !searches.contains(*s)) {
             let names: Vec<&str> = searches.iter().map(String::as_str).collect();
             return Err(fail(format!("it has no search stage `{stage}` (it has: {})", names.join(", "))));
@@ -98,8 +103,10 @@ mod tests {
 
     #[test]
     fn trials_outside_the_space_are_left_out_and_the_rest_cut_to_it() {
-        let block = |name: &str| SpaceBlock { name: name.into(), description: String::new(), params: vec![], ranks: vec![] };
-        let space = SearchSpace { blocks: vec![block("a")], input_rank: 2, min_depth: 1, max_depth: 3, hparams: vec![] };
+        let block =
+            |name: &str| SpaceBlock { name: name.into(), description: String::new(), params: vec![], ranks: vec![] };
+        let space =
+            SearchSpace { blocks: vec![block("a")], input_rank: 2, min_depth: 1, max_depth: 3, hparams: vec![] };
         let trial = |names: &[&str]| {
             let architecture = names
                 .iter()

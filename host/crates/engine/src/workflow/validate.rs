@@ -414,7 +414,9 @@ pub fn resolve(
     // Budget.
     let check_budget = |budget: &super::Budget, at: &[Step<'_>]| -> Result<(), WorkflowError> {
         match (budget.trials, budget.wall_time, budget.epochs) {
-            (None, None, None) => Err(err(at, None, "a budget needs `trials`, `wall_time`, `epochs` or some of them".into())),
+            (None, None, None) => {
+                Err(err(at, None, "a budget needs `trials`, `wall_time`, `epochs` or some of them".into()))
+            }
             (Some(0), _, _) => Err(err(at, None, "`trials` must be at least 1".into())),
             (_, _, Some(0)) => Err(err(at, None, "`epochs` must be at least 1".into())),
             _ => Ok(()),
