@@ -1,6 +1,6 @@
 //! Local search, msh's default searcher: propose unseen one-move neighbours (a block
 //! replaced, inserted or removed, a block parameter stepped, a hyper-parameter moved) of
-//! the best trial so far, after `initial` random shallow ones. Neighbours that change the
+//! the best trial so far, after random shallow starts that begin with each block in turn. Neighbours that change the
 //! architecture are tried best-predicted first (with probability `explore`, a random one
 //! instead): running means of the objective per block at each position, per block, per
 //! block parameter value and per depth predict them, for as long as the model ranks the
@@ -96,6 +96,10 @@ struct LocalSearch {
     model: Model,
     explore: f64,
     initial: usize,
+    /// Blocks that can begin an architecture, in the order the starts try them, and the
+    /// starts proposed so far.
+    stems: Vec<String>,
+    starts: usize,
     /// (predicted, actual) for recent trials, each predicted before the model learnt it:
     /// the model orders neighbours only while it ranks them well.
     checks: std::collections::VecDeque<(f64, f64)>,
@@ -134,8 +138,46 @@ impl LocalSearch {
         all
     }
 
+    /// The blocks a start may begin with (those that read the input), in a random order.
+    fn stems(&mut self) -> Vec<String> {
+        let mut stems: Vec<String> = self
+            .space
+            .blocks
+            .iter()
+            .filter(|b| output_rank(&self.space, &b.name, self.space.input_rank).is_some())
+            .map(|b| b.name.clone())
+            .collect();
+        self.rng.shuffle(&mut stems);
+        stems
+    }
+
+    /// A shallow start that begins with `stem`, unseen, recorded in `seen`.
+    fn start_with(&mut self, stem: &str) -> Option<Proposal> {
+        let (min_depth, max_depth) = depth_bounds(&self.space);
+        for _ in 0..DRAWS {
+            let depth = self.rng.range(min_depth as i64, (min_depth + 1).min(max_depth) as i64).max(1) as usize;
+            let mut architecture = random_architecture(&self.space, depth, &mut self.rng);
+            architecture[0] = block_ref(stem);
+            let hparams = sample_hparams(&self.space, &mut self.rng);
+            if fits(&self.space, &architecture) && self.seen.insert(&architecture, &hparams) {
+                return Some(Proposal { architecture, hparams, parent: None, teacher: None });
+            }
+        }
+        None
+    }
+
     fn one(&mut self) -> Option<Proposal> {
-        // A few random architectures first, so that one unlucky start does not decide the search.
+        // Random shallow starts first, so that one unlucky start does not decide the
+        // search; the first of them begin with each block that can read the input in
+        // turn, since the block that reads the raw data matters most and a climb from a
+        // poor one is slow.
+        if self.starts < self.initial.max(self.stems.len()) {
+            let stem = self.stems.get(self.starts % self.stems.len().max(1)).cloned();
+            self.starts += 1;
+            if let Some(start) = stem.and_then(|stem| self.start_with(&stem)) {
+                return Some(start);
+            }
+        }
         let beam: Vec<Trial> = if self.seen.len() < self.initial { Vec::new() } else { self.beam.trials().to_vec() };
         let trusted = self.trusted();
         for parent in &beam {
@@ -183,7 +225,7 @@ msh_plugin_sdk::settings! {
         beam_size: usize = 8 => "best trials whose neighbourhoods are explored before a random restart",
         hparam_moves: bool = true => "whether moving one hyper-parameter counts as a neighbour",
         explore: f64 = 0.5 => "chance of trying a random neighbour instead of the best predicted",
-        initial: usize = 4 => "random architectures before the first local move",
+        initial: usize = 4 => "random shallow starts before the first local move (at least one per block that can begin an architecture)",
     }
 }
 
@@ -197,18 +239,22 @@ impl Search for LocalSearch {
             return Err("the search space allows no blocks".into());
         }
         let settings = LocalSettings::parse(&context)?;
-        Ok(Self {
+        let mut search = Self {
             beam: Beam::new(settings.beam_size),
             hparam_moves: settings.hparam_moves,
             explore: settings.explore,
             initial: settings.initial,
+            stems: Vec::new(),
+            starts: 0,
             model: Model::default(),
             checks: std::collections::VecDeque::new(),
             rng: Rng::new(context.seed),
             seen: Seen::default(),
             untried: HashMap::new(),
             space,
-        })
+        };
+        search.stems = search.stems();
+        Ok(search)
     }
 
     fn observe(&mut self, trial: Trial) {

@@ -542,6 +542,22 @@ pub(crate) struct Queue {
 const TALLY_KEY: &[u8] = b"tally";
 
 /// Typed reads over a transaction's records (a read snapshot, or a write transaction).
+/// The threads that decode large tables. Not rayon's global pool: trainers train there
+/// and call the store from it (early stopping records each epoch), so a transaction that
+/// waited for that pool while holding the write lock (a lease renewal reading the stages)
+/// would wait for a trainer that waits for the lock.
+fn decoders() -> &'static rayon::ThreadPool {
+    static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("msh-store-decode-{i}"))
+            .build()
+            .expect("the store's decoding threads start")
+    })
+}
+
 struct View<'a> {
     records: &'a dyn Records,
     name: &'a str,
@@ -558,10 +574,14 @@ impl View<'_> {
     fn all<T: DeserializeOwned + Send>(&self, table: Table) -> Result<Vec<T>, StoreError> {
         use rayon::prelude::*;
         // Decoding is most of the cost of reading a large table: records are copied out in
-        // chunks, and each chunk is decoded on every core.
+        // chunks, and each large chunk is decoded on every core, by the store's own pool.
         const CHUNK: usize = 4096;
         let decode_all = |chunk: &[(Vec<u8>, Vec<u8>)]| -> Result<Vec<T>, StoreError> {
-            chunk.par_iter().map(|(key, value)| decode(self.name, table, key, value)).collect()
+            let one = |(key, value): &(Vec<u8>, Vec<u8>)| decode(self.name, table, key, value);
+            if chunk.len() < 256 {
+                return chunk.iter().map(one).collect();
+            }
+            decoders().install(|| chunk.par_iter().map(one).collect())
         };
         let (mut out, mut chunk) = (Vec::new(), Vec::with_capacity(CHUNK));
         self.records.each(table, &mut |key, value| {
