@@ -11,6 +11,7 @@ use clap::Args;
 use serde_yaml_ng::Value;
 
 use super::bench_engine::{Scratch, run_in_process};
+use super::bench_searchers::median;
 
 #[derive(Debug, Args)]
 pub struct BenchSearchArgs {
@@ -157,15 +158,6 @@ fn outcome(store: &msh_store::Store, stage: &str, targets: &[f64], seconds: f64)
         epochs: trials.iter().map(|t| u64::from(t.epochs)).sum(),
         minutes: seconds / 60.0,
     })
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    match values.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => values[n / 2],
-        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
-    }
 }
 
 fn percent(accuracy: Option<f64>) -> String {

@@ -128,7 +128,8 @@ fn run_once(
     Ok(Outcome { to_target, rejected, finished: trials.len(), seconds })
 }
 
-fn median(values: &mut [f64]) -> f64 {
+/// The median (NaN for none); sorts `values`.
+pub(super) fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     match values.len() {
         0 => f64::NAN,
