@@ -41,7 +41,7 @@ fn the_base_and_bundled_workflows_validate() {
     let out = run(&["validate", path.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // The CIFAR workflows download their data on the first run: they validate without it.
-    for name in ["quickstart", "mnist1d", "digits", "iris", "cifar", "cifar-cpu"] {
+    for name in ["quickstart", "mnist1d", "mnist1d-rnn", "digits", "iris", "cifar", "cifar-cpu"] {
         let file = format!("workflows/{name}.yaml");
         let out = run(&["validate", &file]);
         assert!(out.status.success(), "{file}: {}", String::from_utf8_lossy(&out.stderr));
