@@ -1,14 +1,15 @@
 //! Local search, msh's default searcher: propose unseen one-move neighbours (a block
 //! replaced, inserted or removed, a block parameter stepped, a hyper-parameter moved) of
-//! the best trial so far, after random shallow starts that begin with each block in turn. Neighbours that change the
-//! architecture are tried best-predicted first (with probability `explore`, a random one
-//! instead): running means of the objective per block at each position, per block, per
-//! block parameter value and per depth predict them, for as long as the model ranks the
-//! recent trials better than chance by a margin; otherwise in random order. Steps of a
-//! hyper-parameter are drawn at random in their share. When every neighbour of the best has been tried, go
-//! on with the next best of a beam of `beam_size`; when the whole beam is spent, restart
-//! from a random architecture. Each trial costs the same whatever the history's length:
-//! trials are observed once, neighbourhoods are listed once per beam member.
+//! the best trial so far, after random shallow starts that begin with each block in turn.
+//! Neighbours that change the architecture are tried best-predicted first (with
+//! probability `explore`, a random one instead): running means of the objective per block
+//! at each position, per block, per block parameter value and per depth predict them, for
+//! as long as the model ranks the recent trials better than chance by a margin; otherwise
+//! in random order. Steps of a hyper-parameter are drawn at random in their share. When
+//! every neighbour of the best has been tried, go on with the next best of a beam of
+//! `beam_size`; when the whole beam is spent, restart from a random architecture. Each
+//! trial costs the same whatever the history's length: trials are observed once,
+//! neighbourhoods are listed once per beam member.
 
 use std::collections::HashMap;
 
@@ -29,7 +30,7 @@ enum Feature {
     FromOutput(usize, String),
     Anywhere(String),
     Depth(usize),
-    /// A block parameter set away from its default: block, parameter, value text.
+    /// A block parameter the architecture sets: block, parameter, value.
     Param(String, String, String),
 }
 
@@ -96,8 +97,8 @@ struct LocalSearch {
     model: Model,
     explore: f64,
     initial: usize,
-    /// Blocks that can begin an architecture, in the order the starts try them, and the
-    /// starts proposed so far.
+    /// Blocks that can begin an architecture, in the order the first starts try them
+    /// (none without `block_starts`), and the starts proposed so far.
     stems: Vec<String>,
     starts: usize,
     /// (predicted, actual) for recent trials, each predicted before the model learnt it:
@@ -171,10 +172,9 @@ impl LocalSearch {
         // search; the first of them begin with each block that can read the input in
         // turn, since the block that reads the raw data matters most and a climb from a
         // poor one is slow.
-        if self.starts < self.initial.max(self.stems.len()) {
-            let stem = self.stems.get(self.starts % self.stems.len().max(1)).cloned();
+        if let Some(stem) = self.stems.get(self.starts).cloned() {
             self.starts += 1;
-            if let Some(start) = stem.and_then(|stem| self.start_with(&stem)) {
+            if let Some(start) = self.start_with(&stem) {
                 return Some(start);
             }
         }
@@ -225,7 +225,8 @@ msh_plugin_sdk::settings! {
         beam_size: usize = 8 => "best trials whose neighbourhoods are explored before a random restart",
         hparam_moves: bool = true => "whether moving one hyper-parameter counts as a neighbour",
         explore: f64 = 0.5 => "chance of trying a random neighbour instead of the best predicted",
-        initial: usize = 4 => "random shallow starts before the first local move (at least one per block that can begin an architecture)",
+        initial: usize = 4 => "random shallow starts before the first local move",
+        block_starts: bool = true => "whether the starts first begin with each block that can read the input, one each",
     }
 }
 
@@ -253,7 +254,9 @@ impl Search for LocalSearch {
             untried: HashMap::new(),
             space,
         };
-        search.stems = search.stems();
+        if settings.block_starts {
+            search.stems = search.stems();
+        }
         Ok(search)
     }
 
