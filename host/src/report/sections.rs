@@ -317,14 +317,15 @@ fn curves(s: &Snapshot) -> String {
     let (low, high) = (y.min, y.max);
     let mut plot = Plot::new(WIDE.0, WIDE.1, x, y);
     let rule = s.workflow.as_ref().and_then(|w| w.early_stopping);
-    let rungs: Vec<usize> = rule
+    let mut rungs: Vec<usize> = rule
         .map(|r| (1..=epochs).filter(|&e| msh_engine::early_stop::is_decision_epoch(&r, e)).collect())
         .unwrap_or_default();
     // Every epoch is a decision under the median rule: lines would hide the curves.
-    if rungs.len() < epochs {
-        for &epoch in &rungs {
-            plot.line(&[(epoch as f64, low), (epoch as f64, high)], "rung", false);
-        }
+    if rungs.len() == epochs {
+        rungs.clear();
+    }
+    for &epoch in &rungs {
+        plot.line(&[(epoch as f64, low), (epoch as f64, high)], "rung", false);
     }
     // The best trial last, so that it is drawn on top.
     let top = best.first().copied();
@@ -339,7 +340,7 @@ fn curves(s: &Snapshot) -> String {
         }
     }
     let rung_key = match rule {
-        Some(r) if !rungs.is_empty() && rungs.len() < epochs => {
+        Some(r) if !rungs.is_empty() => {
             let list: Vec<String> = rungs.iter().map(ToString::to_string).collect();
             format!(" <span class=\"key rung\">┆ rungs ({}): epochs {}</span>", r.mode.name(), list.join(", "))
         }

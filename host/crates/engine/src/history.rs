@@ -28,8 +28,10 @@ pub struct History {
     /// Trials of the stage read from the finish log, and of those since the last snapshot.
     trials: u64,
     since_snapshot: u64,
-    /// Epochs trained by the trials read (for `budget.epochs`).
+    /// Epochs trained by the trials read (for `budget.epochs`), those a restored snapshot
+    /// stands for excepted: their ids, until an epoch budget first asks (then summed once).
     epochs: u64,
+    unsummed: Vec<u64>,
 }
 
 impl History {
@@ -45,6 +47,7 @@ impl History {
             trials: 0,
             since_snapshot: 0,
             epochs: 0,
+            unsummed: Vec::new(),
         }
     }
 
@@ -91,14 +94,8 @@ impl History {
         }
         self.position = snapshot.position;
         self.trials = snapshot.trials;
-        // The snapshot keeps no epoch count: the trials it stands for are summed once.
-        let ids: std::collections::HashSet<u64> = snapshot.ids.iter().copied().collect();
-        self.epochs = store
-            .trials()?
-            .iter()
-            .filter(|t| t.stage == self.stage && ids.contains(&t.id))
-            .map(|t| u64::from(t.epochs))
-            .sum();
+        // The snapshot keeps no epoch count; only a run with an epoch budget needs one.
+        self.unsummed = snapshot.ids.clone();
         tracing::debug!(
             "search stage `{}`: searcher snapshot of {} trials restored in {:.3} s",
             self.stage,
@@ -216,9 +213,21 @@ impl History {
         running.iter().find(|t| self.session.key(&t.architecture, &t.hparams) == key).map(|t| t.id)
     }
 
-    /// Epochs trained by the stage's finished trials read so far.
-    pub fn epochs(&self) -> u64 {
-        self.epochs
+    /// Epochs trained by the stage's finished trials read so far; the first call after a
+    /// snapshot restore reads the trials it stands for.
+    pub fn epochs(&mut self, store: &Store) -> Result<u64, StoreError> {
+        if !self.unsummed.is_empty() {
+            let ids: std::collections::HashSet<u64> = std::mem::take(&mut self.unsummed).into_iter().collect();
+            let mut sum = 0;
+            store.each_trial(|t| {
+                if t.stage == self.stage && ids.contains(&t.id) {
+                    sum += u64::from(t.epochs);
+                }
+                Ok(())
+            })?;
+            self.epochs += sum;
+        }
+        Ok(self.epochs)
     }
 
     /// The best completed single-model trials, best first.

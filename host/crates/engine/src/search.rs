@@ -346,12 +346,14 @@ impl Search<'_> {
             worker: &worker,
         };
         self.record_time(false)?;
-        if self.budget.epochs.is_some() {
-            history.refresh(&run.store)?;
-        }
-        // The trial just finished is recorded below, after the decision: it counts here.
-        let spent = history.epochs() + finished.map_or(0, |t| u64::from(t.epochs));
-        let out_of_epochs = self.budget.epochs.is_some_and(|e| spent >= e);
+        let out_of_epochs = match self.budget.epochs {
+            Some(budget) => {
+                history.refresh(&run.store)?;
+                // The trial just finished is recorded below, after the decision: it counts here.
+                history.epochs(&run.store)? + finished.map_or(0, |t| u64::from(t.epochs)) >= budget
+            }
+            None => false,
+        };
         let stop = run.stopping() || self.abort.load(Ordering::Relaxed) || self.out_of_time() || out_of_epochs;
         let (kept, claim) = match finished {
             Some(trial) => self.record_finished(&who, trial, stop)?,
